@@ -1,0 +1,1 @@
+"""Connections to external systems and the connectors that sync them, one package per provider."""

@@ -1,0 +1,160 @@
+"""The connector contract: what every provider package implements.
+
+A connector is built for one ``Connection`` and one job, keeps no state between runs (the
+engine stores cursors and checkpoints) and offers:
+
+- ``check()`` — a cheap reachability + authentication probe; returns a ``CheckResult`` or raises
+  one of the ``integrations.errors`` classes.
+- ``sync(ctx)`` — a generator of ``Batch`` objects, starting from ``ctx.cursor`` (the
+  connection's stream state) and ``ctx.checkpoint`` (this job's own progress, e.g. a history
+  search). The engine commits each batch's writes, cursor and checkpoint in one transaction,
+  then asks for the next; it may stop asking at any batch boundary (time budget, cancel) and
+  will later call ``sync`` again with the committed state — so a connector must be able to
+  resume from that state alone. Resources (sockets, sessions) belong in a ``try/finally``
+  inside the generator: the engine closes the generator when it stops early.
+- ``apply(batch)`` — write one batch's records; called by the engine inside its transaction.
+- ``push(ctx)`` — outbound providers only: like ``sync`` but sends local changes out.
+
+Every failure is raised as a class from ``integrations.errors``; mapping library exceptions
+happens once per protocol, in the provider package.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from integrations.errors import ConfigError, Permanent
+
+if TYPE_CHECKING:
+    from integrations.models import Connection
+
+
+class ConnectorConfig(BaseModel):
+    """Base for per-provider, non-secret configuration; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Counts:
+    """What a batch (or a job) did to local data."""
+
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.created + other.created,
+            self.updated + other.updated,
+            self.deleted + other.deleted,
+            self.skipped + other.skipped,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "skipped": self.skipped,
+        }
+
+
+@dataclass
+class Batch:
+    """One unit of work yielded by ``sync``/``push``, committed atomically by the engine.
+
+    ``cursor``/``checkpoint`` replace the stored state when not None. ``done``/``total`` are the
+    job's absolute progress after this batch, when the connector knows them.
+    """
+
+    records: Sequence[Any] = ()
+    deleted: Sequence[Any] = ()
+    cursor: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
+    done: int | None = None
+    total: int | None = None
+    note: str = ""
+
+
+@dataclass
+class CheckResult:
+    """Outcome of a successful ``check()``: a short message for people, details for staff."""
+
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SyncContext:
+    """What a connector may know about the job it runs for."""
+
+    job_id: int | None
+    job_kind: str
+    payload: Mapping[str, Any]
+    cursor: dict[str, Any]
+    checkpoint: dict[str, Any]
+    deadline: float = float("inf")  # time.monotonic() value when the slice should end
+    log: Callable[[str, str], None] = lambda level, message: None
+
+    def time_left(self) -> float:
+        """Seconds left in this slice's budget."""
+        return self.deadline - time.monotonic()
+
+
+class Connector:
+    """Base class for connectors; subclasses set the class attributes and implement methods."""
+
+    kind: ClassVar[str]
+    label: ClassVar[str]
+    Config: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+    #: names of the keys kept in the encrypted secret (shown as "replace ..." fields in forms)
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+    #: schedule given to new connections of this kind ("" = manual only)
+    default_schedule: ClassVar[str] = ""
+
+    def __init__(self, connection: Connection, secrets: Mapping[str, Any] | None = None) -> None:
+        self.connection = connection
+        self.config = self.validate_config(connection.config)
+        self._secrets = secrets
+
+    @property
+    def secrets(self) -> Mapping[str, Any]:
+        """Decrypted credentials, read on first use (raises ``SecretsUnavailable``)."""
+        if self._secrets is None:
+            self._secrets = self.connection.get_secrets()
+        return self._secrets
+
+    @classmethod
+    def validate_config(cls, data: Mapping[str, Any]) -> ConnectorConfig:
+        """Return the validated config; raises ``ConfigError`` naming each bad field."""
+        try:
+            return cls.Config.model_validate(dict(data or {}))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(f"Invalid {cls.label} settings: {problems}") from None
+
+    def check(self) -> CheckResult:
+        """Probe reachability and credentials cheaply."""
+        raise NotImplementedError(f"{type(self).__name__} must implement check()")
+
+    def sync(self, ctx: SyncContext) -> Iterator[Batch]:
+        """Yield batches from ``ctx.cursor``/``ctx.checkpoint`` onward."""
+        raise Permanent(f"{self.label} connections do not sync from the remote side.")
+
+    def apply(self, batch: Batch) -> Counts:
+        """Write a batch's records (inside the engine's transaction) and say what changed."""
+        raise NotImplementedError(f"{type(self).__name__} must implement apply()")
+
+    def push(self, ctx: SyncContext) -> Iterator[Batch]:
+        """Outbound providers: send the change named in ``ctx.payload``."""
+        raise Permanent(f"{self.label} connections do not push changes.")

@@ -1,0 +1,28 @@
+"""System checks for credentials encryption (ids ``integrations.E001``/``W001``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+from integrations import crypto
+
+
+@register("syncproject")
+def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    problem = crypto.check_keys()
+    if problem:
+        return [Error(problem, id="integrations.E001")]
+    if crypto.using_dev_key():
+        return [
+            Warning(
+                "Stored credentials are encrypted with a development key from "
+                f"{settings.SYNC_DEV_ENCRYPTION_KEY_FILE}.",
+                hint="Set SYNC_ENCRYPTION_KEYS (generate a key with "
+                "'python manage.py rotate_secrets --generate-key') before storing real passwords.",
+                id="integrations.W001",
+            )
+        ]
+    return []

@@ -1,0 +1,47 @@
+"""``manage.py rotate_secrets``: re-encrypt stored credentials under the newest key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from integrations import crypto
+from integrations.models import Connection
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt every stored credential with the first key of SYNC_ENCRYPTION_KEYS. "
+        "Rotation: put a new key first, run this, then remove the old key."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--generate-key", action="store_true", help="Only print a new random key."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["generate_key"]:
+            self.stdout.write(crypto.generate_key())
+            return
+        problem = crypto.check_keys()
+        if problem:
+            raise CommandError(problem)
+        rotated, unreadable = 0, []
+        with transaction.atomic():
+            for conn in Connection.objects.exclude(secret="").select_for_update().only("secret"):
+                try:
+                    new = crypto.rotate(conn.secret)
+                except crypto.SecretsUnavailable:
+                    unreadable.append(conn.pk)
+                    continue
+                Connection.objects.filter(pk=conn.pk).update(secret=new)
+                rotated += 1
+        self.stdout.write(f"Re-encrypted {rotated} credential(s) under the newest key.")
+        if unreadable:
+            raise CommandError(
+                f"{len(unreadable)} connection(s) could not be decrypted with any configured key "
+                f"(ids {unreadable}); their credentials must be entered again."
+            )

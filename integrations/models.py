@@ -1,0 +1,217 @@
+"""Connections: one external account each, with its encrypted credentials, schedule and health."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from integrations import crypto
+from integrations.errors import SyncError
+from integrations.schedule import Schedule, parse_schedule, validate_schedule
+
+if TYPE_CHECKING:
+    from integrations.base import Connector
+
+
+class Connection(models.Model):
+    """An account in an external system (a mailbox, a Zendesk account, a Zimbra server).
+
+    Fields in ``ENGINE_FIELDS`` are written by the sync engine with queryset updates while a job
+    runs; a plain ``save()`` of an existing row (an admin form, a settings page) leaves them
+    alone, so editing a connection can never roll back a cursor a worker just committed. Pass
+    ``update_fields`` to write them on purpose.
+    """
+
+    ENGINE_FIELDS = frozenset(
+        {
+            "cursor",
+            "status",
+            "last_success_at",
+            "last_attempt_at",
+            "last_error",
+            "consecutive_failures",
+        }
+    )
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        DEGRADED = "degraded", "Degraded"
+        AUTH_REQUIRED = "auth_required", "Auth required"
+        FAILING = "failing", "Failing"
+        DISABLED = "disabled", "Disabled"
+
+    kind = models.CharField(
+        max_length=32,
+        db_index=True,
+        help_text="Which provider this is (imap, msgraph, zendesk, zimbra). Choices come from the "
+        "connector registry, not from the database, so adding a provider needs no migration.",
+    )
+    name = models.CharField(
+        max_length=200, help_text="A name people recognise, e.g. 'Sales inbox'."
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="sync_connections",
+        help_text="The person this account belongs to; they see it on their settings page.",
+    )
+    organization = models.ForeignKey(
+        "workspace.Organization",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="connections",
+        help_text="The organization this account belongs to (e.g. its Zendesk account).",
+    )
+    config = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Non-secret settings, validated by the provider's schema (host, folders, ...).",
+    )
+    secret = models.TextField(
+        blank=True,
+        default="",
+        editable=False,
+        help_text="Credentials, encrypted with SYNC_ENCRYPTION_KEYS. Never shown.",
+    )
+    enabled = models.BooleanField(
+        default=True, help_text="Off: nothing syncs, neither on schedule nor on request."
+    )
+    disabled_reason = models.CharField(
+        max_length=300, blank=True, help_text="Why the connection was disabled, shown to people."
+    )
+    schedule = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[validate_schedule],
+        help_text="Cron expression (e.g. '*/15 * * * *', in the organization's time zone), an "
+        "interval such as 'every 30m', or empty for manual syncs only.",
+    )
+    scheduled = models.BooleanField(
+        default=True,
+        help_text="Run on the schedule. Off ('stopped'): syncs run only when triggered.",
+    )
+    next_sync_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the dispatcher next queues a scheduled sync (empty: not scheduled).",
+    )
+    cursor = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Where the last sync stopped (per folder/stream); committed with the data.",
+    )
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.OK, help_text="Health of the sync."
+    )
+    last_success_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a sync last finished successfully."
+    )
+    last_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a sync last finished, successfully or not."
+    )
+    last_error = models.CharField(
+        max_length=500, blank=True, help_text="The latest problem, in words safe to show the owner."
+    )
+    consecutive_failures = models.PositiveIntegerField(
+        default=0, help_text="Failed jobs since the last success."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [
+            # The dispatcher's one query: due connections. Only scheduled rows are indexed.
+            models.Index(
+                fields=["next_sync_at"],
+                condition=Q(next_sync_at__isnull=False),
+                name="connection_due_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in self.ENGINE_FIELDS
+            ]
+        super().save(*args, **kwargs)
+
+    # --- connector ------------------------------------------------------------------------------
+    @property
+    def connector_class(self) -> type[Connector]:
+        from integrations.registry import get_connector_class
+
+        return get_connector_class(self.kind)
+
+    def build_connector(self) -> Connector:
+        """A connector for this connection (raises ``UnknownConnectorKind``/``ConfigError``)."""
+        return self.connector_class(self)
+
+    def clean(self) -> None:
+        try:
+            self.connector_class.validate_config(self.config)
+        except SyncError as exc:
+            raise ValidationError({"config": exc.message}) from None
+
+    # --- secrets --------------------------------------------------------------------------------
+    def get_secrets(self) -> dict[str, Any]:
+        """Decrypted credentials (raises ``SecretsUnavailable`` when the key is missing)."""
+        return crypto.decrypt_secrets(self.secret)
+
+    def set_secrets(self, values: dict[str, Any], *, replace: bool = False) -> None:
+        """Store credentials encrypted; blank values keep what is stored unless ``replace``."""
+        current = {} if replace or not self.secret else self.get_secrets()
+        current.update({k: v for k, v in values.items() if v not in (None, "")})
+        self.secret = crypto.encrypt_secrets(current)
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret)
+
+    # --- schedule -------------------------------------------------------------------------------
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        """Time zone for cron schedules: the organization's, else the site's."""
+        name = self.organization.timezone if self.organization_id else settings.TIME_ZONE
+        return ZoneInfo(name)
+
+    @property
+    def parsed_schedule(self) -> Schedule:
+        return parse_schedule(self.schedule)
+
+    def compute_next_sync(self, now: datetime | None = None) -> datetime | None:
+        """Next scheduled run after ``now``, or None when nothing should be scheduled.
+
+        Interval schedules are spread by a random fraction (``SYNC_SCHEDULE_JITTER``, at most
+        five minutes) so connections created together drift apart instead of hitting workers
+        and providers at the same second.
+        """
+        if not (self.enabled and self.scheduled) or self.status == self.Status.AUTH_REQUIRED:
+            return None
+        now = now or timezone.now()
+        schedule = self.parsed_schedule
+        nxt = schedule.next_after(now, self.tz)
+        if nxt is not None and schedule.interval is not None:
+            spread = min(schedule.interval.total_seconds() * settings.SYNC_SCHEDULE_JITTER, 300)
+            nxt += timedelta(seconds=random.uniform(0, spread))
+        return nxt
+
+    def typical_interval(self) -> timedelta | None:
+        return self.parsed_schedule.typical_interval(timezone.now(), self.tz)

@@ -1,0 +1,294 @@
+"""Django settings, read from the environment (see ``syncproject/env.py``).
+
+Defaults give the embedded set-up: SQLite under ``var/`` and the django-q2 ORM broker, so
+``make run`` works on a fresh machine. ``DATABASE_URL`` switches to PostgreSQL for production;
+any number of hosts can then run ``manage.py qcluster`` against the same database.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import dj_database_url
+
+from syncproject.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(
+    env_str(
+        "SYNC_VAR_DIR",
+        str(BASE_DIR / "var"),
+        "Directory for local state: the SQLite database, development keys, stored attachments.",
+    )
+)
+
+
+def _dev_secret_file(name: str, make: Callable[[], str]) -> str:
+    """Read a development-only secret from ``var/``, creating it on first run."""
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / name
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+# --- Core -------------------------------------------------------------------------------------
+DEBUG = env_bool("DJANGO_DEBUG", False, "Django debug mode. Never true in production.")
+_secret_key = env_secret("DJANGO_SECRET_KEY", "Django's secret key for sessions and signing")
+SYNC_USING_DEV_SECRET_KEY = _secret_key is None
+SECRET_KEY = _secret_key or _dev_secret_file("dev-secret-key", lambda: secrets.token_urlsafe(50))
+ALLOWED_HOSTS = env_list(
+    "DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"], "Host names this site serves."
+)
+CSRF_TRUSTED_ORIGINS = env_list(
+    "DJANGO_CSRF_TRUSTED_ORIGINS", [], "Origins trusted for CSRF, e.g. https://sync.example.com."
+)
+SITE_URL = env_str(
+    "SITE_URL", "http://127.0.0.1:8000", "Public base URL, used in links sent by email."
+)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_q",
+    "workspace",
+    "integrations",
+    "syncqueue",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "syncproject.urls"
+WSGI_APPLICATION = "syncproject.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+# CONN_MAX_AGE matters: django-q2's ORM broker calls close_old_connections() on every enqueue and
+# dequeue, so with Django's default of 0 every enqueue opens a new connection (16x slower on
+# PostgreSQL). Health checks make a persistent connection safe after a database restart.
+CONN_MAX_AGE = env_int(
+    "DB_CONN_MAX_AGE", 60, "Seconds a database connection is reused (>= 60).", minimum=0
+)
+DATABASE_URL = env_str(
+    "DATABASE_URL", "", "PostgreSQL URL (postgres://user:pass@host:5432/db); empty = SQLite."
+)
+SQLITE_PATH = env_str("SQLITE_PATH", str(VAR_DIR / "db.sqlite3"), "SQLite file when no URL.")
+SQLITE_BUSY_TIMEOUT = env_int(
+    "SQLITE_BUSY_TIMEOUT", 20, "Seconds SQLite waits for a lock before failing.", minimum=1
+)
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=CONN_MAX_AGE, conn_health_checks=True
+        )
+    }
+else:
+    Path(SQLITE_PATH).parent.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": SQLITE_PATH,
+            "CONN_MAX_AGE": CONN_MAX_AGE,
+            "CONN_HEALTH_CHECKS": True,
+            # IMMEDIATE takes the write lock when a transaction starts, so SQLite waits out the
+            # busy timeout instead of failing with "database is locked" on a read->write upgrade.
+            "OPTIONS": {
+                "timeout": SQLITE_BUSY_TIMEOUT,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC", "Default time zone for schedules and display.")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing directory
+WHITENOISE_USE_FINDERS = True  # serve app static files without a collectstatic step
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media"), "Where attachments are stored."))
+MEDIA_URL = "media/"
+
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend",
+    "Django email backend used for notifications.",
+)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "sync@localhost", "Sender of notifications.")
+
+# --- Sync engine ------------------------------------------------------------------------------
+SYNC_QUEUE_NAME = env_str(
+    "SYNC_QUEUE_NAME", "syncproject", "django-q2 cluster name; every host must use the same one."
+)
+SYNC_WORKERS = env_int("SYNC_WORKERS", 2, "Worker processes per qcluster.", minimum=1)
+SYNC_TASK_TIMEOUT = env_int(
+    "SYNC_TASK_TIMEOUT", 300, "Seconds before django-q2 kills a task (one job slice).", minimum=5
+)
+SYNC_TASK_RETRY = env_int(
+    "SYNC_TASK_RETRY",
+    SYNC_TASK_TIMEOUT + 120,
+    "Seconds before django-q2 redelivers an unacknowledged task; must exceed the timeout.",
+    minimum=6,
+)
+SYNC_SLICE_SECONDS = env_float(
+    "SYNC_SLICE_SECONDS",
+    round(SYNC_TASK_TIMEOUT * 0.4, 1),
+    "Time budget of one job slice; the job then re-queues itself and continues.",
+    minimum=0.0,
+)
+SYNC_LEASE_SECONDS = env_int(
+    "SYNC_LEASE_SECONDS",
+    SYNC_TASK_TIMEOUT + 60,
+    "A running job whose lease is this old is rescued (its worker died).",
+    minimum=1,
+)
+SYNC_MAX_ATTEMPTS = env_int(
+    "SYNC_MAX_ATTEMPTS", 5, "Failed attempts before a job is marked failed.", minimum=1
+)
+SYNC_RETRY_BASE_SECONDS = env_float(
+    "SYNC_RETRY_BASE_SECONDS", 30.0, "First retry delay; doubles per attempt.", minimum=0.0
+)
+SYNC_RETRY_MAX_SECONDS = env_float(
+    "SYNC_RETRY_MAX_SECONDS", 3600.0, "Longest retry delay.", minimum=0.0
+)
+SYNC_INLINE_WAIT_MAX = env_float(
+    "SYNC_INLINE_WAIT_MAX",
+    5.0,
+    "A Retry-After up to this many seconds is waited out inside the running slice.",
+    minimum=0.0,
+)
+SYNC_FAILING_AFTER = env_int(
+    "SYNC_FAILING_AFTER", 3, "Consecutive failed jobs before a connection is 'failing'.", minimum=1
+)
+SYNC_DISABLE_AFTER = env_int(
+    "SYNC_DISABLE_AFTER", 10, "Consecutive failed jobs before a connection is disabled.", minimum=1
+)
+SYNC_HEARTBEAT_STALE_SECONDS = env_int(
+    "SYNC_HEARTBEAT_STALE_SECONDS",
+    300,
+    "Workers count as down when no heartbeat was written for this long.",
+    minimum=30,
+)
+SYNC_DISPATCH_LIMIT = env_int(
+    "SYNC_DISPATCH_LIMIT", 20000, "Most connections enqueued by one dispatcher pass.", minimum=1
+)
+SYNC_SCHEDULE_JITTER = env_float(
+    "SYNC_SCHEDULE_JITTER",
+    0.1,
+    "Interval schedules are spread by up to this fraction of the interval (max 5 min).",
+    minimum=0.0,
+)
+SYNC_KEEP_JOBS = env_int(
+    "SYNC_KEEP_JOBS", 50, "Finished jobs always kept per connection.", minimum=1
+)
+SYNC_KEEP_SUCCEEDED_DAYS = env_int(
+    "SYNC_KEEP_SUCCEEDED_DAYS",
+    7,
+    "Older succeeded/cancelled jobs beyond the kept ones go.",
+    minimum=1,
+)
+SYNC_KEEP_FAILED_DAYS = env_int(
+    "SYNC_KEEP_FAILED_DAYS", 30, "Older failed jobs beyond the kept ones go.", minimum=1
+)
+SYNC_ENCRYPTION_KEYS = [
+    key
+    for key in re.split(
+        r"[,\s]+",
+        env_secret(
+            "SYNC_ENCRYPTION_KEYS",
+            "Fernet keys for stored credentials, newest first, comma-separated: the first "
+            "encrypts, all decrypt. Unset: a development key is created in var/",
+        )
+        or "",
+    )
+    if key
+]
+SYNC_DEV_ENCRYPTION_KEY_FILE = VAR_DIR / "dev-encryption.key"
+SYNC_EXTRA_CONNECTORS = dict(
+    item.split("=", 1)
+    for item in env_list(
+        "SYNC_EXTRA_CONNECTORS",
+        [],
+        "Extra connector kinds as kind=dotted.path.Class, comma-separated (tests, plug-ins).",
+    )
+)
+
+# django-q2, built from the settings above. The rules (timeout < retry, ack_failures on,
+# max_attempts 1, catch_up off, save_limit 0 or -1) are enforced by the syncqueue.E00x checks.
+# Our SyncJob table is the source of truth; a django-q2 task only says "there is work".
+Q_CLUSTER = {
+    "name": SYNC_QUEUE_NAME,
+    "orm": "default",
+    "workers": SYNC_WORKERS,
+    "timeout": SYNC_TASK_TIMEOUT,
+    "retry": SYNC_TASK_RETRY,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": env_int(
+        "SYNC_Q_SAVE_LIMIT", -1, "django-q2 result rows: -1 keeps no successes, 0 keeps all."
+    ),
+    "bulk": env_int("SYNC_Q_BULK", 5, "Tasks a cluster dequeues at once.", minimum=1),
+    "poll": env_float("SYNC_Q_POLL", 0.2, "Seconds an idle cluster waits between polls."),
+    "recycle": 500,
+    "label": "Task queue (django-q2)",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {
+        "handlers": ["console"],
+        "level": env_str("LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
+    },
+}
+
+# django-q2 warns at import when timeout is missing; ours is always set, the check enforces it.
+warnings.filterwarnings("ignore", message=".*retry.*timeout.*", module="django_q.*")

@@ -1,0 +1,105 @@
+"""System checks that refuse a django-q2 configuration which breaks the engine's assumptions.
+
+ids: syncqueue.E001-E008, W001. Each message says what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+def q_cluster_problems(q: dict[str, Any], slice_seconds: float, lease_seconds: int) -> list[Any]:
+    """Check a Q_CLUSTER dict against the rules; returned as Django check messages."""
+    errors: list[Any] = []
+    timeout, retry = q.get("timeout"), q.get("retry", 60)
+    if q.get("orm") != "default":
+        errors.append(
+            Error(
+                "Q_CLUSTER must use the ORM broker on the default database "
+                "('orm': 'default'): jobs and their tickets commit together.",
+                id="syncqueue.E001",
+            )
+        )
+    if not timeout or not retry or timeout >= retry:
+        errors.append(
+            Error(
+                f"Q_CLUSTER timeout ({timeout}) must be set and below retry ({retry}); otherwise "
+                "django-q2 redelivers a task while it is still running.",
+                hint="Set SYNC_TASK_RETRY above SYNC_TASK_TIMEOUT (e.g. timeout + 120).",
+                id="syncqueue.E002",
+            )
+        )
+    if q.get("ack_failures") is not True:
+        errors.append(
+            Error(
+                "Q_CLUSTER ack_failures must be True: the engine retries with "
+                "backoff itself; django-q2's fixed-interval redelivery must not.",
+                id="syncqueue.E003",
+            )
+        )
+    if q.get("max_attempts") != 1:
+        errors.append(
+            Error(
+                "Q_CLUSTER max_attempts must be 1 (retries belong to the engine).",
+                id="syncqueue.E004",
+            )
+        )
+    if q.get("catch_up", True) is not False:
+        errors.append(
+            Error(
+                "Q_CLUSTER catch_up must be False: after downtime the dispatcher "
+                "must run once, not once per missed minute.",
+                id="syncqueue.E005",
+            )
+        )
+    if q.get("save_limit", 250) not in (0, -1):
+        errors.append(
+            Error(
+                "Q_CLUSTER save_limit must be 0 or -1: pruning on every save costs "
+                "3-5x throughput and loses results on SQLite ('database is locked').",
+                hint="Set SYNC_Q_SAVE_LIMIT=-1; history is pruned by the dispatcher.",
+                id="syncqueue.E006",
+            )
+        )
+    if timeout and slice_seconds > 0.8 * timeout:
+        errors.append(
+            Error(
+                f"SYNC_SLICE_SECONDS ({slice_seconds}) must stay well under the task timeout "
+                f"({timeout}); use at most 80% of it.",
+                id="syncqueue.E007",
+            )
+        )
+    if timeout and lease_seconds <= timeout:
+        errors.append(
+            Error(
+                f"SYNC_LEASE_SECONDS ({lease_seconds}) must exceed the task timeout "
+                f"({timeout}), or live jobs would be rescued while still running.",
+                id="syncqueue.E008",
+            )
+        )
+    if q.get("sync"):
+        errors.append(
+            Warning("Q_CLUSTER sync is on: tasks run inside the request.", id="syncqueue.W001")
+        )
+    return errors
+
+
+@register("syncproject")
+def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    problems = q_cluster_problems(
+        settings.Q_CLUSTER, settings.SYNC_SLICE_SECONDS, settings.SYNC_LEASE_SECONDS
+    )
+    max_age = settings.DATABASES["default"].get("CONN_MAX_AGE", 0)
+    if max_age is not None and max_age < 60:
+        problems.append(
+            Warning(
+                f"CONN_MAX_AGE is {max_age}: django-q2's ORM broker then opens a new database "
+                "connection for every enqueue (about 16x slower on PostgreSQL).",
+                hint="Set DB_CONN_MAX_AGE=60 or more.",
+                id="syncqueue.W002",
+            )
+        )
+    return problems

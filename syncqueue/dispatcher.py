@@ -1,0 +1,191 @@
+"""The dispatcher: one periodic pass (a django-q2 schedule, every minute) that
+
+1. rescues running jobs whose lease expired (their worker died) from their checkpoint;
+2. queues a sync for every connection that is due (one indexed query, bulk writes);
+3. makes sure every runnable job has a ticket — retries whose ``run_after`` has come, jobs that
+   waited behind a running job of their connection, tickets lost with a killed worker;
+4. writes the dispatcher heartbeat;
+5. prunes history every few minutes.
+
+Only one pass runs at a time across all clusters (an expiring ``EngineLock`` row).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from integrations.errors import Transient
+from integrations.models import Connection
+from syncqueue import engine, heartbeat, retention
+from syncqueue.locks import hold_lock
+from syncqueue.models import SyncJob, SyncLog
+
+log = logging.getLogger(__name__)
+
+State = SyncJob.State
+PRUNE_EVERY = timedelta(minutes=10)
+MAX_TICKETS_PER_PASS = 5000
+
+
+@dataclass
+class DispatchReport:
+    """What one pass did (returned to django-q2 and printed by ``sync_dispatch``)."""
+
+    rescued: int = 0
+    failed_after_rescue: int = 0
+    enqueued: int = 0
+    already_queued: int = 0
+    tickets: int = 0
+    pruned: dict[str, int] | None = None
+    skipped: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dispatch(now: datetime | None = None) -> DispatchReport:
+    """Run one dispatcher pass (see the module docstring)."""
+    now = now or timezone.now()
+    report = DispatchReport()
+    with hold_lock("dispatcher", seconds=120) as acquired:
+        if not acquired:
+            report.skipped = "another dispatcher pass is running"
+            return report
+        heartbeat.beat("dispatcher")
+        report.rescued, report.failed_after_rescue = rescue_expired(now)
+        report.enqueued, report.already_queued = enqueue_due(now)
+        report.tickets = top_up_tickets(now)
+    with hold_lock("prune", seconds=int(PRUNE_EVERY.total_seconds()), release=False) as due:
+        if due:
+            report.pruned = retention.prune(now)
+            heartbeat.prune_heartbeats(now)
+    return report
+
+
+def rescue_expired(now: datetime) -> tuple[int, int]:
+    """Put running jobs with an expired lease back in the queue (or fail them when they have
+    used their attempts: a job that kills its worker every time must not loop forever)."""
+    rescued = failed = 0
+    expired = SyncJob.objects.filter(state=State.RUNNING, leased_until__lt=now).values_list(
+        "pk", "connection_id", "attempts", "max_attempts", "worker_id"
+    )
+    for pk, connection_id, attempts, max_attempts, worker in expired:
+        attempts += 1
+        with transaction.atomic():
+            still_expired = SyncJob.objects.filter(pk=pk, state=State.RUNNING, leased_until__lt=now)
+            if attempts >= max_attempts:
+                message = (
+                    f"The worker running this sync stopped responding {attempts} times; "
+                    "an administrator should look at the logs."
+                )
+                if not still_expired.update(
+                    state=State.FAILED,
+                    attempts=attempts,
+                    finished_at=now,
+                    leased_until=None,
+                    worker_id="",
+                    error_class="Transient",
+                    error_message=message,
+                    updated_at=now,
+                ):
+                    continue
+                engine.record_connection_outcome(
+                    connection_id, Transient(message), message, job_failed=True, now=now
+                )
+                level, text = "error", message
+                failed += 1
+            else:
+                if not still_expired.update(
+                    state=State.QUEUED,
+                    attempts=attempts,
+                    run_after=now,
+                    leased_until=None,
+                    worker_id="",
+                    updated_at=now,
+                ):
+                    continue
+                level = "warning"
+                text = (
+                    f"Worker {worker} stopped responding (lease expired); "
+                    "resuming from the last checkpoint."
+                )
+                engine.submit_ticket(pk)
+                rescued += 1
+            SyncLog.objects.create(
+                job_id=pk, connection_id=connection_id, level=level, message=text
+            )
+    if rescued or failed:
+        log.warning("Rescued %d job(s) from dead workers; %d failed for good.", rescued, failed)
+    return rescued, failed
+
+
+def enqueue_due(now: datetime) -> tuple[int, int]:
+    """Queue a scheduled sync for each due connection. Returns (queued, already waiting)."""
+    due = list(
+        Connection.objects.filter(next_sync_at__lte=now, enabled=True)
+        .select_related("organization")
+        .order_by("next_sync_at")[: settings.SYNC_DISPATCH_LIMIT]
+    )
+    if not due:
+        return 0, 0
+    with transaction.atomic():
+        busy = set(
+            SyncJob.objects.filter(
+                connection__next_sync_at__lte=now,
+                connection__enabled=True,
+                dedupe_key=engine.STREAM_KEY,
+                state__in=SyncJob.ACTIVE,
+            ).values_list("connection_id", flat=True)
+        )
+        jobs = [
+            SyncJob(
+                connection=conn,
+                kind=SyncJob.Kind.INCREMENTAL if conn.last_success_at else SyncJob.Kind.INITIAL,
+                dedupe_key=engine.STREAM_KEY,
+                priority=SyncJob.Priority.SCHEDULED,
+                run_after=now,
+                max_attempts=settings.SYNC_MAX_ATTEMPTS,
+            )
+            for conn in due
+            if conn.pk not in busy
+        ]
+        SyncJob.objects.bulk_create(jobs, batch_size=500)
+        for conn in due:
+            # From *now*: a window missed while workers were down runs once, not N times.
+            conn.next_sync_at = conn.compute_next_sync(now)
+        Connection.objects.bulk_update(due, ["next_sync_at"], batch_size=500)
+        # Shuffle so connections due at the same second do not always start in the same order.
+        order = [job.pk for job in jobs]
+        random.shuffle(order)
+        for job_id in order:
+            engine.submit_ticket(job_id)
+    return len(jobs), len(due) - len(jobs)
+
+
+def top_up_tickets(now: datetime) -> int:
+    """Submit tickets so that queued tickets are at least as many as runnable jobs.
+
+    Extra tickets are harmless (they find nothing to claim); a missing one would leave a job
+    waiting, so this errs on the side of more.
+    """
+    runnable = engine.runnable_jobs(now).count()
+    if not runnable:
+        return 0
+    # Tickets not yet taken by a cluster (a taken one is locked into the future). Measured at
+    # this instant, so tickets written earlier in this pass count.
+    waiting_tickets = OrmQ.objects.filter(
+        key=settings.Q_CLUSTER["name"], lock__lte=timezone.now()
+    ).count()
+    missing = min(runnable - waiting_tickets, MAX_TICKETS_PER_PASS)
+    for _ in range(max(0, missing)):
+        engine.submit_ticket(None)
+    return max(0, missing)

@@ -1,0 +1,674 @@
+"""The sync engine: enqueue, claim, run in slices, and decide outcomes by error class.
+
+How work flows
+--------------
+``enqueue()`` writes a ``SyncJob`` and, in the same transaction, a django-q2 task carrying only
+the job id (a *ticket*). The ORM broker stores tasks in the same database, so the ticket becomes
+visible exactly when the job commits: there is no window in which a committed job has no ticket
+and no ticket for a job that was rolled back.
+
+A ticket means "there is work". The worker that receives it claims the most urgent runnable job
+(highest priority, then oldest) with a conditional UPDATE, so:
+
+- priority works although django-q2's queue is first-in first-out (a manual "Sync now" overtakes
+  a backlog of scheduled syncs);
+- a duplicate delivery (django-q2 is at-least-once) finds nothing left to claim and exits;
+- the database refuses a second running job for a connection (a partial unique index), on SQLite
+  and PostgreSQL alike, even with several clusters racing.
+
+A claimed job runs for at most ``SYNC_SLICE_SECONDS`` (well under django-q2's ``timeout``). Each
+batch from the connector is committed together with its cursor/checkpoint and a lease renewal,
+so a killed worker loses at most the batch in flight. When the budget is spent the job goes back
+to ``queued`` with a new ticket and the next slice continues from the checkpoint.
+
+Failures are decided by class (``integrations.errors``): transient → backoff with jitter up to
+``max_attempts``; rate-limited → wait ``retry_after`` without spending an attempt; auth → fail at
+once and mark the connection ``auth_required``; permanent → fail; cursor reset → restart the
+stream inside the same job. Unexpected exceptions are ``Internal`` and retried like transient
+ones (bounded), because nothing must be lost to a one-off fault.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import Exists, F, OuterRef, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django_q.exceptions import TimeoutException
+from django_q.tasks import async_task
+
+from integrations.base import Batch, Connector, Counts, SyncContext
+from integrations.errors import (
+    AuthFailed,
+    CursorReset,
+    Permanent,
+    RateLimited,
+    SyncError,
+    Transient,
+)
+from integrations.models import Connection
+from syncqueue import heartbeat
+from syncqueue.models import SyncJob, SyncLog
+from syncqueue.redact import redact, secret_values
+
+log = logging.getLogger(__name__)
+
+State = SyncJob.State
+Kind = SyncJob.Kind
+Priority = SyncJob.Priority
+
+TICKET_FUNC = "syncqueue.tasks.run_sync_job"
+CLAIM_CANDIDATES = 8
+MAX_RESETS_PER_SLICE = 2
+
+# Stream kinds share one waiting job per connection: they all mean "bring the mirror up to date".
+STREAM_KEY = "sync"
+_DEFAULT_PRIORITY = {
+    Kind.INITIAL: Priority.SCHEDULED,
+    Kind.INCREMENTAL: Priority.SCHEDULED,
+    Kind.MANUAL: Priority.MANUAL,
+    Kind.FULL_RESYNC: Priority.MANUAL,
+    Kind.PUSH: Priority.PUSH,
+    Kind.HISTORICAL: Priority.BACKGROUND,
+}
+
+
+class InternalError(SyncError):
+    """An exception no connector classified: retried a bounded number of times."""
+
+    error_class = "Internal"
+
+
+class ConnectionDisabled(Permanent):
+    """Work was requested for a connection that is turned off."""
+
+
+class _LeaseLost(Exception):
+    """Our lease was taken over (the job was rescued); stop without writing anything more."""
+
+
+class _CancelRequested(Exception):
+    """Someone cancelled the running job; stop at this batch boundary."""
+
+
+def worker_id() -> str:
+    """Identity of this process in leases and heartbeats."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def default_dedupe_key(kind: str) -> str:
+    if kind in (Kind.INITIAL, Kind.INCREMENTAL, Kind.MANUAL):
+        return STREAM_KEY
+    return kind
+
+
+def backoff_seconds(failed_attempts: int) -> float:
+    """Exponential backoff with 'equal jitter': half fixed, half random, capped."""
+    delay = settings.SYNC_RETRY_BASE_SECONDS * 2 ** max(0, failed_attempts - 1)
+    delay = min(delay, settings.SYNC_RETRY_MAX_SECONDS)
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+# --- Enqueue -------------------------------------------------------------------------------------
+
+
+def submit_ticket(job_id: int | None) -> None:
+    """Write a django-q2 task that makes a worker claim work. Carries an id, never a secret."""
+    async_task(TICKET_FUNC, job_id, task_name=f"sync-job-{job_id or 'any'}", group="sync")
+
+
+def enqueue(
+    connection: Connection,
+    kind: str,
+    *,
+    priority: int | None = None,
+    payload: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+    requested_by: Any = None,
+    coalesce_running: bool | None = None,
+) -> SyncJob:
+    """Queue work for ``connection`` and return its job; returns in milliseconds.
+
+    A waiting job with the same ``dedupe_key`` (stream syncs share one) is returned instead of a
+    new one — a second "Sync now" gets the same job — and is promoted to the higher priority.
+    Stream, resync and history jobs also coalesce with a *running* job (it will see the new
+    data); push jobs do not, because the running push may carry an older state.
+
+    Raises ``ConnectionDisabled`` for a disabled connection.
+    """
+    kind = Kind(kind)
+    if not connection.enabled:
+        raise ConnectionDisabled(
+            f"{connection.name} is turned off"
+            + (f": {connection.disabled_reason}" if connection.disabled_reason else ".")
+        )
+    if payload and not all(isinstance(v, int | str | bool | None) for v in payload.values()):
+        raise ValueError("Job payloads hold ids and flags only, never objects or credentials.")
+    priority = _DEFAULT_PRIORITY[kind] if priority is None else priority
+    key = dedupe_key or default_dedupe_key(kind)
+    if coalesce_running is None:
+        coalesce_running = kind != Kind.PUSH
+    now = timezone.now()
+    with transaction.atomic():
+        # Serialise enqueues per connection (a no-op on SQLite, whose IMMEDIATE transactions
+        # already serialise writers) so two clicks cannot both create a job.
+        list(Connection.objects.select_for_update().filter(pk=connection.pk).values_list("pk"))
+        states = SyncJob.ACTIVE if coalesce_running else SyncJob.WAITING
+        existing = (
+            SyncJob.objects.filter(connection=connection, dedupe_key=key, state__in=states)
+            .order_by("id")
+            .first()
+        )
+        if existing is not None:
+            return _promote(existing, kind, priority, now)
+        job = SyncJob.objects.create(
+            connection=connection,
+            kind=kind,
+            dedupe_key=key,
+            priority=priority,
+            payload=payload or {},
+            requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+            run_after=now,
+            max_attempts=settings.SYNC_MAX_ATTEMPTS,
+        )
+        submit_ticket(job.pk)
+    return job
+
+
+def _promote(job: SyncJob, kind: str, priority: int, now: datetime) -> SyncJob:
+    """Merge a new request into an existing job: raise its priority; run a backing-off job now
+    when a person asked for it."""
+    updates: dict[str, Any] = {}
+    if priority > job.priority:
+        updates["priority"] = priority
+        if kind == Kind.MANUAL and job.kind == Kind.INCREMENTAL:
+            updates["kind"] = Kind.MANUAL
+    if kind == Kind.MANUAL and job.state == State.RETRYING and job.run_after > now:
+        updates["run_after"] = now
+    if updates:
+        SyncJob.objects.filter(pk=job.pk).update(**updates, updated_at=now)
+        for field, value in updates.items():
+            setattr(job, field, value)
+        if job.state in SyncJob.WAITING:
+            submit_ticket(job.pk)
+    return job
+
+
+# --- Claim ---------------------------------------------------------------------------------------
+
+
+def runnable_jobs(now: datetime):  # -> QuerySet[SyncJob]
+    """Waiting jobs that may start now: due, and their connection has nothing running."""
+    running = SyncJob.objects.filter(connection_id=OuterRef("connection_id"), state=State.RUNNING)
+    return SyncJob.objects.filter(state__in=SyncJob.WAITING, run_after__lte=now).exclude(
+        Exists(running)
+    )
+
+
+def claim_next(worker: str | None = None) -> SyncJob | None:
+    """Claim the most urgent runnable job with a conditional UPDATE; None if there is none."""
+    worker = worker or worker_id()
+    now = timezone.now()
+    candidates = list(
+        runnable_jobs(now)
+        .order_by("-priority", "run_after", "id")
+        .values_list("id", flat=True)[:CLAIM_CANDIDATES]
+    )
+    for candidate in candidates:
+        try:
+            with transaction.atomic():
+                claimed = SyncJob.objects.filter(
+                    pk=candidate, state__in=SyncJob.WAITING, run_after__lte=now
+                ).update(
+                    state=State.RUNNING,
+                    worker_id=worker,
+                    leased_until=now + timedelta(seconds=settings.SYNC_LEASE_SECONDS),
+                    started_at=Coalesce(F("started_at"), Value(now)),
+                    slices=F("slices") + 1,
+                    updated_at=now,
+                )
+        except IntegrityError:
+            continue  # another job of the same connection started a moment ago
+        if claimed:
+            return SyncJob.objects.select_related("connection", "connection__organization").get(
+                pk=candidate
+            )
+    return None
+
+
+def process_ticket(job_id: int | None = None) -> str:
+    """Entry point of a django-q2 ticket: claim one job and run one slice of it."""
+    heartbeat.beat_worker()
+    job = claim_next()
+    if job is None:
+        return "nothing to claim"
+    return f"job {job.pk}: {execute(job)}"
+
+
+# --- Run -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Per-slice state shared by the helpers below."""
+
+    job: SyncJob
+    connection: Connection
+    worker: str
+    deadline: float
+    logs: list[SyncLog]
+
+    def log(self, level: str, message: str, **data: Any) -> None:
+        self.logs.append(
+            SyncLog(
+                job_id=self.job.pk,
+                connection_id=self.connection.pk,
+                level=level,
+                message=message,
+                data=data,
+            )
+        )
+
+    def flush_logs(self) -> None:
+        if self.logs:
+            SyncLog.objects.bulk_create(self.logs)
+            self.logs.clear()
+
+
+def execute(job: SyncJob) -> str:
+    """Run one slice of a claimed job and record the outcome. Returns a short summary."""
+    run = _Run(
+        job=job,
+        connection=job.connection,
+        worker=job.worker_id,
+        deadline=time.monotonic() + settings.SYNC_SLICE_SECONDS,
+        logs=[],
+    )
+    try:
+        if job.slices == 1:
+            run.log("info", f"{job.get_kind_display()} started by {run.worker}.")
+        connector = job.connection.build_connector()
+        if job.kind == Kind.FULL_RESYNC and not job.checkpoint.get("cursor_cleared"):
+            _clear_cursor(run, "Full resync requested: starting from nothing.")
+        finished = _run_batches(run, connector)
+    except _LeaseLost:
+        log.warning("Job %s: lease lost to a rescue; this slice stops without writing.", job.pk)
+        return "lease lost"
+    except _CancelRequested:
+        _finish(run, State.CANCELLED, "Cancelled at a batch boundary; committed data is kept.")
+        return "cancelled"
+    except TimeoutException:
+        # django-q2 is killing this slice (a single batch outlived the task timeout). Record a
+        # transient failure so the job retries from its checkpoint, then let the kill proceed.
+        _fail(run, Transient("A batch took longer than the worker timeout; it will be retried."))
+        raise
+    except SyncError as exc:
+        _fail(run, exc)
+        return f"{exc.error_class}: {exc.message}"
+    except (OperationalError, InterfaceError) as exc:
+        _fail(
+            run,
+            Transient("The database was unavailable; the sync will be retried.", detail=repr(exc)),
+        )
+        return "database error"
+    except Exception as exc:
+        _fail(
+            run,
+            InternalError(
+                "An unexpected error stopped the sync; it will be retried.",
+                detail=traceback.format_exc(),
+            ),
+        )
+        log.exception("Job %s failed unexpectedly: %s", job.pk, type(exc).__name__)
+        return "internal error"
+    if finished:
+        _succeed(run)
+        return "succeeded"
+    _requeue_slice(run)
+    return "continues in a new slice"
+
+
+def _work(run: _Run, connector: Connector) -> Iterator[Batch]:
+    ctx = SyncContext(
+        job_id=run.job.pk,
+        job_kind=run.job.kind,
+        payload=run.job.payload,
+        cursor=copy.deepcopy(run.connection.cursor),
+        checkpoint=copy.deepcopy(run.job.checkpoint),
+        deadline=run.deadline,
+        log=run.log,
+    )
+    return connector.push(ctx) if run.job.kind == Kind.PUSH else connector.sync(ctx)
+
+
+def _run_batches(run: _Run, connector: Connector) -> bool:
+    """Commit batches until the connector is done (True) or the slice budget is spent (False)."""
+    resets = 0
+    while True:
+        batches = _work(run, connector)
+        try:
+            for batch in batches:
+                _commit(run, connector, batch)
+                if time.monotonic() >= run.deadline:
+                    return False
+            return True
+        except CursorReset as reset:
+            resets += 1
+            if resets > MAX_RESETS_PER_SLICE:
+                raise Transient(
+                    "The provider kept rejecting the sync position; the sync will be retried.",
+                    detail=reset.message,
+                ) from reset
+            _clear_cursor(
+                run,
+                f"Sync position rejected ({reset.message}); resyncing.",
+                replacement=reset.cursor,
+            )
+        except RateLimited as limited:
+            wait = limited.retry_after
+            if wait > settings.SYNC_INLINE_WAIT_MAX or time.monotonic() + wait >= run.deadline:
+                raise
+            run.log("info", f"Rate limited by the provider; waiting {wait:g}s.", wait=wait)
+            time.sleep(wait)
+        finally:
+            batches.close()  # lets the connector's finally blocks log out / close sockets
+
+
+def _commit(run: _Run, connector: Connector, batch: Batch) -> None:
+    """Write one batch, its cursor/checkpoint, progress and a lease renewal atomically."""
+    job = run.job
+    now = timezone.now()
+    with transaction.atomic():
+        counts = connector.apply(batch) if (batch.records or batch.deleted) else Counts()
+        updates: dict[str, Any] = {
+            "leased_until": now + timedelta(seconds=settings.SYNC_LEASE_SECONDS),
+            "created_count": F("created_count") + counts.created,
+            "updated_count": F("updated_count") + counts.updated,
+            "deleted_count": F("deleted_count") + counts.deleted,
+            "skipped_count": F("skipped_count") + counts.skipped,
+            "updated_at": now,
+        }
+        if batch.done is not None:
+            updates["progress_done"] = batch.done
+        else:
+            updates["progress_done"] = F("progress_done") + len(batch.records) + len(batch.deleted)
+        if batch.total is not None:
+            updates["progress_total"] = batch.total
+        if batch.checkpoint is not None:
+            updates["checkpoint"] = batch.checkpoint
+        # The lease check guards the writes above: a worker whose job was rescued rolls back.
+        owned = SyncJob.objects.filter(
+            pk=job.pk, state=State.RUNNING, worker_id=run.worker, cancel_requested=False
+        ).update(**updates)
+        if not owned:
+            raise _CancelRequested if _is_cancelled(job.pk, run.worker) else _LeaseLost
+        if batch.cursor is not None:
+            Connection.objects.filter(pk=run.connection.pk).update(cursor=batch.cursor)
+            run.connection.cursor = batch.cursor
+        if batch.checkpoint is not None:
+            job.checkpoint = batch.checkpoint
+        if batch.note:
+            run.log("info", batch.note, **counts.as_dict())
+        run.flush_logs()
+
+
+def _is_cancelled(job_id: int, worker: str) -> bool:
+    return SyncJob.objects.filter(
+        pk=job_id, state=State.RUNNING, worker_id=worker, cancel_requested=True
+    ).exists()
+
+
+def _clear_cursor(run: _Run, message: str, replacement: dict[str, Any] | None = None) -> None:
+    with transaction.atomic():
+        cursor = replacement or {}
+        Connection.objects.filter(pk=run.connection.pk).update(cursor=cursor)
+        run.connection.cursor = cursor
+        if run.job.kind == Kind.FULL_RESYNC:
+            run.job.checkpoint = {**run.job.checkpoint, "cursor_cleared": True}
+            SyncJob.objects.filter(pk=run.job.pk).update(checkpoint=run.job.checkpoint)
+        run.log("warning", message)
+        run.flush_logs()
+
+
+# --- Outcomes ------------------------------------------------------------------------------------
+
+
+def _release(run: _Run, **updates: Any) -> bool:
+    """Move our running job to a new state; False if it is no longer ours."""
+    now = timezone.now()
+    return bool(
+        SyncJob.objects.filter(pk=run.job.pk, state=State.RUNNING, worker_id=run.worker).update(
+            leased_until=None, updated_at=now, **updates
+        )
+    )
+
+
+def _wake_waiting(connection_id: int) -> None:
+    """A job of this connection stopped running: give its next waiting job a ticket."""
+    if runnable_jobs(timezone.now()).filter(connection_id=connection_id).exists():
+        submit_ticket(None)
+
+
+def _requeue_slice(run: _Run) -> None:
+    with transaction.atomic():
+        if _release(run, state=State.QUEUED, worker_id="", run_after=timezone.now()):
+            run.log("info", "Slice time budget reached; continuing from the checkpoint.")
+            run.flush_logs()
+            submit_ticket(run.job.pk)
+
+
+def _succeed(run: _Run) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        if not _release(run, state=State.SUCCEEDED, finished_at=now, worker_id=""):
+            return
+        conn = Connection.objects.select_for_update().get(pk=run.connection.pk)
+        conn.status = Connection.Status.OK
+        conn.last_success_at = conn.last_attempt_at = now
+        conn.last_error = ""
+        conn.consecutive_failures = 0
+        conn.next_sync_at = conn.compute_next_sync(now)
+        conn.save(
+            update_fields=[
+                "status",
+                "last_success_at",
+                "last_attempt_at",
+                "last_error",
+                "consecutive_failures",
+                "next_sync_at",
+                "updated_at",
+            ]
+        )
+        job = SyncJob.objects.get(pk=run.job.pk)
+        run.log(
+            "info",
+            "Finished.",
+            created=job.created_count,
+            updated=job.updated_count,
+            deleted=job.deleted_count,
+            skipped=job.skipped_count,
+        )
+        run.flush_logs()
+        _wake_waiting(conn.pk)
+
+
+def _finish(run: _Run, state: str, message: str) -> None:
+    with transaction.atomic():
+        if _release(run, state=state, finished_at=timezone.now(), worker_id=""):
+            run.log("warning", message)
+            run.flush_logs()
+            _wake_waiting(run.connection.pk)
+
+
+def _scrub(run: _Run, text: str) -> str:
+    try:
+        values = secret_values(run.connection.get_secrets())
+    except SyncError:
+        values = []
+    return redact(text, values)
+
+
+def _fail(run: _Run, exc: SyncError) -> None:
+    """Record a failed slice: retry later or fail the job, and update the connection's health."""
+    job = run.job
+    now = timezone.now()
+    message = _scrub(run, exc.message)[:500]
+    detail = _scrub(run, "\n".join(p for p in (exc.code, exc.detail) if p))
+    with transaction.atomic():
+        current = SyncJob.objects.filter(pk=job.pk).values_list("attempts", flat=True).first()
+        attempts = (current or 0) + (0 if isinstance(exc, RateLimited) else 1)
+        common = {
+            "error_class": exc.error_class,
+            "error_message": message,
+            "error_detail": detail,
+            "worker_id": "",
+        }
+        if isinstance(exc, RateLimited):
+            wait = exc.retry_after + random.uniform(0, 1)
+            ok = _release(
+                run, state=State.RETRYING, run_after=now + timedelta(seconds=wait), **common
+            )
+            run.log("info", f"Rate limited; resuming in {wait:.0f}s without spending an attempt.")
+            job_failed = False
+        elif isinstance(exc, Transient | InternalError) and attempts < job.max_attempts:
+            wait = backoff_seconds(attempts)
+            ok = _release(
+                run,
+                state=State.RETRYING,
+                attempts=attempts,
+                run_after=now + timedelta(seconds=wait),
+                **common,
+            )
+            run.log(
+                "warning",
+                f"{exc.error_class}: {message} Retry {attempts + 1} of "
+                f"{job.max_attempts} in {wait:.0f}s.",
+                detail=detail[:2000],
+            )
+            job_failed = False
+        else:
+            ok = _release(run, state=State.FAILED, attempts=attempts, finished_at=now, **common)
+            run.log("error", f"{exc.error_class}: {message}", detail=detail[:2000])
+            job_failed = True
+        if not ok:
+            return
+        record_connection_outcome(run.connection.pk, exc, message, job_failed=job_failed, now=now)
+        run.flush_logs()
+        if job_failed:
+            _wake_waiting(run.connection.pk)
+    log.warning(
+        "Job %s (%s) on connection %s: %s: %s",
+        job.pk,
+        job.kind,
+        run.connection.pk,
+        exc.error_class,
+        message,
+    )
+
+
+def record_connection_outcome(
+    connection_id: int, exc: SyncError, message: str, *, job_failed: bool, now: datetime
+) -> None:
+    """Update a connection's health after a failed attempt (inside the caller's transaction).
+
+    A retried attempt marks it degraded. A failed job counts towards ``consecutive_failures``:
+    at ``SYNC_FAILING_AFTER`` it is failing, at ``SYNC_DISABLE_AFTER`` it is disabled with the
+    reason. Authentication failures mark it ``auth_required`` at once and stop its schedule until
+    someone fixes the credentials.
+    """
+    if isinstance(exc, RateLimited):
+        return
+    conn = Connection.objects.select_for_update().get(pk=connection_id)
+    conn.last_error = message
+    fields = ["last_error", "status", "updated_at"]
+    if isinstance(exc, AuthFailed):
+        conn.status = Connection.Status.AUTH_REQUIRED
+    elif conn.status == Connection.Status.OK:
+        conn.status = Connection.Status.DEGRADED
+    if job_failed:
+        conn.consecutive_failures += 1
+        conn.last_attempt_at = now
+        fields += ["consecutive_failures", "last_attempt_at", "next_sync_at"]
+        if conn.consecutive_failures >= settings.SYNC_DISABLE_AFTER:
+            conn.enabled = False
+            conn.status = Connection.Status.DISABLED
+            conn.disabled_reason = (
+                f"Turned off after {conn.consecutive_failures} failed syncs in a row. "
+                f"Last error: {message}"
+            )[:300]
+            fields += ["enabled", "disabled_reason"]
+        elif (
+            conn.consecutive_failures >= settings.SYNC_FAILING_AFTER
+            and conn.status != Connection.Status.AUTH_REQUIRED
+        ):
+            conn.status = Connection.Status.FAILING
+        conn.next_sync_at = conn.compute_next_sync(now)
+    conn.save(update_fields=fields)
+
+
+# --- Operations on jobs (admin, API, commands) -------------------------------------------------
+
+
+def retry_job(job: SyncJob) -> bool:
+    """Queue a failed or cancelled job again, keeping its checkpoint; False if not possible."""
+    if not job.connection.enabled:
+        raise ConnectionDisabled(f"{job.connection.name} is turned off.")
+    now = timezone.now()
+    with transaction.atomic():
+        done = SyncJob.objects.filter(pk=job.pk, state__in=[State.FAILED, State.CANCELLED]).update(
+            state=State.QUEUED,
+            attempts=0,
+            run_after=now,
+            finished_at=None,
+            cancel_requested=False,
+            error_class="",
+            error_message="",
+            error_detail="",
+            updated_at=now,
+        )
+        if done:
+            SyncLog.objects.create(
+                job=job,
+                connection=job.connection,
+                level="info",
+                message="Queued again by request; resuming from the checkpoint.",
+            )
+            submit_ticket(job.pk)
+    return bool(done)
+
+
+def cancel_job(job: SyncJob) -> str:
+    """Cancel a waiting job now, or ask a running one to stop at its next batch boundary.
+
+    Returns ``"cancelled"``, ``"stopping"`` or ``"finished"`` (nothing to cancel).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if SyncJob.objects.filter(pk=job.pk, state__in=SyncJob.WAITING).update(
+            state=State.CANCELLED, finished_at=now, updated_at=now
+        ):
+            SyncLog.objects.create(
+                job=job,
+                connection_id=job.connection_id,
+                level="warning",
+                message="Cancelled before it ran.",
+            )
+            return "cancelled"
+        if SyncJob.objects.filter(pk=job.pk, state=State.RUNNING).update(
+            cancel_requested=True, updated_at=now
+        ):
+            return "stopping"
+    return "finished"

@@ -1,0 +1,207 @@
+"""Sync jobs, their logs, and the worker heartbeat. These tables are the source of truth about
+work; django-q2 only carries "there is work" signals (tickets) to the workers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from integrations.models import Connection
+
+
+class SyncJob(models.Model):
+    """One unit of requested work for one connection."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        RETRYING = "retrying", "Retrying"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Kind(models.TextChoices):
+        INITIAL = "initial", "Initial sync"
+        INCREMENTAL = "incremental", "Scheduled sync"
+        MANUAL = "manual", "Sync now"
+        FULL_RESYNC = "full_resync", "Full resync"
+        PUSH = "push", "Push"
+        HISTORICAL = "historical", "History sync"
+
+    class Priority(models.IntegerChoices):
+        BACKGROUND = 0, "Background"
+        SCHEDULED = 10, "Scheduled"
+        PUSH = 20, "Push"
+        MANUAL = 30, "Manual"
+
+    WAITING = (State.QUEUED, State.RETRYING)
+    ACTIVE = (State.QUEUED, State.RETRYING, State.RUNNING)
+    FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="jobs", help_text="What is synced."
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices, help_text="What was asked for.")
+    dedupe_key = models.CharField(
+        max_length=200,
+        help_text="Requests with the same key on the same connection share one waiting job.",
+    )
+    priority = models.SmallIntegerField(
+        choices=Priority.choices,
+        default=Priority.SCHEDULED,
+        help_text="Higher runs first; a manual 'Sync now' outranks scheduled syncs.",
+    )
+    state = models.CharField(
+        max_length=20, choices=State.choices, default=State.QUEUED, help_text="Where the job is."
+    )
+    attempts = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Failed attempts so far. Slices and rate-limit waits do not count.",
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=5, help_text="After this many failed attempts the job is marked failed."
+    )
+    run_after = models.DateTimeField(help_text="Not started before this time (retry backoff).")
+    leased_until = models.DateTimeField(
+        null=True, blank=True, help_text="A running job not renewed by then is rescued."
+    )
+    worker_id = models.CharField(max_length=200, blank=True, help_text="host:pid running it.")
+    slices = models.PositiveIntegerField(
+        default=0, help_text="Time-boxed runs so far; long syncs continue over several slices."
+    )
+    cancel_requested = models.BooleanField(
+        default=False, help_text="Stop at the next batch boundary."
+    )
+    progress_done = models.PositiveIntegerField(default=0, help_text="Items processed.")
+    progress_total = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Items expected, when known."
+    )
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    deleted_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    error_class = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="Transient, RateLimited, AuthFailed, Permanent, CursorReset or Internal.",
+    )
+    error_message = models.CharField(
+        max_length=500, blank=True, help_text="Plain-language message, safe to show the owner."
+    )
+    error_detail = models.TextField(
+        blank=True, help_text="For staff: error code, provider reply, traceback (no secrets)."
+    )
+    payload = models.JSONField(
+        default=dict, blank=True, help_text="Non-secret parameters: ids only, never credentials."
+    )
+    checkpoint = models.JSONField(
+        default=dict, blank=True, help_text="This job's own progress (e.g. a history search)."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who asked for it; empty for scheduled jobs.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="First slice start.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # At most one running job per connection, enforced by the database itself so two
+            # clusters racing on PostgreSQL (or SQLite) cannot both run one connection.
+            models.UniqueConstraint(
+                fields=["connection"],
+                condition=Q(state="running"),
+                name="one_running_job_per_connection",
+            ),
+        ]
+        indexes = [
+            # Claim order: the most urgent waiting job first.
+            models.Index(
+                fields=["-priority", "run_after", "id"],
+                condition=Q(state__in=["queued", "retrying"]),
+                name="syncjob_waiting_idx",
+            ),
+            models.Index(
+                fields=["leased_until"], condition=Q(state="running"), name="syncjob_running_idx"
+            ),
+            models.Index(fields=["connection", "-id"], name="syncjob_connection_idx"),
+            models.Index(fields=["state", "finished_at"], name="syncjob_outcome_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_kind_display()} of {self.connection_id} ({self.state})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in self.FINISHED
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    @property
+    def progress_percent(self) -> int | None:
+        if self.state == self.State.SUCCEEDED:
+            return 100
+        if not self.progress_total:
+            return None
+        return min(100, int(100 * self.progress_done / self.progress_total))
+
+
+class SyncLog(models.Model):
+    """What happened during a job. Written by the engine, read-only everywhere."""
+
+    class Level(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="logs")
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="sync_logs", db_index=False
+    )
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True, help_text="Counts and other figures.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["connection", "-id"], name="synclog_connection_idx")]
+
+    def __str__(self) -> str:
+        return f"[{self.level}] {self.message[:80]}"
+
+
+class WorkerHeartbeat(models.Model):
+    """Last sign of life of a worker process or of the dispatcher, for liveness reporting."""
+
+    name = models.CharField(max_length=200, primary_key=True, help_text="'dispatcher' or host:pid")
+    seen_at = models.DateTimeField(help_text="Last heartbeat.")
+    info = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class EngineLock(models.Model):
+    """A named, expiring lock taken with a conditional UPDATE (one dispatcher pass at a time)."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    holder = models.CharField(max_length=200, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder or 'nobody'} until {self.locked_until}"

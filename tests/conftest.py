@@ -1,0 +1,84 @@
+"""Shared fixtures: personas (owner, outsider, staff), connection factories, and an in-process
+worker loop for engine tests that do not need a real qcluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop vs. the ORM
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """PostgreSQL-only tests run in the PostgreSQL pass of the test command, never skipped."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        kept = [item for item in items if "postgres" not in item.keywords]
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+@pytest.fixture
+def owner(db: Any) -> Any:
+    return get_user_model().objects.create_user("olivia", "olivia@example.com", "pw-olivia-1")
+
+
+@pytest.fixture
+def outsider(db: Any) -> Any:
+    return get_user_model().objects.create_user("oscar", "oscar@example.com", "pw-oscar-1")
+
+
+@pytest.fixture
+def staff(db: Any) -> Any:
+    return get_user_model().objects.create_superuser("stella", "stella@example.com", "pw-stella-1")
+
+
+@pytest.fixture
+def make_connection(db: Any, owner: Any) -> Callable[..., Any]:
+    """Create a connection of the test kind ('fake') unless told otherwise."""
+    from integrations.models import Connection
+
+    def make(**kwargs: Any) -> Connection:
+        secrets = kwargs.pop("secrets", {"password": "s3cret-fake-password"})
+        kwargs.setdefault("kind", "fake")
+        kwargs.setdefault("name", "Fake account")
+        kwargs.setdefault("owner", owner)
+        kwargs.setdefault("config", {"total": 10, "batch": 5})
+        conn = Connection(**kwargs)
+        conn.set_secrets(secrets)
+        conn.save()
+        return conn
+
+    return make
+
+
+@pytest.fixture
+def work() -> Callable[..., list[str]]:
+    """Run tickets in this process like a worker would, until nothing is claimable."""
+    from syncqueue.engine import process_ticket
+
+    def run(limit: int = 200) -> list[str]:
+        results = []
+        for _ in range(limit):
+            outcome = process_ticket()
+            if outcome == "nothing to claim":
+                return results
+            results.append(outcome)
+        raise AssertionError(f"still claiming after {limit} slices: {results[-5:]}")
+
+    return run
+
+
+def tickets() -> list[dict[str, Any]]:
+    """The django-q2 tasks waiting in the broker, decoded."""
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    return [SignedPackage.loads(row.payload) for row in OrmQ.objects.order_by("id")]

@@ -1,0 +1,22 @@
+"""Settings for the test suite: the product's settings plus a test-only connector and app.
+
+The test database is a file (SQLite) or a named database (PostgreSQL, from DATABASE_URL) so that
+real ``qcluster`` processes started by tests see the same data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Test state (the SQLite test database, development keys) stays out of the real var/.
+os.environ.setdefault("SYNC_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+
+from syncproject.settings import *  # noqa: F403
+from syncproject.settings import DATABASES, INSTALLED_APPS, SYNC_EXTRA_CONNECTORS, VAR_DIR
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.support"]
+SYNC_EXTRA_CONNECTORS = {**SYNC_EXTRA_CONNECTORS, "fake": "tests.support.connector.FakeConnector"}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}

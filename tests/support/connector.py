@@ -1,0 +1,125 @@
+"""A small connector used only by the tests and benchmarks to drive the engine.
+
+Its "remote side" is items 1..total described by the config; faults are a plan in the config
+whose firing is counted in the database, so a plan works across real worker processes.
+
+config: {"total": 100, "batch": 10, "delay": 0.0, "version": 1,
+         "faults": [{"at": 40, "error": "transient", "times": 1, "retry_after": 2}],
+         "deleted": [3, 4], "check_error": ""}
+error names: transient, ratelimited, auth, permanent, reset, crash (a plain exception)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.db.models import F
+
+from integrations.base import Batch, CheckResult, Connector, ConnectorConfig, Counts, SyncContext
+from integrations.errors import AuthFailed, CursorReset, Permanent, RateLimited, Transient
+from tests.support.models import FakeRecord, FaultHit, RunSpan
+
+
+class FakeConfig(ConnectorConfig):
+    total: int = 10
+    batch: int = 5
+    delay: float = 0.0
+    version: int = 1
+    faults: list[dict[str, Any]] = []
+    deleted: list[int] = []
+    check_error: str = ""
+    track_runs: bool = False
+
+
+def _error(name: str, retry_after: float) -> Exception:
+    return {
+        "transient": Transient("The fake server dropped the connection."),
+        "ratelimited": RateLimited("Slow down.", retry_after=retry_after),
+        "auth": AuthFailed("The fake server rejected the password."),
+        "permanent": Permanent("The fake server says this is not allowed."),
+        "reset": CursorReset("The fake cursor expired."),
+        "crash": RuntimeError("unexpected fake crash"),
+    }[name]
+
+
+class FakeConnector(Connector):
+    kind = "fake"
+    label = "Fake"
+    Config = FakeConfig
+    secret_fields = ("password",)
+    default_schedule = "every 15m"
+
+    def check(self) -> CheckResult:
+        if self.config.check_error:
+            raise _error(self.config.check_error, 1)
+        return CheckResult(f"Reached the fake server; {self.config.total} items.")
+
+    def _maybe_fail(self, position: int) -> None:
+        for index, fault in enumerate(self.config.faults):
+            if position < fault["at"]:
+                continue
+            hit, _ = FaultHit.objects.get_or_create(connection=self.connection, index=index)
+            if hit.hits < fault.get("times", 1):
+                FaultHit.objects.filter(pk=hit.pk).update(hits=F("hits") + 1)
+                raise _error(fault["error"], fault.get("retry_after", 1))
+
+    def sync(self, ctx: SyncContext) -> Iterator[Batch]:
+        span = None
+        if self.config.track_runs:
+            span = RunSpan.objects.create(
+                connection=self.connection, job_id=ctx.job_id, pid=os.getpid(), started=time.time()
+            )
+        try:
+            position = int(ctx.cursor.get("pos", 0))
+            total = self.config.total
+            while position < total:
+                self._maybe_fail(position)
+                if self.config.delay:
+                    time.sleep(self.config.delay)
+                end = min(position + self.config.batch, total)
+                yield Batch(
+                    records=list(range(position + 1, end + 1)),
+                    cursor={"pos": end},
+                    done=end,
+                    total=total,
+                )
+                position = end
+            if self.config.deleted:
+                yield Batch(
+                    deleted=self.config.deleted, cursor={"pos": position}, done=total, total=total
+                )
+        finally:
+            if span is not None:
+                RunSpan.objects.filter(pk=span.pk).update(ended=time.time())
+
+    def apply(self, batch: Batch) -> Counts:
+        counts = Counts()
+        value = f"v{self.config.version}"
+        existing = {
+            r.key: r
+            for r in FakeRecord.objects.filter(connection=self.connection, key__in=batch.records)
+        }
+        new = [
+            FakeRecord(connection=self.connection, key=k, value=value)
+            for k in batch.records
+            if k not in existing
+        ]
+        FakeRecord.objects.bulk_create(new)
+        counts.created = len(new)
+        if existing:
+            FakeRecord.objects.filter(pk__in=[r.pk for r in existing.values()]).update(
+                value=value, writes=F("writes") + 1
+            )
+            counts.updated = len(existing)
+        if batch.deleted:
+            counts.deleted = FakeRecord.objects.filter(
+                connection=self.connection, key__in=batch.deleted, deleted=False
+            ).update(deleted=True)
+        return counts
+
+    def push(self, ctx: SyncContext) -> Iterator[Batch]:
+        self._maybe_fail(0)
+        yield Batch(records=[int(ctx.payload.get("item", 1))], note="Pushed one item.")

@@ -1,0 +1,205 @@
+"""The dispatcher pass: due connections, missed windows, rescue, tickets, heartbeat, pruning."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection as db
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from integrations.models import Connection
+from syncqueue import dispatcher, engine, retention
+from syncqueue.heartbeat import worker_status
+from syncqueue.models import SyncJob, SyncLog, WorkerHeartbeat
+from tests.support.models import FakeRecord
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Kind, State = SyncJob.Kind, SyncJob.State
+
+
+def ago(**kw) -> timezone.datetime:
+    return timezone.now() - timedelta(**kw)
+
+
+def test_due_connections_get_one_job_each_and_their_next_run(make_connection):
+    due = [
+        make_connection(name=f"due{i}", schedule="*/15 * * * *", next_sync_at=ago(minutes=1))
+        for i in range(3)
+    ]
+    later = make_connection(
+        name="later", schedule="*/15 * * * *", next_sync_at=timezone.now() + timedelta(hours=1)
+    )
+    off = make_connection(
+        name="off", enabled=False, schedule="*/15 * * * *", next_sync_at=ago(minutes=1)
+    )
+
+    report = dispatcher.dispatch()
+
+    assert report.enqueued == 3
+    assert set(SyncJob.objects.values_list("connection_id", flat=True)) == {c.pk for c in due}
+    assert set(SyncJob.objects.values_list("kind", flat=True)) == {Kind.INITIAL}
+    for conn in due:
+        conn.refresh_from_db()
+        assert conn.next_sync_at > timezone.now()
+        assert conn.next_sync_at.minute % 15 == 0
+    assert not SyncJob.objects.filter(connection__in=[later, off]).exists()
+    assert OrmQ.objects.count() == 3
+
+
+def test_a_due_connection_with_a_waiting_job_is_not_queued_twice(make_connection):
+    conn = make_connection(schedule="every 15m", next_sync_at=ago(minutes=1))
+    job = engine.enqueue(conn, Kind.MANUAL)
+    report = dispatcher.dispatch()
+    assert (report.enqueued, report.already_queued) == (0, 1)
+    assert list(SyncJob.objects.values_list("pk", flat=True)) == [job.pk]
+
+
+def test_missed_windows_run_once_not_once_per_window(make_connection):
+    conn = make_connection(schedule="*/15 * * * *", next_sync_at=ago(days=2))
+    dispatcher.dispatch()
+    dispatcher.dispatch()
+    assert SyncJob.objects.filter(connection=conn).count() == 1
+    conn.refresh_from_db()
+    assert timezone.now() < conn.next_sync_at <= timezone.now() + timedelta(minutes=15)
+
+
+def test_stopped_schedule_and_auth_required_connections_are_not_scheduled(make_connection):
+    conn = make_connection(schedule="every 15m", scheduled=False)
+    assert conn.compute_next_sync() is None
+    conn.scheduled = True
+    Connection.objects.filter(pk=conn.pk).update(status=Connection.Status.AUTH_REQUIRED)
+    conn.refresh_from_db()
+    assert conn.compute_next_sync() is None
+
+
+def test_interval_schedules_are_spread_with_jitter(make_connection, settings):
+    settings.SYNC_SCHEDULE_JITTER = 0.1
+    conn = make_connection(schedule="every 60m")
+    now = timezone.now()
+    samples = {conn.compute_next_sync(now) for _ in range(50)}
+    assert len(samples) > 40
+    assert all(now + timedelta(minutes=60) <= s <= now + timedelta(minutes=65) for s in samples)
+
+
+def test_dispatch_query_count_does_not_grow_with_due_connections(make_connection):
+    def queries_for(count: int) -> int:
+        for i in range(count):
+            make_connection(name=f"c{count}-{i}", schedule="every 5m", next_sync_at=ago(minutes=1))
+        with CaptureQueriesContext(db) as ctx:
+            dispatcher.enqueue_due(timezone.now())
+        # tickets are one INSERT each by django-q2; everything else must be constant
+        return len(ctx.captured_queries) - count
+
+    assert queries_for(3) == queries_for(30)
+
+
+def test_expired_lease_is_rescued_and_resumes_from_the_checkpoint(make_connection, work):
+    conn = make_connection(config={"total": 20, "batch": 5})
+    job = engine.enqueue(conn, Kind.MANUAL)
+    claimed = engine.claim_next("dead-worker")
+    # the dead worker committed two batches before it died
+    from tests.support.connector import FakeConnector
+
+    batches = FakeConnector(conn).sync(engine.SyncContext(job.pk, job.kind, {}, {}, {}))
+    for _ in range(2):
+        engine._commit(
+            engine._Run(claimed, conn, "dead-worker", 0, []), FakeConnector(conn), next(batches)
+        )
+    SyncJob.objects.filter(pk=job.pk).update(leased_until=ago(seconds=1))
+
+    report = dispatcher.dispatch()
+    assert report.rescued == 1
+    job.refresh_from_db()
+    assert job.state == State.QUEUED and job.attempts == 1 and job.worker_id == ""
+    assert SyncLog.objects.filter(job=job, message__contains="stopped responding").exists()
+
+    work()
+    job.refresh_from_db()
+    assert job.state == State.SUCCEEDED and job.created_count == 20
+    assert set(FakeRecord.objects.values_list("writes", flat=True)) == {1}
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_eventually(make_connection, settings):
+    settings.SYNC_MAX_ATTEMPTS = 2
+    conn = make_connection()
+    job = engine.enqueue(conn, Kind.MANUAL)
+    for _ in range(2):
+        engine.claim_next("dying")
+        SyncJob.objects.filter(pk=job.pk).update(leased_until=ago(seconds=1))
+        dispatcher.dispatch()
+    job.refresh_from_db()
+    assert job.state == State.FAILED and "stopped responding 2 times" in job.error_message
+    conn.refresh_from_db()
+    assert conn.consecutive_failures == 1
+
+
+def test_due_retries_and_orphaned_jobs_get_tickets(make_connection):
+    retrying = engine.enqueue(make_connection(name="r"), Kind.MANUAL)
+    orphan = engine.enqueue(make_connection(name="o"), Kind.MANUAL)
+    SyncJob.objects.filter(pk=retrying.pk).update(state=State.RETRYING, run_after=ago(seconds=1))
+    OrmQ.objects.all().delete()  # e.g. tickets lost with a killed worker
+
+    assert dispatcher.dispatch().tickets == 2
+    assert OrmQ.objects.count() == 2
+    assert dispatcher.dispatch().tickets == 0  # enough tickets now
+    assert {engine.claim_next("w").pk, engine.claim_next("w").pk} == {retrying.pk, orphan.pk}
+
+
+def test_dispatcher_writes_the_heartbeat(db):
+    assert not worker_status().alive
+    dispatcher.dispatch()
+    assert WorkerHeartbeat.objects.filter(name="dispatcher").exists()
+    assert worker_status().alive
+
+
+def test_stale_heartbeat_says_workers_are_down_and_how_to_start_them(db, settings):
+    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=ago(minutes=30))
+    status = worker_status()
+    assert not status.alive
+    assert "not running" in status.message and "python manage.py qcluster" in status.message
+
+
+def test_only_one_dispatcher_pass_at_a_time(db):
+    from syncqueue.locks import hold_lock
+
+    with hold_lock("dispatcher", seconds=60) as got:
+        assert got
+        assert dispatcher.dispatch().skipped
+    assert not dispatcher.dispatch().skipped
+
+
+def test_retention_keeps_recent_jobs_and_failures_longer(make_connection, settings):
+    settings.SYNC_KEEP_JOBS = 2
+    settings.SYNC_KEEP_SUCCEEDED_DAYS = 7
+    settings.SYNC_KEEP_FAILED_DAYS = 30
+    conn = make_connection()
+
+    def job(state: str, days: int) -> SyncJob:
+        return SyncJob.objects.create(
+            connection=conn,
+            kind=Kind.MANUAL,
+            dedupe_key="sync",
+            state=state,
+            run_after=ago(days=days),
+            finished_at=ago(days=days),
+        )
+
+    old_ok, old_fail, older_fail = (
+        job(State.SUCCEEDED, 10),
+        job(State.FAILED, 10),
+        job(State.FAILED, 40),
+    )
+    keep = [job(State.SUCCEEDED, 9), job(State.SUCCEEDED, 8)]  # the newest two are always kept
+    waiting = engine.enqueue(conn, Kind.MANUAL)
+    SyncLog.objects.create(job=old_ok, connection=conn, message="goes with its job")
+
+    pruned = retention.prune(timezone.now())
+
+    remaining = set(SyncJob.objects.values_list("pk", flat=True))
+    assert remaining == {old_fail.pk, *(j.pk for j in keep), waiting.pk}
+    assert older_fail.pk not in remaining
+    assert pruned["jobs"] == 2
+    assert not SyncLog.objects.filter(message="goes with its job").exists()

@@ -1,0 +1,102 @@
+"""enqueue(): coalescing, priority, tickets carrying ids only."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from syncqueue import engine
+from syncqueue.models import SyncJob
+from tests.conftest import tickets
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Kind, State = SyncJob.Kind, SyncJob.State
+
+
+def test_enqueue_creates_a_queued_job_and_one_ticket_with_the_id_only(make_connection):
+    conn = make_connection()
+    job = engine.enqueue(conn, Kind.MANUAL)
+
+    assert job.state == State.QUEUED
+    assert job.priority == SyncJob.Priority.MANUAL
+    [ticket] = tickets()
+    assert ticket["func"] == engine.TICKET_FUNC
+    assert ticket["args"] == (job.pk,)
+    assert ticket["kwargs"] == {}
+
+
+def test_second_sync_now_returns_the_same_job(make_connection):
+    conn = make_connection()
+    first = engine.enqueue(conn, Kind.MANUAL)
+    second = engine.enqueue(conn, Kind.MANUAL)
+    assert second.pk == first.pk
+    assert SyncJob.objects.count() == 1
+
+
+def test_manual_request_promotes_a_waiting_scheduled_job(make_connection):
+    conn = make_connection()
+    scheduled = engine.enqueue(conn, Kind.INCREMENTAL)
+    manual = engine.enqueue(conn, Kind.MANUAL)
+    scheduled.refresh_from_db()
+    assert manual.pk == scheduled.pk
+    assert scheduled.priority == SyncJob.Priority.MANUAL
+    assert scheduled.kind == Kind.MANUAL
+
+
+def test_manual_request_runs_a_backing_off_job_now(make_connection):
+    conn = make_connection()
+    job = engine.enqueue(conn, Kind.INCREMENTAL)
+    SyncJob.objects.filter(pk=job.pk).update(
+        state=State.RETRYING, run_after=job.run_after.replace(year=2100)
+    )
+    again = engine.enqueue(conn, Kind.MANUAL)
+    again.refresh_from_db()
+    assert again.pk == job.pk
+    assert again.run_after <= timezone.now()
+    assert engine.claim_next("w1").pk == job.pk
+
+
+def test_stream_request_coalesces_with_a_running_job_but_push_does_not(make_connection):
+    conn = make_connection()
+    job = engine.enqueue(conn, Kind.MANUAL)
+    SyncJob.objects.filter(pk=job.pk).update(state=State.RUNNING)
+    assert engine.enqueue(conn, Kind.MANUAL).pk == job.pk
+
+    push = engine.enqueue(conn, Kind.PUSH, payload={"item": 7}, dedupe_key="push:7")
+    SyncJob.objects.filter(pk=push.pk).update(state=State.SUCCEEDED)
+    assert engine.enqueue(conn, Kind.PUSH, payload={"item": 7}, dedupe_key="push:7").pk != push.pk
+
+
+def test_different_kinds_do_not_coalesce(make_connection):
+    conn = make_connection()
+    a = engine.enqueue(conn, Kind.MANUAL)
+    b = engine.enqueue(conn, Kind.FULL_RESYNC)
+    assert a.pk != b.pk
+
+
+def test_rolled_back_enqueue_leaves_neither_job_nor_ticket(make_connection):
+    conn = make_connection()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        engine.enqueue(conn, Kind.MANUAL)
+        raise RuntimeError("request failed after enqueue")
+    assert SyncJob.objects.count() == 0
+    assert OrmQ.objects.count() == 0
+
+
+def test_disabled_connection_refuses_work_with_its_reason(make_connection):
+    conn = make_connection(enabled=False, disabled_reason="Paused by the owner.")
+    with pytest.raises(engine.ConnectionDisabled, match="Paused by the owner"):
+        engine.enqueue(conn, Kind.MANUAL)
+
+
+def test_payload_holds_ids_only_and_never_appears_with_secrets(make_connection):
+    conn = make_connection(secrets={"password": "hunter2-very-secret"})
+    with pytest.raises(ValueError):
+        engine.enqueue(conn, Kind.PUSH, payload={"connection": conn}, dedupe_key="x")
+    engine.enqueue(conn, Kind.PUSH, payload={"item": 3}, dedupe_key="push:3")
+    raw = b"".join(row.payload.encode() for row in OrmQ.objects.all())
+    assert b"hunter2" not in raw
+    assert "hunter2" not in str(tickets())
+    assert "hunter2" not in str(list(SyncJob.objects.values()))

@@ -1,0 +1,151 @@
+"""Operations: system checks, sync_status, sync_doctor, sync_now, /healthz."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError
+from django.utils import timezone
+
+from syncqueue.checks import q_cluster_problems
+from syncqueue.models import SyncJob, WorkerHeartbeat
+
+GOOD = {
+    "orm": "default",
+    "timeout": 300,
+    "retry": 420,
+    "ack_failures": True,
+    "max_attempts": 1,
+    "catch_up": False,
+    "save_limit": -1,
+}
+
+
+def ids(q: dict, slice_seconds: float = 120, lease: int = 360) -> list[str]:
+    return [m.id for m in q_cluster_problems(q, slice_seconds, lease)]
+
+
+def test_the_shipped_configuration_passes_the_checks(settings):
+    assert ids(settings.Q_CLUSTER, settings.SYNC_SLICE_SECONDS, settings.SYNC_LEASE_SECONDS) == []
+
+
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        ({"orm": None}, "syncqueue.E001"),
+        ({"timeout": 600}, "syncqueue.E002"),
+        ({"timeout": None}, "syncqueue.E002"),
+        ({"ack_failures": False}, "syncqueue.E003"),
+        ({"max_attempts": 0}, "syncqueue.E004"),
+        ({"catch_up": True}, "syncqueue.E005"),
+        ({"save_limit": 250}, "syncqueue.E006"),
+    ],
+)
+def test_checks_refuse_a_broken_q_cluster(change, expected):
+    assert expected in ids({**GOOD, **change})
+
+
+def test_checks_refuse_slices_near_the_timeout_and_short_leases():
+    assert ids(GOOD, slice_seconds=290) == ["syncqueue.E007"]
+    assert ids(GOOD, lease=300) == ["syncqueue.E008"]
+
+
+@pytest.mark.django_db
+def test_sync_status_prints_the_numbers(make_connection):
+    from syncqueue import engine
+
+    engine.enqueue(make_connection(), SyncJob.Kind.MANUAL)
+    out = StringIO()
+    call_command("sync_status", "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data["waiting"] == 1 and data["running"] == 0 and data["workers_alive"] is False
+    out = StringIO()
+    call_command("sync_status", stdout=out)
+    assert "Waiting" in out.getvalue() and "python manage.py qcluster" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_sync_doctor_fails_and_says_how_to_start_workers():
+    out = StringIO()
+    with pytest.raises(CommandError, match="problem"):
+        call_command("sync_doctor", stdout=out)
+    assert "python manage.py qcluster" in out.getvalue()
+    assert "FAIL workers" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_sync_doctor_passes_when_workers_are_alive_and_checks_live(make_connection):
+    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
+    make_connection(name="good")
+    bad = make_connection(name="bad", config={"check_error": "auth"})
+    out = StringIO()
+    with pytest.raises(CommandError):
+        call_command("sync_doctor", "--live", stdout=out)
+    text = out.getvalue()
+    assert "OK   workers" in text
+    assert "OK   connection" in text and "Reached the fake server" in text
+    assert f"FAIL connection #{bad.pk} bad: AuthFailed" in text
+    bad.delete()
+    call_command("sync_doctor", "--live", stdout=StringIO())  # exits 0
+
+
+@pytest.mark.django_db
+def test_sync_doctor_reports_unreadable_credentials(make_connection, settings):
+    from integrations import crypto
+
+    settings.SYNC_ENCRYPTION_KEYS = [crypto.generate_key()]
+    make_connection()
+    settings.SYNC_ENCRYPTION_KEYS = [crypto.generate_key()]
+    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
+    out = StringIO()
+    with pytest.raises(CommandError):
+        call_command("sync_doctor", stdout=out)
+    assert "1 connection(s) have credentials no configured key can decrypt" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_sync_now_queues_and_refuses_unknown_ids(make_connection):
+    conn = make_connection()
+    out = StringIO()
+    call_command("sync_now", str(conn.pk), stdout=out)
+    assert SyncJob.objects.filter(connection=conn, kind="manual").count() == 1
+    with pytest.raises(CommandError, match="No connection with id 999"):
+        call_command("sync_now", "999", stdout=StringIO())
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_until_workers_are_alive(client):
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database"] == "ok" and body["workers"]["alive"] is False
+    assert "python manage.py qcluster" in body["workers"]["message"]
+    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json()["queue"]["waiting"] == 0
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_when_the_database_is_unreachable(client, monkeypatch):
+    from syncqueue import views
+
+    def broken(*args, **kwargs):
+        raise DatabaseError("connection refused")
+
+    monkeypatch.setattr(views, "worker_status", broken)
+    response = client.get("/healthz")
+    assert response.status_code == 503 and response.json()["database"] == "unreachable"
+
+
+@pytest.mark.django_db
+def test_migrate_creates_the_dispatcher_schedule():
+    from django_q.models import Schedule
+
+    from syncqueue.apps import DISPATCH_SCHEDULE
+
+    schedule = Schedule.objects.get(name=DISPATCH_SCHEDULE)
+    assert schedule.func == "syncqueue.tasks.dispatch"
+    assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1

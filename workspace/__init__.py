@@ -1,0 +1,1 @@
+"""Host-domain objects the syncs feed: organizations (and later tasks, cases, contacts)."""
