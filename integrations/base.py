@@ -71,7 +71,10 @@ class Batch:
     """One unit of work yielded by ``sync``/``push``, committed atomically by the engine.
 
     ``cursor``/``checkpoint`` replace the stored state when not None. ``done``/``total`` are the
-    job's absolute progress after this batch, when the connector knows them.
+    job's absolute progress after this batch, when the connector knows them. ``final`` says
+    "this is my last batch": the engine then checks that the generator is indeed finished and
+    commits the batch and the job's success in one transaction (one write fewer per job). It
+    is only a hint — if more batches follow, they are committed as usual.
     """
 
     records: Sequence[Any] = ()
@@ -81,6 +84,7 @@ class Batch:
     done: int | None = None
     total: int | None = None
     note: str = ""
+    final: bool = False
 
 
 @dataclass

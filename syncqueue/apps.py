@@ -13,9 +13,13 @@ class SyncQueueConfig(AppConfig):
     verbose_name = "Sync queue"
 
     def ready(self) -> None:
+        from django_q.signals import post_spawn
+
         from syncqueue import checks  # noqa: F401  (registers system checks)
+        from syncqueue.heartbeat import on_worker_spawn
 
         post_migrate.connect(ensure_dispatch_schedule, sender=self)
+        post_spawn.connect(on_worker_spawn, dispatch_uid="syncqueue-worker-heartbeat")
 
 
 def ensure_dispatch_schedule(using: str = "default", **kwargs: Any) -> None:

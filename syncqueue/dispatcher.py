@@ -1,11 +1,12 @@
 """The dispatcher: one periodic pass (a django-q2 schedule, every minute) that
 
 1. rescues running jobs whose lease expired (their worker died) from their checkpoint;
-2. queues a sync for every connection that is due (one indexed query, bulk writes);
-3. makes sure every runnable job has a ticket — retries whose ``run_after`` has come, jobs that
-   waited behind a running job of their connection, tickets lost with a killed worker;
-4. writes the dispatcher heartbeat;
-5. prunes history every few minutes.
+2. puts retrying jobs whose backoff is over back in the queue;
+3. queues a sync for every connection that is due (one indexed query, bulk writes);
+4. makes sure every runnable job has a ticket — due retries, jobs that waited behind a running
+   job of their connection, tickets lost with a killed worker;
+5. writes the dispatcher heartbeat;
+6. prunes history every few minutes.
 
 Only one pass runs at a time across all clusters (an expiring ``EngineLock`` row).
 """
@@ -42,6 +43,7 @@ class DispatchReport:
 
     rescued: int = 0
     failed_after_rescue: int = 0
+    retries: int = 0
     enqueued: int = 0
     already_queued: int = 0
     tickets: int = 0
@@ -62,6 +64,7 @@ def dispatch(now: datetime | None = None) -> DispatchReport:
             return report
         heartbeat.beat("dispatcher")
         report.rescued, report.failed_after_rescue = rescue_expired(now)
+        report.retries = engine.requeue_due_retries(now)
         report.enqueued, report.already_queued = enqueue_due(now)
         report.tickets = top_up_tickets(now)
     with hold_lock("prune", seconds=int(PRUNE_EVERY.total_seconds()), release=False) as due:
@@ -131,7 +134,7 @@ def rescue_expired(now: datetime) -> tuple[int, int]:
 def enqueue_due(now: datetime) -> tuple[int, int]:
     """Queue a scheduled sync for each due connection. Returns (queued, already waiting)."""
     due = list(
-        Connection.objects.filter(next_sync_at__lte=now, enabled=True)
+        Connection.objects.filter(next_sync_at__lte=now, enabled=True, scheduled=True)
         .select_related("organization")
         .order_by("next_sync_at")[: settings.SYNC_DISPATCH_LIMIT]
     )
@@ -142,6 +145,7 @@ def enqueue_due(now: datetime) -> tuple[int, int]:
             SyncJob.objects.filter(
                 connection__next_sync_at__lte=now,
                 connection__enabled=True,
+                connection__scheduled=True,
                 dedupe_key=engine.STREAM_KEY,
                 state__in=SyncJob.ACTIVE,
             ).values_list("connection_id", flat=True)

@@ -7,6 +7,7 @@ A PENDING pile-up must never be silent: when the newest heartbeat is older than
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Max
 from django.utils import timezone
 
 from syncqueue.models import WorkerHeartbeat
 
+log = logging.getLogger(__name__)
 START_COMMAND = "python manage.py qcluster"
 _WORKER_BEAT_EVERY = 15.0  # seconds between heartbeats from one busy worker process
 _last_worker_beat = 0.0
@@ -31,13 +34,22 @@ def beat(name: str, **info: object) -> None:
     )
 
 
-def beat_worker() -> None:
+def beat_worker(force: bool = False) -> None:
     """Heartbeat from a worker process, at most every few seconds (it runs on every ticket)."""
     global _last_worker_beat
     now = time.monotonic()
-    if now - _last_worker_beat >= _WORKER_BEAT_EVERY:
+    if force or now - _last_worker_beat >= _WORKER_BEAT_EVERY:
         beat(f"worker:{socket.gethostname()}:{os.getpid()}", pid=os.getpid())
         _last_worker_beat = now
+
+
+def on_worker_spawn(**kwargs: object) -> None:
+    """django-q2 ``post_spawn`` handler: a worker that just started is alive right away, so
+    ``/healthz`` turns green without waiting for the first dispatcher pass."""
+    try:
+        beat_worker(force=True)
+    except DatabaseError:
+        log.warning("Could not record the worker heartbeat at start-up.", exc_info=True)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,9 @@ class SyncJob(models.Model):
     max_attempts = models.PositiveSmallIntegerField(
         default=5, help_text="After this many failed attempts the job is marked failed."
     )
-    run_after = models.DateTimeField(help_text="Not started before this time (retry backoff).")
+    run_after = models.DateTimeField(
+        help_text="Not started before this time. A retrying job returns to the queue then."
+    )
     leased_until = models.DateTimeField(
         null=True, blank=True, help_text="A running job not renewed by then is rescued."
     )
@@ -125,17 +127,22 @@ class SyncJob(models.Model):
             ),
         ]
         indexes = [
-            # Claim order: the most urgent waiting job first.
+            # Claim order: the most urgent queued job first.
             models.Index(
                 fields=["-priority", "run_after", "id"],
-                condition=Q(state__in=["queued", "retrying"]),
-                name="syncjob_waiting_idx",
+                condition=Q(state="queued"),
+                name="syncjob_claim_idx",
             ),
+            # Each state-specific index is partial with an equality condition, so SQLite's
+            # planner (no statistics by default) never prefers a generic state index and sorts.
             models.Index(
                 fields=["leased_until"], condition=Q(state="running"), name="syncjob_running_idx"
             ),
+            models.Index(
+                fields=["run_after"], condition=Q(state="retrying"), name="syncjob_retrying_idx"
+            ),
             models.Index(fields=["connection", "-id"], name="syncjob_connection_idx"),
-            models.Index(fields=["state", "finished_at"], name="syncjob_outcome_idx"),
+            models.Index(fields=["finished_at"], name="syncjob_finished_idx"),
         ]
 
     def __str__(self) -> str:

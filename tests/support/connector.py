@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db.models import F
@@ -66,13 +67,22 @@ class FakeConnector(Connector):
                 FaultHit.objects.filter(pk=hit.pk).update(hits=F("hits") + 1)
                 raise _error(fault["error"], fault.get("retry_after", 1))
 
-    def sync(self, ctx: SyncContext) -> Iterator[Batch]:
-        span = None
-        if self.config.track_runs:
-            span = RunSpan.objects.create(
-                connection=self.connection, job_id=ctx.job_id, pid=os.getpid(), started=time.time()
-            )
+    @contextmanager
+    def _tracked(self, ctx: SyncContext) -> Iterator[None]:
+        """Record when this process works on the connection (proves runs never overlap)."""
+        if not self.config.track_runs:
+            yield
+            return
+        span = RunSpan.objects.create(
+            connection=self.connection, job_id=ctx.job_id, pid=os.getpid(), started=time.time()
+        )
         try:
+            yield
+        finally:
+            RunSpan.objects.filter(pk=span.pk).update(ended=time.time())
+
+    def sync(self, ctx: SyncContext) -> Iterator[Batch]:
+        with self._tracked(ctx):
             position = int(ctx.cursor.get("pos", 0))
             total = self.config.total
             while position < total:
@@ -85,15 +95,17 @@ class FakeConnector(Connector):
                     cursor={"pos": end},
                     done=end,
                     total=total,
+                    final=end == total and not self.config.deleted,
                 )
                 position = end
             if self.config.deleted:
                 yield Batch(
-                    deleted=self.config.deleted, cursor={"pos": position}, done=total, total=total
+                    deleted=self.config.deleted,
+                    cursor={"pos": position},
+                    done=total,
+                    total=total,
+                    final=True,
                 )
-        finally:
-            if span is not None:
-                RunSpan.objects.filter(pk=span.pk).update(ended=time.time())
 
     def apply(self, batch: Batch) -> Counts:
         counts = Counts()
@@ -121,5 +133,10 @@ class FakeConnector(Connector):
         return counts
 
     def push(self, ctx: SyncContext) -> Iterator[Batch]:
-        self._maybe_fail(0)
-        yield Batch(records=[int(ctx.payload.get("item", 1))], note="Pushed one item.")
+        with self._tracked(ctx):
+            self._maybe_fail(0)
+            if self.config.delay:
+                time.sleep(self.config.delay)
+            yield Batch(
+                records=[int(ctx.payload.get("item", 1))], note="Pushed one item.", final=True
+            )

@@ -103,11 +103,11 @@ def test_expired_lease_is_rescued_and_resumes_from_the_checkpoint(make_connectio
     # the dead worker committed two batches before it died
     from tests.support.connector import FakeConnector
 
-    batches = FakeConnector(conn).sync(engine.SyncContext(job.pk, job.kind, {}, {}, {}))
+    connector = FakeConnector(conn)
+    batches = connector.sync(engine.SyncContext(job.pk, job.kind, {}, {}, {}))
+    dead = engine._Run(claimed, conn, "dead-worker", 0, [])
     for _ in range(2):
-        engine._commit(
-            engine._Run(claimed, conn, "dead-worker", 0, []), FakeConnector(conn), next(batches)
-        )
+        engine._commit(dead, connector, next(batches))
     SyncJob.objects.filter(pk=job.pk).update(leased_until=ago(seconds=1))
 
     report = dispatcher.dispatch()

@@ -21,8 +21,9 @@ def fault(error: str, at: int = 0, times: int = 1, **extra) -> dict:
 
 
 def make_due(job: SyncJob) -> None:
-    """Pretend the backoff has passed."""
+    """Pretend the backoff has passed; the dispatcher then puts the job back in the queue."""
     SyncJob.objects.filter(pk=job.pk).update(run_after=timezone.now() - timedelta(seconds=1))
+    engine.requeue_due_retries(timezone.now())
 
 
 def test_a_job_writes_every_record_once_and_commits_the_cursor(make_connection, work):
@@ -58,11 +59,12 @@ def test_a_long_job_continues_over_slices_from_its_checkpoint(make_connection, w
     conn = make_connection(config={"total": 20, "batch": 5})
     job = engine.enqueue(conn, Kind.MANUAL)
     outcomes = work()
-    assert outcomes == [f"job {job.pk}: continues in a new slice"] * 4 + [
+    # four batches: three end their slice, the last one is final and commits the success
+    assert outcomes == [f"job {job.pk}: continues in a new slice"] * 3 + [
         f"job {job.pk}: succeeded"
     ]
     job.refresh_from_db()
-    assert job.slices == 5 and job.attempts == 0 and job.created_count == 20
+    assert job.slices == 4 and job.attempts == 0 and job.created_count == 20
     assert set(FakeRecord.objects.values_list("writes", flat=True)) == {1}
 
 
@@ -201,7 +203,7 @@ def test_full_resync_clears_the_cursor_once(make_connection, work, settings):
     job = engine.enqueue(conn, Kind.FULL_RESYNC)
     work()
     job.refresh_from_db()
-    assert job.state == State.SUCCEEDED and job.slices == 3
+    assert job.state == State.SUCCEEDED and job.slices == 2
     assert job.updated_count == 10  # re-read everything once, not once per slice
     assert set(FakeRecord.objects.values_list("writes", flat=True)) == {2}
 
@@ -304,3 +306,15 @@ def test_unknown_kind_fails_permanently_with_a_clear_message(make_connection, wo
     job.refresh_from_db()
     assert job.state == State.FAILED and job.error_class == "Permanent"
     assert "no connector for kind 'carrier-pigeon'" in job.error_message
+
+
+def test_a_sync_with_nothing_new_is_recorded_on_the_job_without_a_log_line(make_connection, work):
+    conn = make_connection(config={"total": 5, "batch": 5})
+    first = engine.enqueue(conn, Kind.MANUAL)
+    work()
+    noop = engine.enqueue(conn, Kind.MANUAL)
+    work()
+    noop.refresh_from_db()
+    assert noop.state == State.SUCCEEDED and noop.finished_at and noop.created_count == 0
+    assert not SyncLog.objects.filter(job=noop).exists()
+    assert SyncLog.objects.filter(job=first, message__startswith="Finished").exists()

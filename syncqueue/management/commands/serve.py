@@ -1,0 +1,110 @@
+"""``manage.py serve``: the embedded product in one command — web server and workers.
+
+Applies migrations, makes sure an admin account exists (first run: ``admin`` with a generated
+password kept in ``var/admin-password``), starts gunicorn and ``qcluster``, prints where to log
+in, and stops both on Ctrl-C / SIGTERM (workers get time to finish their slice). If either
+process dies, the other is stopped too and the command exits non-zero: no silent half-running
+product.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+GRACE_SECONDS = 30
+
+
+class Command(BaseCommand):
+    help = "Start the web server and the sync workers (embedded set-up); Ctrl-C stops both."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--web-workers", type=int, default=2)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        login = self.ensure_admin()
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        web = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "syncproject.wsgi",
+            "--bind",
+            f"{options['host']}:{options['port']}",
+            "--workers",
+            str(options["web_workers"]),
+            "--threads",
+            "4",
+            "--access-logfile",
+            "-",
+            "--graceful-timeout",
+            "10",
+        ]
+        processes = {
+            "workers": subprocess.Popen([sys.executable, manage, "qcluster"]),
+            "web": subprocess.Popen(web),
+        }
+        url = f"http://{options['host']}:{options['port']}"
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nsyncproject is running.\n  Admin:    {url}/admin/   ({login})\n"
+                f"  Health:   {url}/healthz\n"
+                "Press Ctrl-C to stop web server and workers.\n"
+            )
+        )
+        self.supervise(processes)
+
+    def ensure_admin(self) -> str:
+        """Create the first superuser if there is none; return how to log in."""
+        users = get_user_model().objects
+        password_file = Path(settings.VAR_DIR) / "admin-password"
+        if not users.filter(is_superuser=True).exists():
+            password = os.environ.get("SYNC_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+            users.create_superuser("admin", "admin@localhost", password)
+            password_file.write_text(password + "\n")
+            password_file.chmod(0o600)
+        if password_file.exists():
+            return f"user admin, password {password_file.read_text().strip()}"
+        return "log in with your superuser account"
+
+    def supervise(self, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+        stopping = False
+
+        def stop(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        failed = None
+        while not stopping and failed is None:
+            for name, proc in processes.items():
+                if proc.poll() is not None:
+                    failed = name
+            time.sleep(0.5)
+        for proc in processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_SECONDS
+        for proc in processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if failed:
+            raise CommandError(f"The {failed} process stopped unexpectedly; everything stopped.")
+        self.stdout.write("Stopped.")

@@ -1,0 +1,100 @@
+"""Starting and stopping real processes (qcluster, servers) from tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def output_dir() -> Path:
+    """Where tests leave logs and screenshots (``TEST_OUTPUT_DIR``, default test-output/)."""
+    path = Path(os.environ.get("TEST_OUTPUT_DIR", ROOT / "test-output"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_env() -> dict[str, str]:
+    """Environment that points a child process at the database this test process uses."""
+    from django.db import connection
+
+    conf = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return {"DATABASE_URL": "", "SQLITE_PATH": str(conf["NAME"])}
+    auth = conf["USER"] + (f":{conf['PASSWORD']}" if conf.get("PASSWORD") else "")
+    return {"DATABASE_URL": f"postgres://{auth}@{conf['HOST']}:{conf['PORT']}/{conf['NAME']}"}
+
+
+def child_env(**overrides: Any) -> dict[str, str]:
+    env = {**os.environ, **database_env(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def descendants(pid: int) -> set[int]:
+    """All processes below ``pid`` (read from /proc; no extra dependency)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def stop_process_group(proc: subprocess.Popen[Any], grace: float = 15.0) -> None:
+    """SIGTERM the main process (it stops its own children in order, as qcluster does), then
+    SIGKILL the whole group, so nothing outlives the test even if shutdown hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@contextmanager
+def qcluster(name: str = "cluster", **env: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``manage.py qcluster`` against the test database; stopped (group-wide) on exit."""
+    log = (output_dir() / f"qcluster-{name}-{os.getpid()}.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=child_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        stop_process_group(proc)
+        log.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
