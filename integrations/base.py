@@ -105,7 +105,8 @@ class SyncContext:
     cursor: dict[str, Any]
     checkpoint: dict[str, Any]
     deadline: float = float("inf")  # time.monotonic() value when the slice should end
-    log: Callable[[str, str], None] = lambda level, message: None
+    log: Callable[..., None] = lambda level, message, **data: None
+    progress_done: int = 0  # the job's committed progress (earlier slices)
 
     def time_left(self) -> float:
         """Seconds left in this slice's budget."""

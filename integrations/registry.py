@@ -12,7 +12,9 @@ from django.utils.module_loading import import_string
 from integrations.base import Connector
 from integrations.errors import Permanent
 
-CONNECTORS: dict[str, str] = {}
+CONNECTORS: dict[str, str] = {
+    "imap": "integrations.imap.connector.ImapConnector",
+}
 
 
 class UnknownConnectorKind(Permanent):

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "workspace",
     "integrations",
     "syncqueue",
+    "mail",
 ]
 
 MIDDLEWARE = [
@@ -256,6 +257,31 @@ SYNC_EXTRA_CONNECTORS = dict(
         [],
         "Extra connector kinds as kind=dotted.path.Class, comma-separated (tests, plug-ins).",
     )
+)
+
+# --- Mail store (IMAP, Microsoft Graph) --------------------------------------------------------
+MAIL_MAX_MESSAGE_BYTES = env_int(
+    "MAIL_MAX_MESSAGE_BYTES",
+    25_000_000,
+    "Larger messages are stored from their first bytes only, marked truncated.",
+    minimum=10_000,
+)
+MAIL_MAX_BODY_CHARS = env_int(
+    "MAIL_MAX_BODY_CHARS",
+    1_000_000,
+    "Text and HTML bodies are cut (and marked) beyond this.",
+    minimum=1000,
+)
+MAIL_MAX_ATTACHMENT_BYTES = env_int(
+    "MAIL_MAX_ATTACHMENT_BYTES",
+    10_000_000,
+    "Attachments above this keep their metadata only (marked), not their content.",
+    minimum=0,
+)
+IMAP_ALLOW_PLAINTEXT = env_bool(
+    "IMAP_ALLOW_PLAINTEXT",
+    False,
+    "Allow IMAP without TLS to hosts other than localhost (passwords travel in clear text).",
 )
 
 # django-q2, built from the settings above. The rules (timeout < retry, ack_failures on,

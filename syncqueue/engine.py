@@ -425,6 +425,7 @@ def _work(run: _Run, connector: Connector) -> Iterator[Batch]:
         checkpoint=copy.deepcopy(run.job.checkpoint),
         deadline=run.deadline,
         log=run.log,
+        progress_done=run.done,
     )
     return connector.push(ctx) if run.job.kind == Kind.PUSH else connector.sync(ctx)
 

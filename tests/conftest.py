@@ -82,3 +82,50 @@ def tickets() -> list[dict[str, Any]]:
     from django_q.signing import SignedPackage
 
     return [SignedPackage.loads(row.payload) for row in OrmQ.objects.order_by("id")]
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Any:
+    """A private Dovecot for the whole session (see tests/support/dovecot.py)."""
+    from tests.support.dovecot import Dovecot
+
+    server = Dovecot()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+_accounts = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def imap_user(dovecot: Any) -> str:
+    """A fresh, empty mail account on the test Dovecot."""
+    if not dovecot.is_running():  # a fault test may have left it down
+        dovecot.start()
+    name = f"u{next(_accounts)}p{os.getpid()}"
+    dovecot.add_user(name)
+    return name
+
+
+@pytest.fixture
+def make_imap_connection(make_connection: Callable[..., Any], dovecot: Any, imap_user: str):
+    """An IMAP connection to ``imap_user`` (plain IMAP on loopback; all mail by default)."""
+
+    def make(password: str | None = None, **config: Any) -> Any:
+        settings = {
+            "host": "127.0.0.1",
+            "port": dovecot.port,
+            "security": "none",
+            "username": imap_user,
+            "history_days": None,
+            **config,
+        }
+        return make_connection(
+            kind="imap",
+            name="Mailbox",
+            config=settings,
+            secrets={"password": password or dovecot.users[imap_user]},
+        )
+
+    return make

@@ -1,0 +1,1 @@
+"""IMAP mailboxes: a read-only, resumable mirror (EXAMINE + BODY.PEEK[], UID checkpoints)."""

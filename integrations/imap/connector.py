@@ -1,0 +1,63 @@
+"""The IMAP connector: check credentials and folders, mirror mail read-only, store it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
+
+from integrations.base import Batch, CheckResult, Connector, Counts, SyncContext
+from integrations.imap.client import open_session
+from integrations.imap.config import ImapConfig
+from integrations.imap.sync import MailboxSync, RetireFolder
+from mail import store
+from mail.store import FetchedMessage, FlagChange
+
+
+class ImapConnector(Connector):
+    kind = "imap"
+    label = "IMAP mailbox"
+    Config = ImapConfig
+    secret_fields = ("password",)
+    default_schedule = "every 15m"
+
+    @property
+    def imap(self) -> ImapConfig:
+        return cast(ImapConfig, self.config)
+
+    def _session(self):  # type: ignore[no-untyped-def]
+        return open_session(self.imap, str(self.secrets.get("password", "")))
+
+    def check(self) -> CheckResult:
+        """Connect, sign in and look at every configured folder (one clear error each)."""
+        with self._session() as client:
+            probe = MailboxSync(self, client, SyncContext(None, "check", {}, {}, {}))
+            names = probe.folder_names()
+            counts = {name: probe.status(name).get("messages", 0) for name in names}
+        listed = ", ".join(f"{name} ({count})" for name, count in counts.items())
+        mode = " (Gmail: All Mail with labels)" if probe.gmail else ""
+        return CheckResult(
+            f"Signed in to {self.imap.host} as {self.imap.username}. Folders{mode}: {listed}.",
+            details={"folders": counts, "condstore": probe.condstore, "gmail": probe.gmail},
+        )
+
+    def sync(self, ctx: SyncContext) -> Iterator[Batch]:
+        with self._session() as client:
+            yield from MailboxSync(self, client, ctx).run()
+
+    def apply(self, batch: Batch) -> Counts:
+        relink = {
+            name: int(state["relink_from"])
+            for name, state in (batch.cursor or {}).get("folders", {}).items()
+            if state.get("relink_from") is not None
+        }
+        messages = [r for r in batch.records if isinstance(r, FetchedMessage)]
+        counts = store.upsert_messages(self.connection, messages, relink=relink)
+        counts.updated += store.apply_flag_changes(
+            self.connection, [r for r in batch.records if isinstance(r, FlagChange)]
+        )
+        for retire in (r for r in batch.records if isinstance(r, RetireFolder)):
+            counts.deleted += store.retire_old_uidvalidity(
+                self.connection, retire.folder, retire.uidvalidity
+            )
+        counts.deleted += store.mark_deleted(self.connection, list(batch.deleted))
+        return counts

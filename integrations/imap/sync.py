@@ -1,0 +1,336 @@
+"""The IMAP sync algorithm (see ``reference/providers.md`` §1.3), as a generator of batches.
+
+Per folder the cursor keeps ``uidvalidity``, ``last_uid`` (highest UID fully committed),
+``uidnext``/``messages``/``highestmodseq`` (the last STATUS seen) and ``initial_done``:
+
+1. A STATUS probe skips folders where nothing changed (the common no-op sync costs one round
+   trip per folder).
+2. A changed UIDVALIDITY starts that folder over; rows under the old value are re-linked by
+   content fingerprint as they are met again, the rest marked deleted at the end — no duplicates.
+3. New mail: UIDs from SEARCH (never FETCH ranges: imapclient 4 rejects them), above
+   ``last_uid``, fetched with ``BODY.PEEK[]`` on an EXAMINEd folder (nothing is ever marked read)
+   in chunks; each chunk is one batch that advances ``last_uid``.
+4. Flags: ``SEARCH MODSEQ`` since the stored HIGHESTMODSEQ with CONDSTORE; otherwise the
+   newest ``flag_window`` messages are re-checked.
+5. Expunges: only when the message count does not add up, a UID SEARCH ALL is diffed against
+   what we hold; those messages are marked deleted (kept).
+
+Gmail (X-GM-EXT-1): only "All Mail" is synced, with labels and X-GM-MSGID, instead of one copy
+per label.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.utils import timezone
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+from imapclient.imapclient import ALL as SPECIAL_ALL
+
+from integrations.base import Batch, SyncContext
+from integrations.imap.client import FolderMissing
+from mail.parsing import parse_message
+from mail.store import FetchedMessage, FlagChange, known_uids
+
+if TYPE_CHECKING:
+    from integrations.imap.connector import ImapConnector
+
+FETCH_BYTES = 8_000_000  # bytes per FETCH round trip: bounds memory whatever the batch size
+
+
+@dataclass
+class RetireFolder:
+    """Rows of ``folder`` still under an old UIDVALIDITY were not found again: mark deleted."""
+
+    folder: str
+    uidvalidity: int
+
+
+@dataclass
+class _Plan:
+    name: str
+    status: dict[str, int]
+    state: dict[str, Any]
+    new_uids: list[int]
+    highestmodseq: int | None
+    incremental: bool
+    arrived: int = 0
+    flag_uids: list[int] = field(default_factory=list)
+
+
+def _decode(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _flags(values: Any) -> list[str]:
+    """Persistent flags, sorted. ``\\Recent`` is per-session (it differs between two sessions
+    looking at the same message), so keeping it would report changes that never happened."""
+    return sorted(flag for flag in map(_decode, values or ()) if flag.lower() != "\\recent")
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class MailboxSync:
+    """One run of the algorithm over an open session; yields batches for the engine."""
+
+    def __init__(self, connector: ImapConnector, client: IMAPClient, ctx: SyncContext):
+        self.connector = connector
+        self.config = connector.config
+        self.client = client
+        self.ctx = ctx
+        self.cursor = copy.deepcopy(ctx.cursor)
+        self.folders: dict[str, dict[str, Any]] = self.cursor.setdefault("folders", {})
+        caps = set(client.capabilities())
+        self.gmail = b"X-GM-EXT-1" in caps
+        self.condstore = b"CONDSTORE" in caps and b"ENABLE" in caps
+        if self.condstore:
+            client.enable("CONDSTORE")  # must happen before any SELECT
+        self.done = ctx.progress_done
+
+    # --- folders ---------------------------------------------------------------------------
+    def folder_names(self) -> list[str]:
+        if self.gmail:
+            all_mail = self.client.find_special_folder(SPECIAL_ALL)
+            if all_mail:
+                return [all_mail]
+        if self.config.all_folders:
+            return [
+                name
+                for flags, _, name in self.client.list_folders()
+                if not {b"\\Noselect", b"\\NonExistent"} & set(flags)
+            ]
+        return list(self.config.folders)
+
+    def status(self, name: str) -> dict[str, int]:
+        items = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
+        if self.condstore:
+            items.append(b"HIGHESTMODSEQ")
+        try:
+            raw = self.client.folder_status(name, items)
+        except IMAPClientError as exc:
+            raise FolderMissing(
+                f"The folder {name!r} does not exist on the mail server. Check the folder list.",
+                detail=str(exc)[:300],
+            ) from exc
+        return {_decode(k).lower(): int(v) for k, v in raw.items()}
+
+    @staticmethod
+    def unchanged(state: dict[str, Any] | None, status: dict[str, int]) -> bool:
+        if not state or not state.get("initial_done"):
+            return False
+        return all(state.get(key) == value for key, value in status.items())
+
+    # --- planning ----------------------------------------------------------------------------
+    def plan(self, name: str, status: dict[str, int]) -> _Plan:
+        selected = self.client.select_folder(name, readonly=True)  # EXAMINE: read-only
+        uidvalidity = int(selected[b"UIDVALIDITY"])
+        hms = selected.get(b"HIGHESTMODSEQ")
+        state = self.folders.get(name)
+        if state is not None and state.get("uidvalidity") != uidvalidity:
+            self.ctx.log(
+                "warning",
+                f"{name}: UIDVALIDITY changed from {state.get('uidvalidity')} to {uidvalidity}; "
+                "reading the folder again and re-linking the messages already stored.",
+            )
+            state = {"relink_from": state.get("uidvalidity")}
+        if state is None:
+            state = {}
+        if "uidvalidity" not in state:
+            since = None
+            if self.config.history_days:
+                since = (timezone.now() - timedelta(days=self.config.history_days)).date()
+            state.update(
+                uidvalidity=uidvalidity,
+                last_uid=0,
+                initial_done=False,
+                since=since.isoformat() if since else None,
+            )
+        self.folders[name] = state
+        last_uid = int(state["last_uid"])
+        incremental = bool(state.get("initial_done"))
+        if incremental:
+            found = self.client.search(["UID", f"{last_uid + 1}:*"])
+        elif state.get("since"):
+            found = self.client.search(["SINCE", date.fromisoformat(state["since"])])
+        else:
+            found = self.client.search(["ALL"])
+        # "N:*" always matches the highest UID, even when it is below N: drop what we have.
+        new_uids = sorted(uid for uid in found if uid > last_uid)
+        return _Plan(
+            name=name,
+            status=status,
+            state=state,
+            new_uids=new_uids,
+            highestmodseq=int(hms) if hms is not None else None,
+            incremental=incremental,
+            arrived=len(new_uids),
+        )
+
+    # --- fetching ----------------------------------------------------------------------------
+    def _fetch_items(self) -> list[bytes]:
+        items = [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"]
+        if self.gmail:
+            items += [b"X-GM-MSGID", b"X-GM-LABELS"]
+        return items
+
+    def fetch(self, plan: _Plan, uids: list[int]) -> list[FetchedMessage]:
+        """Fetch and parse ``uids``: sizes first, then bodies in rounds of at most FETCH_BYTES;
+        a message over MAIL_MAX_MESSAGE_BYTES is read from its first bytes only (marked)."""
+        limit = settings.MAIL_MAX_MESSAGE_BYTES
+        meta = self.client.fetch(uids, self._fetch_items())
+        messages: list[FetchedMessage] = []
+        rounds: list[list[int]] = [[]]
+        weight = 0
+        big: list[int] = []
+        for uid in uids:
+            if uid not in meta:
+                continue  # expunged between SEARCH and FETCH
+            size = int(meta[uid].get(b"RFC822.SIZE", 0))
+            if size > limit:
+                big.append(uid)
+                continue
+            if rounds[-1] and weight + size > FETCH_BYTES:
+                rounds.append([])
+                weight = 0
+            rounds[-1].append(uid)
+            weight += size
+        for group in rounds:
+            if group:
+                bodies = self.client.fetch(group, [b"BODY.PEEK[]"])
+                for uid in group:
+                    raw = bodies.get(uid, {}).get(b"BODY[]")
+                    if raw is not None:
+                        messages.append(self._message(plan, uid, meta[uid], raw, None))
+                del bodies
+        for uid in big:
+            part = self.client.fetch([uid], [f"BODY.PEEK[]<0.{limit}>".encode()])
+            raw = part.get(uid, {}).get(b"BODY[]<0>", b"")
+            messages.append(
+                self._message(plan, uid, meta[uid], raw, int(meta[uid][b"RFC822.SIZE"]))
+            )
+        messages.sort(key=lambda m: m.uid or 0)
+        return messages
+
+    def _message(
+        self, plan: _Plan, uid: int, meta: dict[bytes, Any], raw: bytes, cut_at: int | None
+    ) -> FetchedMessage:
+        labels = [_decode(label) for label in meta.get(b"X-GM-LABELS", ())]
+        return FetchedMessage(
+            folder=plan.name,
+            uidvalidity=int(plan.state["uidvalidity"]),
+            uid=uid,
+            parsed=parse_message(raw, cut_at=cut_at),
+            size=int(meta.get(b"RFC822.SIZE", len(raw))),
+            received_at=meta.get(b"INTERNALDATE"),
+            flags=_flags(meta.get(b"FLAGS")),
+            labels=sorted(labels),
+            remote_id=str(meta[b"X-GM-MSGID"]) if b"X-GM-MSGID" in meta else "",
+        )
+
+    # --- changes to what we hold ---------------------------------------------------------------
+    def flag_changes(self, plan: _Plan, held_up_to: int) -> list[FlagChange]:
+        state = plan.state
+        old_hms = state.get("highestmodseq")
+        if self.condstore and plan.highestmodseq is not None and old_hms is not None:
+            if plan.highestmodseq <= old_hms:
+                return []
+            uids = [u for u in self.client.search(["MODSEQ", str(old_hms + 1)]) if u <= held_up_to]
+        elif self.config.flag_window:
+            held = sorted(
+                uid
+                for uid in known_uids(
+                    self.connector.connection, plan.name, int(state["uidvalidity"])
+                )
+                if uid <= held_up_to  # mail fetched in this run has fresh flags already
+            )
+            uids = held[-self.config.flag_window :]
+        else:
+            return []
+        changes: list[FlagChange] = []
+        items = [b"FLAGS"] + ([b"X-GM-LABELS"] if self.gmail else [])
+        for chunk in _chunks(uids, 1000):
+            for uid, data in self.client.fetch(chunk, items).items():
+                labels = data.get(b"X-GM-LABELS")
+                changes.append(
+                    FlagChange(
+                        folder=plan.name,
+                        uidvalidity=int(state["uidvalidity"]),
+                        uid=uid,
+                        flags=_flags(data.get(b"FLAGS")),
+                        labels=sorted(_decode(x) for x in labels) if labels is not None else None,
+                    )
+                )
+        return changes
+
+    def expunged(self, plan: _Plan) -> list[tuple[str, int, int]]:
+        state = plan.state
+        expected = int(state.get("messages", 0)) + plan.arrived
+        if plan.status.get("messages") == expected:
+            return []  # nothing disappeared: the count adds up
+        present = set(self.client.search(["ALL"]))
+        uidvalidity = int(state["uidvalidity"])
+        held = known_uids(self.connector.connection, plan.name, uidvalidity)
+        return [(plan.name, uidvalidity, uid) for uid in sorted(held - present)]
+
+    # --- the run -------------------------------------------------------------------------------
+    def run(self) -> Iterator[Batch]:
+        plans = []
+        for name in self.folder_names():
+            status = self.status(name)
+            if not self.unchanged(self.folders.get(name), status):
+                plans.append((name, status))
+        plans = [self.plan(name, status) for name, status in plans]
+        total = self.done + sum(len(p.new_uids) for p in plans)
+        for index, plan in enumerate(plans):
+            last_folder = index == len(plans) - 1
+            yield from self.run_folder(plan, total, last_folder)
+
+    def run_folder(self, plan: _Plan, total: int, last_folder: bool) -> Iterator[Batch]:
+        state = plan.state
+        held_up_to = int(state["last_uid"])
+        self.client.select_folder(plan.name, readonly=True)
+        for chunk in _chunks(plan.new_uids, self.config.batch_size):
+            messages = self.fetch(plan, chunk)
+            state["last_uid"] = chunk[-1]
+            self.done += len(chunk)
+            defects = sum(1 for m in messages if m.parsed.defects)
+            yield Batch(
+                records=messages,
+                cursor=copy.deepcopy(self.cursor),
+                done=self.done,
+                total=total,
+                note=f"{plan.name}: {len(messages)} messages up to UID {chunk[-1]}"
+                + (f", {defects} with defects (stored as well as possible)" if defects else ""),
+            )
+        records: list[Any] = []
+        deleted: list[tuple[str, int, int]] = []
+        if plan.incremental:
+            records.extend(self.flag_changes(plan, held_up_to))
+            deleted = self.expunged(plan)
+        relink_from = state.pop("relink_from", None)
+        if relink_from is not None:
+            records.append(RetireFolder(plan.name, int(relink_from)))
+        state.update(
+            uidnext=plan.status.get("uidnext"),
+            messages=plan.status.get("messages"),
+            initial_done=True,
+        )
+        if plan.highestmodseq is not None:
+            state["highestmodseq"] = plan.highestmodseq
+        yield Batch(
+            records=records,
+            deleted=deleted,
+            cursor=copy.deepcopy(self.cursor),
+            done=self.done,
+            total=total,
+            final=last_folder,
+        )

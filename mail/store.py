@@ -1,0 +1,246 @@
+"""Writing fetched mail into the store: idempotent upserts keyed by the provider's identity.
+
+Called by connectors' ``apply()`` inside the engine's transaction, so a batch and its cursor
+commit together. A message fetched twice (a retry after a crash) is recognised by its identity
+and counted as skipped, never stored twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db.models import Q
+from django.utils import timezone
+
+from integrations.base import Counts
+from integrations.models import Connection
+from mail.models import MailAttachment, MailMessage
+from mail.parsing import ParsedMessage
+
+
+@dataclass
+class FetchedMessage:
+    """A message read from a server, with its identity there."""
+
+    folder: str
+    uid: int | None
+    uidvalidity: int | None
+    parsed: ParsedMessage
+    size: int
+    received_at: datetime | None = None
+    flags: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    remote_id: str = ""
+
+    @property
+    def key(self) -> tuple[str, int | None, int | None]:
+        return (self.folder, self.uidvalidity, self.uid)
+
+
+@dataclass
+class FlagChange:
+    """New flags (and labels) of a message we already hold."""
+
+    folder: str
+    uidvalidity: int
+    uid: int
+    flags: list[str]
+    labels: list[str] | None = None
+
+
+def _attachment_file(data: bytes) -> tuple[str, str]:
+    """Store content once per distinct body (content-addressed); returns (name, sha256)."""
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"attachments/{digest[:2]}/{digest}"
+    if not default_storage.exists(name):
+        name = default_storage.save(name, ContentFile(data))
+    return name, digest
+
+
+def _new_row(connection: Connection, item: FetchedMessage) -> MailMessage:
+    p = item.parsed
+    return MailMessage(
+        connection=connection,
+        folder=item.folder,
+        uidvalidity=item.uidvalidity,
+        uid=item.uid,
+        remote_id=item.remote_id,
+        message_id=p.message_id,
+        fingerprint=p.fingerprint(item.size),
+        subject=p.subject,
+        from_name=p.from_name,
+        from_address=p.from_address,
+        to=p.to,
+        cc=p.cc,
+        sent_at=p.sent_at,
+        received_at=item.received_at or p.sent_at,
+        flags=item.flags,
+        labels=item.labels,
+        size=item.size,
+        snippet=p.snippet,
+        text_body=p.text_body,
+        html_body=p.html_body,
+        has_attachments=bool(p.attachments),
+        truncated=p.truncated,
+        defects=p.defects,
+    )
+
+
+def save_attachments(rows: Iterable[tuple[MailMessage, ParsedMessage]]) -> None:
+    attachments = []
+    for row, parsed in rows:
+        for a in parsed.attachments:
+            name, digest = _attachment_file(a.data) if a.data is not None else ("", "")
+            attachments.append(
+                MailAttachment(
+                    message=row,
+                    filename=a.filename,
+                    content_type=a.content_type,
+                    size=a.size,
+                    content_id=a.content_id,
+                    inline=a.inline,
+                    sha256=digest,
+                    file=name,
+                    note=a.note,
+                )
+            )
+    MailAttachment.objects.bulk_create(attachments, batch_size=500)
+
+
+def upsert_messages(
+    connection: Connection,
+    items: Sequence[FetchedMessage],
+    relink: dict[str, int] | None = None,
+) -> Counts:
+    """Store IMAP messages by ``(folder, uidvalidity, uid)``.
+
+    ``relink`` maps a folder to its *previous* UIDVALIDITY: a message that is new under the
+    current UIDVALIDITY but matches a row of the previous one by fingerprint is that row, moved
+    to its new identity (no duplicate after a UIDVALIDITY change).
+    """
+    counts = Counts()
+    by_folder: dict[tuple[str, int | None], list[FetchedMessage]] = defaultdict(list)
+    for item in items:
+        by_folder[(item.folder, item.uidvalidity)].append(item)
+    to_create: list[tuple[MailMessage, ParsedMessage]] = []
+    to_update: list[MailMessage] = []
+    for (folder, uidvalidity), group in by_folder.items():
+        existing = {
+            row.uid: row
+            for row in MailMessage.objects.filter(
+                connection=connection,
+                folder=folder,
+                uidvalidity=uidvalidity,
+                uid__in=[i.uid for i in group],
+            ).only("id", "uid", "flags", "labels", "deleted")
+        }
+        old = (relink or {}).get(folder)
+        movable: dict[str, list[MailMessage]] = defaultdict(list)
+        if old is not None:
+            prints = [i.parsed.fingerprint(i.size) for i in group if i.uid not in existing]
+            for row in MailMessage.objects.filter(
+                connection=connection, folder=folder, uidvalidity=old, fingerprint__in=prints
+            ).only("id", "fingerprint", "flags", "labels", "deleted"):
+                movable[row.fingerprint].append(row)
+        for item in group:
+            row = existing.get(item.uid)
+            if row is None and old is not None:
+                candidates = movable.get(item.parsed.fingerprint(item.size))
+                if candidates:
+                    row = candidates.pop()
+                    row.uidvalidity, row.uid = item.uidvalidity, item.uid
+                    row.flags, row.labels, row.deleted, row.deleted_at = (
+                        item.flags,
+                        item.labels,
+                        False,
+                        None,
+                    )
+                    to_update.append(row)
+                    counts.updated += 1
+                    continue
+            if row is None:
+                to_create.append((_new_row(connection, item), item.parsed))
+                counts.created += 1
+            elif row.flags != item.flags or row.labels != item.labels or row.deleted:
+                row.flags, row.labels, row.deleted, row.deleted_at = (
+                    item.flags,
+                    item.labels,
+                    False,
+                    None,
+                )
+                to_update.append(row)
+                counts.updated += 1
+            else:
+                counts.skipped += 1  # already stored (e.g. re-fetched after a crash)
+    if to_update:
+        MailMessage.objects.bulk_update(
+            to_update,
+            ["uidvalidity", "uid", "flags", "labels", "deleted", "deleted_at"],
+            batch_size=500,
+        )
+    if to_create:
+        MailMessage.objects.bulk_create([row for row, _ in to_create], batch_size=500)
+        save_attachments(to_create)
+    return counts
+
+
+def apply_flag_changes(connection: Connection, changes: Sequence[FlagChange]) -> int:
+    """Update flags/labels of held messages; returns how many actually changed."""
+    if not changes:
+        return 0
+    wanted = {(c.folder, c.uidvalidity, c.uid): c for c in changes}
+    query = Q()
+    for folder, uidvalidity in {(c.folder, c.uidvalidity) for c in changes}:
+        uids = [c.uid for c in changes if (c.folder, c.uidvalidity) == (folder, uidvalidity)]
+        query |= Q(folder=folder, uidvalidity=uidvalidity, uid__in=uids)
+    changed = []
+    for row in MailMessage.objects.filter(query, connection=connection).only(
+        "id", "folder", "uidvalidity", "uid", "flags", "labels"
+    ):
+        change = wanted[(row.folder, row.uidvalidity, row.uid)]
+        labels = row.labels if change.labels is None else change.labels
+        if row.flags != change.flags or row.labels != labels:
+            row.flags, row.labels = change.flags, labels
+            changed.append(row)
+    MailMessage.objects.bulk_update(changed, ["flags", "labels"], batch_size=500)
+    return len(changed)
+
+
+def mark_deleted(connection: Connection, keys: Sequence[tuple[str, int, int]]) -> int:
+    """Mark messages gone from the server as deleted (kept, not destroyed)."""
+    now = timezone.now()
+    total = 0
+    for folder, uidvalidity in {(f, v) for f, v, _ in keys}:
+        uids = [u for f, v, u in keys if (f, v) == (folder, uidvalidity)]
+        for start in range(0, len(uids), 500):
+            total += MailMessage.objects.filter(
+                connection=connection,
+                folder=folder,
+                uidvalidity=uidvalidity,
+                uid__in=uids[start : start + 500],
+                deleted=False,
+            ).update(deleted=True, deleted_at=now)
+    return total
+
+
+def retire_old_uidvalidity(connection: Connection, folder: str, uidvalidity: int) -> int:
+    """After a folder was re-read under a new UIDVALIDITY, rows left under ``uidvalidity``
+    were not found again: they are gone from the server."""
+    return MailMessage.objects.filter(
+        connection=connection, folder=folder, uidvalidity=uidvalidity, deleted=False
+    ).update(deleted=True, deleted_at=timezone.now())
+
+
+def known_uids(connection: Connection, folder: str, uidvalidity: int) -> set[int]:
+    """UIDs we hold (not deleted) for a folder, for expunge detection."""
+    return set(
+        MailMessage.objects.filter(
+            connection=connection, folder=folder, uidvalidity=uidvalidity, deleted=False
+        ).values_list("uid", flat=True)
+    )

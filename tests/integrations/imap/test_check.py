@@ -1,0 +1,61 @@
+"""Test connection: each kind of problem gets its own clear message."""
+
+from __future__ import annotations
+
+import pytest
+
+from integrations.errors import AuthFailed, ConfigError, Permanent, Transient
+from integrations.imap.connector import ImapConnector
+from tests.support.dovecot import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def test_check_signs_in_and_lists_the_folders(make_imap_connection, dovecot, imap_user):
+    dovecot.deliver(imap_user, [b"Subject: hi\r\n\r\nx\r\n"] * 2)
+    result = make_imap_connection().build_connector().check()
+    assert f"as {imap_user}" in result.message and "INBOX (2)" in result.message
+    assert result.details["condstore"] is True
+
+
+def test_wrong_password(make_imap_connection):
+    with pytest.raises(AuthFailed, match="rejected the username or password"):
+        make_imap_connection(password="wrong").build_connector().check()
+
+
+def test_refused_connection(make_imap_connection):
+    conn = make_imap_connection(port=free_port())
+    with pytest.raises(Transient, match="refused the connection"):
+        conn.build_connector().check()
+
+
+def test_unknown_host(make_imap_connection):
+    conn = make_imap_connection(host="no-such-host.invalid", security="ssl", port=993)
+    with pytest.raises(Transient, match="could not be found"):
+        conn.build_connector().check()
+
+
+def test_tls_certificate_error(make_imap_connection, dovecot):
+    conn = make_imap_connection(security="ssl", port=dovecot.tls_port)
+    with pytest.raises(Permanent, match="certificate could not be verified"):
+        conn.build_connector().check()
+
+
+def test_missing_folder(make_imap_connection):
+    conn = make_imap_connection(folders=["INBOX", "Archive/2019"])
+    with pytest.raises(Permanent, match="'Archive/2019' does not exist"):
+        conn.build_connector().check()
+
+
+def test_plaintext_only_to_loopback(settings):
+    config = {"host": "mail.example.com", "username": "u", "security": "none"}
+    with pytest.raises(ConfigError, match="unencrypted"):
+        ImapConnector.validate_config(config)
+    settings.IMAP_ALLOW_PLAINTEXT = True
+    assert ImapConnector.validate_config(config).effective_port == 143
+
+
+def test_config_names_bad_fields():
+    with pytest.raises(ConfigError, match="host") as info:
+        ImapConnector.validate_config({"host": "imap://x", "username": "u", "history_days": 0})
+    assert "history_days" in str(info.value)

@@ -1,0 +1,51 @@
+"""Servers with Gmail's extension: All Mail is synced once, with labels, not once per label."""
+
+from __future__ import annotations
+
+import pytest
+
+from mail.models import MailMessage
+from syncqueue import engine
+from syncqueue.models import SyncJob
+from tests.support.fake_gmail import ALL_MAIL, FakeGmail, GmailMessage
+from tests.support.mailfactory import message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_gmail_syncs_all_mail_once_with_labels(make_connection, work):
+    mails = [
+        GmailMessage(message(subject="in two labels"), ["\\Inbox", "Work"], 1278455344230334865),
+        GmailMessage(message(subject="archived"), [], 1278455344230334866, ["\\Seen"]),
+    ]
+    with FakeGmail(mails) as gmail:
+        conn = make_connection(
+            kind="imap",
+            config={
+                "host": "127.0.0.1",
+                "port": gmail.port,
+                "security": "none",
+                "username": "me@gmail.example",
+                "folders": ["INBOX", "Work"],
+                "history_days": None,
+            },
+            secrets={"password": "app-password"},
+        )
+        result = conn.build_connector().check()
+        job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
+        work()
+        job.refresh_from_db()
+        commands = list(gmail.commands)
+
+    assert "Gmail" in result.message and ALL_MAIL in result.message
+    assert job.state == SyncJob.State.SUCCEEDED, job.error_message
+    rows = {m.subject: m for m in MailMessage.objects.filter(connection=conn)}
+    assert set(rows) == {"in two labels", "archived"}  # one copy each, not one per label
+    assert rows["in two labels"].labels == ["Work", "\\Inbox"]
+    assert rows["in two labels"].remote_id == "1278455344230334865"
+    assert rows["archived"].flags == ["\\Seen"] and rows["archived"].folder == ALL_MAIL
+    examined = [c for c in commands if " EXAMINE " in c or " SELECT " in c]
+    assert examined and all(ALL_MAIL in c and " EXAMINE " in c for c in examined)
+    fetches = [c for c in commands if "FETCH" in c]
+    assert all("BODY[]" not in c.replace("BODY.PEEK[]", "") for c in fetches)
+    assert not any(" STORE " in c for c in commands)

@@ -1,0 +1,85 @@
+"""The parser never raises; every problem becomes a recorded defect."""
+
+from __future__ import annotations
+
+import pytest
+
+from mail.parsing import normalize_message_id, parse_message
+from tests.support.mailfactory import MALFORMED, message
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_messages_parse_without_raising(name):
+    parsed = parse_message(MALFORMED[name])
+    assert isinstance(parsed.defects, list)
+    assert len(parsed.snippet) <= 200
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("<Abc.Def@Example.COM>", "Abc.Def@example.com"),
+        ("  <x@y.org>\r\n ", "x@y.org"),
+        ("<[b378dfc5-0f7e]@microsoft.com>", "[b378dfc5-0f7e]@microsoft.com"),
+        ("no-brackets@Host", "no-brackets@host"),
+        ("", ""),
+    ],
+)
+def test_message_ids_are_normalized(raw, expected):
+    assert normalize_message_id(raw) == expected
+
+
+def test_well_formed_message():
+    parsed = parse_message(
+        message(
+            subject="=?utf-8?q?Gr=C3=BC=C3=9Fe?=",
+            cc="Carol <carol@example.net>",
+            html="<p>Hello <b>Bob</b></p>",
+            attachments=[("a.csv", "text/csv", b"1,2\n")],
+        )
+    )
+    assert parsed.subject == "Grüße" and parsed.cc == [
+        {"name": "Carol", "address": "carol@example.net"}
+    ]
+    assert parsed.html_body.startswith("<p>Hello") and parsed.text_body.startswith("Hello Bob")
+    assert [(a.filename, a.content_type, a.data) for a in parsed.attachments] == [
+        ("a.csv", "text/csv", b"1,2\n")
+    ]
+    assert parsed.defects == [] and not parsed.truncated
+
+
+def test_broken_headers_are_recorded_not_fatal():
+    parsed = parse_message(MALFORMED["unterminated_to"])
+    assert parsed.subject == "broken to" and parsed.from_address == "a@example.com"
+    assert "To: unparseable address list" in parsed.defects
+    assert parse_message(MALFORMED["eight_bit_headers"]).subject == "Grüße aus Köln"
+    assert parse_message(MALFORMED["unknown_charset"]).text_body.strip() == "nuqneH"
+
+
+def test_missing_headers_and_nesting():
+    bare = parse_message(MALFORMED["missing_date_and_id"])
+    assert bare.sent_at is None and bare.message_id == ""
+    assert {"missing Date header", "missing Message-ID header"} <= set(bare.defects)
+    assert parse_message(MALFORMED["deeply_nested"]).text_body.strip() == "innermost text"
+    many = parse_message(MALFORMED["many_parts"])
+    assert "more than 500 parts: the rest was not read" in many.defects
+
+
+def test_limits_cut_and_mark(settings):
+    settings.MAIL_MAX_BODY_CHARS = 1000
+    settings.MAIL_MAX_ATTACHMENT_BYTES = 10
+    parsed = parse_message(
+        message(body="z" * 5000, attachments=[("b.bin", "application/x", b"y" * 50)])
+    )
+    assert parsed.truncated and len(parsed.text_body) == 1000
+    assert parsed.attachments[0].data is None and parsed.attachments[0].size == 50
+    assert any("text body cut to 1000" in d for d in parsed.defects)
+
+
+def test_fingerprint_is_stable_and_content_based():
+    raw = message(message_id="<fp@example.com>")
+    a, b = parse_message(raw), parse_message(raw)
+    assert a.fingerprint(len(raw)) == b.fingerprint(len(raw))
+    assert a.fingerprint(len(raw)) != parse_message(message(message_id="<other@x>")).fingerprint(
+        len(raw)
+    )

@@ -1,0 +1,278 @@
+"""A private Dovecot IMAP server on 127.0.0.1 for tests and benchmarks.
+
+It runs from a temporary directory with its own configuration, passwd-file users and Maildirs,
+listens on a free port (plain IMAP; the product allows that only to loopback) and on a second
+port with TLS and a self-signed certificate (to test certificate errors), and is stopped
+afterwards. Mail is delivered through IMAP APPEND, so UIDs are assigned as a real server would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from imapclient import IMAPClient
+
+DOVECOT = "/usr/sbin/dovecot"
+DOVEADM = "/usr/bin/doveadm"
+MAIL_UID = 65534  # nobody: Dovecot will not run mail processes as root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not-a-trusted-server.invalid")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class Dovecot:
+    """Start with ``start()``, stop with ``stop()``; any user name is an account whose password
+    is ``pw-<name>``."""
+
+    def __init__(self) -> None:
+        if not Path(DOVECOT).exists():
+            raise RuntimeError(
+                "Dovecot is not installed: run the test command as root (it installs "
+                "dovecot-imapd) or 'apt-get install dovecot-imapd'."
+            )
+        # Directly under /tmp and world-traversable: the mail processes run as 'nobody'.
+        self.root = Path(tempfile.mkdtemp(prefix="syncproject-dovecot-", dir="/tmp"))
+        self.root.chmod(0o755)
+        self.port = free_port()
+        self.tls_port = free_port()
+        (self.root / "mail").mkdir()
+        os.chown(self.root / "mail", MAIL_UID, MAIL_UID)
+        cert, key = _self_signed(self.root)
+        self.config = self.root / "dovecot.conf"
+        self.config.write_text(
+            f"""
+base_dir = {self.root}/run
+state_dir = {self.root}/state
+instance_name = syncproject-{self.port}
+listen = 127.0.0.1
+protocols = imap
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# Tests log in with wrong passwords on purpose: answer at once.
+auth_failure_delay = 0
+log_path = {self.root}/dovecot.log
+mail_location = maildir:{self.root}/mail/%u/Maildir
+first_valid_uid = 1
+default_internal_user = nobody
+default_internal_group = nogroup
+default_login_user = nobody
+mail_max_userip_connections = 100
+shutdown_clients = yes
+# Every account exists; its password is "pw-" + the user name (no passdb file to reload).
+passdb {{
+  driver = static
+  args = password=pw-%u
+}}
+userdb {{
+  driver = static
+  args = uid={MAIL_UID} gid={MAIL_UID} home={self.root}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {self.tls_port}
+    ssl = yes
+  }}
+  chroot =
+}}
+service anvil {{
+  chroot =
+  # No per-IP penalty after failed logins: tests fail logins on purpose from 127.0.0.1.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+"""
+        )
+        self.users: dict[str, str] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        # The daemon keeps inherited file descriptors: never give it a pipe we wait on.
+        with (self.root / "startup.log").open("ab") as out:
+            subprocess.run([DOVECOT, "-c", str(self.config)], check=True, stdout=out, stderr=out)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"Dovecot did not start; see {self.root}/dovecot.log")
+
+    def _instance_pids(self) -> list[int]:
+        """The master (its command line names our config) and its children (their titles
+        carry our instance name)."""
+        markers = (f"dovecot-syncproject-{self.port}/".encode(), str(self.config).encode())
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if any(marker in cmdline for marker in markers):
+                    pids.append(int(entry.name))
+        return pids
+
+    def kill(self) -> None:
+        """Abrupt outage: every process of this server dies at once, sessions included."""
+        deadline = time.monotonic() + 10
+        while (pids := self._instance_pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        # The dead master may linger as an unreaped zombie, which makes Dovecot believe it is
+        # still running: drop the stale pid file, as an operator would after a crash.
+        (self.root / "run" / "master.pid").unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        """Orderly shutdown, then make sure no session of this server survives."""
+        subprocess.run(
+            [DOVEADM, "-c", str(self.config), "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.kill()
+
+    def is_running(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- accounts and mail -------------------------------------------------------------------
+    def add_user(self, name: str) -> str:
+        """Register an account for the helpers; returns its password ("pw-<name>")."""
+        self.users[name] = f"pw-{name}"
+        return self.users[name]
+
+    def client(self, user: str) -> IMAPClient:
+        client = IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=30)
+        client.login(user, self.users[user])
+        return client
+
+    def deliver(
+        self,
+        user: str,
+        messages: Iterable[bytes],
+        folder: str = "INBOX",
+        flags: tuple[bytes, ...] = (),
+        when: dt.datetime | None = None,
+    ) -> list[int]:
+        """APPEND messages; returns their UIDs."""
+        client = self.client(user)
+        try:
+            if not client.folder_exists(folder):
+                client.create_folder(folder)
+            uids = []
+            for raw in messages:
+                response = client.append(folder, raw, flags=flags, msg_time=when)
+                uids.append(int(response.split(b"]")[0].split()[-1]))
+            return uids
+        finally:
+            client.logout()
+
+    def deliver_many(
+        self, user: str, messages: Iterable[bytes], folder: str = "INBOX", chunk: int = 500
+    ) -> None:
+        """Fast bulk delivery with MULTIAPPEND (one command per chunk)."""
+        client = self.client(user)
+        try:
+            if not client.folder_exists(folder):
+                client.create_folder(folder)
+            batch: list[bytes] = []
+            for raw in messages:
+                batch.append(raw)
+                if len(batch) == chunk:
+                    client.multiappend(folder, batch)
+                    batch = []
+            if batch:
+                client.multiappend(folder, batch)
+        finally:
+            client.logout()
+
+    def doveadm(self, *args: str) -> str:
+        result = subprocess.run(
+            [DOVEADM, "-c", str(self.config), *args], check=True, capture_output=True, text=True
+        )
+        return result.stdout
+
+    def bump_uidvalidity(self, user: str, folder: str = "INBOX") -> int:
+        current = int(
+            self.doveadm(
+                "-f", "flow", "mailbox", "status", "-u", user, "uidvalidity", folder
+            ).split("=")[1]
+        )
+        self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(current + 1), folder)
+        return current + 1
+
+    def server_view(self, user: str, folder: str = "INBOX") -> dict[int, tuple[bytes, ...]]:
+        """UID -> flags as the server has them (read-only)."""
+        client = self.client(user)
+        try:
+            client.select_folder(folder, readonly=True)
+            uids = client.search(["ALL"])
+            return {uid: data[b"FLAGS"] for uid, data in client.fetch(uids, ["FLAGS"]).items()}
+        finally:
+            client.logout()

@@ -1,0 +1,134 @@
+"""A scripted IMAP server that answers like Gmail (X-GM-EXT-1, labels as folders, an \\All
+folder), enough for the commands the connector sends. It records every command it receives, so
+a test can prove what the client did and did not do."""
+
+from __future__ import annotations
+
+import re
+import socketserver
+import threading
+from dataclasses import dataclass, field
+
+ALL_MAIL = "[Gmail]/All Mail"
+CAPS = "IMAP4rev1 X-GM-EXT-1 ENABLE CONDSTORE UIDPLUS SPECIAL-USE LITERAL+ ID"
+_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|\(([^)]*)\)|(\S+)')
+
+
+@dataclass
+class GmailMessage:
+    raw: bytes
+    labels: list[str]
+    msgid: int
+    flags: list[str] = field(default_factory=list)
+
+
+def _tokens(text: str) -> list[str]:
+    return [a or b or c for a, b, c in _TOKEN.findall(text)]
+
+
+class FakeGmail:
+    """``with FakeGmail(messages) as server:`` listens on ``server.port`` (127.0.0.1)."""
+
+    def __init__(self, messages: list[GmailMessage], password: str = "app-password"):
+        self.messages = {uid: m for uid, m in enumerate(messages, start=1)}
+        self.password = password
+        self.commands: list[str] = []
+        fake = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                fake.serve(self)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+
+    def __enter__(self) -> FakeGmail:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def serve(self, handler: socketserver.StreamRequestHandler) -> None:
+        write = handler.wfile.write
+        write(f"* OK [CAPABILITY {CAPS}] Gimap ready\r\n".encode())
+        while line := handler.rfile.readline():
+            text = line.decode().rstrip("\r\n")
+            self.commands.append(text)
+            tag, _, rest = text.partition(" ")
+            verb, _, args = rest.partition(" ")
+            verb = verb.upper()
+            if verb == "UID":
+                verb, _, args = args.partition(" ")
+                verb = "UID " + verb.upper()
+            if not self.answer(write, tag, verb, args):
+                return
+
+    def answer(self, write, tag: str, verb: str, args: str) -> bool:
+        ok = f"{tag} OK Success\r\n".encode()
+        if verb == "CAPABILITY":
+            write(f"* CAPABILITY {CAPS}\r\n".encode() + ok)
+        elif verb == "LOGIN":
+            _user, password = _tokens(args)[:2]
+            if password != self.password:
+                write(f"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials\r\n".encode())
+            else:
+                write(ok)
+        elif verb == "ENABLE":
+            write(b"* ENABLED CONDSTORE\r\n" + ok)
+        elif verb == "LIST":
+            write(
+                b'* LIST (\\HasNoChildren) "/" "INBOX"\r\n'
+                b'* LIST (\\HasNoChildren) "/" "Work"\r\n'
+                b'* LIST (\\All \\HasNoChildren) "/" "[Gmail]/All Mail"\r\n' + ok
+            )
+        elif verb == "STATUS":
+            top = max(self.messages, default=0)
+            write(
+                f'* STATUS "{ALL_MAIL}" (UIDVALIDITY 7 UIDNEXT {top + 1} MESSAGES '
+                f"{len(self.messages)} HIGHESTMODSEQ 100)\r\n".encode()
+                + ok
+            )
+        elif verb in ("EXAMINE", "SELECT"):
+            top = max(self.messages, default=0)
+            write(
+                f"* {len(self.messages)} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\n"
+                f"* OK [UIDNEXT {top + 1}] Predicted next UID\r\n"
+                "* OK [HIGHESTMODSEQ 100]\r\n".encode()
+                + f"{tag} OK [READ-ONLY] {ALL_MAIL} selected\r\n".encode()
+            )
+        elif verb == "UID SEARCH":
+            write(f"* SEARCH {' '.join(map(str, sorted(self.messages)))}\r\n".encode() + ok)
+        elif verb == "UID FETCH":
+            uid_set, _, items = args.partition(" ")
+            for uid in sorted(int(u) for u in uid_set.split(",")):
+                self.fetch(write, uid, items.upper())
+            write(ok)
+        elif verb == "LOGOUT":
+            write(b"* BYE LOGOUT Requested\r\n" + ok)
+            return False
+        else:
+            write(ok)
+        return True
+
+    def fetch(self, write, uid: int, items: str) -> None:
+        message = self.messages[uid]
+        labels = " ".join(f'"{label}"' for label in message.labels)
+        parts = [f"UID {uid}"]
+        if "FLAGS" in items:
+            parts.append(f"FLAGS ({' '.join(message.flags)})")
+        if "INTERNALDATE" in items:
+            parts.append('INTERNALDATE "23-Nov-2026 10:00:00 +0000"')
+        if "RFC822.SIZE" in items:
+            parts.append(f"RFC822.SIZE {len(message.raw)}")
+        if "X-GM-MSGID" in items:
+            parts.append(f"X-GM-MSGID {message.msgid}")
+        if "X-GM-LABELS" in items:
+            parts.append(f"X-GM-LABELS ({labels})")
+        head = f"* {uid} FETCH (" + " ".join(parts)
+        if "BODY.PEEK[]" in items:
+            write(f"{head} BODY[] {{{len(message.raw)}}}\r\n".encode() + message.raw + b")\r\n")
+        else:
+            write(f"{head})\r\n".encode())
