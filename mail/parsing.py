@@ -22,6 +22,9 @@ from html import unescape
 
 from django.conf import settings
 
+from mail import mime
+from mail.mime import Leaf
+
 MAX_PARTS = 500
 SNIPPET_CHARS = 200
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
@@ -93,7 +96,7 @@ def _text(value: object, defects: list[str], name: str) -> str:
     if value is None:
         return ""
     text = str(value)
-    if any("\udc80" <= ch <= "\udcff" for ch in text):  # raw 8-bit bytes in the header
+    if not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):  # raw 8-bit
         text, _ = _bytes_to_text(text.encode("ascii", "surrogateescape"), None)
         defects.append(f"{name}: raw 8-bit header")
     if "=?" in text:
@@ -140,60 +143,63 @@ def _date(value: str, defects: list[str]) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _decode_part(part: Message, defects: list[str]) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    charset = part.get_content_charset() or "us-ascii"
+def _decode_text(leaf: Leaf, defects: list[str]) -> str:
+    charset = leaf.headers.get_content_charset() or "us-ascii"
     try:
-        return payload.decode(charset, "replace")
+        return leaf.payload.decode(charset, "replace")
     except LookupError:
         defects.append(f"unknown charset {charset!r}: read as UTF-8")
-        return payload.decode("utf-8", "replace")
+        return leaf.payload.decode("utf-8", "replace")
 
 
-def _iter_parts(msg: Message, defects: list[str]) -> list[Message]:
-    """Leaf parts in document order, iteratively (no recursion limit), at most MAX_PARTS.
+def _stdlib_leaves(raw: bytes, defects: list[str]) -> tuple[Message, list[Leaf], bool]:
+    """The slow, maximally lenient path: the standard library's full parse, as leaves.
 
-    An attached message (message/rfc822) is one leaf: it is kept as an attachment, not mixed
-    into this message's bodies.
+    An attached message (message/rfc822) is one leaf whose payload is that message's bytes.
     """
-    leaves: list[Message] = []
+    msg = email.message_from_bytes(raw, policy=compat32)
+    leaves: list[Leaf] = []
     stack: list[Message] = [msg]
+    more = False
     while stack:
         part = stack.pop()
-        if len(leaves) >= MAX_PARTS:
-            defects.append(f"more than {MAX_PARTS} parts: the rest was not read")
-            break
-        payload = part.get_payload() if part.is_multipart() else None
+        payload = part.get_payload()
         if isinstance(payload, list) and part.get_content_maintype() == "multipart":
             stack.extend(reversed(payload))
+            continue
+        if len(leaves) >= MAX_PARTS:
+            more = True
+            break
+        problems = sorted({type(d).__name__ for d in part.defects})
+        if isinstance(payload, list):  # message/rfc822: keep the attached message whole
+            try:
+                data = payload[0].as_bytes() if payload else b""
+            except (LookupError, ValueError, UnicodeError, TypeError, IndexError):
+                data = b""
+                problems.append("attached message could not be re-serialized")
+        elif part.get_content_maintype() == "multipart":  # no usable boundary: plain text
+            data = str(payload).encode("utf-8", "surrogateescape")
         else:
-            leaves.append(part)
-    return leaves
+            decoded = part.get_payload(decode=True)
+            data = decoded if isinstance(decoded, bytes) else b""
+        leaves.append(Leaf(part, data, problems))
+    return msg, leaves, more
 
 
-def _attachment(part: Message, defects: list[str], limit: int) -> ParsedAttachment:
-    content_type = part.get_content_type()
+def _attachment(leaf: Leaf, defects: list[str], limit: int) -> ParsedAttachment:
+    headers = leaf.headers
+    content_type = headers.get_content_type()
     try:
-        filename = part.get_filename() or ""
+        filename = headers.get_filename() or ""
     except (LookupError, ValueError, UnicodeError):
         filename = ""
         defects.append("undecodable attachment filename")
     filename = _text(filename, defects, "attachment filename")[:500]
     if content_type == "message/rfc822":
-        inner = part.get_payload()
-        try:
-            data = inner[0].as_bytes() if isinstance(inner, list) and inner else b""
-        except (LookupError, ValueError, UnicodeError, TypeError, IndexError):
-            data = b""
-            defects.append("attached message could not be re-serialized")
         filename = filename or "attached-message.eml"
-    else:
-        raw = part.get_payload(decode=True)
-        data = raw if isinstance(raw, bytes) else b""
-    content_id = _SPACE.sub("", str(part.get("Content-ID", "") or "")).strip("<>")[:500]
-    disposition = str(part.get("Content-Disposition", "") or "").lower()
+    data = leaf.payload
+    content_id = _SPACE.sub("", str(headers.get("Content-ID", "") or "")).strip("<>")[:500]
+    disposition = str(headers.get("Content-Disposition", "") or "").lower()
     inline = disposition.startswith("inline") or (bool(content_id) and not filename)
     note = ""
     keep: bytes | None = data
@@ -235,14 +241,19 @@ def parse_message(raw: bytes, *, cut_at: int | None = None) -> ParsedMessage:
         result.truncated = True
         defects.append(f"message of {cut_at} bytes cut to the first {len(raw)} bytes")
     try:
-        msg = email.message_from_bytes(raw, policy=compat32)
+        try:
+            msg, leaves, more = mime.leaves(raw, MAX_PARTS)
+        except mime.Unsupported:
+            msg, leaves, more = _stdlib_leaves(raw, defects)
     except RecursionError:
         defects.append("structure nested too deeply to read")
         return result
-    except Exception as exc:  # the stdlib parser is lenient; anything else is a defect too
+    except Exception as exc:  # the parsers are lenient; anything else is a defect too
         defects.append(f"unreadable message ({type(exc).__name__})")
         return result
     defects.extend(sorted({type(d).__name__ for d in msg.defects}))
+    if more:
+        defects.append(f"more than {MAX_PARTS} parts: the rest was not read")
     # Raw values: compat32's get() wraps 8-bit values in Header objects that lose the bytes.
     raw: dict[str, list[str]] = {}
     for key, value in msg.raw_items():
@@ -266,32 +277,26 @@ def parse_message(raw: bytes, *, cut_at: int | None = None) -> ParsedMessage:
 
     body_limit = settings.MAIL_MAX_BODY_CHARS
     attachment_limit = settings.MAIL_MAX_ATTACHMENT_BYTES
-    try:
-        parts = _iter_parts(msg, defects)
-    except RecursionError:
-        defects.append("structure nested too deeply to read")
-        parts = []
-    for part in parts:
+    for leaf in leaves:
         try:
-            content_type = part.get_content_type()
-            disposition = str(part.get("Content-Disposition", "") or "").lower()
-            is_file = disposition.startswith("attachment") or bool(part.get_filename())
+            headers = leaf.headers
+            content_type = headers.get_content_type()
+            disposition = str(headers.get("Content-Disposition", "") or "").lower()
+            is_file = disposition.startswith("attachment") or bool(headers.get_filename())
             if content_type == "text/plain" and not is_file and not result.text_body:
-                result.text_body = _cut(
-                    _decode_part(part, defects), body_limit, "text body", result
-                )
+                text = _decode_text(leaf, defects)
+                result.text_body = _cut(text, body_limit, "text body", result)
             elif content_type == "text/html" and not is_file and not result.html_body:
-                result.html_body = _cut(
-                    _decode_part(part, defects), body_limit, "HTML body", result
-                )
-            elif part.get_content_maintype() == "multipart":
+                text = _decode_text(leaf, defects)
+                result.html_body = _cut(text, body_limit, "HTML body", result)
+            elif headers.get_content_maintype() == "multipart":
                 # A multipart without a usable boundary: its body is plain text, keep it.
-                payload = part.get_payload()
-                if isinstance(payload, str) and payload.strip() and not result.text_body:
-                    result.text_body = _cut(payload, body_limit, "text body", result)
+                text = leaf.payload.decode("utf-8", "replace")
+                if text.strip() and not result.text_body:
+                    result.text_body = _cut(text, body_limit, "text body", result)
             elif is_file or content_type not in ("text/plain", "text/html"):
-                result.attachments.append(_attachment(part, defects, attachment_limit))
-            defects.extend(sorted({type(d).__name__ for d in part.defects}))
+                result.attachments.append(_attachment(leaf, defects, attachment_limit))
+            defects.extend(leaf.defects)
         except Exception as exc:  # one bad part must not lose the others
             defects.append(f"unreadable part ({type(exc).__name__})")
     for attachment in result.attachments:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from integrations.imap.connector import ImapConnector
 
 FETCH_BYTES = 8_000_000  # bytes per FETCH round trip: bounds memory whatever the batch size
+FIRST_BYTES = 64_000  # fetched for every message up front; most mail is smaller than this
 
 
 @dataclass
@@ -183,40 +184,52 @@ class MailboxSync:
         return items
 
     def fetch(self, plan: _Plan, uids: list[int]) -> list[FetchedMessage]:
-        """Fetch and parse ``uids``: sizes first, then bodies in rounds of at most FETCH_BYTES;
-        a message over MAIL_MAX_MESSAGE_BYTES is read from its first bytes only (marked)."""
+        """Fetch and parse ``uids`` with bounded memory.
+
+        Each round asks for the metadata and the first ``FIRST_BYTES`` of up to
+        ``FETCH_BYTES / FIRST_BYTES`` messages in one FETCH: most mail is smaller and is then
+        complete. Larger messages (their RFC822.SIZE says so) are fetched again, whole, in
+        rounds of at most ``FETCH_BYTES``; one over MAIL_MAX_MESSAGE_BYTES is read from its
+        first bytes only and marked truncated.
+        """
         limit = settings.MAIL_MAX_MESSAGE_BYTES
-        meta = self.client.fetch(uids, self._fetch_items())
+        first = min(FIRST_BYTES, limit)
+        items = [*self._fetch_items(), f"BODY.PEEK[]<0.{first}>".encode()]
+        per_round = max(1, FETCH_BYTES // first)
         messages: list[FetchedMessage] = []
-        rounds: list[list[int]] = [[]]
+        larger: list[tuple[int, dict[bytes, Any]]] = []
+        for group in _chunks(uids, per_round):
+            response = self.client.fetch(group, items)
+            for uid in group:
+                data = response.get(uid)
+                if data is None:
+                    continue  # expunged between SEARCH and FETCH
+                raw = data.pop(b"BODY[]<0>", b"") or b""
+                if int(data.get(b"RFC822.SIZE", 0)) > len(raw):
+                    larger.append((uid, data))
+                else:
+                    messages.append(self._message(plan, uid, data, raw, None))
+            del response
+        rounds: list[list[tuple[int, dict[bytes, Any]]]] = [[]]
         weight = 0
-        big: list[int] = []
-        for uid in uids:
-            if uid not in meta:
-                continue  # expunged between SEARCH and FETCH
-            size = int(meta[uid].get(b"RFC822.SIZE", 0))
-            if size > limit:
-                big.append(uid)
-                continue
+        for uid, data in larger:
+            size = min(int(data[b"RFC822.SIZE"]), limit)
             if rounds[-1] and weight + size > FETCH_BYTES:
                 rounds.append([])
                 weight = 0
-            rounds[-1].append(uid)
+            rounds[-1].append((uid, data))
             weight += size
-        for group in rounds:
-            if group:
-                bodies = self.client.fetch(group, [b"BODY.PEEK[]"])
-                for uid in group:
-                    raw = bodies.get(uid, {}).get(b"BODY[]")
-                    if raw is not None:
-                        messages.append(self._message(plan, uid, meta[uid], raw, None))
-                del bodies
-        for uid in big:
-            part = self.client.fetch([uid], [f"BODY.PEEK[]<0.{limit}>".encode()])
-            raw = part.get(uid, {}).get(b"BODY[]<0>", b"")
-            messages.append(
-                self._message(plan, uid, meta[uid], raw, int(meta[uid][b"RFC822.SIZE"]))
+        for group in (g for g in rounds if g):
+            bodies = self.client.fetch(
+                [uid for uid, _ in group], [f"BODY.PEEK[]<0.{limit}>".encode()]
             )
+            for uid, data in group:
+                raw = bodies.get(uid, {}).get(b"BODY[]<0>")
+                if raw is None:
+                    continue  # expunged meanwhile
+                size = int(data[b"RFC822.SIZE"])
+                messages.append(self._message(plan, uid, data, raw, size if size > limit else None))
+            del bodies
         messages.sort(key=lambda m: m.uid or 0)
         return messages
 

@@ -83,3 +83,19 @@ def test_fingerprint_is_stable_and_content_based():
     assert a.fingerprint(len(raw)) != parse_message(message(message_id="<other@x>")).fingerprint(
         len(raw)
     )
+
+
+def test_a_boundary_that_prefixes_another_is_not_confused_with_it():
+    raw = (
+        b"From: a@example.com\r\nSubject: nested\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        b'--b1\r\nContent-Type: multipart/alternative; boundary="b10"\r\n\r\n'
+        b"--b10\r\nContent-Type: text/plain\r\n\r\nplain\r\n"
+        b"--b10\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n"
+        b"--b10--\r\n"
+        b'--b1\r\nContent-Type: application/pdf; name="x.pdf"\r\n\r\n%PDF\r\n'
+        b"--b1--\r\n"
+    )
+    parsed = parse_message(raw)
+    assert (parsed.text_body, parsed.html_body) == ("plain", "<p>html</p>")
+    assert [(a.filename, a.data) for a in parsed.attachments] == [("x.pdf", b"%PDF")]

@@ -128,7 +128,11 @@ class FakeGmail:
         if "X-GM-LABELS" in items:
             parts.append(f"X-GM-LABELS ({labels})")
         head = f"* {uid} FETCH (" + " ".join(parts)
-        if "BODY.PEEK[]" in items:
+        partial = re.search(r"BODY\.PEEK\[\]<0\.(\d+)>", items)
+        if partial:  # like a real server: the first N bytes, labelled with the origin
+            body = message.raw[: int(partial.group(1))]
+            write(f"{head} BODY[]<0> {{{len(body)}}}\r\n".encode() + body + b")\r\n")
+        elif "BODY.PEEK[]" in items:
             write(f"{head} BODY[] {{{len(message.raw)}}}\r\n".encode() + message.raw + b")\r\n")
         else:
             write(f"{head})\r\n".encode())

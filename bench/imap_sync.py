@@ -1,0 +1,198 @@
+"""IMAP sync benchmark against a private Dovecot. Prints one JSON object.
+
+    python bench/imap_sync.py --messages 10000
+
+Builds a mailbox of N realistic messages (varied sizes, HTML alternatives, about 10 % with an
+attachment, about 1 % malformed) written straight into the server's Maildir, lets Dovecot index
+it, then measures in the same run:
+
+- ``baseline_fetch_messages_per_s``: a bare imapclient fetch of every message (BODY.PEEK[] in
+  chunks of 500 UIDs) — the protocol ceiling on this machine;
+- ``messages_per_s``: our initial sync through the engine (a fresh process claiming and running
+  the job, parsing and storing every message), and its ``peak_rss_mb``;
+- ``noop_sync_s``: a second sync with nothing new;
+- ``plus100_sync_s``: a sync after 100 new messages arrived.
+
+The database is a fresh SQLite file (or DATABASE_URL); the server and database are removed after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def build_maildir(maildir: Path, count: int, seed: int = 7) -> int:
+    """Write ``count`` messages into ``maildir/cur``; returns the bytes written."""
+    from tests.support.dovecot import MAIL_UID
+    from tests.support.mailfactory import MALFORMED, realistic
+
+    rng = random.Random(seed)
+    broken = list(MALFORMED.values())
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    total = 0
+    for i in range(count):
+        raw = broken[i // 100 % len(broken)] if i % 100 == 99 else realistic(i, rng)
+        path = maildir / "cur" / f"{1700000000 + i}.M{i}P1.bench,S={len(raw)}:2,"
+        path.write_bytes(raw)
+        total += len(raw)
+    for path in [maildir, *maildir.rglob("*")]:
+        os.chown(path, MAIL_UID, MAIL_UID)
+    return total
+
+
+def bare_fetch(dovecot: Any, user: str) -> tuple[int, float]:
+    """What imapclient alone achieves: every body, read-only, 500 UIDs per FETCH."""
+    client = dovecot.client(user)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search(["ALL"])
+        start = time.perf_counter()
+        fetched = 0
+        for first in range(0, len(uids), 500):
+            fetched += len(client.fetch(uids[first : first + 500], [b"BODY.PEEK[]"]))
+        return fetched, time.perf_counter() - start
+    finally:
+        client.logout()
+
+
+def run_phase(kind: str, connection_id: int) -> dict[str, Any]:
+    """Child process: run one sync job through the engine, report time and peak memory."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+
+    django.setup()
+    from integrations.models import Connection
+    from syncqueue import engine
+    from syncqueue.models import SyncJob
+
+    conn = Connection.objects.get(pk=connection_id)
+    start = time.perf_counter()
+    job = engine.enqueue(conn, kind)
+    while engine.process_ticket() != "nothing to claim":
+        pass
+    elapsed = time.perf_counter() - start
+    job.refresh_from_db()
+    return {
+        "state": job.state,
+        "error": job.error_message,
+        "seconds": elapsed,
+        "created": job.created_count,
+        "slices": job.slices,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "finished": job.state == SyncJob.State.SUCCEEDED,
+    }
+
+
+def child(kind: str, connection_id: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", kind, "--connection", str(connection_id)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["finished"]:
+        raise SystemExit(f"{kind} sync did not succeed: {result}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--connection", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        print(json.dumps(run_phase(args.phase, args.connection)))
+        return
+
+    os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-imap-"))
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    from bench.engine import setup_django
+
+    setup_django()
+    from integrations.models import Connection
+    from mail.models import MailMessage
+    from tests.support.dovecot import Dovecot
+    from tests.support.mailfactory import realistic
+
+    dovecot = Dovecot()
+    try:
+        dovecot.start()
+        user = "bench"
+        dovecot.add_user(user)
+        size = build_maildir(dovecot.root / "mail" / user / "Maildir", args.messages)
+        start = time.perf_counter()
+        dovecot.doveadm("mailbox", "status", "-u", user, "messages", "INBOX")  # index it
+        index_s = time.perf_counter() - start
+        fetched, bare_s = bare_fetch(dovecot, user)
+
+        conn = Connection(
+            kind="imap",
+            name="bench",
+            config={
+                "host": "127.0.0.1",
+                "port": dovecot.port,
+                "security": "none",
+                "username": user,
+                "history_days": None,
+            },
+        )
+        conn.set_secrets({"password": dovecot.users[user]})
+        conn.save()
+        initial = child("initial", conn.pk)
+        noop = child("manual", conn.pk)
+        rng = random.Random(99)
+        dovecot.deliver_many(user, (realistic(args.messages + i, rng) for i in range(100)))
+        plus = child("manual", conn.pk)
+        stored = MailMessage.objects.filter(connection=conn).count()
+    finally:
+        dovecot.cleanup()
+
+    ours = args.messages / initial["seconds"]
+    baseline = fetched / bare_s
+    print(
+        json.dumps(
+            {
+                "benchmark": "imap_sync",
+                "messages": args.messages,
+                "mailbox_mb": round(size / 1e6, 1),
+                "messages_per_s": round(ours, 1),
+                "baseline_fetch_messages_per_s": round(baseline, 1),
+                "ratio": round(ours / baseline, 3),
+                "peak_rss_mb": round(initial["peak_rss_mb"], 1),
+                "initial_sync_s": round(initial["seconds"], 2),
+                "initial_slices": initial["slices"],
+                "noop_sync_s": round(noop["seconds"], 3),
+                "plus100_sync_s": round(plus["seconds"], 3),
+                "plus100_created": plus["created"],
+                "stored_messages": stored,
+                "dovecot_index_s": round(index_s, 2),
+                "targets": {
+                    "ratio": 0.30,
+                    "peak_rss_mb": 150,
+                    "noop_sync_s": 0.25,
+                    "plus100_sync_s": 1.5,
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
