@@ -39,6 +39,7 @@ class Connection(models.Model):
             "last_attempt_at",
             "last_error",
             "consecutive_failures",
+            "stale_after",
         }
     )
 
@@ -126,6 +127,13 @@ class Connection(models.Model):
     )
     consecutive_failures = models.PositiveIntegerField(
         default=0, help_text="Failed jobs since the last success."
+    )
+    stale_after = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Stale when no sync succeeded by then: twice the schedule's interval after "
+        "the last success (empty for manual-only connections).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -215,3 +223,9 @@ class Connection(models.Model):
 
     def typical_interval(self) -> timedelta | None:
         return self.parsed_schedule.typical_interval(timezone.now(), self.tz)
+
+    def compute_stale_after(self, since: datetime | None = None) -> datetime | None:
+        """Twice the schedule's interval after ``since`` (the last success, else creation)."""
+        interval = self.typical_interval()
+        start = since or self.last_success_at or self.created_at or timezone.now()
+        return start + 2 * interval if interval else None

@@ -101,12 +101,13 @@ def _split_head_at(raw: bytes, start: int, end: int) -> tuple[bytes, int]:
         if raw.startswith(blank, start):  # no headers at all
             return b"", start + len(blank)
     crlf = raw.find(b"\r\n\r\n", start, end)
-    lf = raw.find(b"\n\n", start, end)
-    candidates = [(i, n) for i, n in ((crlf, 4), (lf, 2)) if i >= 0]
-    if not candidates:
-        return raw[start:end] + b"\r\n\r\n", end
-    index, size = min(candidates)
-    return raw[start : index + size], index + size
+    # a bare-LF blank line only counts if it comes first: never scan past the CRLF one
+    lf = raw.find(b"\n\n", start, crlf if crlf >= 0 else end)
+    if lf >= 0:
+        return raw[start : lf + 2], lf + 2
+    if crlf >= 0:
+        return raw[start : crlf + 4], crlf + 4
+    return raw[start:end] + b"\r\n\r\n", end
 
 
 def decode_payload(headers: Message, body: bytes, defects: list[str]) -> bytes:

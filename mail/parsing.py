@@ -118,7 +118,35 @@ def _text(value: object, defects: list[str], name: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+# "Name <addr>" or "addr": the shapes of nearly all real address lists. Anything else (quotes,
+# comments, groups, escapes) goes to the standard library's full parser.
+_SIMPLE_ADDRESS = re.compile(
+    r"\s*(?:([^<>,;:\"()\\@]*?)\s*<([^<>\s,;\"()\\]+@[^<>\s,;\"()\\]+)>"
+    r"|([^<>\s,;:\"()\\]+@[^<>\s,;:\"()\\]+))\s*$"
+)
+
+
+def _simple_addresses(value: str) -> list[dict[str, str]] | None:
+    found = []
+    for piece in value.split(","):
+        if not piece.strip():
+            continue
+        match = _SIMPLE_ADDRESS.match(piece)
+        if match is None:
+            return None
+        name, angle, bare = match.groups()
+        found.append({"name": (name or "")[:300], "address": (angle or bare)[:320]})
+    return found
+
+
+_EMPTY_GROUP = re.compile(r"[^,:;<>\"]*:\s*;")  # "undisclosed-recipients:;"
+
+
 def _addresses(values: list[str], defects: list[str], name: str) -> list[dict[str, str]]:
+    values = [_EMPTY_GROUP.sub("", v) for v in values]
+    simple = [_simple_addresses(v) for v in values]
+    if all(part is not None for part in simple):
+        return [address for part in simple for address in part]  # type: ignore[union-attr]
     try:
         pairs = getaddresses(values)
     except (ValueError, IndexError, TypeError):

@@ -19,7 +19,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection as db
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from integrations.base import Counts
@@ -58,6 +58,20 @@ class FlagChange:
     labels: list[str] | None = None
 
 
+def _held(connection: Connection, *args: Any, **filters: Any) -> QuerySet[MailMessage]:
+    """Stored messages of ``connection`` matching ``filters``, *unordered*.
+
+    The model's default ordering (newest first) would make SQLite walk every message of the
+    connection by date instead of using the identity index when the lookup is a long ``IN``
+    list — a full scan per batch that made large initial syncs slow down as they grew.
+    """
+    return MailMessage.objects.filter(*args, connection=connection, **filters).order_by()
+
+
+def _json(value: Any) -> str:
+    return "[]" if value == [] else json.dumps(value)  # most lists (flags, cc) are empty
+
+
 class _RowInserter:
     """``executemany`` INSERT of new messages, built from the model's own field list.
 
@@ -87,7 +101,7 @@ class _RowInserter:
             elif isinstance(model_field, models.DateTimeField):
                 converters.append((name, ops.adapt_datetimefield_value))
             elif isinstance(model_field, models.JSONField):
-                converters.append((name, json.dumps))
+                converters.append((name, _json))
             else:
                 converters.append((name, None))
         params = [
@@ -148,15 +162,13 @@ def _ids_of(connection: Connection, items: Sequence[FetchedMessage]) -> dict[Any
     keys = {(i.folder, i.uidvalidity) for i in imap}
     for folder, uidvalidity in keys:
         uids = [i.uid for i in imap if (i.folder, i.uidvalidity) == (folder, uidvalidity)]
-        for uid, pk in MailMessage.objects.filter(
-            connection=connection, folder=folder, uidvalidity=uidvalidity, uid__in=uids
+        for uid, pk in _held(
+            connection, folder=folder, uidvalidity=uidvalidity, uid__in=uids
         ).values_list("uid", "id"):
             found[(folder, uidvalidity, uid)] = pk
     remote = [i.remote_id for i in items if i.uid is None and i.remote_id]
     if remote:
-        for remote_id, pk in MailMessage.objects.filter(
-            connection=connection, remote_id__in=remote
-        ).values_list("remote_id", "id"):
+        for remote_id, pk in _held(connection, remote_id__in=remote).values_list("remote_id", "id"):
             found[remote_id] = pk
     return found
 
@@ -216,19 +228,16 @@ def upsert_messages(
     for (folder, uidvalidity), group in by_folder.items():
         existing = {
             row.uid: row
-            for row in MailMessage.objects.filter(
-                connection=connection,
-                folder=folder,
-                uidvalidity=uidvalidity,
-                uid__in=[i.uid for i in group],
+            for row in _held(
+                connection, folder=folder, uidvalidity=uidvalidity, uid__in=[i.uid for i in group]
             ).only("id", "uid", "flags", "labels", "deleted")
         }
         old = (relink or {}).get(folder)
         movable: dict[str, list[MailMessage]] = defaultdict(list)
         if old is not None:
             prints = [i.parsed.fingerprint(i.size) for i in group if i.uid not in existing]
-            for row in MailMessage.objects.filter(
-                connection=connection, folder=folder, uidvalidity=old, fingerprint__in=prints
+            for row in _held(
+                connection, folder=folder, uidvalidity=old, fingerprint__in=prints
             ).only("id", "fingerprint", "flags", "labels", "deleted"):
                 movable[row.fingerprint].append(row)
         for item in group:
@@ -281,7 +290,7 @@ def apply_flag_changes(connection: Connection, changes: Sequence[FlagChange]) ->
         uids = [c.uid for c in changes if (c.folder, c.uidvalidity) == (folder, uidvalidity)]
         query |= Q(folder=folder, uidvalidity=uidvalidity, uid__in=uids)
     changed = []
-    for row in MailMessage.objects.filter(query, connection=connection).only(
+    for row in _held(connection, query).only(
         "id", "folder", "uidvalidity", "uid", "flags", "labels"
     ):
         change = wanted[(row.folder, row.uidvalidity, row.uid)]
@@ -321,7 +330,7 @@ def retire_old_uidvalidity(connection: Connection, folder: str, uidvalidity: int
 def known_uids(connection: Connection, folder: str, uidvalidity: int) -> set[int]:
     """UIDs we hold (not deleted) for a folder, for expunge detection."""
     return set(
-        MailMessage.objects.filter(
-            connection=connection, folder=folder, uidvalidity=uidvalidity, deleted=False
-        ).values_list("uid", flat=True)
+        _held(connection, folder=folder, uidvalidity=uidvalidity, deleted=False).values_list(
+            "uid", flat=True
+        )
     )

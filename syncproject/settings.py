@@ -53,13 +53,14 @@ SITE_URL = env_str(
 )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "syncproject.apps.SyncAdminConfig",  # Django's admin with the sync control room added
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "django_q",
     "workspace",
     "integrations",
@@ -235,6 +236,18 @@ SYNC_KEEP_SUCCEEDED_DAYS = env_int(
 )
 SYNC_KEEP_FAILED_DAYS = env_int(
     "SYNC_KEEP_FAILED_DAYS", 30, "Older failed jobs beyond the kept ones go.", minimum=1
+)
+SYNC_ALERT_BACKLOG = env_int(
+    "SYNC_ALERT_BACKLOG", 100, "Dashboard alert when more jobs than this are waiting.", minimum=1
+)
+SYNC_ALERT_FAILURES_24H = env_int(
+    "SYNC_ALERT_FAILURES_24H", 50, "Dashboard alert when more jobs failed in 24 h.", minimum=1
+)
+SYNC_ALERT_NO_SUCCESS_MINUTES = env_int(
+    "SYNC_ALERT_NO_SUCCESS_MINUTES",
+    60,
+    "Dashboard alert when no job succeeded for this long while connections are enabled.",
+    minimum=5,
 )
 SYNC_ENCRYPTION_KEYS = [
     key

@@ -527,6 +527,7 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
                 last_error="",
                 consecutive_failures=0,
                 next_sync_at=conn.compute_next_sync(now),
+                stale_after=conn.compute_stale_after(now),
                 updated_at=now,
             )
         if conn_updates:
@@ -647,6 +648,7 @@ def _fail(run: _Run, exc: SyncError) -> None:
                 f"{exc.error_class}: {message} Retry {attempts + 1} of "
                 f"{job.max_attempts} in {wait:.0f}s.",
                 detail=detail[:2000],
+                retry_in=round(wait),
             )
             job_failed = False
         else:

@@ -294,3 +294,18 @@ def test_unreachable_server_is_transient(make_imap_connection, work):
     job = sync(conn, work)
     assert job.state == State.RETRYING and job.error_class == "Transient"
     assert "refused the connection" in job.error_message
+
+
+def test_a_message_moved_between_synced_folders(make_imap_connection, dovecot, imap_user, work):
+    [uid] = dovecot.deliver(imap_user, [message(subject="to be filed")])
+    dovecot.deliver(imap_user, [message(subject="already filed")], folder="Archive")
+    conn = make_imap_connection(folders=["INBOX", "Archive"])
+    sync(conn, work)
+    client = dovecot.client(imap_user)
+    client.select_folder("INBOX")
+    client.move([uid], "Archive")
+    client.logout()
+    job = sync(conn, work)
+    assert (job.created_count, job.deleted_count) == (1, 1)
+    rows = MailMessage.objects.filter(connection=conn, subject="to be filed")
+    assert sorted((m.folder, m.deleted) for m in rows) == [("Archive", False), ("INBOX", True)]

@@ -1,0 +1,389 @@
+"""Admin for connections: health at a glance, the actions staff need, and no secret ever shown.
+
+The list page runs a fixed number of queries however long it is: owner and organization are
+joined, and the running job's progress comes from subqueries.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from integrations.errors import SyncError
+from integrations.models import Connection
+from integrations.registry import available, get_connector_class, kind_choices
+from syncqueue import control
+from syncqueue.admin_display import badge, progress_bar, relative
+from syncqueue.models import SyncJob
+
+TEST_LIMIT = 5  # connection tests run inside the request; keep them few
+
+
+def _secret_names(conn: Connection | None) -> list[str]:
+    """The secrets a connection's kind keeps; for a new connection, those of every kind."""
+    kinds = [conn.kind] if conn is not None and conn.pk else list(available())
+    names: list[str] = []
+    for kind in kinds:
+        for name in get_connector_class(kind).secret_fields:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _secret_field(name: str, conn: Connection | None) -> forms.CharField:
+    stored = False
+    if conn is not None and conn.pk:
+        try:
+            stored = name in conn.get_secrets()
+        except SyncError:
+            stored = False
+    users = [k for k in available() if name in get_connector_class(k).secret_fields]
+    return forms.CharField(
+        label=f"Replace {name.replace('_', ' ')}",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=(
+            "A value is stored (encrypted); leave empty to keep it."
+            if stored
+            else "Nothing stored yet."
+        )
+        + ("" if conn is not None and conn.pk else f" Used by: {', '.join(users)}."),
+    )
+
+
+class ConnectionForm(forms.ModelForm):
+    """Kind from the registry, config as JSON checked by the provider's schema, and one
+    "replace ..." field per secret: left empty, the stored value is kept; it is never shown."""
+
+    kind = forms.ChoiceField(help_text="Which provider this connection talks to.")
+    config = forms.JSONField(
+        required=False,  # the provider's schema decides what is required
+        widget=forms.Textarea(attrs={"rows": 10, "cols": 80}),
+        help_text="Non-secret settings as JSON, checked against the provider's schema.",
+    )
+
+    class Meta:
+        model = Connection
+        fields = [
+            "name",
+            "kind",
+            "owner",
+            "organization",
+            "config",
+            "enabled",
+            "disabled_reason",
+            "schedule",
+            "scheduled",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = kind_choices()
+
+    def clean_config(self) -> dict[str, Any]:
+        return self.cleaned_data.get("config") or {}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        kind = data.get("kind")
+        if kind and "config" in data:
+            try:
+                get_connector_class(kind).validate_config(data["config"] or {})
+            except SyncError as exc:
+                self.add_error("config", exc.message)
+        return data
+
+    def save(self, commit: bool = True) -> Connection:
+        conn = super().save(commit=False)
+        secrets = {
+            name[len("secret_") :]: value
+            for name, value in self.cleaned_data.items()
+            if name.startswith("secret_") and value
+        }
+        self.secrets_replaced = bool(secrets)
+        if secrets:
+            conn.set_secrets(secrets)
+        if commit:
+            conn.save()
+        return conn
+
+
+class HasErrorFilter(admin.SimpleListFilter):
+    title = "error"
+    parameter_name = "has_error"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Has an error"), ("no", "No error")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Connection]) -> Any:
+        if self.value() == "yes":
+            return queryset.exclude(last_error="")
+        if self.value() == "no":
+            return queryset.filter(last_error="")
+        return queryset
+
+
+class StaleFilter(admin.SimpleListFilter):
+    title = "freshness"
+    parameter_name = "stale"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Stale (no success in 2x its interval)"), ("no", "Fresh")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Connection]) -> Any:
+        now = timezone.now()
+        if self.value() == "yes":
+            return queryset.filter(enabled=True, stale_after__lt=now)
+        if self.value() == "no":
+            return queryset.filter(Q(stale_after__gte=now) | Q(stale_after__isnull=True))
+        return queryset
+
+
+class KindFilter(admin.SimpleListFilter):
+    """Choices come from the registry, not from the database (no migration per provider)."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return kind_choices()
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Connection]) -> Any:
+        return queryset.filter(kind=self.value()) if self.value() else queryset
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        max_length=300,
+        help_text="Shown to the connection's owner, e.g. 'Mailbox migrated to Microsoft 365'.",
+    )
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    form = ConnectionForm
+    list_display = [
+        "name",
+        "kind",
+        "belongs_to",
+        "status_badge",
+        "last_success",
+        "next_run",
+        "running",
+        "consecutive_failures",
+        "short_error",
+    ]
+    list_filter = [KindFilter, "status", HasErrorFilter, StaleFilter, "enabled"]
+    search_fields = [
+        "name",
+        "owner__username",
+        "owner__email",
+        "organization__name",
+        "config__host",
+        "config__username",
+        "config__mailbox",
+        "config__subdomain",
+    ]
+    list_select_related = ["owner", "organization"]
+    readonly_fields = [
+        "status",
+        "credentials",
+        "last_success_at",
+        "last_attempt_at",
+        "last_error",
+        "consecutive_failures",
+        "next_sync_at",
+        "stale_after",
+        "cursor_summary",
+        "jobs_link",
+        "created_at",
+    ]
+    actions = ["sync_now", "full_resync", "test_connection", "enable", "disable"]
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        extra = {f"secret_{name}": _secret_field(name, obj) for name in _secret_names(obj)}
+        kwargs["form"] = type("ConnectionForm", (ConnectionForm,), extra)
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        secrets = [f"secret_{name}" for name in _secret_names(obj)]
+        sets: list[Any] = [
+            (None, {"fields": ConnectionForm.Meta.fields}),
+            ("Credentials", {"fields": ["credentials", *secrets]}),
+        ]
+        if obj is not None:
+            health = [f for f in self.readonly_fields if f != "credentials"]
+            sets.append(("Health", {"fields": health}))
+        return sets
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
+        running = SyncJob.objects.filter(connection=OuterRef("pk"), state=SyncJob.State.RUNNING)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                running_job=Subquery(running.values("pk")[:1]),
+                running_done=Subquery(running.values("progress_done")[:1]),
+                running_total=Subquery(running.values("progress_total")[:1]),
+            )
+        )
+
+    def save_model(self, request: HttpRequest, obj: Connection, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if getattr(form, "secrets_replaced", False):
+            control.credentials_replaced(obj)
+        job = control.after_save(obj, created=not change, user=request.user)
+        if job is not None:
+            self.message_user(request, f"Initial sync queued (job {job.pk}).")
+
+    # --- columns -------------------------------------------------------------------------------
+    @admin.display(description="Belongs to")
+    def belongs_to(self, conn: Connection) -> str:
+        return str(conn.organization or conn.owner or "—")
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, conn: Connection) -> str:
+        return badge(conn.status, conn.get_status_display())
+
+    @admin.display(description="Last success", ordering="last_success_at")
+    def last_success(self, conn: Connection) -> str:
+        return relative(conn.last_success_at)
+
+    @admin.display(description="Next run", ordering="next_sync_at")
+    def next_run(self, conn: Connection) -> str:
+        if not conn.enabled:
+            return "off"
+        return relative(conn.next_sync_at, empty="not scheduled")
+
+    @admin.display(description="Running")
+    def running(self, conn: Connection) -> str:
+        if conn.running_job is None:
+            return "—"
+        url = reverse("admin:syncqueue_syncjob_change", args=[conn.running_job])
+        return format_html(
+            '<a href="{}">{}</a>', url, progress_bar(conn.running_done, conn.running_total)
+        )
+
+    @admin.display(description="Last error")
+    def short_error(self, conn: Connection) -> str:
+        return conn.last_error[:70] + ("…" if len(conn.last_error) > 70 else "")
+
+    @admin.display(description="Credentials")
+    def credentials(self, conn: Connection) -> str:
+        return "Stored, encrypted (never shown)." if conn.secret else "None stored."
+
+    @admin.display(description="Sync position")
+    def cursor_summary(self, conn: Connection) -> str:
+        text = json.dumps(conn.cursor)
+        return text[:300] + ("…" if len(text) > 300 else "")
+
+    @admin.display(description="Jobs")
+    def jobs_link(self, conn: Connection) -> str:
+        url = reverse("admin:syncqueue_syncjob_changelist") + f"?connection__id__exact={conn.pk}"
+        return format_html('<a href="{}">All jobs of this connection</a>', url)
+
+    # --- actions -------------------------------------------------------------------------------
+    @admin.action(description="Sync now", permissions=["change"])
+    def sync_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        queued = 0
+        for conn in queryset:
+            try:
+                job = control.sync_now(conn, request.user)
+            except control.ControlError as exc:
+                self.message_user(request, f"{conn.name}: {exc}", messages.WARNING)
+                continue
+            queued += 1
+            self.log_change(request, conn, f"Sync now: job {job.pk}.")
+        if queued:
+            self.message_user(request, f"Queued a sync for {queued} connection(s).")
+
+    @admin.action(description="Full resync (forget the sync position)", permissions=["change"])
+    def full_resync(self, request: HttpRequest, queryset: QuerySet[Connection]) -> Any:
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/integrations/connection/confirm_resync.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Full resync: are you sure?",
+                    "connections": queryset,
+                    "action": "full_resync",
+                    "opts": self.model._meta,
+                    "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                },
+            )
+        for conn in queryset:
+            try:
+                job = control.sync_now(conn, request.user, full=True)
+            except control.ControlError as exc:
+                self.message_user(request, f"{conn.name}: {exc}", messages.WARNING)
+                continue
+            self.log_change(request, conn, f"Full resync: job {job.pk}.")
+            self.message_user(request, f"{conn.name}: full resync queued (job {job.pk}).")
+        return None
+
+    @admin.action(description="Test connection", permissions=["change"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        if queryset.count() > TEST_LIMIT:
+            self.message_user(
+                request,
+                f"Select at most {TEST_LIMIT} connections to test at once.",
+                messages.WARNING,
+            )
+            return
+        for conn in queryset.select_related("organization"):
+            try:
+                result = conn.build_connector().check()
+            except SyncError as exc:
+                self.message_user(
+                    request, f"{conn.name}: {exc.error_class}: {exc.message}", messages.ERROR
+                )
+                self.log_change(request, conn, f"Test connection failed: {exc.error_class}.")
+            else:
+                self.message_user(request, f"{conn.name}: {result.message}", messages.SUCCESS)
+                self.log_change(request, conn, "Test connection succeeded.")
+
+    @admin.action(description="Enable", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for conn in queryset:
+            control.enable(conn)
+            self.log_change(request, conn, "Enabled.")
+        self.message_user(request, f"Enabled {queryset.count()} connection(s).")
+
+    @admin.action(description="Disable (with a reason)", permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[Connection]) -> HttpResponse | None:
+        form = ReasonForm(request.POST if "reason" in request.POST else None)
+        if not form.is_valid():
+            return TemplateResponse(
+                request,
+                "admin/integrations/connection/disable.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Disable connections",
+                    "connections": queryset,
+                    "form": form,
+                    "action": "disable",
+                    "opts": self.model._meta,
+                    "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                },
+            )
+        reason = form.cleaned_data["reason"]
+        for conn in queryset:
+            cancelled = control.disable(conn, reason)
+            self.log_change(
+                request, conn, f"Disabled: {reason} ({cancelled} waiting job(s) cancelled)."
+            )
+        self.message_user(request, f"Disabled {queryset.count()} connection(s).")
+        return None

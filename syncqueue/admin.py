@@ -1,0 +1,193 @@
+"""Admin for jobs, logs and heartbeats. Jobs and logs are history: nobody edits them; staff
+with change permission may retry or cancel jobs, and every such action is in the admin log."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from syncqueue import engine
+from syncqueue.admin_display import badge, progress_bar, relative
+from syncqueue.models import SyncJob, SyncLog, WorkerHeartbeat
+
+LOG_COUNT_CAP = 10_000
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most LOG_COUNT_CAP rows, so a page of a huge log table stays cheap."""
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by()[: LOG_COUNT_CAP + 1].count()
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """History: viewable, never added, edited or deleted through the admin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields] + list(self.readonly_fields)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        hide = {
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_delete": False,
+        }
+        return super().changeform_view(
+            request, object_id, form_url, {**hide, **(extra_context or {})}
+        )
+
+
+class SyncLogInline(admin.TabularInline):
+    model = SyncLog
+    fields = ["created_at", "level", "message", "data"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ["id"]
+    verbose_name_plural = "Log"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SyncLog]:
+        return super().get_queryset(request).order_by("id")
+
+
+@admin.register(SyncJob)
+class SyncJobAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "connection_link",
+        "kind",
+        "state_badge",
+        "priority",
+        "attempts_shown",
+        "run_after_shown",
+        "progress",
+        "counts",
+        "duration_shown",
+        "error_class",
+        "short_error",
+    ]
+    list_filter = ["state", "kind", "error_class", "connection__kind"]
+    search_fields = ["=id", "=connection__id", "connection__name", "error_message"]
+    list_select_related = ["connection"]
+    inlines = [SyncLogInline]
+    actions = ["retry_jobs", "cancel_jobs"]
+    show_full_result_count = False
+    readonly_fields = ["progress", "duration_shown"]
+
+    @admin.display(description="Connection", ordering="connection__name")
+    def connection_link(self, job: SyncJob) -> str:
+        url = reverse("admin:integrations_connection_change", args=[job.connection_id])
+        return format_html('<a href="{}">{}</a>', url, job.connection.name)
+
+    @admin.display(description="State", ordering="state")
+    def state_badge(self, job: SyncJob) -> str:
+        label = job.get_state_display()
+        if job.cancel_requested and job.state == SyncJob.State.RUNNING:
+            label += " (stopping)"
+        return badge(job.state, label)
+
+    @admin.display(description="Attempts")
+    def attempts_shown(self, job: SyncJob) -> str:
+        return f"{job.attempts} / {job.max_attempts}"
+
+    @admin.display(description="Run after", ordering="run_after")
+    def run_after_shown(self, job: SyncJob) -> str:
+        return relative(job.run_after) if job.state in SyncJob.WAITING else "—"
+
+    @admin.display(description="Progress")
+    def progress(self, job: SyncJob) -> str:
+        return progress_bar(job.progress_done, job.progress_total)
+
+    @admin.display(description="Created / updated / deleted / skipped")
+    def counts(self, job: SyncJob) -> str:
+        return (
+            f"{job.created_count} / {job.updated_count} / {job.deleted_count} / {job.skipped_count}"
+        )
+
+    @admin.display(description="Duration")
+    def duration_shown(self, job: SyncJob) -> str:
+        duration = job.duration
+        return f"{duration.total_seconds():.1f} s" if duration else "—"
+
+    @admin.display(description="Error")
+    def short_error(self, job: SyncJob) -> str:
+        return (job.error_message[:80] + "…") if len(job.error_message) > 80 else job.error_message
+
+    @admin.action(description="Retry (queue again from the checkpoint)", permissions=["change"])
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[SyncJob]) -> None:
+        done = 0
+        for job in queryset.select_related("connection"):
+            try:
+                retried = engine.retry_job(job)
+            except engine.ConnectionDisabled as exc:
+                self.message_user(request, f"Job {job.pk}: {exc.message}", messages.WARNING)
+                continue
+            if retried:
+                done += 1
+                self.log_change(request, job, "Retried: queued again from its checkpoint.")
+        self.message_user(
+            request, f"Queued {done} job(s) again. Only failed or cancelled jobs can be retried."
+        )
+
+    @admin.action(
+        description="Cancel (a running job stops at its next batch)", permissions=["change"]
+    )
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[SyncJob]) -> None:
+        outcome = {"cancelled": 0, "stopping": 0, "finished": 0}
+        for job in queryset:
+            result = engine.cancel_job(job)
+            outcome[result] += 1
+            if result != "finished":
+                self.log_change(request, job, f"Cancel requested: {result}.")
+        self.message_user(
+            request,
+            f"Cancelled {outcome['cancelled']} waiting job(s); {outcome['stopping']} running "
+            f"job(s) will stop at their next batch; {outcome['finished']} had already finished.",
+        )
+
+
+@admin.register(SyncLog)
+class SyncLogAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "level", "connection", "job_link", "message"]
+    list_filter = ["level", "created_at", "connection__kind"]
+    search_fields = ["=job__id", "=connection__id", "message"]
+    list_select_related = ["connection"]
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+    @admin.display(description="Job")
+    def job_link(self, log: SyncLog) -> str:
+        url = reverse("admin:syncqueue_syncjob_change", args=[log.job_id])
+        return format_html('<a href="{}">#{}</a>', url, log.job_id)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ["name", "seen_at", "seen"]
+    ordering = ["-seen_at"]
+
+    @admin.display(description="Seen")
+    def seen(self, beat: WorkerHeartbeat) -> str:
+        return relative(beat.seen_at)

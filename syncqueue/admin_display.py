@@ -1,0 +1,58 @@
+"""Small HTML pieces shared by the admin pages: badges, progress bars, relative times."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.timesince import timesince, timeuntil
+
+BADGE_CLASSES = {
+    "ok": "ok",
+    "succeeded": "ok",
+    "degraded": "warn",
+    "retrying": "warn",
+    "queued": "info",
+    "running": "info",
+    "auth_required": "bad",
+    "failing": "bad",
+    "failed": "bad",
+    "disabled": "off",
+    "cancelled": "off",
+}
+
+
+def badge(value: str, label: str) -> SafeString:
+    return format_html(
+        '<span class="sync-badge sync-{}">{}</span>', BADGE_CLASSES.get(value, "off"), label
+    )
+
+
+def relative(moment: datetime | None, empty: str = "never") -> str:
+    if moment is None:
+        return empty
+    now = timezone.now()
+    if moment <= now:
+        return f"{timesince(moment, now).split(',')[0]} ago"
+    return f"in {timeuntil(moment, now).split(',')[0]}"
+
+
+def progress_bar(done: int | None, total: int | None) -> SafeString | str:
+    if done is None:
+        return "—"
+    if not total:
+        return format_html('<span class="sync-count">{} done</span>', done)
+    percent = min(100, int(100 * done / total))
+    return format_html(
+        '<div class="sync-progress" role="progressbar" aria-valuenow="{}" aria-valuemin="0" '
+        'aria-valuemax="100" title="{} of {}"><div style="width:{}%"></div></div>'
+        '<span class="sync-count">{} / {}</span>',
+        percent,
+        done,
+        total,
+        percent,
+        done,
+        total,
+    )

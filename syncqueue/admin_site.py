@@ -1,0 +1,36 @@
+"""The admin site: Django's, plus the failure dashboard and an index that links to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.urls import path
+
+TITLE = "syncproject control room"
+
+
+class SyncAdminSite(admin.AdminSite):
+    site_header = TITLE
+    site_title = "syncproject"
+    index_title = "Sync control room"
+    index_template = "admin/sync_index.html"
+
+    def get_urls(self) -> list[Any]:
+        from syncqueue import admin_views
+
+        return [
+            path("dashboard/", self.admin_view(admin_views.dashboard), name="sync_dashboard"),
+            path(
+                "dashboard/retry-group/",
+                self.admin_view(admin_views.retry_group),
+                name="sync_retry_group",
+            ),
+            *super().get_urls(),
+        ]
+
+    def index(self, request: Any, extra_context: dict[str, Any] | None = None) -> Any:
+        from syncqueue import dashboard
+
+        context = {"sync_alerts": dashboard.alerts(), **(extra_context or {})}
+        return super().index(request, context)

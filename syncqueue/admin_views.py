@@ -1,0 +1,73 @@
+"""Admin pages that are not a model's list: the failure dashboard and its group retry."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
+
+from syncqueue import dashboard as data
+from syncqueue import engine
+from syncqueue.heartbeat import START_COMMAND, worker_status
+from syncqueue.models import SyncJob
+from syncqueue.stats import queue_stats
+
+
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Queue, workers, alerts, failures by cause, outcomes per hour, connections to look at."""
+    if not request.user.has_perm("syncqueue.view_syncjob"):
+        raise PermissionDenied
+    stats = queue_stats()
+    workers = worker_status()
+    context = {
+        **admin.site.each_context(request),
+        "title": "Failure dashboard",
+        "stats": stats,
+        "workers": workers,
+        "start_command": START_COMMAND,
+        "alerts": data.alerts(stats, workers),
+        "groups": data.failure_groups(),
+        # built from numbers and escaped labels only (see dashboard.outcomes_svg)
+        "chart": mark_safe(data.outcomes_svg(data.hourly_outcomes())),  # noqa: S308
+        "failing": data.failing_connections(),
+        "stalest": data.stalest_connections(),
+        "can_retry": request.user.has_perm("syncqueue.change_syncjob"),
+    }
+    return render(request, "admin/syncqueue/dashboard.html", context)
+
+
+@require_POST
+def retry_group(request: HttpRequest) -> HttpResponse:
+    """Queue again every failed job of one failure group (keeping their checkpoints)."""
+    if not request.user.has_perm("syncqueue.change_syncjob"):
+        raise PermissionDenied
+    group = data.find_group(request.POST.get("group", ""))
+    target = reverse("admin:sync_dashboard")
+    if group is None:
+        messages.warning(request, "That failure group is gone (already retried or expired).")
+        return HttpResponseRedirect(target)
+    retried = []
+    for job in SyncJob.objects.filter(pk__in=group.job_ids).select_related("connection"):
+        try:
+            if engine.retry_job(job):
+                retried.append(job.pk)
+        except engine.ConnectionDisabled:
+            continue
+    if retried:
+        LogEntry.objects.log_actions(
+            request.user.pk,
+            SyncJob.objects.filter(pk__in=retried),
+            CHANGE,
+            change_message=f"Retried with its failure group: {group.error_class}: "
+            f"{group.message[:120]}",
+        )
+    text = f"Queued {len(retried)} job(s) of “{group.message[:80]}” again."
+    if len(retried) < group.count:
+        text += f" {group.count - len(retried)} could not be retried (connection turned off)."
+    messages.success(request, text)
+    return HttpResponseRedirect(target)

@@ -1,0 +1,125 @@
+"""What people can do to connections: one implementation behind the admin, the settings page,
+the JSON API and the commands, so the rules (and their error messages) are the same everywhere.
+
+Every function takes the acting user (``None`` for the system) and returns what happened; errors
+that people can fix are raised as ``ControlError`` with a plain-language message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from integrations.models import Connection
+from integrations.schedule import InvalidSchedule, parse_schedule
+from syncqueue import engine
+from syncqueue.models import SyncJob
+
+Status = Connection.Status
+
+
+class ControlError(Exception):
+    """A request that cannot be done as asked; the message says why."""
+
+
+def _save(conn: Connection, *fields: str) -> None:
+    conn.save(update_fields=[*fields, "updated_at"])
+
+
+def after_save(conn: Connection, *, created: bool, user: Any = None) -> SyncJob | None:
+    """Keep the schedule in step with an edited connection; a new one gets its initial sync."""
+    conn.next_sync_at = conn.compute_next_sync()
+    conn.stale_after = conn.compute_stale_after()
+    _save(conn, "next_sync_at", "stale_after")
+    if created and conn.enabled:
+        return engine.enqueue(conn, SyncJob.Kind.INITIAL, requested_by=user)
+    return None
+
+
+def sync_now(conn: Connection, user: Any = None, *, full: bool = False) -> SyncJob:
+    """Queue a manual sync (or a full resync); a second request returns the waiting job."""
+    try:
+        return engine.enqueue(
+            conn, SyncJob.Kind.FULL_RESYNC if full else SyncJob.Kind.MANUAL, requested_by=user
+        )
+    except engine.ConnectionDisabled as exc:
+        raise ControlError(exc.message) from None
+
+
+def enable(conn: Connection) -> None:
+    """Turn a connection on again; its health starts afresh and its schedule resumes."""
+    with transaction.atomic():
+        conn.enabled = True
+        conn.disabled_reason = ""
+        fields = ["enabled", "disabled_reason"]
+        if conn.status == Status.DISABLED:
+            conn.status = Status.OK
+            conn.consecutive_failures = 0
+            fields += ["status", "consecutive_failures"]
+        conn.save(update_fields=[*fields, "updated_at"])
+        conn.next_sync_at = conn.compute_next_sync()
+        _save(conn, "next_sync_at")
+
+
+def disable(conn: Connection, reason: str) -> int:
+    """Turn a connection off with a reason people will see; waiting jobs are cancelled.
+    Returns how many waiting jobs were cancelled (a running one stops at its next batch)."""
+    with transaction.atomic():
+        conn.enabled = False
+        conn.disabled_reason = reason.strip()[:300]
+        conn.status = Status.DISABLED
+        conn.next_sync_at = None
+        conn.save(
+            update_fields=["enabled", "disabled_reason", "status", "next_sync_at", "updated_at"]
+        )
+        cancelled = 0
+        for job in SyncJob.objects.filter(connection=conn, state__in=SyncJob.ACTIVE):
+            cancelled += engine.cancel_job(job) == "cancelled"
+    return cancelled
+
+
+def credentials_replaced(conn: Connection) -> None:
+    """New credentials: a connection waiting for re-authentication may run again."""
+    if conn.status == Status.AUTH_REQUIRED:
+        conn.status = Status.OK
+        conn.last_error = ""
+        _save(conn, "status", "last_error")
+        conn.next_sync_at = conn.compute_next_sync()
+        _save(conn, "next_sync_at")
+
+
+def schedule(conn: Connection, action: str, interval: str | None = None, user: Any = None) -> Any:
+    """Schedule control: ``start``, ``stop``, ``trigger`` (sync now) or ``update-interval``.
+
+    Raises ``ControlError`` naming the problem for an unknown action or an invalid schedule.
+    """
+    if action == "start":
+        conn.scheduled = True
+        _save(conn, "scheduled")
+        conn.next_sync_at = conn.compute_next_sync(timezone.now())
+        _save(conn, "next_sync_at")
+        return conn.next_sync_at
+    if action == "stop":
+        conn.scheduled = False
+        conn.next_sync_at = None
+        _save(conn, "scheduled", "next_sync_at")
+        return None
+    if action == "trigger":
+        return sync_now(conn, user)
+    if action == "update-interval":
+        if not interval:
+            raise ControlError("Give the new schedule in 'interval', e.g. '*/15 * * * *'.")
+        try:
+            parsed = parse_schedule(interval)
+        except InvalidSchedule as exc:
+            raise ControlError(str(exc)) from None
+        conn.schedule = parsed.text
+        conn.next_sync_at = conn.compute_next_sync()
+        conn.stale_after = conn.compute_stale_after()
+        _save(conn, "schedule", "next_sync_at", "stale_after")
+        return conn.next_sync_at
+    raise ControlError(
+        f"Unknown schedule action {action!r}: use start, stop, trigger or update-interval."
+    )

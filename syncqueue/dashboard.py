@@ -1,0 +1,240 @@
+"""What the failure dashboard shows: alerts, failures grouped by cause, outcomes per hour, and
+the connections that need attention. Plain functions over the database, used by the admin page
+(and by notifications, which watch the same alerts)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+from django.utils.html import escape
+
+from integrations.models import Connection
+from syncqueue.heartbeat import WorkerStatus, worker_status
+from syncqueue.models import SyncJob, SyncLog
+from syncqueue.stats import queue_stats
+
+State = SyncJob.State
+FAILURE_WINDOW = timedelta(days=7)
+_NUMBERS = re.compile(r"\d+")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+@dataclass(frozen=True)
+class Alert:
+    key: str
+    message: str
+    link: str = ""
+
+
+def alerts(stats: dict[str, Any] | None = None, workers: WorkerStatus | None = None) -> list[Alert]:
+    """The alerts that are on now, with thresholds from settings (SYNC_ALERT_*)."""
+    stats = stats or queue_stats()
+    workers = workers or worker_status()
+    now = timezone.now()
+    found = []
+    if not workers.alive:
+        found.append(Alert("workers", workers.message))
+    if stats["waiting"] > settings.SYNC_ALERT_BACKLOG:
+        found.append(
+            Alert(
+                "backlog",
+                f"{stats['waiting']} jobs are waiting (alert above {settings.SYNC_ALERT_BACKLOG}).",
+            )
+        )
+    if stats["failed"] > settings.SYNC_ALERT_FAILURES_24H:
+        found.append(
+            Alert(
+                "failures",
+                f"{stats['failed']} jobs failed in the last 24 hours "
+                f"(alert above {settings.SYNC_ALERT_FAILURES_24H}).",
+            )
+        )
+    quiet = timedelta(minutes=settings.SYNC_ALERT_NO_SUCCESS_MINUTES)
+    enabled = Connection.objects.filter(enabled=True)
+    if (
+        enabled.exists()
+        and not SyncJob.objects.filter(state=State.SUCCEEDED, finished_at__gte=now - quiet).exists()
+    ):
+        found.append(
+            Alert(
+                "no_success",
+                f"No sync has succeeded in the last "
+                f"{settings.SYNC_ALERT_NO_SUCCESS_MINUTES} minutes "
+                "although connections are enabled.",
+            )
+        )
+    reauth = enabled.filter(status=Connection.Status.AUTH_REQUIRED).count()
+    if reauth:
+        found.append(
+            Alert(
+                "reauth",
+                f"{reauth} connection(s) need new credentials.",
+                "/admin/integrations/connection/?status__exact=auth_required",
+            )
+        )
+    return found
+
+
+def normalize_message(message: str) -> str:
+    """Numbers and quoted names vary between occurrences of the same cause."""
+    return _NUMBERS.sub("#", _QUOTED.sub("'…'", message)).strip()
+
+
+@dataclass
+class FailureGroup:
+    kind: str
+    error_class: str
+    message: str
+    count: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    job_ids: list[int] = field(default_factory=list)
+    connections: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        raw = "\x1f".join((self.kind, self.error_class, self.message))
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def failure_groups(since: timedelta = FAILURE_WINDOW) -> list[FailureGroup]:
+    """Failed jobs of the window grouped by connection kind + error class + message shape."""
+    groups: dict[tuple[str, str, str], FailureGroup] = {}
+    rows = (
+        SyncJob.objects.filter(state=State.FAILED, finished_at__gte=timezone.now() - since)
+        .order_by("finished_at")
+        .values_list(
+            "pk",
+            "connection_id",
+            "connection__name",
+            "connection__kind",
+            "error_class",
+            "error_message",
+            "finished_at",
+        )
+    )
+    for pk, conn_id, conn_name, kind, error_class, message, finished in rows:
+        key = (kind, error_class or "Unknown", normalize_message(message or ""))
+        group = groups.get(key) or groups.setdefault(key, FailureGroup(*key))
+        group.count += 1
+        group.first_seen = group.first_seen or finished
+        group.last_seen = finished
+        group.job_ids.append(pk)
+        group.connections[conn_id] = conn_name
+    return sorted(groups.values(), key=lambda g: (-g.count, g.kind))
+
+
+def find_group(key: str) -> FailureGroup | None:
+    return next((g for g in failure_groups() if g.key == key), None)
+
+
+def hourly_outcomes(hours: int = 24) -> list[dict[str, Any]]:
+    """Per hour: jobs succeeded, jobs failed, and attempts that were retried."""
+    now = timezone.now()
+    start = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
+    buckets: dict[datetime, dict[str, int]] = defaultdict(
+        lambda: {"succeeded": 0, "failed": 0, "retried": 0}
+    )
+    finished = (
+        SyncJob.objects.filter(finished_at__gte=start, state__in=[State.SUCCEEDED, State.FAILED])
+        .annotate(hour=TruncHour("finished_at"))
+        .values_list("hour", "state")
+        .annotate(n=Count("id"))
+    )
+    for hour, state, count in finished:
+        buckets[hour][state] += count
+    retried = (
+        SyncLog.objects.filter(created_at__gte=start, data__has_key="retry_in")
+        .annotate(hour=TruncHour("created_at"))
+        .values_list("hour")
+        .annotate(n=Count("id"))
+    )
+    for hour, count in retried:
+        buckets[hour]["retried"] += count
+    return [
+        {"hour": start + timedelta(hours=i), **buckets[start + timedelta(hours=i)]}
+        for i in range(hours)
+    ]
+
+
+COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "retried": "#ef8f00"}
+
+
+def outcomes_svg(rows: list[dict[str, Any]]) -> str:
+    """A stacked bar per hour, drawn as inline SVG. Every bar has a tooltip with its numbers,
+    the colour key is written in the same colours right above the bars, and the hours are
+    labelled underneath: nothing to look up elsewhere."""
+    width, height, left, bottom, top = 760, 190, 34, 22, 26
+    peak = max([r["succeeded"] + r["failed"] + r["retried"] for r in rows] + [1])
+    slot = (width - left) / len(rows)
+    scale = (height - bottom - top) / peak
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="100%" role="img" aria-label="Job outcomes per hour, last {len(rows)} hours">',
+        f'<text x="{left}" y="14" font-size="12" fill="#333">Jobs per hour: '
+        + "".join(
+            f'<tspan fill="{COLORS[name]}" font-weight="bold">  ■ {name}</tspan>'
+            for name in ("succeeded", "failed", "retried")
+        )
+        + "</text>",
+        f'<text x="{left - 4}" y="{top + 4}" font-size="10" text-anchor="end" fill="#666">'
+        f"{peak}</text>",
+        f'<text x="{left - 4}" y="{height - bottom}" font-size="10" text-anchor="end" '
+        f'fill="#666">0</text>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" '
+        'stroke="#999"/>',
+    ]
+    for index, row in enumerate(rows):
+        x = left + index * slot + 2
+        y = height - bottom
+        tip = escape(
+            f"{row['hour']:%H:00}: {row['succeeded']} succeeded, {row['failed']} "
+            f"failed, {row['retried']} retried"
+        )
+        parts.append(f"<g><title>{tip}</title>")
+        for name in ("succeeded", "failed", "retried"):
+            bar = row[name] * scale
+            if bar:
+                y -= bar
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot - 4:.1f}" '
+                    f'height="{bar:.1f}" fill="{COLORS[name]}"/>'
+                )
+        parts.append("</g>")
+        if index % 3 == 0:
+            parts.append(
+                f'<text x="{x + (slot - 4) / 2:.1f}" y="{height - 6}" font-size="10" '
+                f'text-anchor="middle" fill="#666">{row["hour"]:%H}h</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def failing_connections(limit: int = 10) -> list[Connection]:
+    """Connections with the most failed jobs in the window."""
+    since = timezone.now() - FAILURE_WINDOW
+    return list(
+        Connection.objects.annotate(
+            failures=Count("jobs", filter=Q(jobs__state=State.FAILED, jobs__finished_at__gte=since))
+        )
+        .filter(failures__gt=0)
+        .order_by("-failures", "name")[:limit]
+    )
+
+
+def stalest_connections(limit: int = 10) -> list[Connection]:
+    """Enabled, scheduled connections whose last success is the oldest (never first)."""
+    return list(
+        Connection.objects.filter(enabled=True, stale_after__isnull=False).order_by(
+            "stale_after", "name"
+        )[:limit]
+    )

@@ -1,0 +1,334 @@
+"""The staff control room through the Django test client: actions, permissions, the admin log,
+the worker banner and the failure dashboard."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.db import connection as db
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.models import Connection
+from syncqueue import engine
+from syncqueue.models import SyncJob, SyncLog, WorkerHeartbeat
+
+pytestmark = pytest.mark.django_db
+Kind, State = SyncJob.Kind, SyncJob.State
+CONNECTIONS = reverse("admin:integrations_connection_changelist")
+JOBS = reverse("admin:syncqueue_syncjob_changelist")
+DASHBOARD = reverse("admin:sync_dashboard")
+
+
+@pytest.fixture
+def admin_client_for(client, staff):
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    """Staff who may look but not act (view permissions only)."""
+    user = django_user_model.objects.create_user(
+        "vera", "vera@example.com", "pw-vera-1", is_staff=True
+    )
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_connection", "view_syncjob", "view_synclog"])
+    )
+    return user
+
+
+def act(client, url, action, ids, **extra):
+    return client.post(
+        url, {"action": action, "_selected_action": [str(i) for i in ids], **extra}, follow=True
+    )
+
+
+def alive() -> None:
+    WorkerHeartbeat.objects.update_or_create(
+        name="dispatcher", defaults={"seen_at": timezone.now()}
+    )
+
+
+def test_non_staff_and_anonymous_have_no_access(client, owner):
+    assert client.get(CONNECTIONS).status_code == 302
+    client.force_login(owner)
+    response = client.get(CONNECTIONS)
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert client.get(DASHBOARD).status_code == 302
+
+
+def test_connection_list_runs_a_fixed_number_of_queries(admin_client_for, make_connection):
+    alive()
+
+    def queries(total: int) -> int:
+        for i in range(total):
+            conn = make_connection(name=f"c{total}-{i}", last_error="boom")
+            engine.enqueue(conn, Kind.MANUAL)
+            engine.claim_next("w")  # a running job with progress on each
+        with CaptureQueriesContext(db) as ctx:
+            assert admin_client_for.get(CONNECTIONS).status_code == 200
+        return len(ctx.captured_queries)
+
+    assert queries(3) == queries(30)
+
+
+def test_list_shows_health_columns_and_search_by_host(admin_client_for, make_connection):
+    alive()
+    make_connection(
+        name="Sales inbox", kind="imap", config={"host": "imap.sales.example", "username": "s"}
+    )
+    make_connection(name="Other")
+    Connection.objects.filter(name="Other").update(
+        status="auth_required", last_error="Password rejected"
+    )
+    page = admin_client_for.get(CONNECTIONS).content.decode()
+    assert "Auth required" in page and "Password rejected" in page and "never" in page
+    found = admin_client_for.get(CONNECTIONS, {"q": "sales.example"}).content.decode()
+    assert "Sales inbox" in found and "Other" not in found
+
+
+def test_filters_stale_error_kind(admin_client_for, make_connection):
+    alive()
+    stale = make_connection(name="Stale one", schedule="every 15m")
+    Connection.objects.filter(pk=stale.pk).update(stale_after=timezone.now() - timedelta(hours=1))
+    make_connection(name="Fresh one", schedule="every 15m")
+    page = admin_client_for.get(CONNECTIONS, {"stale": "yes"}).content.decode()
+    assert "Stale one" in page and "Fresh one" not in page
+    Connection.objects.filter(pk=stale.pk).update(last_error="x")
+    page = admin_client_for.get(CONNECTIONS, {"has_error": "yes"}).content.decode()
+    assert "Stale one" in page and "Fresh one" not in page
+    assert "Fresh one" in admin_client_for.get(CONNECTIONS, {"kind": "fake"}).content.decode()
+
+
+def test_sync_now_queues_and_is_logged(admin_client_for, make_connection, staff):
+    conn = make_connection()
+    response = act(admin_client_for, CONNECTIONS, "sync_now", [conn.pk])
+    assert "Queued a sync for 1 connection" in response.content.decode()
+    job = SyncJob.objects.get(connection=conn)
+    assert job.kind == Kind.MANUAL and job.requested_by == staff
+    entry = LogEntry.objects.get(object_id=str(conn.pk))
+    assert entry.user == staff and f"job {job.pk}" in entry.get_change_message()
+
+
+def test_full_resync_asks_first(admin_client_for, make_connection):
+    conn = make_connection()
+    page = act(admin_client_for, CONNECTIONS, "full_resync", [conn.pk]).content.decode()
+    assert "are you sure" in page.lower() and not SyncJob.objects.exists()
+    act(admin_client_for, CONNECTIONS, "full_resync", [conn.pk], confirm="yes")
+    assert SyncJob.objects.get(connection=conn).kind == Kind.FULL_RESYNC
+
+
+def test_test_connection_reports_success_and_failure(admin_client_for, make_connection):
+    good = make_connection(name="Good")
+    bad = make_connection(name="Bad", config={"check_error": "auth"})
+    page = act(admin_client_for, CONNECTIONS, "test_connection", [good.pk, bad.pk])
+    text = page.content.decode()
+    assert "Good: Reached the fake server" in text
+    assert "Bad: AuthFailed: The fake server rejected the password." in text
+    assert LogEntry.objects.count() == 2
+
+
+def test_disable_with_reason_then_enable(admin_client_for, make_connection):
+    conn = make_connection(schedule="every 15m")
+    waiting = engine.enqueue(conn, Kind.MANUAL)
+    page = act(admin_client_for, CONNECTIONS, "disable", [conn.pk]).content.decode()
+    assert "reason" in page.lower()
+    act(admin_client_for, CONNECTIONS, "disable", [conn.pk], reason="Mailbox moved to M365")
+    conn.refresh_from_db()
+    waiting.refresh_from_db()
+    assert not conn.enabled and conn.status == "disabled" and conn.next_sync_at is None
+    assert conn.disabled_reason == "Mailbox moved to M365"
+    assert waiting.state == State.CANCELLED
+    act(admin_client_for, CONNECTIONS, "enable", [conn.pk])
+    conn.refresh_from_db()
+    assert conn.enabled and conn.status == "ok" and conn.next_sync_at is not None
+    assert LogEntry.objects.filter(object_id=str(conn.pk)).count() == 2
+
+
+def test_viewer_without_change_permission_cannot_act(client, viewer, make_connection):
+    client.force_login(viewer)
+    conn = make_connection()
+    assert client.get(CONNECTIONS).status_code == 200
+    response = act(client, CONNECTIONS, "sync_now", [conn.pk])
+    assert not SyncJob.objects.exists()
+    assert response.status_code in (200, 403)
+    failed = SyncJob.objects.create(
+        connection=conn,
+        kind=Kind.MANUAL,
+        dedupe_key="sync",
+        state=State.FAILED,
+        run_after=timezone.now(),
+    )
+    act(client, JOBS, "retry_jobs", [failed.pk])
+    failed.refresh_from_db()
+    assert failed.state == State.FAILED
+    assert client.get(DASHBOARD).status_code == 200
+    page = client.get(DASHBOARD).content.decode()
+    assert "Retry this group" not in page
+
+
+def test_secrets_are_never_shown_and_only_replaced(admin_client_for, make_connection):
+    conn = make_connection(secrets={"password": "do-not-show-me-1234"})
+    url = reverse("admin:integrations_connection_change", args=[conn.pk])
+    page = admin_client_for.get(url).content.decode()
+    assert "do-not-show-me-1234" not in page and conn.secret not in page
+    assert "Replace password" in page and "Stored, encrypted" in page
+    form = {
+        "name": "Renamed",
+        "kind": "fake",
+        "owner": conn.owner_id,
+        "organization": "",
+        "config": '{"total": 3}',
+        "enabled": "on",
+        "disabled_reason": "",
+        "schedule": "",
+        "scheduled": "on",
+        "secret_password": "",
+    }
+    response = admin_client_for.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    conn.refresh_from_db()
+    assert conn.name == "Renamed" and conn.get_secrets() == {"password": "do-not-show-me-1234"}
+    admin_client_for.post(url, {**form, "secret_password": "new-one-5678"})
+    conn.refresh_from_db()
+    assert conn.get_secrets() == {"password": "new-one-5678"}
+
+
+def test_invalid_config_is_refused_with_the_schema_message(admin_client_for, make_connection):
+    conn = make_connection()
+    url = reverse("admin:integrations_connection_change", args=[conn.pk])
+    page = admin_client_for.post(
+        url,
+        {
+            "name": "x",
+            "kind": "fake",
+            "owner": conn.owner_id,
+            "config": '{"total": "lots"}',
+            "schedule": "* * *",
+            "scheduled": "on",
+        },
+    ).content.decode()
+    assert "total" in page and "5 fields" in page
+
+
+def test_adding_a_connection_queues_its_initial_sync(admin_client_for, owner):
+    response = admin_client_for.post(
+        reverse("admin:integrations_connection_add"),
+        {
+            "name": "New",
+            "kind": "fake",
+            "owner": owner.pk,
+            "config": "{}",
+            "enabled": "on",
+            "schedule": "every 30m",
+            "scheduled": "on",
+            "secret_password": "pw",
+        },
+    )
+    assert response.status_code == 302
+    conn = Connection.objects.get(name="New")
+    assert conn.get_secrets() == {"password": "pw"} and conn.next_sync_at is not None
+    assert SyncJob.objects.get(connection=conn).kind == Kind.INITIAL
+
+
+def test_job_retry_and_cancel_actions(admin_client_for, make_connection, staff):
+    conn = make_connection(name="a")
+    failed = SyncJob.objects.create(
+        connection=conn,
+        kind=Kind.MANUAL,
+        dedupe_key="sync",
+        state=State.FAILED,
+        run_after=timezone.now(),
+        checkpoint={"pos": 5},
+    )
+    act(admin_client_for, JOBS, "retry_jobs", [failed.pk])
+    failed.refresh_from_db()
+    assert failed.state == State.QUEUED and failed.checkpoint == {"pos": 5}
+    running = engine.enqueue(make_connection(name="b"), Kind.MANUAL)
+    engine.claim_next("w")
+    page = act(admin_client_for, JOBS, "cancel_jobs", [failed.pk, running.pk]).content.decode()
+    assert "Cancelled 1 waiting" in page and "1 running job(s) will stop" in page
+    running.refresh_from_db()
+    assert running.cancel_requested
+    assert LogEntry.objects.filter(user=staff).count() == 3
+
+
+def test_job_detail_shows_progress_error_and_logs(admin_client_for, make_connection, work):
+    conn = make_connection(
+        config={"total": 10, "batch": 5, "faults": [{"at": 5, "error": "permanent"}]}
+    )
+    job = engine.enqueue(conn, Kind.MANUAL)
+    work()
+    page = admin_client_for.get(reverse("admin:syncqueue_syncjob_change", args=[job.pk]))
+    text = page.content.decode()
+    assert "The fake server says this is not allowed." in text and "Permanent" in text
+    assert "5 / 10" in text  # progress
+    assert "Save" not in text or 'name="_save"' not in text
+    assert admin_client_for.get(JOBS, {"state__exact": "failed"}).status_code == 200
+
+
+def test_log_list_pages_cheaply(admin_client_for, make_connection):
+    conn = make_connection()
+    job = engine.enqueue(conn, Kind.MANUAL)
+    SyncLog.objects.bulk_create(
+        [SyncLog(job=job, connection=conn, message=f"line {i}") for i in range(250)]
+    )
+    page = admin_client_for.get(reverse("admin:syncqueue_synclog_changelist"), {"p": 1})
+    assert page.status_code == 200 and "line 249" in page.content.decode()
+
+
+def test_worker_banner_on_every_admin_page_until_workers_run(admin_client_for):
+    for url in (reverse("admin:index"), CONNECTIONS, JOBS, DASHBOARD):
+        text = admin_client_for.get(url).content.decode()
+        assert 'id="worker-banner"' in text and "python manage.py qcluster" in text
+    alive()
+    assert 'id="worker-banner"' not in admin_client_for.get(CONNECTIONS).content.decode()
+
+
+def test_dashboard_numbers_alerts_groups_chart(admin_client_for, make_connection, work, settings):
+    settings.SYNC_ALERT_FAILURES_24H = 1
+    alive()
+    conns = [
+        make_connection(name=f"m{i}", config={"faults": [{"at": 0, "error": "permanent"}]})
+        for i in range(2)
+    ]
+    for conn in conns:
+        engine.enqueue(conn, Kind.MANUAL)
+    ok = make_connection(name="fine")
+    engine.enqueue(ok, Kind.MANUAL)
+    work()
+    Connection.objects.filter(pk=ok.pk).update(status="auth_required")
+    page = admin_client_for.get(DASHBOARD).content.decode()
+    assert "2 jobs failed in the last 24 hours" in page
+    assert "1 connection(s) need new credentials" in page
+    assert "<svg" in page and "1 succeeded, 2 failed" in page
+    assert page.count("Retry this group") == 1  # both failures share one cause
+    assert "m0" in page and "m1" in page
+    index = admin_client_for.get(reverse("admin:index")).content.decode()
+    assert "Failure dashboard" in index and "need new credentials" in index
+
+
+def test_retry_this_group(admin_client_for, make_connection, work, staff):
+    from syncqueue.dashboard import failure_groups
+
+    for i in range(3):
+        engine.enqueue(
+            make_connection(name=f"g{i}", config={"faults": [{"at": 0, "error": "permanent"}]}),
+            Kind.MANUAL,
+        )
+    work()
+    [group] = failure_groups()
+    assert group.count == 3 and len(group.connections) == 3
+    response = admin_client_for.post(
+        reverse("admin:sync_retry_group"), {"group": group.key}, follow=True
+    )
+    assert "Queued 3 job(s)" in response.content.decode()
+    assert SyncJob.objects.filter(state=State.QUEUED).count() == 3
+    assert LogEntry.objects.filter(user=staff).count() == 3
+    work()  # the fault fired once per connection: now they succeed
+    assert SyncJob.objects.filter(state=State.SUCCEEDED).count() == 3
