@@ -180,7 +180,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "last_success",
         "next_run",
         "running",
-        "consecutive_failures",
+        "fails",
         "short_error",
     ]
     list_filter = [KindFilter, "status", HasErrorFilter, StaleFilter, "enabled"]
@@ -249,7 +249,7 @@ class ConnectionAdmin(admin.ModelAdmin):
             self.message_user(request, f"Initial sync queued (job {job.pk}).")
 
     # --- columns -------------------------------------------------------------------------------
-    @admin.display(description="Belongs to")
+    @admin.display(description="Owner")
     def belongs_to(self, conn: Connection) -> str:
         return str(conn.organization or conn.owner or "—")
 
@@ -275,6 +275,11 @@ class ConnectionAdmin(admin.ModelAdmin):
         return format_html(
             '<a href="{}">{}</a>', url, progress_bar(conn.running_done, conn.running_total)
         )
+
+    @admin.display(description="Fails", ordering="consecutive_failures")
+    def fails(self, conn: Connection) -> int:
+        """Failed jobs in a row."""
+        return conn.consecutive_failures
 
     @admin.display(description="Last error")
     def short_error(self, conn: Connection) -> str:

@@ -153,6 +153,8 @@ class Connection(models.Model):
         return f"{self.name} ({self.kind})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding and self.next_sync_at is None:
+            self.next_sync_at = self.compute_next_sync()  # scheduled however it was created
         if not self._state.adding and kwargs.get("update_fields") is None:
             kwargs["update_fields"] = [
                 f.name

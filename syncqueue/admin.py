@@ -94,7 +94,51 @@ class SyncJobAdmin(ReadOnlyAdmin):
     inlines = [SyncLogInline]
     actions = ["retry_jobs", "cancel_jobs"]
     show_full_result_count = False
-    readonly_fields = ["progress", "duration_shown"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "connection_link",
+                    "kind",
+                    "state_badge",
+                    "priority",
+                    "attempts_shown",
+                    "run_after",
+                    "progress",
+                    "counts",
+                    "duration_shown",
+                    "requested_by",
+                ]
+            },
+        ),
+        ("Problem", {"fields": ["error_class", "error_message", "error_detail"]}),
+        (
+            "Internals",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "worker_id",
+                    "leased_until",
+                    "slices",
+                    "cancel_requested",
+                    "payload",
+                    "checkpoint",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                ],
+            },
+        ),
+    ]
+    readonly_fields = [
+        "connection_link",
+        "state_badge",
+        "attempts_shown",
+        "progress",
+        "counts",
+        "duration_shown",
+    ]
 
     @admin.display(description="Connection", ordering="connection__name")
     def connection_link(self, job: SyncJob) -> str:

@@ -129,3 +129,51 @@ def make_imap_connection(make_connection: Callable[..., Any], dovecot: Any, imap
         )
 
     return make
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Debian's Chromium (Playwright never downloads a browser here)."""
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(
+            "Chromium is not installed: run the test command as root (it "
+            "installs the Debian package 'chromium')."
+        )
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+    return {**browser_context_args, "viewport": {"width": 1400, "height": 900}}
+
+
+@pytest.fixture
+def screenshot() -> Callable[..., str]:
+    """Save a full-page screenshot under TEST_OUTPUT_DIR/screenshots; returns the path."""
+    from tests.support.processes import output_dir
+
+    def take(page: Any, name: str) -> str:
+        folder = output_dir() / "screenshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = str(folder / f"{name}.png")
+        page.screenshot(path=path, full_page=True)
+        return path
+
+    return take
