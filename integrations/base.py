@@ -87,6 +87,17 @@ class Batch:
     final: bool = False
 
 
+@dataclass(frozen=True)
+class PersonalSwitch:
+    """A per-user on/off setting a provider offers on the settings page, e.g. "Add tasks
+    assigned to me to my Zimbra task list". Stored as ``UserSwitch`` rows by ``key``."""
+
+    key: str
+    label: str
+    help: str = ""
+    value_label: str = ""  # a per-user text value shown next to the switch (e.g. an address)
+
+
 @dataclass
 class CheckResult:
     """Outcome of a successful ``check()``: a short message for people, details for staff."""
@@ -123,6 +134,10 @@ class Connector:
     secret_fields: ClassVar[tuple[str, ...]] = ()
     #: schedule given to new connections of this kind ("" = manual only)
     default_schedule: ClassVar[str] = ""
+    #: dotted path of the form users fill in on the settings page ("" = staff set it up)
+    settings_form: ClassVar[str] = ""
+    #: per-user switches this provider offers on the settings page
+    personal_switches: ClassVar[tuple[PersonalSwitch, ...]] = ()
 
     def __init__(self, connection: Connection, secrets: Mapping[str, Any] | None = None) -> None:
         self.connection = connection

@@ -231,3 +231,25 @@ class Connection(models.Model):
         interval = self.typical_interval()
         start = since or self.last_success_at or self.created_at or timezone.now()
         return start + 2 * interval if interval else None
+
+
+class UserSwitch(models.Model):
+    """A person's choice for a provider's personal switch (see ``PersonalSwitch``)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sync_switches"
+    )
+    key = models.CharField(max_length=100, help_text="The switch, e.g. 'zimbra.tasks'.")
+    enabled = models.BooleanField(default=False)
+    value = models.CharField(
+        max_length=320, blank=True, help_text="A per-user value, e.g. their Zimbra address."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="one_switch_per_user_and_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.key}={'on' if self.enabled else 'off'}"

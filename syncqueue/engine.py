@@ -43,7 +43,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import connection as db
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
@@ -162,16 +163,21 @@ def enqueue(
     if coalesce_running is None:
         coalesce_running = kind != Kind.PUSH
     now = timezone.now()
+    states = SyncJob.ACTIVE if coalesce_running else SyncJob.WAITING
+    waiting = SyncJob.objects.filter(
+        connection=connection, dedupe_key=key, state__in=states
+    ).order_by("id")
+    # The common repeated click: the job already waits and needs no promotion. Answer from a
+    # plain read, without taking SQLite's single write lock.
+    existing = waiting.first()
+    if existing is not None and not _promotion(existing, kind, priority, now):
+        return existing
     with transaction.atomic():
-        # Serialise enqueues per connection (a no-op on SQLite, whose IMMEDIATE transactions
-        # already serialise writers) so two clicks cannot both create a job.
-        list(Connection.objects.select_for_update().filter(pk=connection.pk).values_list("pk"))
-        states = SyncJob.ACTIVE if coalesce_running else SyncJob.WAITING
-        existing = (
-            SyncJob.objects.filter(connection=connection, dedupe_key=key, state__in=states)
-            .order_by("id")
-            .first()
-        )
+        # Serialise enqueues per connection so two clicks cannot both create a job. SQLite has
+        # no row locks; its IMMEDIATE transactions already serialise writers.
+        if db.features.has_select_for_update:
+            list(Connection.objects.select_for_update().filter(pk=connection.pk).values_list("pk"))
+        existing = waiting.first()
         if existing is not None:
             return _promote(existing, kind, priority, now)
         job = SyncJob.objects.create(
@@ -188,20 +194,26 @@ def enqueue(
     return job
 
 
-def _promote(job: SyncJob, kind: str, priority: int, now: datetime) -> SyncJob:
-    """Merge a new request into an existing job: raise its priority; run a backing-off job now
-    when a person asked for it."""
+def _promotion(job: SyncJob, kind: str, priority: int, now: datetime) -> dict[str, Any]:
+    """What merging a new request into ``job`` changes: a higher priority; and a person's
+    "Sync now" skips a retry's backoff."""
     updates: dict[str, Any] = {}
     if priority > job.priority:
         updates["priority"] = priority
         if kind == Kind.MANUAL and job.kind == Kind.INCREMENTAL:
             updates["kind"] = Kind.MANUAL
     if kind == Kind.MANUAL and job.state == State.RETRYING:
-        updates.update(state=State.QUEUED, run_after=now)  # a person asked: skip the backoff
+        updates.update(state=State.QUEUED, run_after=now)
+    return updates
+
+
+def _promote(job: SyncJob, kind: str, priority: int, now: datetime) -> SyncJob:
+    """Merge a new request into an existing job (inside the enqueue transaction)."""
+    updates = _promotion(job, kind, priority, now)
     if updates:
         SyncJob.objects.filter(pk=job.pk, state=job.state).update(**updates, updated_at=now)
-        for field, value in updates.items():
-            setattr(job, field, value)
+        for field_name, value in updates.items():
+            setattr(job, field_name, value)
         if job.state == State.QUEUED:
             submit_ticket(job.pk)
     return job
@@ -258,10 +270,10 @@ def _claim_sql(vendor: str) -> str:
 def _anything_queued(now: datetime) -> bool:
     """Cheap, lock-free pre-check: is any job queued and due at all?"""
     table = SyncJob._meta.db_table
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(
             f"SELECT 1 FROM {table} WHERE state = 'queued' AND run_after <= %s LIMIT 1",  # noqa: S608
-            [connection.ops.adapt_datetimefield_value(now)],
+            [db.ops.adapt_datetimefield_value(now)],
         )
         return cursor.fetchone() is not None
 
@@ -275,18 +287,18 @@ def claim_next(worker: str | None = None, *, peek: bool = True) -> SyncJob | Non
     a job it could run is queued.
     """
     worker = worker or worker_id()
-    sql = _claim_sql(connection.vendor)
+    sql = _claim_sql(db.vendor)
     for _ in range(CLAIM_ROUNDS):
         now = timezone.now()
         if peek and not _anything_queued(now):
             return None  # the common case for surplus tickets: a read, no write lock
-        stamp = connection.ops.adapt_datetimefield_value(now)
-        lease = connection.ops.adapt_datetimefield_value(
+        stamp = db.ops.adapt_datetimefield_value(now)
+        lease = db.ops.adapt_datetimefield_value(
             now + timedelta(seconds=settings.SYNC_LEASE_SECONDS)
         )
         try:
             # One statement is atomic on its own; no BEGIN/COMMIT round trips needed.
-            with connection.cursor() as cursor:
+            with db.cursor() as cursor:
                 cursor.execute(sql, [worker, lease, stamp, stamp, stamp])
                 row = cursor.fetchone()
         except IntegrityError:

@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """PostgreSQL-only tests run in the PostgreSQL pass of the test command, never skipped."""
     from django.conf import settings
 
-    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    if "sqlite" in settings.DATABASES["default"]["ENGINE"]:
         kept = [item for item in items if "postgres" not in item.keywords]
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept

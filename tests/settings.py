@@ -18,5 +18,5 @@ from syncproject.settings import DATABASES, INSTALLED_APPS, SYNC_EXTRA_CONNECTOR
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.support"]
 SYNC_EXTRA_CONNECTORS = {**SYNC_EXTRA_CONNECTORS, "fake": "tests.support.connector.FakeConnector"}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+if "sqlite" in DATABASES["default"]["ENGINE"]:
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}

@@ -19,6 +19,7 @@ class ImapConnector(Connector):
     Config = ImapConfig
     secret_fields = ("password",)
     default_schedule = "every 15m"
+    settings_form = "integrations.imap.forms.ImapSettingsForm"
 
     @property
     def imap(self) -> ImapConfig:

@@ -1,0 +1,1 @@
+"""What users see: their sync settings page and the JSON API."""

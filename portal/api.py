@@ -1,0 +1,146 @@
+"""The JSON API: the settings page's operations for scripts and other front ends.
+
+Session authentication with CSRF protection (Django's middleware enforces it on every POST).
+Staff may act on any connection; everyone else only on their own — another user's connection
+answers 404, never 403, so its existence is not confirmed. Every error has one shape:
+``{"error": {"code": "...", "message": "..."}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+
+from integrations.models import Connection
+from portal.status import connection_summary, job_summary
+from syncqueue import control
+from syncqueue.heartbeat import worker_status
+from syncqueue.models import SyncJob
+from syncqueue.stats import queue_stats, recent_queue_stats
+
+
+def error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def api_view(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
+    """Allowed methods, signed-in users only (401 as JSON, not a login redirect), no caching."""
+
+    def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+        @wraps(view)
+        @never_cache
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            if request.method not in methods:
+                response = error(
+                    405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint."
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            if not request.user.is_authenticated:
+                return error(401, "not_authenticated", "Sign in first (session authentication).")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def visible_connections(user: Any) -> QuerySet[Connection]:
+    qs = Connection.objects.select_related("organization")
+    return qs if user.is_staff else qs.filter(owner=user)
+
+
+def _connection(request: HttpRequest, connection_id: int) -> Connection | None:
+    return visible_connections(request.user).filter(pk=connection_id).first()
+
+
+def _queue() -> dict[str, int]:
+    stats = recent_queue_stats()
+    return {key: stats[key] for key in ("waiting", "running", "retrying", "failed", "succeeded")}
+
+
+NOT_FOUND = "No such connection."
+
+
+@api_view("POST")
+def sync(request: HttpRequest, connection_id: int) -> JsonResponse:
+    """Queue a sync now: 202 with the job (the same one while it waits) and queue numbers."""
+    conn = _connection(request, connection_id)
+    if conn is None:
+        return error(404, "not_found", NOT_FOUND)
+    try:
+        job = control.sync_now(conn, request.user)
+    except control.ControlError as exc:
+        return error(409, "connection_disabled", str(exc))
+    return JsonResponse({"job_id": job.pk, "state": job.state, "queue": _queue()}, status=202)
+
+
+@api_view("GET")
+def connection(request: HttpRequest, connection_id: int) -> JsonResponse:
+    conn = _connection(request, connection_id)
+    if conn is None:
+        return error(404, "not_found", NOT_FOUND)
+    return JsonResponse(connection_summary(conn, worker_status()))
+
+
+@api_view("GET")
+def job(request: HttpRequest, job_id: int) -> JsonResponse:
+    found = SyncJob.objects.filter(
+        pk=job_id, connection__in=visible_connections(request.user)
+    ).first()
+    if found is None:
+        return error(404, "not_found", "No such job.")
+    return JsonResponse(job_summary(found))
+
+
+@api_view("GET")
+def stats(request: HttpRequest) -> JsonResponse:
+    if not request.user.is_staff:
+        return error(403, "forbidden", "Queue statistics are for staff.")
+    workers = worker_status()
+    return JsonResponse({**queue_stats(), "workers_running": workers.alive})
+
+
+@api_view("POST")
+def schedule(request: HttpRequest, connection_id: int) -> JsonResponse:
+    """``{"action": "start"|"stop"|"trigger"|"update-interval", "interval": "<cron>"}``."""
+    conn = _connection(request, connection_id)
+    if conn is None:
+        return error(404, "not_found", NOT_FOUND)
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return error(400, "invalid_json", "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return error(400, "invalid_json", 'Send a JSON object, e.g. {"action": "start"}.')
+    try:
+        result = control.schedule(
+            conn, str(body.get("action", "")), body.get("interval"), request.user
+        )
+    except control.ControlError as exc:
+        return error(400, "invalid", str(exc))
+    if isinstance(result, SyncJob):
+        return JsonResponse(
+            {"job_id": result.pk, "state": result.state, "queue": _queue()}, status=202
+        )
+    conn.refresh_from_db()
+    return JsonResponse(connection_summary(conn, worker_status()))
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> Any:
+    """JSON for the API, Django's usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return error(
+            403,
+            "csrf_failed",
+            "CSRF check failed: send the csrftoken cookie's value in the X-CSRFToken header.",
+        )
+    from django.views.csrf import csrf_failure as default
+
+    return default(request, reason)

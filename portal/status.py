@@ -1,0 +1,143 @@
+"""What a connection's owner is told: plain-language state and what to do about it, and the
+summaries the settings page and the JSON API share (so both always say the same thing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+
+from integrations.errors import SyncError
+from integrations.models import Connection
+from syncqueue.heartbeat import WorkerStatus
+from syncqueue.models import SyncJob
+
+Status = Connection.Status
+
+
+@dataclass(frozen=True)
+class Notice:
+    level: str  # "error" | "warning" | "info"
+    message: str
+    action: str
+
+
+def can_edit(conn: Connection) -> bool:
+    try:
+        return bool(conn.connector_class.settings_form)
+    except SyncError:
+        return False
+
+
+def notice(conn: Connection, workers: WorkerStatus) -> Notice | None:
+    """The one thing the owner should know about this connection now, if anything."""
+    fix_below = can_edit(conn)
+    if not conn.enabled:
+        why = f": {conn.disabled_reason}" if conn.disabled_reason else "."
+        return Notice(
+            "info", f"This connection is turned off{why}", "Turn it on again to start syncing."
+        )
+    if not workers.alive:
+        return Notice(
+            "error",
+            "Background workers are not running — your administrator has been notified.",
+            "Syncing resumes by itself when they are back; nothing is lost in the meantime.",
+        )
+    if conn.status == Status.AUTH_REQUIRED:
+        message = conn.last_error or "The service rejected your credentials."
+        if fix_below:
+            return Notice(
+                "error",
+                message.rstrip(".") + " — update it below.",
+                "Enter the current password and save; syncing resumes at once.",
+            )
+        return Notice("error", message, "Ask your administrator to renew the credentials.")
+    if conn.status == Status.FAILING:
+        return Notice(
+            "error",
+            f"Syncing failed {conn.consecutive_failures} times in a row: {conn.last_error}",
+            "It keeps retrying with longer pauses. Check the "
+            "settings" + (" below" if fix_below else "") + ", or ask your "
+            "administrator if it continues.",
+        )
+    if conn.status == Status.DEGRADED and conn.last_error:
+        return Notice(
+            "warning",
+            f"The last attempt had a problem: {conn.last_error}",
+            "It is retried automatically; nothing to do for now.",
+        )
+    return None
+
+
+def current_job(conn: Connection) -> SyncJob | None:
+    """The job to show: the running one, else the newest waiting one, else the latest."""
+    jobs = SyncJob.objects.filter(connection=conn)
+    return (
+        jobs.filter(state=SyncJob.State.RUNNING).first()
+        or jobs.filter(state__in=SyncJob.WAITING).order_by("-id").first()
+        or jobs.order_by("-id").first()
+    )
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def job_summary(job: SyncJob) -> dict[str, Any]:
+    """State, progress (with items per second while running), counts and a user-safe error."""
+    per_second = None
+    if job.state == SyncJob.State.RUNNING and job.started_at and job.progress_done:
+        elapsed = (timezone.now() - job.started_at).total_seconds()
+        per_second = round(job.progress_done / elapsed, 1) if elapsed > 0 else None
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "state": job.state,
+        "state_label": job.get_state_display(),
+        "active": job.state in SyncJob.ACTIVE,
+        "progress": {
+            "done": job.progress_done,
+            "total": job.progress_total,
+            "percent": job.progress_percent,
+            "per_second": per_second,
+        },
+        "counts": {
+            "created": job.created_count,
+            "updated": job.updated_count,
+            "deleted": job.deleted_count,
+            "skipped": job.skipped_count,
+        },
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "error": job.error_message or None,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "retry_at": _iso(job.run_after) if job.state == SyncJob.State.RETRYING else None,
+    }
+
+
+def connection_summary(conn: Connection, workers: WorkerStatus) -> dict[str, Any]:
+    job = current_job(conn)
+    note = notice(conn, workers)
+    return {
+        "id": conn.pk,
+        "name": conn.name,
+        "kind": conn.kind,
+        "enabled": conn.enabled,
+        "status": conn.status,
+        "health": {
+            "status": conn.status,
+            "label": conn.get_status_display(),
+            "message": note.message if note else None,
+            "action": note.action if note else None,
+            "consecutive_failures": conn.consecutive_failures,
+            "workers_running": workers.alive,
+        },
+        "schedule": conn.schedule,
+        "scheduled": conn.scheduled,
+        "last_success_at": _iso(conn.last_success_at),
+        "next_sync_at": _iso(conn.next_sync_at),
+        "job": job_summary(job) if job else None,
+    }

@@ -1,0 +1,101 @@
+"""The SQLite backend queues writers on a file lock held for exactly a transaction."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+
+import pytest
+
+from syncproject.sqlite.base import DatabaseWrapper
+
+
+@pytest.fixture
+def wrapper(tmp_path, django_db_blocker):
+    """Connections of our backend to a scratch file (not the test database)."""
+    settings = {
+        "NAME": str(tmp_path / "db.sqlite3"),
+        "ENGINE": "syncproject.sqlite",
+        "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 5},
+        "ATOMIC_REQUESTS": False,
+        "AUTOCOMMIT": True,
+        "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": False,
+        "TIME_ZONE": None,
+        "USER": "",
+        "PASSWORD": "",
+        "HOST": "",
+        "PORT": "",
+        "TEST": {},
+    }
+    made = []
+
+    def make() -> DatabaseWrapper:
+        db = DatabaseWrapper(settings, alias=f"lock{len(made)}")
+        made.append(db)
+        return db
+
+    with django_db_blocker.unblock():
+        yield make, settings["NAME"] + ".writer-lock"
+        for db in made:
+            if db._thread_ident == threading.get_ident():  # others closed in their thread
+                db.close()
+
+
+def lock_is_free(path: str) -> bool:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def test_lock_is_held_for_a_transaction_and_released_at_commit_and_rollback(wrapper):
+    make, path = wrapper
+    db = make()
+    db.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
+    with db.cursor() as cursor:
+        cursor.execute("CREATE TABLE t (x INTEGER)")
+    assert not lock_is_free(path)
+    db.commit()
+    db.set_autocommit(True)
+    assert lock_is_free(path)
+    db.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
+    assert not lock_is_free(path)
+    db.rollback()
+    db.set_autocommit(True)
+    assert lock_is_free(path)
+
+
+def test_a_second_writer_waits_its_turn_instead_of_failing(wrapper):
+    make, _ = wrapper
+    first = make()
+    first.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
+    with first.cursor() as cursor:
+        cursor.execute("CREATE TABLE t (x INTEGER)")
+    started = threading.Event()
+    order: list[str] = []
+
+    def other() -> None:
+        second = make()  # a connection belongs to the thread that made it
+        started.set()
+        second.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
+        order.append("second began")
+        second.commit()
+        second.set_autocommit(True)
+        second.close()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    started.wait()
+    time.sleep(0.2)
+    order.append("first commits")
+    first.commit()
+    first.set_autocommit(True)
+    thread.join(5)
+    assert order == ["first commits", "second began"]
