@@ -77,8 +77,10 @@ def run_phase(kind: str, connection_id: int) -> dict[str, Any]:
     django.setup()
     from integrations.models import Connection
     from syncqueue import engine
+    from syncqueue.heartbeat import prepare_worker_process
     from syncqueue.models import SyncJob
 
+    prepare_worker_process()  # as a qcluster worker does when it starts
     conn = Connection.objects.get(pk=connection_id)
     start = time.perf_counter()
     job = engine.enqueue(conn, kind)

@@ -334,3 +334,71 @@ def known_uids(connection: Connection, folder: str, uidvalidity: int) -> set[int
             "uid", flat=True
         )
     )
+
+
+def upsert_remote(
+    connection: Connection, items: Sequence[FetchedMessage], *, touch: bool = False
+) -> tuple[Counts, dict[str, int]]:
+    """Store messages identified by ``remote_id`` (Graph's immutable id).
+
+    A message seen again (in another folder after a move, or with new flags) is the same row,
+    updated. Content is kept from the first sight: received mail does not change. With
+    ``touch`` every row seen is marked as seen now, for ``retire_unseen`` after a full pass.
+    Returns the counts and the primary key of every item, by remote id.
+    """
+    counts = Counts()
+    by_id = {item.remote_id: item for item in items if item.remote_id}
+    existing = {
+        row.remote_id: row
+        for row in _held(connection, remote_id__in=list(by_id)).only(
+            "id", "remote_id", "folder", "flags", "labels", "deleted"
+        )
+    }
+    changed, seen, new = [], [], []
+    for remote_id, item in by_id.items():
+        row = existing.get(remote_id)
+        if row is None:
+            new.append(item)
+            counts.created += 1
+            continue
+        seen.append(row.pk)
+        if (row.folder, row.flags, row.labels, row.deleted) != (
+            item.folder,
+            item.flags,
+            item.labels,
+            False,
+        ):
+            row.folder, row.flags, row.labels = item.folder, item.flags, item.labels
+            row.deleted, row.deleted_at = False, None
+            changed.append(row)
+            counts.updated += 1
+        else:
+            counts.skipped += 1
+    MailMessage.objects.bulk_update(
+        changed, ["folder", "flags", "labels", "deleted", "deleted_at"], batch_size=500
+    )
+    if touch and seen:
+        MailMessage.objects.filter(pk__in=seen).update(updated_at=timezone.now())
+    insert_messages(connection, new)
+    ids = {rid: row.pk for rid, row in existing.items()}
+    if new:
+        ids.update(_ids_of(connection, new))
+    return counts, ids
+
+
+def mark_removed(connection: Connection, folder: str, remote_ids: Sequence[str]) -> int:
+    """A folder reports these messages gone. One that now lives in another folder was moved,
+    not deleted, so only rows still in ``folder`` are marked deleted."""
+    if not remote_ids:
+        return 0
+    return _held(connection, folder=folder, remote_id__in=list(remote_ids), deleted=False).update(
+        deleted=True, deleted_at=timezone.now()
+    )
+
+
+def retire_unseen(connection: Connection, folder: str, since: datetime) -> int:
+    """After a full pass over a folder (its sync position was lost), messages of that folder
+    the pass did not see are gone from the server."""
+    return _held(connection, folder=folder, deleted=False, updated_at__lt=since).update(
+        deleted=True, deleted_at=timezone.now()
+    )

@@ -113,6 +113,9 @@ SQLITE_PATH = env_str("SQLITE_PATH", str(VAR_DIR / "db.sqlite3"), "SQLite file w
 SQLITE_BUSY_TIMEOUT = env_int(
     "SQLITE_BUSY_TIMEOUT", 20, "Seconds SQLite waits for a lock before failing.", minimum=1
 )
+SQLITE_CACHE_MB = env_int(
+    "SQLITE_CACHE_MB", 2, "SQLite page cache per connection, in MB.", minimum=1
+)
 if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(
@@ -133,7 +136,8 @@ else:
             "OPTIONS": {
                 "timeout": SQLITE_BUSY_TIMEOUT,
                 "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                f"PRAGMA cache_size=-{SQLITE_CACHE_MB * 1024};",
             },
         }
     }
@@ -295,6 +299,11 @@ MAIL_MAX_ATTACHMENT_BYTES = env_int(
     10_000_000,
     "Attachments above this keep their metadata only (marked), not their content.",
     minimum=0,
+)
+SYNC_CA_BUNDLE = env_str(
+    "SYNC_CA_BUNDLE",
+    "",
+    "Extra CA bundle (PEM file) trusted for HTTPS to providers, e.g. behind a TLS proxy.",
 )
 IMAP_ALLOW_PLAINTEXT = env_bool(
     "IMAP_ALLOW_PLAINTEXT",

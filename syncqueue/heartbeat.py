@@ -7,6 +7,7 @@ A PENDING pile-up must never be silent: when the newest heartbeat is older than
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -43,9 +44,17 @@ def beat_worker(force: bool = False) -> None:
         _last_worker_beat = now
 
 
+def prepare_worker_process() -> None:
+    """Once a worker process has imported everything: move those objects out of the cyclic
+    garbage collector's reach. Parsing mail creates many short-lived containers, and every
+    full collection would otherwise rescan all of Django (about 12 % of a large mail sync)."""
+    gc.freeze()
+
+
 def on_worker_spawn(**kwargs: object) -> None:
     """django-q2 ``post_spawn`` handler: a worker that just started is alive right away, so
     ``/healthz`` turns green without waiting for the first dispatcher pass."""
+    prepare_worker_process()
     try:
         beat_worker(force=True)
     except DatabaseError:

@@ -45,6 +45,10 @@ FETCH_BYTES = 8_000_000  # bytes per FETCH round trip: bounds memory whatever th
 FIRST_BYTES = 64_000  # fetched for every message up front; most mail is smaller than this
 
 
+# uid, FETCH data (flags, date, size), message bytes, full size when cut to the limit
+_Raw = tuple[int, dict[bytes, Any], bytes, int | None]
+
+
 @dataclass
 class RetireFolder:
     """Rows of ``folder`` still under an old UIDVALIDITY were not found again: mark deleted."""
@@ -184,7 +188,14 @@ class MailboxSync:
         return items
 
     def fetch(self, plan: _Plan, uids: list[int]) -> list[FetchedMessage]:
-        """Fetch and parse ``uids`` with bounded memory.
+        """Fetch and parse ``uids`` (see ``fetch_raw``)."""
+        return self.parse(plan, self.fetch_raw(uids))
+
+    def parse(self, plan: _Plan, raw: list[_Raw]) -> list[FetchedMessage]:
+        return [self._message(plan, uid, data, body, cut_at) for uid, data, body, cut_at in raw]
+
+    def fetch_raw(self, uids: list[int]) -> list[_Raw]:
+        """Fetch ``uids`` with bounded memory; network only, so it can run in a thread.
 
         Each round asks for the metadata and the first ``FIRST_BYTES`` of up to
         ``FETCH_BYTES / FIRST_BYTES`` messages in one FETCH: most mail is smaller and is then
@@ -196,7 +207,7 @@ class MailboxSync:
         first = min(FIRST_BYTES, limit)
         items = [*self._fetch_items(), f"BODY.PEEK[]<0.{first}>".encode()]
         per_round = max(1, FETCH_BYTES // first)
-        messages: list[FetchedMessage] = []
+        messages: list[_Raw] = []
         larger: list[tuple[int, dict[bytes, Any]]] = []
         for group in _chunks(uids, per_round):
             response = self.client.fetch(group, items)
@@ -208,7 +219,7 @@ class MailboxSync:
                 if int(data.get(b"RFC822.SIZE", 0)) > len(raw):
                     larger.append((uid, data))
                 else:
-                    messages.append(self._message(plan, uid, data, raw, None))
+                    messages.append((uid, data, raw, None))
             del response
         rounds: list[list[tuple[int, dict[bytes, Any]]]] = [[]]
         weight = 0
@@ -228,9 +239,9 @@ class MailboxSync:
                 if raw is None:
                     continue  # expunged meanwhile
                 size = int(data[b"RFC822.SIZE"])
-                messages.append(self._message(plan, uid, data, raw, size if size > limit else None))
+                messages.append((uid, data, raw, size if size > limit else None))
             del bodies
-        messages.sort(key=lambda m: m.uid or 0)
+        messages.sort(key=lambda m: m[0])
         return messages
 
     def _message(
