@@ -25,6 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started its program (VmHWM; unlike
+    ``ru_maxrss`` it does not include the parent's memory from before ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def setup_django() -> None:
     """Configure Django on a fresh database: SQLite in a temporary directory, or a new
     PostgreSQL database named after DATABASE_URL (dropped and recreated)."""

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -75,6 +74,7 @@ def run_phase(kind: str, connection_id: int) -> dict[str, Any]:
     import django
 
     django.setup()
+    from bench.engine import peak_rss_mb
     from integrations.models import Connection
     from syncqueue import engine
     from syncqueue.heartbeat import prepare_worker_process
@@ -94,7 +94,7 @@ def run_phase(kind: str, connection_id: int) -> dict[str, Any]:
         "seconds": elapsed,
         "created": job.created_count,
         "slices": job.slices,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "finished": job.state == SyncJob.State.SUCCEEDED,
     }
 

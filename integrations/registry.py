@@ -14,6 +14,7 @@ from integrations.errors import Permanent
 
 CONNECTORS: dict[str, str] = {
     "imap": "integrations.imap.connector.ImapConnector",
+    "msgraph": "integrations.msgraph.connector.GraphConnector",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 
 from mail.models import MailAttachment, MailMessage
@@ -33,3 +35,9 @@ class MailMessageAdmin(ReadOnlyAdmin):
     list_select_related = ["connection"]
     inlines = [AttachmentInline]
     show_full_result_count = False
+
+    def lookup_allowed(self, lookup: str, value: str, request: Any = None) -> bool:
+        # a case's "linked messages" link filters by case
+        return lookup == "case_links__case__id__exact" or super().lookup_allowed(
+            lookup, value, request
+        )

@@ -89,7 +89,7 @@ class SyncJobAdmin(ReadOnlyAdmin):
         "short_error",
     ]
     list_filter = ["state", "kind", "error_class", "connection__kind"]
-    search_fields = ["=id", "=connection__id", "connection__name", "error_message"]
+    search_fields = ["=id", "=connection__id", "connection__name", "error_message", "dedupe_key"]
     list_select_related = ["connection"]
     inlines = [SyncLogInline]
     actions = ["retry_jobs", "cancel_jobs"]

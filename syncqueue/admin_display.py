@@ -21,6 +21,9 @@ BADGE_CLASSES = {
     "failed": "bad",
     "disabled": "off",
     "cancelled": "off",
+    "synced": "ok",
+    "syncing": "info",
+    "idle": "off",
 }
 
 

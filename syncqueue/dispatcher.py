@@ -104,6 +104,7 @@ def rescue_expired(now: datetime) -> tuple[int, int]:
                 engine.record_connection_outcome(
                     connection_id, Transient(message), message, job_failed=True, now=now
                 )
+                engine.announce_finished(pk)
                 level, text = "error", message
                 failed += 1
             else:

@@ -63,6 +63,7 @@ from integrations.models import Connection
 from syncqueue import heartbeat
 from syncqueue.models import SyncJob, SyncLog
 from syncqueue.redact import redact, secret_values
+from syncqueue.signals import job_finished
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,17 @@ class _LeaseLost(Exception):
 
 class _CancelRequested(Exception):
     """Someone cancelled the running job; stop at this batch boundary."""
+
+
+def announce_finished(job_id: int) -> None:
+    """Send ``job_finished`` once the current transaction commits (see syncqueue.signals)."""
+
+    def send() -> None:
+        job = SyncJob.objects.select_related("connection").filter(pk=job_id).first()
+        if job is not None:
+            job_finished.send(sender=SyncJob, job=job)
+
+    transaction.on_commit(send)
 
 
 def worker_id() -> str:
@@ -518,6 +530,7 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
             updates["checkpoint"] = batch.checkpoint
         if finish:
             updates.update(state=State.SUCCEEDED, finished_at=now, leased_until=None, worker_id="")
+            announce_finished(job.pk)
         else:
             updates["leased_until"] = now + timedelta(seconds=settings.SYNC_LEASE_SECONDS)
         owned = SyncJob.objects.filter(
@@ -612,6 +625,7 @@ def _finish(run: _Run, state: str, message: str) -> None:
     with transaction.atomic():
         if not _release(run, state=state, finished_at=timezone.now(), worker_id=""):
             return
+        announce_finished(run.job.pk)
         run.log("warning", message)
         run.flush_logs()
 
@@ -665,6 +679,7 @@ def _fail(run: _Run, exc: SyncError) -> None:
             job_failed = False
         else:
             ok = _release(run, state=State.FAILED, attempts=attempts, finished_at=now, **common)
+            announce_finished(job.pk)
             run.log("error", f"{exc.error_class}: {message}", detail=detail[:2000])
             job_failed = True
         if not ok:
@@ -762,6 +777,7 @@ def cancel_job(job: SyncJob) -> str:
         if SyncJob.objects.filter(pk=job.pk, state__in=SyncJob.WAITING).update(
             state=State.CANCELLED, finished_at=now, updated_at=now
         ):
+            announce_finished(job.pk)
             SyncLog.objects.create(
                 job=job,
                 connection_id=job.connection_id,

@@ -1,0 +1,209 @@
+"""Microsoft Graph sync benchmark against the local Graph server. Prints one JSON object.
+
+    python bench/graph_sync.py --messages 10000
+
+Builds two mailboxes of N messages each (three folders, about 10 % with a small attachment; a
+quarter of the mail is with one contact), served over HTTPS by ``sandbox.graph`` in this
+process, with real MSAL tokens. Then, each in a fresh child process that claims and runs the
+job through the engine as a worker would:
+
+- ``delta``: the first delta pass over mailbox A (every folder, every page, attachments);
+- ``history``: a case history search for the contact in mailbox B (date windows under the
+  1,000-result cap of $search, messages stored and linked to the case).
+
+Reports messages/s, Graph requests per 1,000 messages and the child's peak RSS for each. The
+local server is part of what is measured (it runs in Python on the same cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CONTACT = "dana@fabrikam.com"
+
+
+def fill(graph: Any, box: Any, count: int, seed: int) -> int:
+    """``count`` messages over three years; returns how many involve the contact."""
+    rng = random.Random(seed)
+    start = datetime(2023, 1, 1, tzinfo=UTC)
+    with_contact = 0
+    for i in range(count):
+        folder = rng.choices(["Inbox", "Sent Items", "Projects"], [7, 2, 1])[0]
+        contact = i % 4 == 0
+        with_contact += contact
+        words = " ".join(rng.choice(["contract", "invoice", "meeting", "draft"]) for _ in range(40))
+        graph.add_message(
+            box,
+            folder=folder,
+            subject=f"Message {i} about {words[:30]}",
+            sender=CONTACT if contact else f"person{rng.randrange(500)}@example.com",
+            to=(box.upn,),
+            received=start + timedelta(minutes=157 * i),
+            body=f"<html><body><p>{words}</p><p>{'x' * rng.randrange(200, 4000)}</p></body></html>",
+            attachments=(("notes.txt", os.urandom(rng.randrange(500, 20_000)), "text/plain"),)
+            if rng.random() < 0.1
+            else (),
+            is_read=rng.random() < 0.6,
+        )
+    return with_contact
+
+
+def run_phase(kind: str, connection_id: int) -> dict[str, Any]:
+    """Child process: run one job through the engine, report time and peak memory."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+
+    django.setup()
+    from bench.engine import peak_rss_mb
+    from integrations.models import Connection
+    from syncqueue import engine
+    from syncqueue.heartbeat import prepare_worker_process
+    from syncqueue.models import SyncJob
+
+    prepare_worker_process()
+    conn = Connection.objects.get(pk=connection_id)
+    start = time.perf_counter()
+    if kind != "queued":
+        engine.enqueue(conn, kind)
+    while engine.process_ticket() != "nothing to claim":
+        pass
+    elapsed = time.perf_counter() - start
+    job = SyncJob.objects.filter(connection=conn).order_by("-id").first()
+    assert job is not None
+    return {
+        "state": job.state,
+        "error": job.error_message,
+        "seconds": elapsed,
+        "done": job.progress_done,
+        "slices": job.slices,
+        "peak_rss_mb": peak_rss_mb(),
+        "finished": job.state == SyncJob.State.SUCCEEDED,
+    }
+
+
+def child(kind: str, connection_id: int, env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", kind, "--connection", str(connection_id)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["finished"]:
+        raise SystemExit(f"{kind} sync did not succeed: {result}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--page-size", type=int, default=100)
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--connection", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        print(json.dumps(run_phase(args.phase, args.connection)))
+        return
+
+    var = Path(os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-graph-")))
+    from bench.engine import setup_django
+
+    setup_django()
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    from integrations.models import Connection
+    from mail.models import MailMessage
+    from sandbox.graph import CLIENT_ID, CLIENT_SECRET, FakeGraph
+    from sandbox.tls import make_ca
+    from workspace.models import Case, CaseContact, CaseMessage
+
+    ca = make_ca(var / "ca")
+    env = {"SYNC_CA_BUNDLE": str(ca.ca_file)}
+    graph = FakeGraph(ca).start()
+    try:
+        a = graph.add_mailbox("adele@contoso.com", folders=("Projects",))
+        b = graph.add_mailbox("ben@contoso.com", folders=("Projects",))
+        start = time.perf_counter()
+        fill(graph, a, args.messages, seed=1)
+        expected = fill(graph, b, args.messages, seed=2)
+        build_s = time.perf_counter() - start
+
+        def connect(upn: str, owner: Any = None) -> Connection:
+            conn = Connection(
+                kind="msgraph",
+                name=upn,
+                owner=owner,
+                config={
+                    "tenant_id": graph.tenant,
+                    "client_id": CLIENT_ID,
+                    "mailbox": upn,
+                    "authority_host": graph.url,
+                    "graph_url": graph.url,
+                    "page_size": args.page_size,
+                },
+            )
+            conn.set_secrets({"client_secret": CLIENT_SECRET})
+            conn.save()
+            return conn
+
+        mirror = connect(a.upn)
+        before = len(graph.requests)
+        delta = child("initial", mirror.pk, env)
+        delta_requests = len(graph.requests) - before
+        stored = MailMessage.objects.filter(connection=mirror).count()
+
+        user = get_user_model().objects.create_user("ben", "ben@contoso.com")
+        searched = connect(b.upn, owner=user)
+        case = Case.objects.create(title="Fabrikam", owner=user)
+        with transaction.atomic():
+            CaseContact.objects.create(case=case, email=CONTACT)
+        before = len(graph.requests)
+        history = child("queued", searched.pk, env)
+        history_requests = len(graph.requests) - before
+        links = CaseMessage.objects.filter(case=case).count()
+    finally:
+        graph.stop()
+
+    if stored != args.messages or links != expected:
+        raise SystemExit(f"incomplete: stored {stored}/{args.messages}, linked {links}/{expected}")
+    print(
+        json.dumps(
+            {
+                "benchmark": "graph_sync",
+                "messages": args.messages,
+                "page_size": args.page_size,
+                "delta_messages_per_s": round(args.messages / delta["seconds"], 1),
+                "delta_seconds": round(delta["seconds"], 2),
+                "delta_requests_per_1000_messages": round(delta_requests / args.messages * 1000, 1),
+                "delta_peak_rss_mb": round(delta["peak_rss_mb"], 1),
+                "history_contact_messages": expected,
+                "history_messages_per_s": round(expected / history["seconds"], 1),
+                "history_seconds": round(history["seconds"], 2),
+                "history_requests_per_1000_messages": round(history_requests / expected * 1000, 1),
+                "history_peak_rss_mb": round(history["peak_rss_mb"], 1),
+                "token_requests": graph.token_requests,
+                "max_concurrent_requests_per_mailbox": max(a.max_in_flight, b.max_in_flight),
+                "throttled_requests": graph.throttled,
+                "build_mailboxes_s": round(build_s, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

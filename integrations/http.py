@@ -1,0 +1,94 @@
+"""The one HTTP seam for providers spoken to over HTTPS (Microsoft Graph, Zendesk).
+
+Every request has a connect and a read timeout; nothing retries at the transport level (the
+engine decides about retries, by error class); network failures become ``Transient`` and TLS
+verification failures ``Permanent``. Providers map HTTP *statuses* themselves, because each says
+what a 403 means in its own words. ``SYNC_CA_BUNDLE`` adds trust for a private CA (tests, or a
+company's TLS-inspecting proxy).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import requests
+from django.conf import settings
+
+from integrations.errors import Permanent, Transient
+
+DEFAULT_TIMEOUT = (10.0, 60.0)
+
+
+def verify_setting() -> bool | str:
+    """``requests``' ``verify``: the system CAs, or the bundle in SYNC_CA_BUNDLE."""
+    return settings.SYNC_CA_BUNDLE or True
+
+
+class Session(requests.Session):
+    """A session whose ``verify`` and timeout hold for every request. (Plain ``requests`` lets
+    the REQUESTS_CA_BUNDLE environment variable override a session's ``verify``.)"""
+
+    def __init__(self, timeout: tuple[float, float] | float = DEFAULT_TIMEOUT) -> None:
+        super().__init__()
+        self.verify = verify_setting()
+        self.default_timeout = timeout
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("verify") is None:
+            kwargs["verify"] = self.verify
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+        return super().request(method, url, *args, **kwargs)
+
+
+def retry_after(response: requests.Response, default: float = 5.0) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return default
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, moment.timestamp() - time.time())
+
+
+class HttpClient:
+    """A ``requests.Session`` with timeouts and error mapping; one per connector run."""
+
+    def __init__(
+        self,
+        *,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        headers: dict[str, str] | None = None,
+        what: str = "the service",
+    ) -> None:
+        self.session = Session(timeout)
+        self.session.headers.update({"User-Agent": "syncproject", **(headers or {})})
+        self.what = what
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(method, url, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise Permanent(
+                f"The TLS certificate of {self.what} could not be verified.", detail=str(exc)[:300]
+            ) from exc
+        except requests.exceptions.Timeout as exc:
+            raise Transient(
+                f"{self.what.capitalize()} did not answer in time.", detail=str(exc)[:300]
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise Transient(
+                f"Could not reach {self.what} (connection failed or dropped).",
+                detail=str(exc)[:300],
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise Transient(f"Request to {self.what} failed.", detail=str(exc)[:300]) from exc
+
+    def close(self) -> None:
+        self.session.close()

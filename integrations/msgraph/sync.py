@@ -1,0 +1,400 @@
+"""The two Graph sync algorithms, as generators of batches (``reference/providers.md`` §2).
+
+Mailbox delta (per folder): the first round pages through every message; each page is one
+batch committed with the newest ``@odata.nextLink``, so a crash resumes from that page; the
+final ``@odata.deltaLink`` is the folder's cursor for the next sync. ``@removed`` items are
+marked deleted. When Graph has forgotten a stored position (410 ``SyncStateNotFound``) that
+folder alone starts over; upserts by immutable id mean no duplicates, and messages the new
+pass did not see are marked deleted at its end.
+
+History search (a case's contact): ``$search`` answers at most 1,000 messages, so the search
+runs over received-date windows, halving any window that hits the cap; the windows still to
+do are the job's checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from integrations.base import Batch, SyncContext
+from integrations.errors import CursorReset, Permanent
+from integrations.msgraph.client import MAILBOX_CONCURRENCY, GraphClient, ItemGone
+from mail.models import MailMessage
+from mail.parsing import ParsedAttachment, ParsedMessage, html_to_text, normalize_message_id
+from mail.store import FetchedMessage
+
+if TYPE_CHECKING:
+    from integrations.msgraph.connector import GraphConnector
+
+SELECT = ",".join(
+    [
+        "subject",
+        "from",
+        "sender",
+        "toRecipients",
+        "ccRecipients",
+        "receivedDateTime",
+        "sentDateTime",
+        "internetMessageId",
+        "isRead",
+        "flag",
+        "hasAttachments",
+        "parentFolderId",
+        "categories",
+        "bodyPreview",
+        "body",
+    ]
+)
+SEARCH_CAP = 1000
+SMALLEST_WINDOW = timedelta(hours=1)
+
+
+@dataclass
+class Removed:
+    """A folder reports these messages gone (moved away or deleted)."""
+
+    folder: str
+    remote_ids: list[str]
+
+
+@dataclass
+class FullPassDone:
+    """A full pass over ``folder`` ended: messages it did not see since ``started`` are gone."""
+
+    folder: str
+    started: str
+
+
+@dataclass
+class CaseLinks:
+    """Messages found for a case's contact, to be linked to the case once each."""
+
+    case_id: int
+    contact_id: int
+
+
+def _when(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _address(item: dict[str, Any] | None) -> dict[str, str]:
+    email = (item or {}).get("emailAddress") or {}
+    return {
+        "name": str(email.get("name") or "")[:300],
+        "address": str(email.get("address") or "")[:320],
+    }
+
+
+def to_message(item: dict[str, Any], attachments: list[ParsedAttachment]) -> FetchedMessage:
+    """A Graph message object as the mail store's record."""
+    parsed = ParsedMessage()
+    parsed.subject = str(item.get("subject") or "")
+    sender = _address(item.get("from") or item.get("sender"))
+    parsed.from_name, parsed.from_address = sender["name"], sender["address"]
+    parsed.to = [_address(r) for r in item.get("toRecipients") or []]
+    parsed.cc = [_address(r) for r in item.get("ccRecipients") or []]
+    parsed.message_id = normalize_message_id(str(item.get("internetMessageId") or ""))[:998]
+    if not parsed.message_id:
+        parsed.defects.append("missing Message-ID header")
+    parsed.date_header = str(item.get("sentDateTime") or "")
+    parsed.sent_at = _when(item.get("sentDateTime"))
+    body = item.get("body") or {}
+    content = str(body.get("content") or "")
+    limit = settings.MAIL_MAX_BODY_CHARS
+    if len(content) > limit:
+        parsed.truncated = True
+        parsed.defects.append(f"body cut to {limit} characters (was {len(content)})")
+        content = content[:limit]
+    if str(body.get("contentType", "")).lower() == "html":
+        parsed.html_body = content
+    else:
+        parsed.text_body = content
+    preview = str(item.get("bodyPreview") or "") or html_to_text(parsed.html_body[:20_000])
+    parsed.snippet = " ".join(preview.split())[:200]
+    parsed.attachments = attachments
+    for attachment in attachments:
+        if attachment.note:
+            parsed.truncated = True
+            parsed.defects.append(f"{attachment.filename}: {attachment.note}")
+    flags = ["\\Seen"] if item.get("isRead") else []
+    if (item.get("flag") or {}).get("flagStatus") == "flagged":
+        flags.append("\\Flagged")
+    return FetchedMessage(
+        folder=str(item.get("parentFolderId") or ""),
+        uid=None,
+        uidvalidity=None,
+        parsed=parsed,
+        size=len(content.encode("utf-8", "replace")),
+        received_at=_when(item.get("receivedDateTime")),
+        flags=sorted(flags),
+        labels=sorted(str(c) for c in item.get("categories") or []),
+        remote_id=str(item["id"]),
+    )
+
+
+class GraphSync:
+    """Shared by both algorithms: message conversion with attachments, bounded parallelism."""
+
+    def __init__(self, connector: GraphConnector, client: GraphClient, ctx: SyncContext):
+        self.connector = connector
+        self.client = client
+        self.ctx = ctx
+        self.config = connector.graph
+
+    def _attachments(self, message_id: str) -> list[ParsedAttachment]:
+        limit = settings.MAIL_MAX_ATTACHMENT_BYTES
+        try:
+            listing = self.client.get(
+                f"messages/{message_id}/attachments",
+                params={"$select": "id,name,contentType,size,isInline"},
+            )
+        except ItemGone:
+            return []
+        found = []
+        for entry in listing.get("value", []):
+            size = int(entry.get("size") or 0)
+            data, note = None, ""
+            if size <= limit:
+                try:
+                    data = self.client.get_bytes(
+                        f"messages/{message_id}/attachments/{entry['id']}/$value"
+                    )
+                except ItemGone:
+                    note = "removed on the server before it could be read"
+            else:
+                note = (
+                    f"larger than the {limit // 1_000_000} MB attachment limit: content not stored"
+                )
+            found.append(
+                ParsedAttachment(
+                    filename=str(entry.get("name") or "")[:500],
+                    content_type=str(entry.get("contentType") or "")[:200],
+                    size=len(data) if data is not None else size,
+                    content_id="",
+                    inline=bool(entry.get("isInline")),
+                    data=data,
+                    note=note,
+                )
+            )
+        return found
+
+    def messages(self, items: list[dict[str, Any]]) -> list[FetchedMessage]:
+        """Convert items; attachments are fetched (up to 4 at a time, Graph's per-mailbox
+        limit) only for messages not stored yet — a stored message keeps its attachments."""
+        known = set(
+            MailMessage.objects.filter(
+                connection=self.connector.connection,
+                remote_id__in=[i["id"] for i in items],
+            )
+            .order_by()
+            .values_list("remote_id", flat=True)
+        )
+        wanted = [i["id"] for i in items if i.get("hasAttachments") and i["id"] not in known]
+        attachments: dict[str, list[ParsedAttachment]] = {}
+        if wanted:
+            with ThreadPoolExecutor(max_workers=MAILBOX_CONCURRENCY) as pool:
+                for message_id, found in zip(
+                    wanted, pool.map(self._attachments, wanted), strict=True
+                ):
+                    attachments[message_id] = found
+        return [to_message(item, attachments.get(item["id"], [])) for item in items]
+
+
+class MailboxDelta(GraphSync):
+    def folders(self) -> list[dict[str, Any]]:
+        """Every mail folder, child folders included (or the configured ones, by name)."""
+        found: list[dict[str, Any]] = []
+        todo = ["mailFolders"]
+        while todo:
+            url: str | None = todo.pop()
+            while url:
+                page = self.client.get(url, params={"$top": 100} if "://" not in url else None)
+                for folder in page.get("value", []):
+                    found.append(folder)
+                    if folder.get("childFolderCount"):
+                        todo.append(f"mailFolders/{folder['id']}/childFolders")
+                url = page.get("@odata.nextLink")
+        if self.config.folders:
+            wanted = {name.lower() for name in self.config.folders}
+            chosen = [f for f in found if str(f.get("displayName", "")).lower() in wanted]
+            missing = wanted - {str(f.get("displayName", "")).lower() for f in chosen}
+            if missing:
+                raise Permanent(
+                    f"Mailbox {self.config.mailbox} has no folder named "
+                    f"{', '.join(sorted(missing))}."
+                )
+            return chosen
+        return found
+
+    def run(self) -> Iterator[Batch]:
+        cursor = copy.deepcopy(self.ctx.cursor)
+        states: dict[str, dict[str, Any]] = cursor.setdefault("folders", {})
+        folders = self.folders()
+        fresh = [f for f in folders if not states.get(f["id"], {}).get("delta")]
+        total = None
+        if fresh:
+            total = self.ctx.progress_done + sum(int(f.get("totalItemCount") or 0) for f in fresh)
+        done = self.ctx.progress_done
+        restarted: set[str] = set()
+        for index, folder in enumerate(folders):
+            folder_id = folder["id"]
+            state = states.setdefault(folder_id, {})
+            state["name"] = folder.get("displayName", "")
+            url = state.get("next") or state.get("delta")
+            if url is None:
+                state.setdefault("started", timezone.now().isoformat())
+                url = f"mailFolders/{folder_id}/messages/delta"
+            while url:
+                try:
+                    page = self.client.get(
+                        url,
+                        params={"$select": SELECT} if "://" not in url else None,
+                        page_size=self.config.page_size,
+                    )
+                except CursorReset as reset:
+                    if folder_id in restarted:
+                        raise  # even a fresh start is rejected: the engine retries later
+                    restarted.add(folder_id)
+                    # Only this folder starts over; the others keep their positions.
+                    self.ctx.log(
+                        "warning",
+                        f"{state['name']}: {reset.message} Resyncing this folder in full.",
+                    )
+                    state.clear()
+                    state.update(
+                        name=folder.get("displayName", ""),
+                        reset=True,
+                        started=timezone.now().isoformat(),
+                    )
+                    url = f"mailFolders/{folder_id}/messages/delta"
+                    continue
+                items = page.get("value", [])
+                moved, removed = self.resolve_removed(
+                    folder_id, [i["id"] for i in items if "@removed" in i]
+                )
+                records: list[Any] = self.messages(
+                    [i for i in items if "@removed" not in i] + moved
+                )
+                if removed:
+                    records.append(Removed(folder_id, removed))
+                done += len(items)
+                state["next"] = page.get("@odata.nextLink")
+                if "@odata.deltaLink" in page:
+                    state["delta"] = page["@odata.deltaLink"]
+                    state["next"] = None
+                    if state.pop("reset", False):
+                        records.append(FullPassDone(folder_id, state["started"]))
+                    state.pop("started", None)
+                last = index == len(folders) - 1 and state["next"] is None
+                yield Batch(
+                    records=records,
+                    cursor=copy.deepcopy(cursor),
+                    done=done,
+                    total=total,
+                    final=last,
+                )
+                url = state["next"]
+
+    def resolve_removed(
+        self, folder_id: str, ids: list[str]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """A folder reports items gone: look each up by its immutable id, so a message moved
+        to another folder is updated there at once rather than shown deleted until that
+        folder's turn. Returns (moved items, ids really gone)."""
+
+        def look(message_id: str) -> dict[str, Any] | None:
+            try:
+                return self.client.get(f"messages/{message_id}", params={"$select": SELECT})
+            except ItemGone:
+                return None
+
+        moved, gone = [], []
+        with ThreadPoolExecutor(max_workers=MAILBOX_CONCURRENCY) as pool:
+            for message_id, item in zip(ids, pool.map(look, ids), strict=True):
+                if item is None:
+                    gone.append(message_id)
+                elif item.get("parentFolderId") != folder_id:
+                    moved.append(item)
+                # else: still there (the report was replication lag): nothing to do
+        return moved, gone
+
+
+def _kql_time(moment: datetime, whole_days: bool) -> str:
+    return moment.strftime("%Y-%m-%d") if whole_days else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class HistorySearch(GraphSync):
+    def run(self) -> Iterator[Batch]:
+        from workspace.models import CaseContact
+
+        payload = self.ctx.payload
+        contact = CaseContact.objects.filter(pk=payload.get("contact")).first()
+        if contact is None:
+            return  # the contact was removed from the case meanwhile: nothing to do
+        email = contact.email
+        checkpoint = copy.deepcopy(self.ctx.checkpoint)
+        if "windows" not in checkpoint:
+            start = datetime.combine(self.config.history_start, datetime.min.time(), UTC)
+            end = (timezone.now() + timedelta(days=1)).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            )
+            checkpoint = {"windows": [[start.isoformat(), end.isoformat()]], "found": 0}
+        windows: list[list[str]] = checkpoint["windows"]
+        while windows:
+            start, end = (datetime.fromisoformat(w) for w in windows[-1])
+            items = self.search(email, start, end)
+            if len(items) >= SEARCH_CAP and end - start > SMALLEST_WINDOW:
+                middle = start + (end - start) / 2
+                windows[-1:] = [
+                    [middle.isoformat(), end.isoformat()],
+                    [start.isoformat(), middle.isoformat()],
+                ]
+                continue
+            if len(items) >= SEARCH_CAP:
+                self.ctx.log(
+                    "warning",
+                    f"More than {SEARCH_CAP} messages with {email} between "
+                    f"{start:%Y-%m-%d %H:%M} and {end:%H:%M}: some may be missing.",
+                )
+            windows.pop()
+            checkpoint["found"] += len(items)
+            records: list[Any] = self.messages(items)
+            records.append(CaseLinks(int(payload["case"]), contact.pk))
+            yield Batch(
+                records=records,
+                checkpoint=copy.deepcopy(checkpoint),
+                done=checkpoint["found"],
+                final=not windows,
+                note=f"{len(items)} message(s) with {email} received "
+                f"{start:%Y-%m-%d} to {end:%Y-%m-%d}"
+                if items
+                else "",
+            )
+
+    def search(self, email: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        days = start.time() == end.time() == datetime.min.time()
+        query = (
+            f'"participants:{email} AND received>={_kql_time(start, days)} '
+            f'AND received<{_kql_time(end, days)}"'
+        )
+        items: list[dict[str, Any]] = []
+        url: str | None = "messages"
+        params: dict[str, Any] | None = {"$search": query, "$select": SELECT, "$top": 250}
+        while url and len(items) < SEARCH_CAP:
+            page = self.client.get(url, params=params)
+            items.extend(page.get("value", []))
+            url, params = page.get("@odata.nextLink"), None
+        return items

@@ -1,0 +1,555 @@
+"""A local Microsoft identity platform + Microsoft Graph mail server, for tests, benchmarks and
+the demo. It speaks the documented shapes (``reference/providers.md`` §2.9) over real HTTPS, so
+real MSAL and our client talk to it unchanged:
+
+- ``GET /{tenant}/v2.0/.well-known/openid-configuration`` and ``POST /{tenant}/oauth2/v2.0/token``
+  (client credentials; AADSTS errors for unknown tenants and apps, wrong or expired secrets);
+  tokens are checked on every Graph call, with a server-side lifetime and revocation;
+- ``/v1.0/users/{u}``, ``mailFolders`` (+ ``childFolders``), per-folder ``messages/delta`` with
+  skip and delta tokens, ``@removed`` items and forgettable sync state (410
+  ``SyncStateNotFound``), ``messages?$search=`` capped at 1,000 results, ``messages/{id}``,
+  ``$value`` and attachments; ``/me`` is refused as it is for app-only tokens;
+- at most 4 concurrent requests per mailbox (the 5th gets 429 ``ApplicationThrottled``), with
+  the highest concurrency seen recorded; fault injection from ``sandbox.http``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, unquote
+
+from sandbox.http import LocalServer, Request, Response
+from sandbox.tls import TestCA
+
+TENANT = "8f3c1e52-6b1d-4f0e-9a63-2d5c7b9e4a10"
+CLIENT_ID = "5e0d1f2a-3b4c-4d5e-8f60-718293a4b5c6"
+CLIENT_SECRET = "local-graph-secret"  # noqa: S105 - the fake server's own test credential, not a real one
+SEARCH_CAP = 1000
+ITEM_NOT_FOUND = "The specified object was not found in the store."
+ACCESS_DENIED = "Access is denied. Check credentials and try again."
+MAILBOX_CONCURRENCY = 4
+_ROOT = "msgfolderroot"
+_ids = itertools.count(1)
+
+
+def new_id(prefix: str = "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A") -> str:
+    """An opaque, case-sensitive id shaped like an Exchange immutable id."""
+    raw = f"{next(_ids):010d}{secrets.token_hex(4)}".encode()
+    return prefix + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> Response:
+    return Response(status, {"error": {"code": code, "message": message}}, headers)
+
+
+def _aad_error(status: int, error: str, code: int, text: str) -> Response:
+    return Response(
+        status,
+        {
+            "error": error,
+            "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {secrets.token_hex(8)}",
+            "error_codes": [code],
+            "timestamp": _iso(datetime.now(UTC)),
+        },
+    )
+
+
+@dataclass
+class App:
+    client_id: str
+    secret: str
+    secret_expired: bool = False
+    consented: bool = True
+
+
+@dataclass
+class Mailbox:
+    upn: str
+    display_name: str
+    folders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attachments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    events: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    seq: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def folder_id(self, name_or_id: str) -> str:
+        for folder in self.folders.values():
+            if name_or_id in (folder["id"], folder["displayName"]):
+                return str(folder["id"])
+        raise KeyError(name_or_id)
+
+    def touch(self, folder_id: str, message_id: str) -> None:
+        self.seq += 1
+        self.events.setdefault(folder_id, []).append((self.seq, message_id))
+
+
+class FakeGraph(LocalServer):
+    def __init__(self, ca: TestCA, *, latency: float = 0.0) -> None:
+        super().__init__(ca)
+        self.tenant = TENANT
+        self.apps: dict[str, App] = {CLIENT_ID: App(CLIENT_ID, CLIENT_SECRET)}
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.tokens: dict[str, tuple[float, str]] = {}
+        self.token_lifetime = 3600.0  # server-side validity
+        self.advertised_lifetime = 3599  # what the token response says
+        self.token_requests = 0
+        self.sync_states: dict[str, dict[str, Any]] = {}
+        self.generation = 1
+        self.latency = latency
+        self.without_immutable_ids = 0
+        self.throttled = 0
+
+    # --- setting up mailboxes ------------------------------------------------------------------
+    def add_mailbox(
+        self, upn: str, display_name: str = "", folders: tuple[str, ...] = ()
+    ) -> Mailbox:
+        box = Mailbox(upn.lower(), display_name or upn.split("@")[0].title())
+        for name in ("Inbox", "Sent Items", "Deleted Items", *folders):
+            self.add_folder(box, name)
+        with self.lock:
+            self.mailboxes[box.upn] = box
+        return box
+
+    def add_folder(self, box: Mailbox, name: str, parent: str | None = None) -> str:
+        folder_id = new_id("AAMkAGI2-folder-")
+        parent_id = box.folder_id(parent) if parent else _ROOT
+        with self.lock:
+            box.folders[folder_id] = {
+                "id": folder_id,
+                "displayName": name,
+                "parentFolderId": parent_id,
+                "childFolderCount": 0,
+                "unreadItemCount": 0,
+                "totalItemCount": 0,
+                "isHidden": False,
+            }
+            if parent_id in box.folders:
+                box.folders[parent_id]["childFolderCount"] += 1
+        return folder_id
+
+    def add_message(
+        self,
+        box: Mailbox,
+        *,
+        folder: str = "Inbox",
+        subject: str = "Hello",
+        sender: str = "alice@example.com",
+        to: tuple[str, ...] = (),
+        cc: tuple[str, ...] = (),
+        received: datetime | None = None,
+        body: str = "<p>Hello there</p>",
+        attachments: tuple[tuple[str, bytes, str], ...] = (),
+        is_read: bool = False,
+        categories: tuple[str, ...] = (),
+    ) -> str:
+        received = received or datetime.now(UTC)
+        message_id = new_id()
+        folder_id = box.folder_id(folder)
+        item = {
+            "id": message_id,
+            "@odata.etag": f'W/"{secrets.token_hex(6)}"',
+            "changeKey": secrets.token_hex(6),
+            "internetMessageId": f"<{message_id[-14:]}.{next(_ids)}@mail.example.com>",
+            "conversationId": new_id("AAQkAGI2-conv-"),
+            "subject": subject,
+            "bodyPreview": re.sub(r"<[^>]+>", "", body)[:255],
+            "body": {"contentType": "html", "content": body},
+            "from": {"emailAddress": {"name": sender.split("@")[0].title(), "address": sender}},
+            "sender": {"emailAddress": {"name": sender.split("@")[0].title(), "address": sender}},
+            "toRecipients": [
+                {"emailAddress": {"name": "", "address": a}} for a in to or (box.upn,)
+            ],
+            "ccRecipients": [{"emailAddress": {"name": "", "address": a}} for a in cc],
+            "receivedDateTime": _iso(received),
+            "sentDateTime": _iso(received - timedelta(seconds=30)),
+            "lastModifiedDateTime": _iso(received),
+            "isRead": is_read,
+            "flag": {"flagStatus": "notFlagged"},
+            "hasAttachments": any(True for a in attachments),
+            "parentFolderId": folder_id,
+            "categories": list(categories),
+        }
+        with self.lock:
+            box.messages[message_id] = item
+            box.attachments[message_id] = [
+                {
+                    "@odata.type": "#microsoft.graph.fileAttachment",
+                    "id": new_id("AAMkAGI2-att-"),
+                    "name": name,
+                    "contentType": content_type,
+                    "size": len(data),
+                    "isInline": False,
+                    "data": data,
+                }
+                for name, data, content_type in attachments
+            ]
+            box.folders[folder_id]["totalItemCount"] += 1
+            box.touch(folder_id, message_id)
+        return message_id
+
+    def update_message(self, box: Mailbox, message_id: str, **changes: Any) -> None:
+        with self.lock:
+            item = box.messages[message_id]
+            item.update(changes)
+            item["lastModifiedDateTime"] = _iso(datetime.now(UTC))
+            box.touch(item["parentFolderId"], message_id)
+
+    def move_message(self, box: Mailbox, message_id: str, folder: str) -> None:
+        """Moves keep the immutable id; the old folder's delta reports a removal."""
+        with self.lock:
+            item = box.messages[message_id]
+            source, target = item["parentFolderId"], box.folder_id(folder)
+            item["parentFolderId"] = target
+            box.folders[source]["totalItemCount"] -= 1
+            box.folders[target]["totalItemCount"] += 1
+            box.touch(source, message_id)
+            box.touch(target, message_id)
+
+    def delete_message(self, box: Mailbox, message_id: str) -> None:
+        with self.lock:
+            item = box.messages.pop(message_id)
+            box.folders[item["parentFolderId"]]["totalItemCount"] -= 1
+            box.touch(item["parentFolderId"], message_id)
+
+    def forget_sync_state(self) -> None:
+        """Graph evicted every delta token (they have no fixed lifetime): next use gets 410."""
+        with self.lock:
+            self.sync_states.clear()
+            self.generation += 1
+
+    def revoke_tokens(self) -> None:
+        with self.lock:
+            self.tokens.clear()
+
+    # --- dispatch ------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        if path.endswith("/.well-known/openid-configuration"):
+            return self.openid_configuration(path.split("/")[1])
+        if path.endswith("/oauth2/v2.0/token") and request.method == "POST":
+            return self.token(path.split("/")[1], request.form())
+        if not path.startswith("/v1.0/"):
+            return _error(404, "UnknownPath", f"{path} is not a Graph endpoint")
+        denied = self.authorize(request)
+        if denied is not None:
+            return denied
+        if path == "/v1.0/me" or path.startswith("/v1.0/me/"):
+            return _error(
+                400, "BadRequest", "/me request is only valid with delegated authentication flow."
+            )
+        match = re.match(r"^/v1\.0/users/([^/]+)(/.*)?$", path)
+        if not match:
+            return _error(400, "BadRequest", "Resource not found for the segment.")
+        box = self.mailboxes.get(unquote(match.group(1)).lower())
+        if box is None:
+            return _error(
+                404,
+                "ErrorInvalidUser",
+                f"The requested user '{unquote(match.group(1))}' is invalid.",
+            )
+        if 'IdType="ImmutableId"' not in (request.headers.get("Prefer") or ""):
+            self.without_immutable_ids += 1
+        with self.lock:
+            box.in_flight += 1
+            box.max_in_flight = max(box.max_in_flight, box.in_flight)
+            over = box.in_flight > MAILBOX_CONCURRENCY
+            if over:
+                self.throttled += 1
+        try:
+            if over:
+                return _error(
+                    429,
+                    "ApplicationThrottled",
+                    "Application is over its MailboxConcurrency limit.",
+                    **{"Retry-After": "1"},
+                )
+            if self.latency:
+                time.sleep(self.latency)
+            return self.mailbox_route(request, box, match.group(2) or "")
+        finally:
+            with self.lock:
+                box.in_flight -= 1
+
+    # --- identity platform ---------------------------------------------------------------------
+    def openid_configuration(self, tenant: str) -> Response:
+        if tenant != self.tenant:
+            return _aad_error(
+                400,
+                "invalid_tenant",
+                90002,
+                f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID.",
+            )
+        base = f"{self.url}/{tenant}"
+        return Response(
+            200,
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "issuer": f"{base}/v2.0",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "response_types_supported": ["code", "id_token", "token"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+            },
+        )
+
+    def token(self, tenant: str, form: dict[str, str]) -> Response:
+        with self.lock:
+            self.token_requests += 1
+        if tenant != self.tenant:
+            return _aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
+        if form.get("grant_type") != "client_credentials":
+            return _aad_error(400, "unsupported_grant_type", 70003, "Unsupported grant type.")
+        app = self.apps.get(form.get("client_id", ""))
+        if app is None:
+            return _aad_error(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{form.get('client_id')}' was not found in the "
+                f"directory '{tenant}'.",
+            )
+        if form.get("client_secret") != app.secret:
+            return _aad_error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is "
+                "the client secret value, not the client secret ID.",
+            )
+        if app.secret_expired:
+            return _aad_error(
+                401,
+                "invalid_client",
+                7000222,
+                f"The provided client secret keys for app '{app.client_id}' are expired.",
+            )
+        if form.get("scope") != "https://graph.microsoft.com/.default":
+            return _aad_error(400, "invalid_scope", 1002012, "Invalid scope.")
+        access_token = "eyJ0eXAi." + secrets.token_urlsafe(24)
+        with self.lock:
+            self.tokens[access_token] = (time.monotonic() + self.token_lifetime, app.client_id)
+        return Response(
+            200,
+            {
+                "token_type": "Bearer",
+                "expires_in": self.advertised_lifetime,
+                "ext_expires_in": self.advertised_lifetime,
+                "access_token": access_token,
+            },
+        )
+
+    def authorize(self, request: Request) -> Response | None:
+        header = request.headers.get("Authorization") or ""
+        token = header[7:] if header.startswith("Bearer ") else ""
+        with self.lock:
+            entry = self.tokens.get(token)
+        if entry is None or entry[0] < time.monotonic():
+            return _error(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token has expired or is not yet valid.",
+            )
+        if not self.apps[entry[1]].consented:
+            return _error(403, "ErrorAccessDenied", ACCESS_DENIED)
+        return None
+
+    # --- mailbox routes --------------------------------------------------------------------------
+    def mailbox_route(self, request: Request, box: Mailbox, rest: str) -> Response:
+        if rest == "":
+            return Response(
+                200,
+                {
+                    "id": secrets.token_hex(8),
+                    "displayName": box.display_name,
+                    "mail": box.upn,
+                    "userPrincipalName": box.upn,
+                },
+            )
+        if rest == "/mailFolders":
+            return self.folder_page(request, box, _ROOT)
+        if m := re.match(r"^/mailFolders/([^/]+)/childFolders$", rest):
+            return self.folder_page(request, box, m.group(1))
+        if m := re.match(r"^/mailFolders/([^/]+)/messages/delta$", rest):
+            return self.delta(request, box, m.group(1))
+        if rest == "/messages" and "$search" in request.query:
+            return self.search(request, box)
+        if m := re.match(r"^/messages/([^/]+)(/.*)?$", rest):
+            return self.message_route(request, box, m.group(1), m.group(2) or "")
+        return _error(400, "BadRequest", f"Unsupported segment {rest}")
+
+    def folder_page(self, request: Request, box: Mailbox, parent: str) -> Response:
+        with self.lock:
+            folders = [dict(f) for f in box.folders.values() if f["parentFolderId"] == parent]
+        top = int(request.query.get("$top", 10))
+        skip = int(request.query.get("$skip", 0))
+        body: dict[str, Any] = {"value": folders[skip : skip + top]}
+        if skip + top < len(folders):
+            body["@odata.nextLink"] = f"{self.url}{request.path}?$top={top}&$skip={skip + top}"
+        return Response(200, body)
+
+    def _selected(self, item: dict[str, Any], select: str) -> dict[str, Any]:
+        if not select:
+            return dict(item)
+        wanted = {"id", "@odata.etag", *select.split(",")}
+        return {k: v for k, v in item.items() if k in wanted}
+
+    def _page_size(self, request: Request, default: int) -> int:
+        found = re.search(r"odata\.maxpagesize=(\d+)", request.headers.get("Prefer") or "")
+        return int(found.group(1)) if found else default
+
+    def delta(self, request: Request, box: Mailbox, folder_id: str) -> Response:
+        if folder_id not in box.folders:
+            return _error(404, "ErrorItemNotFound", ITEM_NOT_FOUND)
+        query = request.query
+        with self.lock:
+            if "$skiptoken" in query or "$deltatoken" in query:
+                key = query.get("$skiptoken") or query.get("$deltatoken", "")
+                state = self.sync_states.get(key)
+                if state is None or state["folder"] != folder_id:
+                    return _error(
+                        410,
+                        "SyncStateNotFound",
+                        f"The sync state generation is not found; generation={self.generation - 1};"
+                        f"[highest={self.generation}]",
+                    )
+                if "$deltatoken" in query:  # a new round: what changed since that round's start
+                    latest: dict[str, None] = {}
+                    for seq, message_id in box.events.get(folder_id, []):
+                        if seq > state["base"]:
+                            latest.pop(message_id, None)
+                            latest[message_id] = None
+                    state = {
+                        **state,
+                        "ids": list(latest),
+                        "pos": 0,
+                        "base": box.seq,
+                        "initial": False,
+                    }
+            else:
+                ids = [m for m, item in box.messages.items() if item["parentFolderId"] == folder_id]
+                state = {
+                    "folder": folder_id,
+                    "ids": ids,
+                    "pos": 0,
+                    "base": box.seq,
+                    "select": query.get("$select", ""),
+                    "initial": True,
+                }
+            size = self._page_size(request, 10)
+            chunk = state["ids"][state["pos"] : state["pos"] + size]
+            value = []
+            for message_id in chunk:
+                item = box.messages.get(message_id)
+                if item is not None and item["parentFolderId"] == folder_id:
+                    value.append(self._selected(item, state["select"]))
+                elif not state["initial"]:
+                    value.append({"id": message_id, "@removed": {"reason": "deleted"}})
+            token = secrets.token_urlsafe(24)
+            following = {**state, "pos": state["pos"] + size}
+            base = f"{self.url}/v1.0/users/{quote(box.upn, safe='@')}/mailFolders/{folder_id}"
+            body: dict[str, Any] = {
+                "@odata.context": f"{self.url}/v1.0/$metadata#Collection(message)",
+                "value": value,
+            }
+            if following["pos"] < len(state["ids"]):
+                self.sync_states[token] = following
+                body["@odata.nextLink"] = f"{base}/messages/delta?$skiptoken={token}"
+            else:
+                self.sync_states[token] = {
+                    "folder": folder_id,
+                    "base": state["base"],
+                    "select": state["select"],
+                }
+                body["@odata.deltaLink"] = f"{base}/messages/delta?$deltatoken={token}"
+        return Response(200, body)
+
+    def search(self, request: Request, box: Mailbox) -> Response:
+        if "$orderby" in request.query or "$filter" in request.query:
+            return _error(
+                400,
+                "SearchWithOrderBy",
+                "The query parameter '$orderBy' is not supported with '$search'.",
+            )
+        text = request.query["$search"].strip('"')
+        participant = re.search(r"participants:(\S+)", text)
+        since = re.search(r"received>=(\S+)", text)
+        until = re.search(r"received<(\S+)", text)
+
+        def moment(found: re.Match[str] | None) -> datetime | None:
+            if not found:
+                return None
+            value = found.group(1)
+            if len(value) == 10:
+                value += "T00:00:00Z"
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+        start, end = moment(since), moment(until)
+        who = participant.group(1).lower() if participant else ""
+        with self.lock:
+            hits = []
+            for item in box.messages.values():
+                people = [item["from"], *item["toRecipients"], *item["ccRecipients"]]
+                if who and who not in {p["emailAddress"]["address"].lower() for p in people}:
+                    continue
+                received = datetime.fromisoformat(item["receivedDateTime"].replace("Z", "+00:00"))
+                if (start and received < start) or (end and received >= end):
+                    continue
+                hits.append(item)
+        hits.sort(key=lambda i: i["sentDateTime"], reverse=True)
+        hits = hits[:SEARCH_CAP]
+        top = min(int(request.query.get("$top", 10)), 1000)
+        skip = int(request.query.get("$skip", 0))
+        select = request.query.get("$select", "")
+        page = [self._selected(i, select) for i in hits[skip : skip + top]]
+        body: dict[str, Any] = {"value": page}
+        if skip + top < len(hits):
+            params = "&".join(
+                f"{k}={quote(v, safe='')}"
+                for k, v in {**request.query, "$top": str(top), "$skip": str(skip + top)}.items()
+            )
+            body["@odata.nextLink"] = f"{self.url}{request.path}?{params}"
+        return Response(200, body)
+
+    def message_route(self, request: Request, box: Mailbox, message_id: str, rest: str) -> Response:
+        with self.lock:
+            item = box.messages.get(message_id)
+            attachments = list(box.attachments.get(message_id, []))
+        if item is None:
+            return _error(404, "ErrorItemNotFound", ITEM_NOT_FOUND)
+        if rest == "":
+            return Response(200, self._selected(item, request.query.get("$select", "")))
+        if rest == "/$value":
+            mime = (
+                f"Message-ID: {item['internetMessageId']}\r\nSubject: {item['subject']}\r\n"
+                f"From: {item['from']['emailAddress']['address']}\r\n"
+                f"Content-Type: text/html; charset=utf-8\r\n\r\n{item['body']['content']}\r\n"
+            )
+            return Response(200, mime, content_type="message/rfc822")
+        if rest == "/attachments":
+            meta = [{k: v for k, v in a.items() if k != "data"} for a in attachments]
+            if "$select" not in request.query:
+                for entry, attachment in zip(meta, attachments, strict=True):
+                    entry["contentBytes"] = base64.b64encode(attachment["data"]).decode()
+            return Response(200, {"value": meta})
+        if m := re.match(r"^/attachments/([^/]+)/\$value$", rest):
+            for attachment in attachments:
+                if attachment["id"] == m.group(1):
+                    return Response(200, attachment["data"], content_type=attachment["contentType"])
+        return _error(404, "ErrorItemNotFound", ITEM_NOT_FOUND)

@@ -1,0 +1,181 @@
+"""Mirroring a Microsoft 365 mailbox with per-folder delta queries against the local server."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from django.utils import timezone
+
+from mail.models import MailAttachment, MailMessage
+from syncqueue import engine
+from syncqueue.models import SyncJob, SyncLog
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Kind, State = SyncJob.Kind, SyncJob.State
+
+
+def sync(conn, work, kind: str = Kind.MANUAL) -> SyncJob:
+    job = engine.enqueue(conn, kind)
+    work()
+    job.refresh_from_db()
+    return job
+
+
+def mirror(conn) -> dict[str, MailMessage]:
+    rows = list(MailMessage.objects.filter(connection=conn))
+    counts = Counter(r.remote_id for r in rows)
+    assert max(counts.values(), default=1) == 1, "a message was stored twice"
+    return {r.remote_id: r for r in rows}
+
+
+def live(box) -> set[str]:
+    return set(box.messages)
+
+
+def test_first_sync_mirrors_every_folder(make_graph_connection, graph, mailbox, work):
+    graph.add_folder(mailbox, "2024", parent="Projects")
+    ids = [graph.add_message(mailbox, subject=f"inbox {i}") for i in range(23)]
+    ids += [graph.add_message(mailbox, folder="2024", subject=f"archived {i}") for i in range(7)]
+    with_file = graph.add_message(
+        mailbox,
+        folder="Projects",
+        subject="Plans",
+        attachments=(("plan.pdf", b"%PDF-1.4 plan", "application/pdf"),),
+        is_read=True,
+        categories=("Blue category",),
+    )
+    conn = make_graph_connection(page_size=5)
+    job = sync(conn, work, Kind.INITIAL)
+
+    assert job.state == State.SUCCEEDED, job.error_message
+    stored = mirror(conn)
+    assert set(stored) == {*ids, with_file} == live(mailbox)
+    plans = stored[with_file]
+    assert plans.subject == "Plans" and plans.flags == ["\\Seen"]
+    assert plans.labels == ["Blue category"]
+    assert plans.folder == mailbox.folder_id("Projects")
+    attachment = MailAttachment.objects.get(message=plans)
+    assert (attachment.filename, attachment.size) == ("plan.pdf", 13)
+    assert attachment.file.read() == b"%PDF-1.4 plan"
+    assert job.progress_done == 31
+    # every request asked for immutable ids and never exceeded the mailbox's concurrency
+    assert graph.without_immutable_ids == 0
+    assert mailbox.max_in_flight <= 4 and graph.throttled == 0
+    # the delta links are the cursor; no token anywhere in what we persist
+    conn.refresh_from_db()
+    folders = conn.cursor["folders"]
+    assert all("$deltatoken=" in state["delta"] for state in folders.values())
+    tokens = {t for t in graph.tokens}
+    persisted = (
+        str(conn.cursor)
+        + str(job.payload)
+        + str(job.checkpoint)
+        + "".join(SyncLog.objects.filter(job=job).values_list("message", flat=True))
+    )
+    assert not any(token in persisted for token in tokens)
+
+
+def test_later_syncs_bring_only_changes(make_graph_connection, graph, mailbox, work):
+    first = [graph.add_message(mailbox, subject=f"m{i}") for i in range(12)]
+    conn = make_graph_connection(page_size=5)
+    sync(conn, work, Kind.INITIAL)
+    requests_before = len(graph.requests)
+
+    new = graph.add_message(mailbox, subject="new one")
+    graph.update_message(mailbox, first[0], isRead=True, flag={"flagStatus": "flagged"})
+    graph.move_message(mailbox, first[1], "Projects")
+    graph.delete_message(mailbox, first[2])
+    job = sync(conn, work)
+
+    assert job.state == State.SUCCEEDED, job.error_message
+    stored = mirror(conn)
+    assert stored[new].subject == "new one"
+    assert stored[first[0]].flags == ["\\Flagged", "\\Seen"]
+    moved = stored[first[1]]  # same row: the immutable id survived the move
+    assert moved.folder == mailbox.folder_id("Projects") and not moved.deleted
+    assert stored[first[2]].deleted  # kept, marked deleted
+    assert {r for r, m in stored.items() if not m.deleted} == live(mailbox)
+    assert (job.created_count, job.deleted_count) == (1, 1)
+    # one folder list + one delta round per folder, no re-download of the mailbox
+    assert len(graph.requests) - requests_before <= 1 + 4 + 2
+
+
+def test_a_forgotten_delta_link_resyncs_that_folder_without_duplicates(
+    make_graph_connection, graph, mailbox, work
+):
+    ids = [graph.add_message(mailbox, subject=f"m{i}") for i in range(9)]
+    conn = make_graph_connection(page_size=4)
+    sync(conn, work, Kind.INITIAL)
+    graph.delete_message(mailbox, ids[0])
+    added = graph.add_message(mailbox, subject="while we were away")
+    graph.forget_sync_state()  # the stored deltaLinks now answer 410 SyncStateNotFound
+
+    job = sync(conn, work)
+
+    assert job.state == State.SUCCEEDED, job.error_message
+    stored = mirror(conn)
+    assert added in stored and stored[ids[0]].deleted
+    assert {r for r, m in stored.items() if not m.deleted} == live(mailbox)
+    assert SyncLog.objects.filter(job=job, message__contains="Resyncing this folder").exists()
+
+
+def test_a_429_storm_is_waited_out_without_spending_attempts(
+    make_graph_connection, graph, mailbox, work
+):
+    ids = [graph.add_message(mailbox, subject=f"m{i}") for i in range(20)]
+    storm = graph.fault(
+        r"/messages/delta",
+        429,
+        times=3,
+        retry_after=1,
+        body={"error": {"code": "ApplicationThrottled", "message": "slow down"}},
+    )
+    busy = graph.fault(r"/mailFolders\?", 503, times=1, retry_after=1)
+    conn = make_graph_connection(page_size=5)
+    job = sync(conn, work, Kind.INITIAL)
+
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert (storm.hits, busy.hits) == (3, 1)
+    assert job.attempts == 0
+    assert set(mirror(conn)) == set(ids)
+    assert SyncLog.objects.filter(job=job, message__contains="Rate limited").count() >= 4
+
+
+def test_dropped_connections_and_server_errors_are_retried(
+    make_graph_connection, graph, mailbox, work
+):
+    ids = [graph.add_message(mailbox, subject=f"m{i}") for i in range(10)]
+    graph.fault(r"/messages/delta", drop=True, times=1)
+    graph.fault(r"/messages/delta", 500, times=1)
+    conn = make_graph_connection(page_size=5)
+    job = engine.enqueue(conn, Kind.INITIAL)
+    for _ in range(3):  # each failure backs off; the test lets the backoff end at once
+        work()
+        SyncJob.objects.filter(pk=job.pk, state=State.RETRYING).update(run_after=timezone.now())
+        engine.requeue_due_retries(timezone.now())
+    job.refresh_from_db()
+    assert job.state == State.SUCCEEDED, (job.state, job.error_message)
+    assert job.attempts == 2 and job.error_class == "Transient"
+    assert set(mirror(conn)) == set(ids)
+
+
+def test_a_sync_outlives_its_tokens(make_graph_connection, graph, mailbox, work):
+    """The server lets tokens live 0.3 s (MSAL believes an hour) and revokes all of them
+    mid-sync: each 401 gets one fresh token and the sync carries on."""
+    ids = [graph.add_message(mailbox, subject=f"m{i}") for i in range(150)]
+    graph.token_lifetime = 0.3
+    graph.latency = 0.01
+    revoke = threading.Timer(0.5, graph.revoke_tokens)
+    conn = make_graph_connection(page_size=5)
+    revoke.start()
+    try:
+        job = sync(conn, work, Kind.INITIAL)
+    finally:
+        revoke.cancel()
+
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert set(mirror(conn)) == set(ids)
+    assert graph.token_requests >= 3
+    assert job.attempts == 0
