@@ -178,6 +178,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "belongs_to",
         "status_badge",
         "last_success",
+        "schedule_words",
         "next_run",
         "running",
         "fails",
@@ -204,11 +205,21 @@ class ConnectionAdmin(admin.ModelAdmin):
         "consecutive_failures",
         "next_sync_at",
         "stale_after",
+        "schedule_words",
+        "data_stats",
         "cursor_summary",
         "jobs_link",
         "created_at",
     ]
-    actions = ["sync_now", "full_resync", "test_connection", "enable", "disable"]
+    actions = [
+        "sync_now",
+        "full_resync",
+        "test_connection",
+        "start_schedule",
+        "stop_schedule",
+        "enable",
+        "disable",
+    ]
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
@@ -285,6 +296,26 @@ class ConnectionAdmin(admin.ModelAdmin):
     def short_error(self, conn: Connection) -> str:
         return conn.last_error[:70] + ("…" if len(conn.last_error) > 70 else "")
 
+    @admin.display(description="Schedule", ordering="schedule")
+    def schedule_words(self, conn: Connection) -> str:
+        if not conn.scheduled:
+            return "stopped (runs only when triggered)"
+        try:
+            words = conn.parsed_schedule.describe()
+        except ValueError:
+            return conn.schedule
+        if conn.parsed_schedule.is_cron:
+            words += f" ({conn.tz.key})"
+        return words
+
+    @admin.display(description="Synced data")
+    def data_stats(self, conn: Connection) -> str:
+        try:
+            figures = conn.connector_class.stats(conn)
+        except SyncError:
+            return "—"
+        return "; ".join(f"{name}: {value}" for name, value in figures.items()) or "—"
+
     @admin.display(description="Credentials")
     def credentials(self, conn: Connection) -> str:
         return "Stored, encrypted (never shown)." if conn.secret else "None stored."
@@ -313,6 +344,20 @@ class ConnectionAdmin(admin.ModelAdmin):
             self.log_change(request, conn, f"Sync now: job {job.pk}.")
         if queued:
             self.message_user(request, f"Queued a sync for {queued} connection(s).")
+
+    @admin.action(description="Start schedule", permissions=["change"])
+    def start_schedule(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for conn in queryset:
+            control.schedule(conn, "start", user=request.user)
+            self.log_change(request, conn, "Schedule started.")
+        self.message_user(request, f"Schedule started for {queryset.count()} connection(s).")
+
+    @admin.action(description="Stop schedule (manual syncs only)", permissions=["change"])
+    def stop_schedule(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for conn in queryset:
+            control.schedule(conn, "stop", user=request.user)
+            self.log_change(request, conn, "Schedule stopped.")
+        self.message_user(request, f"Schedule stopped for {queryset.count()} connection(s).")
 
     @admin.action(description="Full resync (forget the sync position)", permissions=["change"])
     def full_resync(self, request: HttpRequest, queryset: QuerySet[Connection]) -> Any:

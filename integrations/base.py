@@ -138,6 +138,8 @@ class Connector:
     settings_form: ClassVar[str] = ""
     #: per-user switches this provider offers on the settings page
     personal_switches: ClassVar[tuple[PersonalSwitch, ...]] = ()
+    # an organization's account (e.g. Zendesk) rather than a person's
+    requires_organization: ClassVar[bool] = False
 
     def __init__(self, connection: Connection, secrets: Mapping[str, Any] | None = None) -> None:
         self.connection = connection
@@ -162,6 +164,11 @@ class Connector:
                 for err in exc.errors()
             )
             raise ConfigError(f"Invalid {cls.label} settings: {problems}") from None
+
+    @classmethod
+    def stats(cls, connection: Connection) -> dict[str, Any]:
+        """Figures about the synced data for the admin (e.g. ticket counts); none by default."""
+        return {}
 
     def check(self) -> CheckResult:
         """Probe reachability and credentials cheaply."""

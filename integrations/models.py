@@ -153,6 +153,11 @@ class Connection(models.Model):
         return f"{self.name} ({self.kind})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding and not self.schedule:
+            from integrations.registry import available, get_connector_class
+
+            if self.kind in available():  # the provider's default, e.g. Zendesk's */15 cron
+                self.schedule = get_connector_class(self.kind).default_schedule
         if self._state.adding and self.next_sync_at is None:
             self.next_sync_at = self.compute_next_sync()  # scheduled however it was created
         if not self._state.adding and kwargs.get("update_fields") is None:
@@ -179,6 +184,10 @@ class Connection(models.Model):
             self.connector_class.validate_config(self.config)
         except SyncError as exc:
             raise ValidationError({"config": exc.message}) from None
+        if self.connector_class.requires_organization and not self.organization_id:
+            raise ValidationError(
+                {"organization": f"{self.connector_class.label} belong to an organization."}
+            )
 
     # --- secrets --------------------------------------------------------------------------------
     def get_secrets(self) -> dict[str, Any]:

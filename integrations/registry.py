@@ -15,6 +15,8 @@ from integrations.errors import Permanent
 CONNECTORS: dict[str, str] = {
     "imap": "integrations.imap.connector.ImapConnector",
     "msgraph": "integrations.msgraph.connector.GraphConnector",
+    "zendesk": "integrations.zendesk.connector.ZendeskConnector",
+    "zimbra": "integrations.zimbra.connector.ZimbraConnector",
 }
 
 

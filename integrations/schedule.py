@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from cron_descriptor import get_description
 from croniter import CroniterBadCronError, croniter
 from django.core.exceptions import ValidationError
 
@@ -77,11 +78,7 @@ class Schedule:
 
 
 def describe_cron(expression: str) -> str:
-    """Describe a cron expression in words (falls back to the expression itself)."""
-    try:
-        from cron_descriptor import get_description  # optional, nicer wording
-    except ImportError:
-        return f"cron {expression}"
+    """Describe a cron expression in words, e.g. 'Every 15 minutes'."""
     try:
         return get_description(expression)
     except Exception:  # a description is cosmetic; never fail a page over it

@@ -15,6 +15,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +34,7 @@ class Fault:
     times: int = 1
     retry_after: float | None = None
     drop: bool = False
+    after: bool = False  # with drop: perform the request first, then drop the answer
     method: str = ""
     hits: int = 0
 
@@ -116,8 +118,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         app = self.server.app
         request = Request(self, body)
+        if app.delay:
+            time.sleep(app.delay)
         fault = app.take_fault(request)
         if fault is not None and fault.drop:
+            if fault.after:
+                app.handle(request)
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -153,6 +159,7 @@ class LocalServer:
         self.errors: list[str] = []
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.RLock()
+        self.delay = 0.0  # seconds added to every answer (a slow network)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -197,12 +204,17 @@ class LocalServer:
     def take_fault(self, request: Request) -> Fault | None:
         with self.lock:
             self.requests.append((request.method, request.target))
+            target = self.fault_target(request)
             for fault in self.faults:
-                if fault.matches(request.method, request.target):
+                if fault.matches(request.method, target):
                     fault.times -= 1
                     fault.hits += 1
                     return fault
         return None
+
+    def fault_target(self, request: Request) -> str:
+        """What fault patterns are matched against (the path and query by default)."""
+        return request.target
 
     def fault_body(self, fault: Fault) -> dict[str, Any] | str:
         return {"error": {"code": f"Http{fault.status}", "message": "injected fault"}}

@@ -99,6 +99,20 @@ def env_list(name: str, default: list[str], help: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_rate(name: str, default: str, help: str) -> tuple[int, float]:
+    """Return a rate written 'requests/seconds', e.g. '10/60', as (requests, seconds)."""
+    raw = _register(name, default, help)
+    text = (raw or default).strip()
+    count, _, seconds = text.partition("/")
+    try:
+        value = (int(count), float(seconds))
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={text!r} is not a rate such as '10/60'.") from None
+    if value[0] < 0 or value[1] <= 0:
+        raise ImproperlyConfigured(f"{name}={text!r}: give requests >= 0 per seconds > 0.")
+    return value
+
+
 def env_secret(name: str, help: str) -> str | None:
     """Return a secret from ``NAME`` or from the file named by ``NAME_FILE``; None if neither."""
     raw = _register(name, None, help + f" (or {name}_FILE: a file holding it)", secret=True)

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import dj_database_url
 
-from syncproject.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from syncproject.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_rate,
+    env_secret,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(
@@ -304,6 +312,18 @@ SYNC_CA_BUNDLE = env_str(
     "SYNC_CA_BUNDLE",
     "",
     "Extra CA bundle (PEM file) trusted for HTTPS to providers, e.g. behind a TLS proxy.",
+)
+ZENDESK_BASE_URL = env_str(
+    "ZENDESK_BASE_URL",
+    "https://{subdomain}.zendesk.com",
+    "Base URL of a Zendesk account; {subdomain} is replaced by the connection's subdomain.",
+)
+ZENDESK_EXPORT_RATE = env_rate(
+    "ZENDESK_EXPORT_RATE",
+    "10/60",
+    "Incremental export requests allowed per account, as 'requests/seconds' (shared by all "
+    "workers; '0/60' lifts the limit). Zendesk's own limit is 10 per minute (30 with High "
+    "Volume).",
 )
 IMAP_ALLOW_PLAINTEXT = env_bool(
     "IMAP_ALLOW_PLAINTEXT",

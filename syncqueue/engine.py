@@ -568,7 +568,9 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
             elapsed = (now - job.started_at).total_seconds() if job.started_at else 0.0
             run.log(
                 "info",
-                f"Finished in {elapsed:.1f}s on {run.worker}.",
+                f"Finished in {elapsed:.1f}s on {run.worker}: "
+                f"{updates['created_count']} created, {updates['updated_count']} updated, "
+                f"{updates['deleted_count']} deleted, {updates['skipped_count']} unchanged.",
                 created=updates["created_count"],
                 updated=updates["updated_count"],
                 deleted=updates["deleted_count"],

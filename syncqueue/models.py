@@ -212,3 +212,14 @@ class EngineLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder or 'nobody'} until {self.locked_until}"
+
+
+class RateBudget(models.Model):
+    """Requests granted recently under a provider's rate limit, shared by every worker of every
+    cluster (e.g. Zendesk's 10 export requests per minute per account)."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    grants = models.JSONField(default=list, help_text="Unix times of the recent grants.")
+
+    def __str__(self) -> str:
+        return f"{self.key}: {len(self.grants)} recent request(s)"

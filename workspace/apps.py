@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.db.models.signals import post_save
+from django.db.models.signals import post_save, pre_delete
 
 
 class WorkspaceConfig(AppConfig):
@@ -9,11 +9,20 @@ class WorkspaceConfig(AppConfig):
     verbose_name = "Workspace"
 
     def ready(self) -> None:
+        from integrations.models import UserSwitch
         from syncqueue.signals import job_finished
-        from workspace import cases
-        from workspace.models import CaseContact
+        from workspace import cases, tasks
+        from workspace.models import CaseContact, Task
 
         post_save.connect(
             cases.contact_added, sender=CaseContact, dispatch_uid="workspace-contact-added"
         )
         job_finished.connect(cases.job_finished, dispatch_uid="workspace-case-state")
+        job_finished.connect(tasks.on_job_finished, dispatch_uid="workspace-assignment-state")
+        post_save.connect(tasks.on_task_saved, sender=Task, dispatch_uid="workspace-task-saved")
+        pre_delete.connect(
+            tasks.on_task_deleting, sender=Task, dispatch_uid="workspace-task-deleting"
+        )
+        post_save.connect(
+            tasks.on_switch_saved, sender=UserSwitch, dispatch_uid="workspace-switch-saved"
+        )

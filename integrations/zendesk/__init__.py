@@ -1,0 +1,1 @@
+"""Zendesk Support tickets, per organization, by the cursor-based incremental export."""

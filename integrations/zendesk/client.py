@@ -1,0 +1,117 @@
+"""Talking to one Zendesk account: authentication, the shared export budget, and the one place
+where Zendesk's answers become our error classes."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+
+from integrations.errors import AuthFailed, Permanent, RateLimited, Transient
+from integrations.http import HttpClient, retry_after
+from integrations.zendesk.config import ZendeskConfig
+from syncqueue import ratebudget
+
+EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
+
+
+class Rejected(Exception):
+    """A 400/422 answer the sync algorithm interprets (a stale cursor, a too recent start)."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(f"HTTP {status} {error}: {description}")
+        self.status, self.error, self.description = status, error, description
+
+
+def base_url(config: ZendeskConfig) -> str:
+    return settings.ZENDESK_BASE_URL.format(subdomain=config.subdomain).rstrip("/")
+
+
+class ZendeskClient:
+    def __init__(self, config: ZendeskConfig, secrets: Mapping[str, Any]) -> None:
+        self.config = config
+        self.base = base_url(config)
+        headers = {"Accept": "application/json"}
+        if secrets.get("oauth_token"):
+            headers["Authorization"] = f"Bearer {secrets['oauth_token']}"
+        elif secrets.get("api_token") and config.email:
+            pair = f"{config.email}/token:{secrets['api_token']}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        else:
+            raise Permanent(
+                "Zendesk credentials are incomplete: give the admin's email and an API token, "
+                "or an OAuth token."
+            )
+        self.http = HttpClient(
+            timeout=(10.0, config.request_timeout), headers=headers, what="Zendesk"
+        )
+        self.requests = 0
+
+    def get(self, path_or_url: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        url = path_or_url if "://" in path_or_url else self.base + path_or_url
+        response = self.http.request("GET", url, params=params)
+        self.requests += 1
+        if response.ok:
+            return response.json()
+        raise self._classify(response)
+
+    def export(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One page of the incremental export, within the account's shared rate budget."""
+        limit, per = settings.ZENDESK_EXPORT_RATE
+        if limit:
+            wait = ratebudget.reserve(f"zendesk:{self.config.subdomain}:export", limit, per)
+            if wait:
+                raise RateLimited(
+                    f"Zendesk allows {limit} export requests per {per:g}s for "
+                    f"{self.config.subdomain}; waiting for the shared budget.",
+                    retry_after=wait,
+                )
+        return self.get(EXPORT_PATH, params)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _classify(self, response: Any) -> Exception:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text[:200]}
+        error = body.get("error") if isinstance(body, dict) else None
+        title = error.get("title", "") if isinstance(error, dict) else str(error or "")
+        description = str(body.get("description", "")) if isinstance(body, dict) else ""
+        detail = f"HTTP {status} {title}: {description}"[:500]
+        account = f"{self.config.subdomain}.zendesk.com"
+        if status == 401:
+            return AuthFailed(
+                "Zendesk rejected the API token: check the admin's email and the token "
+                "(Admin Center > Apps and integrations > Zendesk API).",
+                detail=detail,
+                code="unauthorized",
+            )
+        if status == 403:
+            return Permanent(
+                "The token's user must be a Zendesk admin to export tickets: use an admin's "
+                "email and API token.",
+                detail=detail,
+                code="forbidden",
+            )
+        if status == 404 and "help desk" in title.lower():
+            return Permanent(
+                f"There is no Zendesk account at {account}: check the subdomain.",
+                detail=detail,
+                code="no_help_desk",
+            )
+        if status == 429 or (status == 503 and "Retry-After" in response.headers):
+            return RateLimited(
+                f"Zendesk is rate limiting {account}.",
+                retry_after=retry_after(response, default=60.0),
+                detail=detail,
+            )
+        if status >= 500:
+            return Transient(f"Zendesk is unavailable (HTTP {status}); will retry.", detail=detail)
+        if status in (400, 422):
+            return Rejected(status, title, description)
+        return Permanent(f"Zendesk refused the request (HTTP {status}).", detail=detail)

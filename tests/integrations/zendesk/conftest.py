@@ -1,0 +1,57 @@
+"""A local Zendesk per test (HTTPS, trusted through the test CA) and an organization's
+connection to its 'acme' account."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from sandbox.tls import TestCA, make_ca
+from sandbox.zendesk import Account, FakeZendesk
+from tests.support.processes import output_dir
+
+
+@pytest.fixture(scope="session")
+def zendesk_ca() -> TestCA:
+    return make_ca(output_dir() / "test-ca")
+
+
+@pytest.fixture
+def zendesk(zendesk_ca: TestCA, settings: Any) -> Iterator[FakeZendesk]:
+    server = FakeZendesk(zendesk_ca, rate=None).start()
+    settings.SYNC_CA_BUNDLE = str(zendesk_ca.ca_file)
+    settings.ZENDESK_BASE_URL = server.base_url
+    settings.ZENDESK_EXPORT_RATE = (0, 60.0)
+    yield server
+    server.stop()
+    assert not server.errors, server.errors
+
+
+@pytest.fixture
+def acme(zendesk: FakeZendesk) -> Account:
+    return zendesk.add_account("acme", "admin@acme.test", "tok-acme")
+
+
+@pytest.fixture
+def organization(db: Any) -> Any:
+    from workspace.models import Organization
+
+    return Organization.objects.create(name="Acme", slug="acme", timezone="Europe/Paris")
+
+
+@pytest.fixture
+def make_zendesk_connection(make_connection: Callable[..., Any], organization: Any):
+    def make(token: str = "tok-acme", **config: Any) -> Any:
+        settings = {"subdomain": "acme", "email": "admin@acme.test", "per_page": 50, **config}
+        return make_connection(
+            kind="zendesk",
+            name="Acme Zendesk",
+            owner=None,
+            organization=organization,
+            config=settings,
+            secrets={"api_token": token},
+        )
+
+    return make

@@ -1,0 +1,204 @@
+"""The incremental ticket export against the local Zendesk: pages, cursors, deletions,
+sideloaded names, the first-run window, a rejected cursor, and every error."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+import pytest
+
+from integrations.errors import AuthFailed, Permanent
+from syncqueue import engine
+from syncqueue.models import SyncJob, SyncLog
+from workspace.models import Ticket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Kind, State = SyncJob.Kind, SyncJob.State
+DAY = 86400
+
+
+def sync(conn, work, kind: str = Kind.MANUAL) -> SyncJob:
+    job = engine.enqueue(conn, kind)
+    work()
+    job.refresh_from_db()
+    return job
+
+
+def tickets(conn) -> dict[int, Ticket]:
+    rows = list(Ticket.objects.filter(connection=conn))
+    assert len(rows) == len({r.zendesk_id for r in rows}), "a ticket was stored twice"
+    return {r.zendesk_id: r for r in rows}
+
+
+def export_requests(zendesk) -> list[str]:
+    return [t for _, t in zendesk.requests if "incremental/tickets/cursor.json" in t]
+
+
+def test_first_sync_exports_the_last_7_days_with_names_and_all_support_types(
+    make_zendesk_connection, zendesk, acme, work
+):
+    now = int(time.time())
+    ann = zendesk.add_user(acme, "Ann Customer")
+    bob = zendesk.add_user(acme, "Bob Agent", "bob@acme.test")
+    old = zendesk.add_ticket(acme, "Old one", generated=now - 9 * DAY)
+    recent = [
+        zendesk.add_ticket(
+            acme, f"Ticket {i}", requester=ann, assignee=bob, generated=now - DAY - i
+        )
+        for i in range(120)
+    ]
+    by_ai = zendesk.add_ticket(acme, "Answered by the AI agent", ai_agent=True)
+    conn = make_zendesk_connection()
+
+    job = sync(conn, work, Kind.INITIAL)
+
+    assert job.state == State.SUCCEEDED, job.error_message
+    stored = tickets(conn)
+    assert set(stored) == {*recent, by_ai} and old not in stored
+    first = stored[recent[0]]
+    assert (first.requester_name, first.assignee_name) == ("Ann Customer", "Bob Agent")
+    assert first.raw["id"] == recent[0] and first.organization == conn.organization
+    assert stored[by_ai].channel == "ai_agent"
+    assert job.created_count == 121 and job.progress_done == 121
+    calls = export_requests(zendesk)
+    assert "support_type_scope=all" in calls[0] and "exclude_deleted=false" in calls[0]
+    assert "include=users" in calls[0] and "start_time=" in calls[0]
+    assert all("cursor=" in c for c in calls[1:])  # later pages follow the cursor
+    conn.refresh_from_db()
+    assert conn.cursor["after_cursor"]  # the last page's cursor is kept too
+    assert SyncLog.objects.filter(job=job, message__contains="121 created").exists()
+
+
+def test_later_syncs_continue_from_the_cursor(make_zendesk_connection, zendesk, acme, work):
+    ids = [zendesk.add_ticket(acme, f"T{i}") for i in range(10)]
+    conn = make_zendesk_connection()
+    sync(conn, work, Kind.INITIAL)
+    conn.refresh_from_db()
+    stored_cursor = conn.cursor["after_cursor"]
+
+    zendesk.update_ticket(acme, ids[0], status="solved", subject="T0 solved")
+    zendesk.delete_ticket(acme, ids[1])
+    added = zendesk.add_ticket(acme, "New")
+    zendesk.requests.clear()
+    job = sync(conn, work)
+
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert (job.created_count, job.updated_count, job.deleted_count) == (1, 1, 1)
+    assert f"cursor={stored_cursor}" in export_requests(zendesk)[0]
+    stored = tickets(conn)
+    assert stored[ids[0]].status == "solved" and stored[ids[0]].subject == "T0 solved"
+    assert stored[ids[1]].deleted and stored[ids[1]].status == "deleted"  # kept, marked
+    assert added in stored and len(stored) == 11
+
+    job = sync(conn, work)  # nothing changed: one request, nothing written
+    assert (job.created_count, job.updated_count, job.deleted_count) == (0, 0, 0)
+
+
+def test_first_run_can_start_at_a_date_or_take_everything(
+    make_zendesk_connection, zendesk, acme, work
+):
+    now = int(time.time())
+    ancient = zendesk.add_ticket(acme, "2015", generated=1_430_000_000)
+    month = zendesk.add_ticket(acme, "a month ago", generated=now - 30 * DAY)
+    everything = make_zendesk_connection(history_days=None)
+    assert set(tickets_after(everything, work)) == {ancient, month}
+    since = make_zendesk_connection(start_date=str(date.fromtimestamp(now - 40 * DAY)))
+    assert set(tickets_after(since, work)) == {month}
+
+
+def tickets_after(conn, work) -> dict[int, Ticket]:
+    job = sync(conn, work, Kind.INITIAL)
+    assert job.state == State.SUCCEEDED, job.error_message
+    return tickets(conn)
+
+
+def test_a_rejected_cursor_falls_back_to_the_last_change_with_an_overlap(
+    make_zendesk_connection, zendesk, acme, work
+):
+    ids = [zendesk.add_ticket(acme, f"T{i}") for i in range(5)]
+    conn = make_zendesk_connection()
+    sync(conn, work, Kind.INITIAL)
+    conn.refresh_from_db()
+    type(conn).objects.filter(pk=conn.pk).update(cursor={**conn.cursor, "after_cursor": "bm9wZQ"})
+    added = zendesk.add_ticket(acme, "after the cursor broke")
+    zendesk.requests.clear()
+
+    job = sync(conn, work)
+
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert set(tickets(conn)) == {*ids, added}  # the overlap re-read the last ones: no dupes
+    assert job.created_count == 1
+    assert SyncLog.objects.filter(job=job, message__contains="rejected the stored export").exists()
+    assert (
+        "start_time=" in export_requests(zendesk)[-1] or "cursor=" in export_requests(zendesk)[-1]
+    )
+
+
+def test_a_too_recent_start_is_caught_up_not_an_error(make_zendesk_connection, zendesk, acme, work):
+    conn = make_zendesk_connection()
+    type(conn).objects.filter(pk=conn.pk).update(cursor={"start_time": int(time.time())})
+    job = sync(conn, work)
+    assert job.state == State.SUCCEEDED, job.error_message
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "message"),
+    [
+        ("wrong token", AuthFailed, "Zendesk rejected the API token"),
+        ("not an admin", Permanent, "must be a Zendesk admin to export tickets"),
+        ("unknown subdomain", Permanent, "There is no Zendesk account at nowhere.zendesk.com"),
+    ],
+)
+def test_errors_are_explained(make_zendesk_connection, zendesk, acme, work, case, error, message):
+    kwargs: dict = {}
+    if case == "wrong token":
+        kwargs["token"] = "wrong"
+    elif case == "not an admin":
+        acme.agents["admin@acme.test"].admin = False
+    else:
+        kwargs["subdomain"] = "nowhere"
+    conn = make_zendesk_connection(**kwargs)
+    with pytest.raises(error, match=message):
+        conn.build_connector().check()
+    job = sync(conn, work, Kind.INITIAL)
+    assert job.state == State.FAILED and job.error_class == error.__name__
+    assert message in job.error_message and "wrong" not in job.error_detail
+
+
+def test_server_errors_are_transient(make_zendesk_connection, zendesk, acme, work):
+    zendesk.fault(r"cursor\.json", 502, times=1)
+    conn = make_zendesk_connection()
+    job = sync(conn, work, Kind.INITIAL)
+    assert job.state == State.RETRYING and job.error_class == "Transient"
+
+
+def test_429_waits_without_spending_an_attempt(make_zendesk_connection, zendesk, acme, work):
+    ids = [zendesk.add_ticket(acme, f"T{i}") for i in range(3)]
+    zendesk.fault(
+        r"cursor\.json", 429, times=2, retry_after=1, body={"error": "APIRateLimitExceeded"}
+    )
+    conn = make_zendesk_connection()
+    job = sync(conn, work, Kind.INITIAL)
+    assert job.state == State.SUCCEEDED and job.attempts == 0
+    assert set(tickets(conn)) == set(ids)
+
+
+def test_subdomain_is_validated(make_zendesk_connection):
+    from django.core.exceptions import ValidationError
+
+    conn = make_zendesk_connection(subdomain="https://Acme.zendesk.com/")
+    assert conn.build_connector().zendesk.subdomain == "acme"
+    conn.config = {**conn.config, "subdomain": "not a domain!"}
+    with pytest.raises(ValidationError, match="subdomain"):
+        conn.full_clean()
+
+
+def test_zendesk_connections_belong_to_an_organization(make_connection):
+    from django.core.exceptions import ValidationError
+
+    conn = make_connection(
+        kind="zendesk", config={"subdomain": "acme", "email": "a@b.c"}, secrets={"api_token": "t"}
+    )
+    with pytest.raises(ValidationError, match="belong to an organization"):
+        conn.full_clean()

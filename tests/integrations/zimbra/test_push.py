@@ -1,0 +1,225 @@
+"""Tasks reach each assignee's Zimbra Tasks exactly once: create, edit, unassign, delete,
+through lost answers, expired tokens, conflicts and missing accounts."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from django.db import transaction
+
+from sandbox.zimbra import ADMIN_NAME
+from syncqueue.models import SyncJob
+from tests.conftest import tickets
+from workspace import tasks
+from workspace.models import Assignment, Task
+
+pytestmark = pytest.mark.django_db(transaction=True)
+State = SyncJob.State
+
+
+def new_task(**fields) -> Task:
+    defaults = {
+        "title": "Call the supplier",
+        "description": "About the May invoice",
+        "due_date": date(2026, 12, 1),
+        "priority": "high",
+    }
+    with transaction.atomic():
+        return Task.objects.create(**{**defaults, **fields})
+
+
+def assign(task: Task, user) -> Assignment:
+    with transaction.atomic():
+        return tasks.assign(task, user)
+
+
+def box(zimbra, user):
+    return zimbra.mailboxes[user.email]
+
+
+def test_create_edit_unassign_reach_zimbra_once_each(zimbra, zimbra_server, people, work):
+    ann = people[0]
+    task = new_task()
+    assignment = assign(task, ann)
+    work()
+    assignment.refresh_from_db()
+    assert assignment.state == Assignment.State.PUSHED and assignment.inv_id
+    remote = box(zimbra, ann).tasks[assignment.uid]
+    assert remote.comp["name"] == "Call the supplier" and remote.comp["priority"] == "1"
+    assert remote.due == "20261201" and remote.description == "About the May invoice"
+    assert box(zimbra, ann).creates == 1
+
+    with transaction.atomic():  # three quick edits: one push of the latest state
+        for percent in (10, 20, 30):
+            task.percent_complete = percent
+            task.status = "inprogress"
+            task.save()
+    assert SyncJob.objects.filter(kind="push", state=State.QUEUED).count() == 1
+    work()
+    remote = box(zimbra, ann).tasks[assignment.uid]
+    assert remote.comp["percentComplete"] == "30" and remote.comp["status"] == "INPR"
+    assert box(zimbra, ann).modifies == 1
+
+    task.save()  # saved without a change: nothing sent
+    work()
+    assert box(zimbra, ann).modifies == 1
+
+    with transaction.atomic():
+        tasks.unassign(task, ann)
+    work()
+    assert assignment.uid not in box(zimbra, ann).tasks and box(zimbra, ann).cancels == 1
+    assignment.refresh_from_db()
+    assert assignment.state == Assignment.State.REMOVED
+
+
+def test_deleting_a_task_removes_it_for_every_assignee(zimbra, zimbra_server, people, work):
+    task = new_task()
+    for person in people:
+        assign(task, person)
+    work()
+    assert all(len(box(zimbra, p).tasks) == 1 for p in people)
+    with transaction.atomic():
+        task.delete()
+    work()
+    assert all(len(box(zimbra, p).tasks) == 0 and box(zimbra, p).cancels == 1 for p in people)
+
+
+def test_a_lost_answer_is_retried_without_a_duplicate(zimbra, zimbra_server, people, work):
+    ann = people[0]
+    zimbra.drop_after_commit("CreateTask")  # Zimbra creates it, the answer never arrives
+    assignment = assign(new_task(), ann)
+    work()
+    job = SyncJob.objects.get(kind="push")
+    assert job.state == State.RETRYING and job.error_class == "Transient"
+    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, run_after=job.created_at)
+    from syncqueue import engine
+
+    engine.submit_ticket(job.pk)
+    work()
+    assignment.refresh_from_db()
+    assert assignment.state == Assignment.State.PUSHED
+    assert len(box(zimbra, ann).tasks) == 1  # the retry found the task by our uid
+    assert box(zimbra, ann).tasks[assignment.uid].cal_item_id == int(assignment.cal_item_id)
+
+
+def test_switch_off_means_no_pushes_and_on_pushes_current_tasks(
+    zimbra, zimbra_server, people, work
+):
+    from integrations.models import UserSwitch
+
+    ann = people[0]
+    UserSwitch.objects.filter(user=ann).update(enabled=False)
+    assignment = assign(new_task(), ann)
+    work()
+    assert not SyncJob.objects.filter(kind="push").exists() and not box(zimbra, ann).tasks
+    assignment.refresh_from_db()
+    assert assignment.state == Assignment.State.OFF
+
+    switch = UserSwitch.objects.get(user=ann)
+    switch.enabled = True
+    with transaction.atomic():
+        switch.save()
+    work()
+    assert len(box(zimbra, ann).tasks) == 1
+
+
+def test_tokens_expiring_mid_batch_are_renewed_once(zimbra, zimbra_server, people, work):
+    task = new_task()
+    for person in people:
+        assign(task, person)
+    work()
+    zimbra.expire_tokens()  # every cached admin and user token is now expired on the server
+    with transaction.atomic():
+        task.title = "Call the supplier today"
+        task.save()
+    work()
+    assert all(
+        box(zimbra, p).tasks[a.uid].comp["name"] == "Call the supplier today"
+        for p in people
+        for a in Assignment.objects.filter(user=p)
+    )
+    assert SyncJob.objects.filter(state=State.FAILED).count() == 0
+
+
+def test_an_edit_in_zimbra_meanwhile_is_reread_and_a_deleted_task_recreated(
+    zimbra, zimbra_server, people, work
+):
+    ann = people[0]
+    task = new_task()
+    assignment = assign(task, ann)
+    work()
+    zimbra.edit_in_zimbra(ann.email, assignment.uid, percentComplete="50")
+    with transaction.atomic():
+        task.title = "Renamed"
+        task.save()
+    work()
+    assert box(zimbra, ann).tasks[assignment.uid].comp["name"] == "Renamed"
+    assert "GetTaskRequest" in zimbra.operations  # re-read after INVITE_OUT_OF_DATE
+
+    zimbra.delete_in_zimbra(ann.email, assignment.uid)
+    with transaction.atomic():
+        task.title = "Renamed again"
+        task.save()
+    work()
+    assert box(zimbra, ann).tasks[assignment.uid].comp["name"] == "Renamed again"
+
+
+def test_a_missing_account_fails_only_that_assignment(zimbra, zimbra_server, people, work):
+    from django.contrib.auth import get_user_model
+
+    from integrations.models import UserSwitch
+
+    ghost = get_user_model().objects.create_user("ghost", "ghost@corp.test")
+    UserSwitch.objects.create(user=ghost, key="zimbra.tasks", enabled=True)
+    task = new_task()
+    for person in [ghost, *people]:
+        assign(task, person)
+    work()
+    failed = Assignment.objects.get(user=ghost)
+    assert failed.state == Assignment.State.FAILED
+    assert failed.error == "No Zimbra account for ghost@corp.test."
+    assert all(len(box(zimbra, p).tasks) == 1 for p in people)
+    zimbra_server.refresh_from_db()
+    assert zimbra_server.status != "auth_required"
+
+
+def test_wrong_admin_password_marks_the_server_connection(zimbra, zimbra_server, people, work):
+    zimbra.admins[ADMIN_NAME] = "changed"
+    assign(new_task(), people[0])
+    work()
+    zimbra_server.refresh_from_db()
+    assert zimbra_server.status == "auth_required"
+    assert "Zimbra rejected the admin account" in zimbra_server.last_error
+
+
+def test_maintenance_and_503_are_transient(zimbra, zimbra_server, people, work):
+    zimbra.fault_code("CreateTask", "mail.MAINTENANCE")
+    assign(new_task(), people[0])
+    work()
+    job = SyncJob.objects.get(kind="push")
+    assert job.state == State.RETRYING and job.error_class == "Transient"
+    zimbra.fault("/service/soap", 503, times=1)
+    zimbra.fault_code("CreateTask", "mail.MAINTENANCE", times=0)
+    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, run_after=job.created_at)
+    from syncqueue import engine
+
+    engine.submit_ticket(job.pk)
+    work()
+    job.refresh_from_db()
+    assert job.state == State.RETRYING and "HTTP 503" in job.error_message
+
+
+def test_the_queue_never_holds_a_secret_or_token(zimbra, zimbra_server, people, work):
+    assign(new_task(), people[0])
+    for ticket in tickets():
+        text = repr(ticket)
+        assert "zimbra-admin-pw" not in text and "0_" not in text
+    for job in SyncJob.objects.all():
+        assert set(job.payload) == {"assignment"}
+    work()
+    tokens = list(zimbra.tokens)
+    from syncqueue.models import SyncLog
+
+    logged = " ".join(SyncLog.objects.values_list("message", flat=True))
+    assert tokens and not any(t in logged for t in tokens)

@@ -1,0 +1,68 @@
+"""A worker killed with SIGKILL in the middle of pushing: every task still reaches Zimbra
+exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from django.db import transaction
+
+from syncqueue import dispatcher
+from syncqueue.models import SyncJob
+from tests.support.processes import qcluster, wait_for
+from workspace import tasks
+from workspace.models import Assignment, Task
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
+State = SyncJob.State
+
+
+def test_killed_worker_mid_push_creates_no_duplicates(zimbra, zimbra_ca, zimbra_server, people):
+    zimbra.delay = 0.03
+    with transaction.atomic():
+        for i in range(20):
+            task = Task.objects.create(title=f"Task {i}")
+            for person in people:
+                tasks.assign(task, person)
+    env = {
+        "SYNC_CA_BUNDLE": zimbra_ca.ca_file,
+        "SYNC_WORKERS": 1,
+        "SYNC_TASK_TIMEOUT": 10,
+        "SYNC_TASK_RETRY": 15,
+        "SYNC_SLICE_SECONDS": 4,
+        "SYNC_LEASE_SECONDS": 12,
+        "SYNC_RETRY_BASE_SECONDS": 1,
+        "SYNC_Q_POLL": 0.05,
+    }
+    with qcluster("zimbra-kill", **env):
+        running = wait_for(
+            lambda: (
+                SyncJob.objects.filter(kind="push", state=State.RUNNING)
+                .exclude(worker_id="")
+                .first()
+                if SyncJob.objects.filter(kind="push", state=State.SUCCEEDED).count() >= 10
+                else None
+            ),
+            60,
+            "pushes to be under way",
+            every=0.01,
+        )
+        os.kill(int(running.worker_id.rsplit(":", 1)[1]), signal.SIGKILL)
+
+        def all_done() -> bool:
+            dispatcher.dispatch()
+            return (
+                not SyncJob.objects.filter(kind="push").exclude(state__in=SyncJob.FINISHED).exists()
+            )
+
+        wait_for(all_done, 120, "every push to finish", every=0.5)
+
+    assert not SyncJob.objects.filter(kind="push", state=State.FAILED).exists()
+    assert Assignment.objects.filter(state=Assignment.State.PUSHED).count() == 60
+    for person in people:
+        box = zimbra.mailboxes[person.email]
+        assert len(box.tasks) == 20  # one Zimbra task per assignment, none twice
+        uids = set(Assignment.objects.filter(user=person).values_list("uid", flat=True))
+        assert set(box.tasks) == uids
