@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +33,22 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def run_phase_child(script: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``script --phase ARGS`` in a fresh process (as a worker would start) and return the
+    JSON object its last output line holds; exits when the phase reports it did not finish."""
+    out = subprocess.run(
+        [sys.executable, script, "--phase", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result.get("finished", True) or result.get("unfinished"):
+        raise SystemExit(f"{' '.join(args) or 'phase'} did not succeed: {result}")
+    return result
 
 
 def setup_django() -> None:

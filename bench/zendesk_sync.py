@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,17 +55,9 @@ def run_phase(kind: str, connection_id: int) -> dict[str, Any]:
 
 
 def child(kind: str, connection_id: int, env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", kind, "--connection", str(connection_id)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if not result["finished"]:
-        raise SystemExit(f"{kind} sync did not succeed: {result}")
-    return result
+    from bench.engine import run_phase_child
+
+    return run_phase_child(__file__, kind, "--connection", str(connection_id), env=env)
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,17 +48,9 @@ def run_phase() -> dict[str, Any]:
 
 
 def child(env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["unfinished"]:
-        raise SystemExit(f"pushes did not all succeed: {result}")
-    return result
+    from bench.engine import run_phase_child
+
+    return run_phase_child(__file__, env=env)
 
 
 def main() -> None:
