@@ -1,6 +1,6 @@
 """A local Zimbra SOAP server for tests, benchmarks and the demo (``reference/providers.md``
 §4.7): ``/service/admin/soap`` (AuthRequest, DelegateAuthRequest) and ``/service/soap``
-(CreateTask, ModifyTask, CancelTask, GetTask) over real HTTPS.
+(CreateTask, ModifyTask, CancelTask, GetTask, Sync) over real HTTPS.
 
 It parses the envelope (SOAP 1.1 or 1.2) and ``context/authToken``, keeps each account's tasks
 by UID (a create with a known UID updates that task, as Zimbra does), returns ``calItemId``,
@@ -9,6 +9,12 @@ modify (``mail.INVITE_OUT_OF_DATE``), expires tokens after a set lifetime
 (``service.AUTH_EXPIRED``), and answers faults as HTTP 500 + SOAP 1.2 Fault with
 ``<Error xmlns="urn:zimbra"><Code>…</Code></Error>``. ``fault_code()`` injects any Zimbra
 fault; ``drop_after_commit()`` performs a request and then drops the connection unanswered.
+
+``SyncRequest l=… [token] [changeLimit]`` answers the folder's tasks changed after the token
+(the change number it handed out), oldest first, as ``<task id ms md rev l/>`` plus
+``<deleted ids/>``, with ``token`` and ``more``; ``expire_tombstones()`` makes every earlier
+token too old (``mail.MUST_RESYNC``). Without a token it lists every task of the folder (real
+Zimbra answers a folder tree there; the items are the same).
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ class ZTask:
     rev: int
     folder: str
     comp: dict[str, str]
+    md: int = 0  # seconds since the epoch of the last change
     due: str = ""
     description: str = ""
     subject: str = ""
@@ -73,6 +80,7 @@ class ZTask:
 class Mailbox:
     name: str
     tasks: dict[str, ZTask] = field(default_factory=dict)  # by uid
+    tombstones: list[tuple[int, int]] = field(default_factory=list)  # (change, item id)
     creates: int = 0
     modifies: int = 0
     cancels: int = 0
@@ -86,7 +94,9 @@ class FakeZimbra(LocalServer):
         self.tokens: dict[str, tuple[str, str, float]] = {}  # token -> (kind, account, expiry)
         self.token_lifetime = 3600.0
         self.ids = itertools.count(257)
-        self.change = itertools.count(1000)
+        self.changes = itertools.count(1000)
+        self.last_change = 999
+        self.tombstone_horizon = 0  # tokens below this get mail.MUST_RESYNC
         self.operations: list[str] = []
 
     @property
@@ -114,16 +124,31 @@ class FakeZimbra(LocalServer):
         with self.lock:
             self.tokens = {t: (k, a, 0.0) for t, (k, a, _) in self.tokens.items()}
 
-    def edit_in_zimbra(self, account: str, uid: str, **comp: str) -> None:
-        """Someone changes the task in Zimbra's web client: ms/rev move on."""
+    def edit_in_zimbra(self, account: str, uid: str, at: float | None = None, **comp: str) -> None:
+        """Someone changes the task in Zimbra's web client (``at``: when, default now)."""
         with self.lock:
             task = self.mailboxes[account].tasks[uid]
             task.comp.update(comp)
-            task.ms = task.rev = next(self.change)
+            self._touch(task, at)
 
     def delete_in_zimbra(self, account: str, uid: str) -> None:
         with self.lock:
-            del self.mailboxes[account].tasks[uid]
+            box = self.mailboxes[account]
+            task = box.tasks.pop(uid)
+            box.tombstones.append((self._next_change(), task.cal_item_id))
+
+    def expire_tombstones(self) -> None:
+        """Zimbra purged its change history: every token handed out so far is too old."""
+        with self.lock:
+            self.tombstone_horizon = self.last_change + 1
+
+    def _next_change(self) -> int:
+        self.last_change = next(self.changes)
+        return self.last_change
+
+    def _touch(self, task: ZTask, at: float | None = None) -> None:
+        task.ms = task.rev = self._next_change()
+        task.md = int(time.time() if at is None else at)
 
     # --- protocol --------------------------------------------------------------------------------
     def fault_target(self, request: Request) -> str:
@@ -222,6 +247,7 @@ class FakeZimbra(LocalServer):
             if name == "CancelTaskRequest":
                 task = self._by_inv(box, operation.get("id", ""))
                 del box.tasks[task.uid]
+                box.tombstones.append((self._next_change(), task.cal_item_id))
                 box.cancels += 1
                 return f'<CancelTaskResponse xmlns="{MAIL}"/>'
             if name == "GetTaskRequest":
@@ -236,10 +262,43 @@ class FakeZimbra(LocalServer):
                 return (
                     f'<GetTaskResponse xmlns="{MAIL}"><task id="{task.cal_item_id}" '
                     f'uid={quoteattr(task.uid)} l="{task.folder}" ms="{task.ms}" '
-                    f'rev="{task.rev}"><inv id="{task.inv_id.split("-")[1]}"><comp {attrs}/>'
+                    f'rev="{task.rev}" md="{task.md}"><inv id="{task.inv_id.split("-")[1]}">'
+                    f"<comp {attrs}/>"
                     f"</inv></task></GetTaskResponse>"
                 )
+            if name == "SyncRequest":
+                return self._sync(box, operation)
         raise SoapError("service.UNKNOWN_DOCUMENT", f"unknown document: {name}")
+
+    def _sync(self, box: Mailbox, operation: Any) -> str:
+        folder, token = operation.get("l", "1"), operation.get("token")
+        since = 0
+        if token is not None:
+            if not token.isdigit():
+                raise SoapError("mail.INVALID_SYNC_TOKEN", f"invalid sync token: {token}")
+            since = int(token)
+            if since < self.tombstone_horizon:
+                raise SoapError(
+                    "mail.MUST_RESYNC",
+                    "sync token too old; tombstones have already been expired",
+                )
+        limit = int(operation.get("changeLimit") or 0) or 1_000_000
+        changed = sorted(
+            (t for t in box.tasks.values() if t.folder == folder and t.ms > since),
+            key=lambda t: t.ms,
+        )
+        page, more = changed[:limit], len(changed) > limit
+        upto = page[-1].ms if more else self.last_change
+        gone = [str(item) for change, item in box.tombstones if since < change <= upto]
+        items = "".join(
+            f'<task id="{t.cal_item_id}" l="{t.folder}" ms="{t.ms}" rev="{t.rev}" md="{t.md}"/>'
+            for t in page
+        )
+        deleted = f'<deleted ids="{",".join(gone)}"/>' if gone and token is not None else ""
+        return (
+            f'<SyncResponse xmlns="{MAIL}" md="{int(time.time())}" token="{upto}" '
+            f'more="{int(more)}">{items}{deleted}</SyncResponse>'
+        )
 
     def _by_inv(self, box: Mailbox, inv_id: str) -> ZTask:
         for task in box.tasks.values():
@@ -254,10 +313,9 @@ class FakeZimbra(LocalServer):
             raise SoapError("service.INVALID_REQUEST", "missing <comp uid>")
         uid = comp.get("uid")
         task = task or box.tasks.get(uid)  # Zimbra finds calendar items by UID
-        change = next(self.change)
         if task is None:
             item = next(self.ids)
-            task = ZTask(uid, item, f"{item}-{item - 1}", change, change, m.get("l", "15"), {})
+            task = ZTask(uid, item, f"{item}-{item - 1}", 0, 0, m.get("l", "15"), {})
             box.tasks[uid] = task
         task.comp = dict(comp.attrib)
         task.due = (
@@ -265,7 +323,7 @@ class FakeZimbra(LocalServer):
         )
         task.description = comp.findtext(f"{{{MAIL}}}desc") or ""
         task.subject = m.findtext(f"{{{MAIL}}}su") or ""
-        task.ms = task.rev = change
+        self._touch(task)
         return task
 
     def _ids(self, element: str, task: ZTask) -> str:

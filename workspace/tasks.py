@@ -68,6 +68,12 @@ def queue_push(assignment: Assignment, user: Any = None) -> SyncJob | None:
             state=Assignment.State.OFF
         )
         return None
+    if (
+        not removing
+        and assignment.inv_id
+        and assignment.pushed_hash == content_hash(assignment.task, True)
+    ):
+        return None  # Zimbra has this version already (e.g. the change came from Zimbra)
     return engine.enqueue(
         server,
         SyncJob.Kind.PUSH,
@@ -77,9 +83,35 @@ def queue_push(assignment: Assignment, user: Any = None) -> SyncJob | None:
     )
 
 
+def watched_assignments(server: Connection) -> dict[str, dict[str, Any]]:
+    """Pushed assignments whose people have the switch on, by Zimbra address and then by
+    ``calItemId``: what an incoming sync reads back."""
+    from integrations.zimbra.connector import Watched
+
+    if server != zimbra_server():
+        return {}
+    rows = (
+        Assignment.objects.filter(
+            active=True,
+            task__isnull=False,
+            state=Assignment.State.PUSHED,
+            user__sync_switches__key=SWITCH,
+            user__sync_switches__enabled=True,
+        )
+        .exclude(cal_item_id="")
+        .values_list("account", "cal_item_id", "pk", "ms")
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for account, cal_item_id, pk, ms in rows:
+        found.setdefault(account.lower(), {})[cal_item_id] = Watched(pk, ms)
+    return found
+
+
 def push_later(assignment_ids: list[int]) -> None:
     def run() -> None:
-        for assignment in Assignment.objects.filter(pk__in=assignment_ids).select_related("user"):
+        for assignment in Assignment.objects.filter(pk__in=assignment_ids).select_related(
+            "user", "task"
+        ):
             queue_push(assignment)
 
     transaction.on_commit(run)

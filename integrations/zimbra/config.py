@@ -23,6 +23,15 @@ class ZimbraConfig(ConnectorConfig):
         default=3600, ge=60, le=172800, description="Seconds a per-user token is asked to live."
     )
     tasks_folder: str = Field(default="15", description="Folder id of Tasks (15 by default).")
+    incoming: bool = Field(
+        default=False,
+        description="Read status and percent complete changed in Zimbra back into the tasks, "
+        "on this connection's schedule (give it one, e.g. 'every 15m'). When both sides "
+        "changed, the later change wins and the other value is logged.",
+    )
+    incoming_page: int = Field(
+        default=200, ge=10, le=1000, description="Changes asked for per SyncRequest."
+    )
     request_timeout: float = Field(default=30.0, gt=0, le=300)
 
     @field_validator("soap_url", "admin_url")

@@ -5,6 +5,12 @@ the same Zimbra task. Modify sends the whole task with the last ``ms``/``rev``; 
 says the task changed meanwhile it is re-read and the modify retried; when the task is gone
 there, it is created again. The ids Zimbra returns are stored in the engine's transaction
 together with the "pushed" mark.
+
+Incoming (``config.incoming``, on the connection's schedule): a ``SyncRequest`` per person's
+Tasks folder from the token kept in the connection's cursor lists what changed; tasks whose
+``ms`` differs from the one we stored are read with ``GetTask`` and their status and percent
+complete come back to the task. When both sides changed, the later change wins (Zimbra's ``md``
+against the task's ``updated_at``) and the losing value is written to the job's log.
 """
 
 from __future__ import annotations
@@ -12,13 +18,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, cast
 
 from django.utils import timezone
+from lxml import etree
 
 from integrations.base import Batch, CheckResult, Connector, Counts, PersonalSwitch, SyncContext
+from integrations.errors import AuthFailed, Permanent, Transient
 from integrations.zimbra.config import ZimbraConfig
-from integrations.zimbra.soap import MAIL, ItemGone, OutOfDate, ZimbraSoap, element
+from integrations.zimbra.soap import (
+    MAIL,
+    ItemGone,
+    OutOfDate,
+    SyncTokenGone,
+    ZimbraSoap,
+    element,
+)
 
 STATUS = {
     "need": "NEED",
@@ -27,6 +43,7 @@ STATUS = {
     "deferred": "DEFERRED",
     "completed": "COMP",
 }
+FROM_STATUS = {zimbra: ours for ours, zimbra in STATUS.items()}
 PRIORITY = {"high": "1", "normal": "5", "low": "9"}
 
 
@@ -36,6 +53,24 @@ class Pushed:
     content_hash: str
     removed: bool = False
     ids: dict[str, str] | None = None
+
+
+@dataclass
+class Incoming:
+    """Status and percent complete of an assignment's task as Zimbra has them."""
+
+    assignment_id: int
+    status: str | None  # ours ("inprogress"…); None when Zimbra's is not one we know
+    percent: int
+    changed_at: datetime  # Zimbra's md: when the task last changed there
+    ms: str
+    rev: str
+    job_id: int | None = None
+
+
+class Watched(NamedTuple):
+    assignment_id: int
+    ms: str
 
 
 class ZimbraConnector(Connector):
@@ -90,18 +125,35 @@ class ZimbraConnector(Connector):
         if wanted == assignment.pushed_hash and assignment.inv_id:
             yield Batch(final=True, note="Zimbra already has this version.")
             return
-        ids = self._upsert(soap, account, assignment, task)
-        yield Batch(records=[Pushed(assignment.pk, wanted, ids=ids)], final=True)
+        records: list[Any] = []
+        ids = self._upsert(ctx, soap, account, assignment, task, records)
+        wanted = content_hash(task, assignment.active)  # Zimbra's later status may have won
+        yield Batch(records=[*records, Pushed(assignment.pk, wanted, ids=ids)], final=True)
 
-    def _upsert(self, soap: ZimbraSoap, account: str, assignment: Any, task: Any) -> dict[str, str]:
-        message = self._message(assignment, task)
+    def _upsert(
+        self,
+        ctx: SyncContext,
+        soap: ZimbraSoap,
+        account: str,
+        assignment: Any,
+        task: Any,
+        records: list[Any],
+    ) -> dict[str, str]:
+        """Create or modify the task in Zimbra; a later change made there (incoming on) is
+        kept, and the record that brings it back to the task is added to ``records``."""
         if not assignment.inv_id:
-            return _ids(soap.call(account, "CreateTask", [message]))
+            return _ids(soap.call(account, "CreateTask", [self._message(assignment, task)]))
         ms, rev = assignment.ms, assignment.rev
         for attempt in (1, 2):
             try:
                 answer = soap.call(
-                    account, "ModifyTask", [message], id=assignment.inv_id, comp="0", ms=ms, rev=rev
+                    account,
+                    "ModifyTask",
+                    [self._message(assignment, task)],
+                    id=assignment.inv_id,
+                    comp="0",
+                    ms=ms,
+                    rev=rev,
                 )
                 return _ids(answer)
             except ItemGone:
@@ -110,12 +162,95 @@ class ZimbraConnector(Connector):
             except OutOfDate:
                 if attempt == 2:
                     raise
-                current = soap.call(account, "GetTask", uid=assignment.uid)
-                found = current.find(f"{{{MAIL}}}task")
-                ms = found.get("ms", "") if found is not None else ""
-                rev = found.get("rev", "") if found is not None else ""
-                message = self._message(assignment, task)
+                found = soap.call(account, "GetTask", uid=assignment.uid).find(f"{{{MAIL}}}task")
+                if found is None:
+                    raise Transient("Zimbra said the task changed but returned no task.") from None
+                ms, rev = found.get("ms", ""), found.get("rev", "")
+                remote = _incoming(found, assignment.pk, ctx.job_id)
+                if not (self.zimbra.incoming and _differs(remote, task)):
+                    continue
+                if remote.changed_at > task.updated_at:
+                    records.append(remote)  # Zimbra's is later: keep it in what we send
+                    task.status = remote.status or task.status
+                    task.percent_complete = remote.percent
+                else:
+                    ctx.log("info", _kept_ours(task, account, remote), assignment=assignment.pk)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- incoming: changes made in Zimbra --------------------------------------------------------
+    def sync(self, ctx: SyncContext) -> Iterator[Batch]:
+        from workspace.tasks import watched_assignments
+
+        if not self.zimbra.incoming:
+            yield Batch(final=True, note="Reading changes back from Zimbra is off for this server.")
+            return
+        soap = ZimbraSoap(self.zimbra, self.secrets)
+        tokens: dict[str, str] = dict(ctx.cursor.get("tokens") or {})
+        watched = watched_assignments(self.connection)
+        after = str(ctx.checkpoint.get("after", ""))
+        skipped: list[str] = []
+        for account in sorted(watched):
+            if account <= after:
+                continue  # read in an earlier slice of this job
+            try:
+                yield from self._read_folder(ctx, soap, account, tokens, watched[account])
+            except AuthFailed:
+                raise
+            except Permanent as error:  # e.g. no such account: the others go on
+                ctx.log("warning", f"Skipped {account}: {error.message}", code=error.code)
+                skipped.append(account)
+                yield Batch(checkpoint={"after": account})
+        note = f"Read changes from {len(watched) - len(skipped)} Zimbra task list(s)"
+        yield Batch(note=note + (f"; skipped {len(skipped)}." if skipped else "."), final=True)
+
+    def _read_folder(
+        self,
+        ctx: SyncContext,
+        soap: ZimbraSoap,
+        account: str,
+        tokens: dict[str, str],
+        mine: dict[str, Watched],
+    ) -> Iterator[Batch]:
+        folder = self.zimbra.tasks_folder
+        key = f"{account}/{folder}"
+        while True:
+            token = tokens.get(key)
+            try:
+                answer = soap.call(
+                    account, "Sync", l=folder, token=token, changeLimit=self.zimbra.incoming_page
+                )
+            except SyncTokenGone as gone:
+                if token is None:
+                    raise Transient(f"Zimbra refused to list {account}'s tasks: {gone}") from None
+                ctx.log(
+                    "warning",
+                    f"Zimbra no longer knows the sync position of {account}; reading the "
+                    "task list again.",
+                    detail=str(gone),
+                )
+                del tokens[key]
+                continue
+            records = []
+            for item in answer.iter(f"{{{MAIL}}}task"):
+                known = mine.get(item.get("id", ""))
+                if known is None or item.get("ms") == known.ms:
+                    continue  # not one of ours, or our own push
+                try:
+                    read = soap.call(account, "GetTask", id=item.get("id"))
+                except ItemGone:
+                    continue  # deleted since: the next push re-creates it
+                found = read.find(f"{{{MAIL}}}task")
+                if found is not None:
+                    records.append(_incoming(found, known.assignment_id, ctx.job_id))
+            tokens[key] = answer.get("token", "")
+            more = answer.get("more") == "1"
+            yield Batch(
+                records=records,
+                cursor={"tokens": dict(tokens)},
+                checkpoint=None if more else {"after": account},
+            )
+            if not more:
+                return
 
     def _message(self, assignment: Any, task: Any) -> Any:
         m = element("m", l=self.zimbra.tasks_folder)
@@ -145,6 +280,9 @@ class ZimbraConnector(Connector):
 
         counts = Counts()
         for record in batch.records:
+            if isinstance(record, Incoming):
+                self._apply_incoming(record, counts)
+                continue
             if not isinstance(record, Pushed):
                 continue
             row = Assignment.objects.select_for_update().get(pk=record.assignment_id)
@@ -165,6 +303,81 @@ class ZimbraConnector(Connector):
             row.pushed_hash, row.error, row.pushed_at = record.content_hash, "", timezone.now()
             row.save()
         return counts
+
+    def _apply_incoming(self, record: Incoming, counts: Counts) -> None:
+        """The later change wins; the losing value goes to the job's log."""
+        from syncqueue.models import SyncLog
+        from workspace.models import Assignment, Task
+        from workspace.tasks import content_hash, push_later
+
+        row = Assignment.objects.select_for_update().filter(pk=record.assignment_id).first()
+        if row is None or not row.active or row.task_id is None:
+            counts.skipped += 1
+            return
+        task = Task.objects.select_for_update().get(pk=row.task_id)
+        row.ms, row.rev = record.ms, record.rev
+        message = ""
+        if not _differs(record, task):
+            counts.skipped += 1
+        elif record.changed_at > task.updated_at:
+            message = f"“{task.title}”: {row.account} changed it in Zimbra to "
+            message += f"{_describe(record.status, record.percent)} after our change; replaced "
+            message += f"{_describe(task.status, task.percent_complete)}."
+            task.status = record.status or task.status
+            task.percent_complete = record.percent
+            task.save(update_fields=["status", "percent_complete", "updated_at"])
+            row.pushed_hash = content_hash(task, True)  # Zimbra already has it
+            counts.updated += 1
+        else:
+            message = _kept_ours(task, row.account, record)
+            row.pushed_hash = ""  # Zimbra no longer has our version
+            push_later([row.pk])
+            counts.skipped += 1
+        row.save(update_fields=["ms", "rev", "pushed_hash"])
+        if message and record.job_id:
+            SyncLog.objects.create(
+                job_id=record.job_id,
+                connection_id=self.connection.pk,
+                level=SyncLog.Level.INFO,
+                message=message,
+                data={"assignment": row.pk, "zimbra_changed_at": record.changed_at.isoformat()},
+            )
+
+
+def _incoming(found: etree._Element, assignment_id: int, job_id: int | None) -> Incoming:
+    comp = found.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
+    attrs = comp.attrib if comp is not None else {}
+    try:
+        percent = max(0, min(100, int(attrs.get("percentComplete") or 0)))
+    except ValueError:
+        percent = 0
+    return Incoming(
+        assignment_id=assignment_id,
+        status=FROM_STATUS.get(str(attrs.get("status") or "").upper()),
+        percent=percent,
+        changed_at=datetime.fromtimestamp(int(found.get("md") or 0), tz=UTC),
+        ms=found.get("ms", ""),
+        rev=found.get("rev", ""),
+        job_id=job_id,
+    )
+
+
+def _describe(status: str | None, percent: int) -> str:
+    from workspace.models import Task
+
+    return f"{Task.Status(status).label if status else 'an unknown status'}, {percent}%"
+
+
+def _kept_ours(task: Any, account: str, remote: Incoming) -> str:
+    return (
+        f"“{task.title}”: our change ({_describe(task.status, task.percent_complete)}) is later "
+        f"than {account}'s in Zimbra ({_describe(remote.status, remote.percent)}); kept ours "
+        "and sent it to Zimbra."
+    )
+
+
+def _differs(remote: Incoming, task: Any) -> bool:
+    return (remote.status or task.status, remote.percent) != (task.status, task.percent_complete)
 
 
 def _ids(answer: Any) -> dict[str, str]:

@@ -48,9 +48,14 @@ class OutOfDate(Exception):
     """mail.INVITE_OUT_OF_DATE: the task changed in Zimbra since we last read it."""
 
 
+class SyncTokenGone(Exception):
+    """mail.MUST_RESYNC / mail.INVALID_SYNC_TOKEN: read the folder again without a token."""
+
+
 REAUTH = {"service.AUTH_EXPIRED", "service.AUTH_REQUIRED"}
 GONE = {"mail.NO_SUCH_TASK", "mail.NO_SUCH_CALITEM", "mail.NO_SUCH_ITEM", "mail.NO_SUCH_INVITE"}
 OUT_OF_DATE = {"mail.INVITE_OUT_OF_DATE", "mail.MODIFY_CONFLICT"}
+TOKEN_GONE = {"mail.MUST_RESYNC", "mail.INVALID_SYNC_TOKEN"}
 RETRYABLE = {
     "mail.MAINTENANCE",
     "account.MAINTENANCE_MODE",
@@ -67,6 +72,8 @@ def classify(fault: ZimbraFault, config: ZimbraConfig, account: str = "") -> Exc
         return ItemGone(detail)
     if code in OUT_OF_DATE:
         return OutOfDate(detail)
+    if code in TOKEN_GONE:
+        return SyncTokenGone(detail)
     if code in ("account.AUTH_FAILED", "account.CHANGE_PASSWORD") and not account:
         return AuthFailed(
             f"Zimbra rejected the admin account {config.admin_name}: enter its current "
