@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 def build_maildir(maildir: Path, count: int, seed: int = 7) -> int:
     """Write ``count`` messages into ``maildir/cur``; returns the bytes written."""
-    from tests.support.dovecot import MAIL_UID
+    from sandbox.dovecot import MAIL_UID
     from tests.support.mailfactory import MALFORMED, realistic
 
     rng = random.Random(seed)
@@ -121,7 +121,7 @@ def main() -> None:
     setup_django()
     from integrations.models import Connection
     from mail.models import MailMessage
-    from tests.support.dovecot import Dovecot
+    from sandbox.dovecot import Dovecot
     from tests.support.mailfactory import realistic
 
     dovecot = Dovecot()

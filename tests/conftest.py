@@ -86,8 +86,8 @@ def tickets() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def dovecot() -> Any:
-    """A private Dovecot for the whole session (see tests/support/dovecot.py)."""
-    from tests.support.dovecot import Dovecot
+    """A private Dovecot for the whole session (see sandbox/dovecot.py)."""
+    from sandbox.dovecot import Dovecot
 
     server = Dovecot()
     server.start()

@@ -5,6 +5,11 @@ password kept in ``var/admin-password``), starts gunicorn and ``qcluster``, prin
 in, and stops both on Ctrl-C / SIGTERM (workers get time to finish their slice). If either
 process dies, the other is stopped too and the command exits non-zero: no silent half-running
 product.
+
+``--demo`` (``make demo``, which points it at an empty database under ``var/demo``) also starts
+the bundled local Graph, Zendesk, Zimbra and Dovecot servers on 127.0.0.1, fills the database
+with a demo organization (``sandbox/demo.py``) and keeps changing things a little; stopping the
+command stops them too.
 """
 
 from __future__ import annotations
@@ -33,10 +38,53 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument(
+            "--demo",
+            action="store_true",
+            help="Start local demo servers and fill an empty database with demo data.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         login = self.ensure_admin()
+        demo = self.start_demo() if options["demo"] else None
+        try:
+            self.run(options, login, demo)
+        finally:
+            if demo is not None:
+                demo.stop()
+
+    def start_demo(self) -> Any:
+        from integrations.models import Connection
+        from sandbox.demo import PASSWORD, Demo
+
+        if Connection.objects.exists():
+            raise CommandError(
+                "The demo needs an empty database: run it with 'make demo' (it uses var/demo)."
+            )
+        demo = Demo(Path(settings.VAR_DIR))
+        environment = demo.start()
+        os.environ.update(environment)  # the workers and the web server inherit it
+        for name, value in environment.items():
+            setattr(settings, name, value)
+        try:
+            seeded = demo.seed()
+        except BaseException:
+            demo.stop()
+            raise
+        demo.run_activity()
+        people = ", ".join(seeded["people"])
+        self.stdout.write(
+            f"Demo: local Graph, Zendesk and Zimbra servers are running on 127.0.0.1"
+            f"{' with a private Dovecot' if demo.dovecot else ''}.\n"
+            f"  People: {people} (password '{PASSWORD}') — their page is /settings/sync/\n"
+            f"  Case:   /admin/workspace/case/{seeded['case']}/change/\n"
+        )
+        for note in demo.notes:
+            self.stdout.write(self.style.WARNING(f"  {note}"))
+        return demo
+
+    def run(self, options: dict[str, Any], login: str, demo: Any) -> None:
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         web = [
             sys.executable,

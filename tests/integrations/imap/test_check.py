@@ -6,7 +6,7 @@ import pytest
 
 from integrations.errors import AuthFailed, ConfigError, Permanent, Transient
 from integrations.imap.connector import ImapConnector
-from tests.support.dovecot import free_port
+from sandbox.dovecot import free_port
 
 pytestmark = pytest.mark.django_db
 

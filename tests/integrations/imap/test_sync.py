@@ -288,7 +288,7 @@ def test_wrong_password_fails_once_and_asks_for_new_credentials(
 
 
 def test_unreachable_server_is_transient(make_imap_connection, work):
-    from tests.support.dovecot import free_port
+    from sandbox.dovecot import free_port
 
     conn = make_imap_connection(port=free_port())
     job = sync(conn, work)
