@@ -25,6 +25,7 @@ from syncqueue.stats import queue_stats
 State = SyncJob.State
 FAILURE_WINDOW = timedelta(days=7)
 _NUMBERS = re.compile(r"\d+")
+_UUIDS = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
@@ -86,7 +87,7 @@ def alerts(stats: dict[str, Any] | None = None, workers: WorkerStatus | None = N
 
 def normalize_message(message: str) -> str:
     """Numbers and quoted names vary between occurrences of the same cause."""
-    return _NUMBERS.sub("#", _QUOTED.sub("'…'", message)).strip()
+    return _NUMBERS.sub("#", _UUIDS.sub("…", _QUOTED.sub("'…'", message))).strip()
 
 
 @dataclass

@@ -166,14 +166,19 @@ def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]
 
 @pytest.fixture
 def screenshot() -> Callable[..., str]:
-    """Save a full-page screenshot under TEST_OUTPUT_DIR/screenshots; returns the path."""
-    from tests.support.processes import output_dir
+    """Save a full-page screenshot under TEST_OUTPUT_DIR/screenshots; returns the path. With
+    ``UPDATE_SCREENSHOTS=1`` the ones the README shows (``docs=True``) go to docs/screenshots."""
+    import shutil
 
-    def take(page: Any, name: str) -> str:
+    from tests.support.processes import ROOT, output_dir
+
+    def take(page: Any, name: str, docs: bool = False) -> str:
         folder = output_dir() / "screenshots"
         folder.mkdir(parents=True, exist_ok=True)
         path = str(folder / f"{name}.png")
         page.screenshot(path=path, full_page=True)
+        if docs and os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(path, ROOT / "docs" / "screenshots" / f"{name}.png")
         return path
 
     return take
