@@ -5,7 +5,8 @@
 Creates tasks assigned to 50 people who switched Zimbra tasks on (one push job each, queued
 on commit), then a fresh child process runs every push through the engine as a worker would.
 Reports pushes/s and SOAP calls per push (sign-ins included), for the creates and then for an
-edit of every task.
+edit of every task; then, with incoming on, half the tasks are completed in Zimbra and one
+incoming sync reads them back (changes/s, SOAP calls per change).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def main() -> None:
     from integrations.models import Connection, UserSwitch
     from sandbox.tls import make_ca
     from sandbox.zimbra import ADMIN_NAME, ADMIN_PASSWORD, FakeZimbra
+    from syncqueue import engine
+    from syncqueue.models import SyncJob
     from workspace import tasks
     from workspace.models import Task
 
@@ -114,10 +117,28 @@ def main() -> None:
         edit = child(env)
         edit_calls = len(server.requests) - calls
         stored = sum(len(box.tasks) for box in server.mailboxes.values())
+
+        conn.config = {**conn.config, "incoming": True}
+        conn.save()
+        engine.enqueue(conn, SyncJob.Kind.MANUAL)
+        child(env)  # the first read: sync tokens, nothing changed
+        later = time.time() + 5
+        changed = 0
+        for box in server.mailboxes.values():
+            for uid in list(box.tasks)[::2]:
+                server.edit_in_zimbra(box.name, uid, at=later, status="COMP", percentComplete="100")
+                changed += 1
+        calls = len(server.requests)
+        engine.enqueue(conn, SyncJob.Kind.MANUAL)
+        incoming = child(env)
+        incoming_calls = len(server.requests) - calls
+        completed = Task.objects.filter(status="completed").count()
     finally:
         server.stop()
     if stored != args.assignments:
         raise SystemExit(f"Zimbra has {stored} tasks, expected {args.assignments}")
+    if completed != changed:
+        raise SystemExit(f"{completed} tasks came back completed, expected {changed}")
     print(
         json.dumps(
             {
@@ -127,6 +148,9 @@ def main() -> None:
                 "create_soap_calls_per_push": round(create_calls / args.assignments, 3),
                 "edit_pushes_per_s": round(args.assignments / edit["seconds"], 1),
                 "edit_soap_calls_per_push": round(edit_calls / args.assignments, 3),
+                "incoming_changes": changed,
+                "incoming_changes_per_s": round(changed / incoming["seconds"], 1),
+                "incoming_soap_calls_per_change": round(incoming_calls / changed, 3),
                 "peak_rss_mb": round(max(create["peak_rss_mb"], edit["peak_rss_mb"]), 1),
             }
         )
