@@ -3,7 +3,9 @@
 Every reader records the variable (name, default, meaning) in ``REGISTRY`` so the list of
 environment variables in the documentation is generated from the code and cannot drift
 (``manage.py env_docs``). A value that cannot be parsed raises ``ImproperlyConfigured`` naming
-the variable, instead of surfacing later as a confusing type error.
+the variable, instead of surfacing later as a confusing type error. A default that depends on
+the machine or on another variable is documented by ``doc_default`` (e.g. ``$SYNC_VAR_DIR/media``),
+so the generated list is the same on every machine.
 
 ``env_secret`` also accepts ``<NAME>_FILE``: the path of a file holding the value, which is how
 container platforms and systemd credentials hand out secrets.
@@ -34,9 +36,13 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _register(name: str, default: object, help: str, secret: bool = False) -> str | None:
+def _register(
+    name: str, default: object, help: str, secret: bool = False, doc_default: str | None = None
+) -> str | None:
     shown = "" if default is None else str(default)
-    if isinstance(default, bool):
+    if doc_default is not None:
+        shown = doc_default
+    elif isinstance(default, bool):
         shown = "true" if default else "false"
     elif isinstance(default, list | tuple):
         shown = ",".join(str(v) for v in default)
@@ -44,9 +50,9 @@ def _register(name: str, default: object, help: str, secret: bool = False) -> st
     return os.environ.get(name)
 
 
-def env_str(name: str, default: str, help: str) -> str:
+def env_str(name: str, default: str, help: str, *, doc_default: str | None = None) -> str:
     """Return the variable's text, or ``default`` when it is unset."""
-    raw = _register(name, default, help)
+    raw = _register(name, default, help, doc_default=doc_default)
     return default if raw is None else raw
 
 
@@ -63,9 +69,16 @@ def env_bool(name: str, default: bool, help: str) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean; use true or false.")
 
 
-def env_int(name: str, default: int, help: str, *, minimum: int | None = None) -> int:
+def env_int(
+    name: str,
+    default: int,
+    help: str,
+    *,
+    minimum: int | None = None,
+    doc_default: str | None = None,
+) -> int:
     """Return an integer, refusing values below ``minimum``."""
-    raw = _register(name, default, help)
+    raw = _register(name, default, help, doc_default=doc_default)
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -77,9 +90,16 @@ def env_int(name: str, default: int, help: str, *, minimum: int | None = None) -
     return value
 
 
-def env_float(name: str, default: float, help: str, *, minimum: float | None = None) -> float:
+def env_float(
+    name: str,
+    default: float,
+    help: str,
+    *,
+    minimum: float | None = None,
+    doc_default: str | None = None,
+) -> float:
     """Return a float, refusing values below ``minimum``."""
-    raw = _register(name, default, help)
+    raw = _register(name, default, help, doc_default=doc_default)
     if raw is None or raw.strip() == "":
         return default
     try:

@@ -31,6 +31,7 @@ VAR_DIR = Path(
         "SYNC_VAR_DIR",
         str(BASE_DIR / "var"),
         "Directory for local state: the SQLite database, development keys, stored attachments.",
+        doc_default="<project>/var",
     )
 )
 
@@ -75,6 +76,7 @@ INSTALLED_APPS = [
     "syncqueue",
     "mail",
     "portal",
+    "syncproject.management.apps.SyncProjectConfig",  # the project's commands (env_docs)
 ]
 
 MIDDLEWARE = [
@@ -117,7 +119,12 @@ CONN_MAX_AGE = env_int(
 DATABASE_URL = env_str(
     "DATABASE_URL", "", "PostgreSQL URL (postgres://user:pass@host:5432/db); empty = SQLite."
 )
-SQLITE_PATH = env_str("SQLITE_PATH", str(VAR_DIR / "db.sqlite3"), "SQLite file when no URL.")
+SQLITE_PATH = env_str(
+    "SQLITE_PATH",
+    str(VAR_DIR / "db.sqlite3"),
+    "SQLite file when no URL.",
+    doc_default="$SYNC_VAR_DIR/db.sqlite3",
+)
 SQLITE_BUSY_TIMEOUT = env_int(
     "SQLITE_BUSY_TIMEOUT", 20, "Seconds SQLite waits for a lock before failing.", minimum=1
 )
@@ -170,7 +177,14 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing directory
 WHITENOISE_USE_FINDERS = True  # serve app static files without a collectstatic step
-MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media"), "Where attachments are stored."))
+MEDIA_ROOT = Path(
+    env_str(
+        "MEDIA_ROOT",
+        str(VAR_DIR / "media"),
+        "Where attachments are stored.",
+        doc_default="$SYNC_VAR_DIR/media",
+    )
+)
 MEDIA_URL = "media/"
 
 EMAIL_BACKEND = env_str(
@@ -179,6 +193,13 @@ EMAIL_BACKEND = env_str(
     "Django email backend used for notifications.",
 )
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "sync@localhost", "Sender of notifications.")
+SYNC_NOTIFY_MIN_INTERVAL = env_int(
+    "SYNC_NOTIFY_MIN_INTERVAL",
+    900,
+    "Seconds between two notification emails about the same alert or connection; a change "
+    "within that time is mailed once it has passed, if it still holds.",
+    minimum=0,
+)
 
 # --- Sync engine ------------------------------------------------------------------------------
 SYNC_QUEUE_NAME = env_str(
@@ -193,18 +214,21 @@ SYNC_TASK_RETRY = env_int(
     SYNC_TASK_TIMEOUT + 120,
     "Seconds before django-q2 redelivers an unacknowledged task; must exceed the timeout.",
     minimum=6,
+    doc_default="SYNC_TASK_TIMEOUT + 120",
 )
 SYNC_SLICE_SECONDS = env_float(
     "SYNC_SLICE_SECONDS",
     round(SYNC_TASK_TIMEOUT * 0.4, 1),
     "Time budget of one job slice; the job then re-queues itself and continues.",
     minimum=0.0,
+    doc_default="0.4 * SYNC_TASK_TIMEOUT",
 )
 SYNC_LEASE_SECONDS = env_int(
     "SYNC_LEASE_SECONDS",
     SYNC_TASK_TIMEOUT + 60,
     "A running job whose lease is this old is rescued (its worker died).",
     minimum=1,
+    doc_default="SYNC_TASK_TIMEOUT + 60",
 )
 SYNC_MAX_ATTEMPTS = env_int(
     "SYNC_MAX_ATTEMPTS", 5, "Failed attempts before a job is marked failed.", minimum=1
@@ -287,6 +311,12 @@ SYNC_EXTRA_CONNECTORS = dict(
         [],
         "Extra connector kinds as kind=dotted.path.Class, comma-separated (tests, plug-ins).",
     )
+)
+
+# --- Metrics ----------------------------------------------------------------------------------
+SYNC_METRICS_TOKEN = env_secret(
+    "SYNC_METRICS_TOKEN",
+    "Bearer token a Prometheus scraper sends to read /metrics. Unset: only staff may read it",
 )
 
 # --- Mail store (IMAP, Microsoft Graph) --------------------------------------------------------

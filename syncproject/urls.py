@@ -14,4 +14,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz", queue_views.healthz, name="healthz"),
+    path("metrics", queue_views.metrics, name="metrics"),
 ]

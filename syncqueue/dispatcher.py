@@ -26,7 +26,7 @@ from django_q.models import OrmQ
 
 from integrations.errors import Transient
 from integrations.models import Connection
-from syncqueue import engine, heartbeat, retention
+from syncqueue import engine, heartbeat, notifications, retention
 from syncqueue.locks import hold_lock
 from syncqueue.models import SyncJob, SyncLog
 
@@ -71,6 +71,11 @@ def dispatch(now: datetime | None = None) -> DispatchReport:
         if due:
             report.pruned = retention.prune(now)
             heartbeat.prune_heartbeats(now)
+    try:
+        notifications.run_due(now)
+    except Exception:
+        # Mail is a side channel: a broken mail server or template must never stop syncing.
+        log.exception("Notifications failed; dispatching goes on.")
     return report
 
 

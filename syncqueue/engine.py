@@ -60,7 +60,7 @@ from integrations.errors import (
     Transient,
 )
 from integrations.models import Connection
-from syncqueue import heartbeat
+from syncqueue import heartbeat, notifications
 from syncqueue.models import SyncJob, SyncLog
 from syncqueue.redact import redact, secret_values
 from syncqueue.signals import job_finished
@@ -706,11 +706,13 @@ def record_connection_outcome(
     A retried attempt marks it degraded. A failed job counts towards ``consecutive_failures``:
     at ``SYNC_FAILING_AFTER`` it is failing, at ``SYNC_DISABLE_AFTER`` it is disabled with the
     reason. Authentication failures mark it ``auth_required`` at once and stop its schedule until
-    someone fixes the credentials.
+    someone fixes the credentials. Becoming ``auth_required`` or disabled is mailed to the owner
+    after commit (``syncqueue.notifications``).
     """
     if isinstance(exc, RateLimited):
         return
     conn = Connection.objects.select_for_update().get(pk=connection_id)
+    was_status, was_enabled = conn.status, conn.enabled
     conn.last_error = message
     fields = ["last_error", "status", "updated_at"]
     if isinstance(exc, AuthFailed):
@@ -736,6 +738,7 @@ def record_connection_outcome(
             conn.status = Connection.Status.FAILING
         conn.next_sync_at = conn.compute_next_sync(now)
     conn.save(update_fields=fields)
+    notifications.connection_changed(conn, was_status=was_status, was_enabled=was_enabled)
 
 
 # --- Operations on jobs (admin, API, commands) -------------------------------------------------

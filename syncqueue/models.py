@@ -223,3 +223,51 @@ class RateBudget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {len(self.grants)} recent request(s)"
+
+
+class AlertState(models.Model):
+    """A dashboard alert as last seen by ``syncqueue.notifications``, and what staff were last
+    told about it. Mail goes out when ``active`` differs from ``notified_active``, at most once
+    per alert per ``SYNC_NOTIFY_MIN_INTERVAL``."""
+
+    key = models.CharField(max_length=50, primary_key=True, help_text="The alert, e.g. 'backlog'.")
+    active = models.BooleanField(default=False, help_text="The alert was on at the last check.")
+    message = models.CharField(max_length=500, blank=True, help_text="Its text when it started.")
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it started (kept while staff think it is on)."
+    )
+    cleared_at = models.DateTimeField(null=True, blank=True, help_text="When it last cleared.")
+    notified_active = models.BooleanField(
+        default=False, help_text="What the last mail to staff said: on (true) or cleared (false)."
+    )
+    notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When staff were last mailed about it."
+    )
+
+    def __str__(self) -> str:
+        return f"{self.key}: {'on' if self.active else 'clear'}"
+
+
+class ConnectionNotice(models.Model):
+    """The last mail about a connection's trouble (re-authentication needed, turned off by the
+    engine), so its owner is mailed at most once per ``SYNC_NOTIFY_MIN_INTERVAL``."""
+
+    class Problem(models.TextChoices):
+        AUTH_REQUIRED = "auth_required", "Needs new credentials"
+        DISABLED = "disabled", "Turned off after repeated failures"
+
+    connection = models.OneToOneField(
+        Connection, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    problem = models.CharField(
+        max_length=20, choices=Problem.choices, help_text="The latest trouble to report."
+    )
+    pending = models.BooleanField(
+        default=False, help_text="Not mailed yet (held back by the rate limit, or a mail failed)."
+    )
+    notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last mail about this connection went out."
+    )
+
+    def __str__(self) -> str:
+        return f"connection {self.connection_id}: {self.problem}"
