@@ -60,6 +60,14 @@ CSRF_TRUSTED_ORIGINS = env_list(
 SITE_URL = env_str(
     "SITE_URL", "http://127.0.0.1:8000", "Public base URL, used in links sent by email."
 )
+if env_bool(
+    "DJANGO_BEHIND_TLS_PROXY",
+    False,
+    "Served through a TLS-terminating proxy that sets X-Forwarded-Proto: trust it, and send "
+    "session and CSRF cookies over HTTPS only.",
+):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 
 INSTALLED_APPS = [
     "syncproject.apps.SyncAdminConfig",  # Django's admin with the sync control room added
@@ -193,6 +201,13 @@ EMAIL_BACKEND = env_str(
     "Django email backend used for notifications.",
 )
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "sync@localhost", "Sender of notifications.")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost", "SMTP server (with the SMTP email backend).")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, "SMTP port (587 with STARTTLS, 465 with TLS).", minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "", "SMTP user name; empty: no authentication.")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD", "SMTP password") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False, "SMTP with STARTTLS (usually port 587).")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False, "SMTP over TLS from the start (port 465).")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20, "Seconds before an SMTP attempt gives up.", minimum=1)
 SYNC_NOTIFY_MIN_INTERVAL = env_int(
     "SYNC_NOTIFY_MIN_INTERVAL",
     900,
@@ -311,6 +326,14 @@ SYNC_EXTRA_CONNECTORS = dict(
         [],
         "Extra connector kinds as kind=dotted.path.Class, comma-separated (tests, plug-ins).",
     )
+)
+
+# --- manage.py serve (the embedded set-up) ------------------------------------------------------
+SERVE_HOST = env_str("HOST", "127.0.0.1", "Address 'manage.py serve' (make run) listens on.")
+SERVE_PORT = env_int("PORT", 8000, "Port 'manage.py serve' (make run) listens on.", minimum=1)
+SERVE_ADMIN_PASSWORD = env_secret(
+    "SYNC_ADMIN_PASSWORD",
+    "Password of the 'admin' account 'manage.py serve' creates on first run (default: generated)",
 )
 
 # --- Metrics ----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """System checks that refuse a django-q2 configuration which breaks the engine's assumptions.
 
-ids: syncqueue.E001-E008, W001. Each message says what to change.
+ids: syncqueue.E001-E008, W001, W002. Each message says what to change.
 """
 
 from __future__ import annotations
@@ -103,3 +103,18 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return problems
+
+
+@register("syncproject")
+def check_shared_secret_key(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """On a shared database several hosts run workers: they must sign tasks with one key."""
+    if getattr(settings, "SYNC_USING_DEV_SECRET_KEY", False) and settings.DATABASE_URL:
+        return [
+            Warning(
+                "DJANGO_SECRET_KEY is not set, so this host signs django-q2 tasks with its own "
+                "development key; workers on other hosts drop tasks they cannot verify.",
+                hint="Set the same DJANGO_SECRET_KEY on every web and worker host.",
+                id="syncqueue.W002",
+            )
+        ]
+    return []

@@ -250,3 +250,25 @@ def test_a_rolled_back_failure_sends_nothing(make_connection, mailoutbox):
         raise RuntimeError("the worker died")
     assert mailoutbox == []
     assert not ConnectionNotice.objects.exists()
+
+
+def test_sync_notify_tells_staff_that_every_worker_is_down(staff, make_connection, mailoutbox):
+    """The dispatcher runs inside the workers; the web host's timer covers their absence."""
+    from django.core.management import call_command
+
+    make_connection(name="Sales inbox")  # enabled connections, no heartbeat at all
+    call_command("sync_notify")
+    subjects = [mail.subject for mail in mailoutbox]
+    assert any(s.startswith("Alert: Background workers have never run") for s in subjects)
+    call_command("sync_notify")  # within the check interval: nothing more
+    assert len(mailoutbox) == len(subjects)
+
+
+def test_a_shared_database_without_a_secret_key_is_warned_about(settings):
+    from syncqueue.checks import check_shared_secret_key
+
+    settings.SYNC_USING_DEV_SECRET_KEY = True
+    settings.DATABASE_URL = "postgres://sync@db.example.com/sync"
+    assert [w.id for w in check_shared_secret_key()] == ["syncqueue.W002"]
+    settings.DATABASE_URL = ""
+    assert check_shared_secret_key() == []

@@ -14,6 +14,8 @@ command stops them too.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -35,8 +37,8 @@ class Command(BaseCommand):
     help = "Start the web server and the sync workers (embedded set-up); Ctrl-C stops both."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--host", default=settings.SERVE_HOST)
+        parser.add_argument("--port", type=int, default=settings.SERVE_PORT)
         parser.add_argument("--web-workers", type=int, default=2)
         parser.add_argument(
             "--demo",
@@ -102,9 +104,12 @@ class Command(BaseCommand):
             "--graceful-timeout",
             "10",
         ]
+        # Each in its own process group, so stopping reaches the workers qcluster forks too.
         processes = {
-            "workers": subprocess.Popen([sys.executable, manage, "qcluster"]),
-            "web": subprocess.Popen(web),
+            "workers": subprocess.Popen(
+                [sys.executable, manage, "qcluster"], start_new_session=True
+            ),
+            "web": subprocess.Popen(web, start_new_session=True),
         }
         url = f"http://{options['host']}:{options['port']}"
         self.stdout.write(
@@ -116,12 +121,21 @@ class Command(BaseCommand):
         )
         self.supervise(processes)
 
+    def notify(self) -> None:
+        """Alert mails from this process too (``syncqueue.notifications``; rate-limited)."""
+        from syncqueue import notifications
+
+        try:
+            notifications.run_due()
+        except Exception:  # mail is a side channel; the product keeps running
+            logging.getLogger(__name__).exception("Notifications failed")
+
     def ensure_admin(self) -> str:
         """Create the first superuser if there is none; return how to log in."""
         users = get_user_model().objects
         password_file = Path(settings.VAR_DIR) / "admin-password"
         if not users.filter(is_superuser=True).exists():
-            password = os.environ.get("SYNC_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+            password = settings.SERVE_ADMIN_PASSWORD or secrets.token_urlsafe(12)
             users.create_superuser("admin", "admin@localhost", password)
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
@@ -139,10 +153,14 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         failed = None
+        next_notice = 0.0
         while not stopping and failed is None:
             for name, proc in processes.items():
                 if proc.poll() is not None:
                     failed = name
+            if time.monotonic() >= next_notice:
+                self.notify()  # also when the workers are down: that is an alert too
+                next_notice = time.monotonic() + 30
             time.sleep(0.5)
         for proc in processes.values():
             if proc.poll() is None:
@@ -152,7 +170,10 @@ class Command(BaseCommand):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                self.stderr.write(f"Process {proc.pid} did not stop in {GRACE_SECONDS}s; killed.")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its group
+            proc.wait()
         if failed:
             raise CommandError(f"The {failed} process stopped unexpectedly; everything stopped.")
         self.stdout.write("Stopped.")
