@@ -13,8 +13,8 @@ fault; ``drop_after_commit()`` performs a request and then drops the connection 
 ``SyncRequest l=… [token] [changeLimit]`` answers the folder's tasks changed after the token
 (the change number it handed out), oldest first, as ``<task id ms md rev l/>`` plus
 ``<deleted ids/>``, with ``token`` and ``more``; ``expire_tombstones()`` makes every earlier
-token too old (``mail.MUST_RESYNC``). Without a token it lists every task of the folder (real
-Zimbra answers a folder tree there; the items are the same).
+token too old (``mail.MUST_RESYNC``). Without a token it answers as Zimbra's initial sync does:
+the folder with the ids of its tasks, ``<folder id="15"><task ids="257,258"/></folder>``.
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ class FakeZimbra(LocalServer):
         """Zimbra purged its change history: every token handed out so far is too old."""
         with self.lock:
             self.tombstone_horizon = self.last_change + 1
+            self._next_change()  # tokens handed out from now on are valid
 
     def _next_change(self) -> int:
         self.last_change = next(self.changes)
@@ -282,6 +283,12 @@ class FakeZimbra(LocalServer):
                     "mail.MUST_RESYNC",
                     "sync token too old; tombstones have already been expired",
                 )
+        if token is None:
+            ids = ",".join(str(t.cal_item_id) for t in box.tasks.values() if t.folder == folder)
+            return (
+                f'<SyncResponse xmlns="{MAIL}" md="{int(time.time())}" token="{self.last_change}"'
+                f' more="0"><folder id="{folder}"><task ids="{ids}"/></folder></SyncResponse>'
+            )
         limit = int(operation.get("changeLimit") or 0) or 1_000_000
         changed = sorted(
             (t for t in box.tasks.values() if t.folder == folder and t.ms > since),
@@ -294,7 +301,7 @@ class FakeZimbra(LocalServer):
             f'<task id="{t.cal_item_id}" l="{t.folder}" ms="{t.ms}" rev="{t.rev}" md="{t.md}"/>'
             for t in page
         )
-        deleted = f'<deleted ids="{",".join(gone)}"/>' if gone and token is not None else ""
+        deleted = f'<deleted ids="{",".join(gone)}"/>' if gone else ""
         return (
             f'<SyncResponse xmlns="{MAIL}" md="{int(time.time())}" token="{upto}" '
             f'more="{int(more)}">{items}{deleted}</SyncResponse>'

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import zoneinfo
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
+from django.utils import timezone
 
 
 def validate_timezone(value: str) -> None:
@@ -190,9 +192,32 @@ class Task(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    progress_changed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When status or percent complete last changed (here, or in Zimbra: then "
+        "Zimbra's time). Decides which side wins when both changed.",
+    )
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.progress() != getattr(self, "_loaded_progress", None):
+            self.progress_changed_at = timezone.now()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "progress_changed_at"}
+        super().save(*args, **kwargs)
+        self._loaded_progress = self.progress()
+
+    @classmethod
+    def from_db(cls, db: Any, field_names: Any, values: Any) -> Task:
+        task = super().from_db(db, field_names, values)
+        task._loaded_progress = task.progress()
+        return task
+
+    def progress(self) -> tuple[str, int]:
+        return (self.status, self.percent_complete)
 
 
 class Assignment(models.Model):
@@ -224,6 +249,10 @@ class Assignment(models.Model):
     ms = models.CharField(max_length=30, blank=True)
     rev = models.CharField(max_length=30, blank=True)
     pushed_hash = models.CharField(max_length=64, blank=True, help_text="Of what was last sent.")
+    pushed_status = models.CharField(max_length=20, blank=True, help_text="Status last in step.")
+    pushed_percent = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Percent complete last in step with Zimbra."
+    )
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     error = models.CharField(max_length=500, blank=True)
     pushed_at = models.DateTimeField(null=True, blank=True)

@@ -68,12 +68,6 @@ def queue_push(assignment: Assignment, user: Any = None) -> SyncJob | None:
             state=Assignment.State.OFF
         )
         return None
-    if (
-        not removing
-        and assignment.inv_id
-        and assignment.pushed_hash == content_hash(assignment.task, True)
-    ):
-        return None  # Zimbra has this version already (e.g. the change came from Zimbra)
     return engine.enqueue(
         server,
         SyncJob.Kind.PUSH,
@@ -99,19 +93,17 @@ def watched_assignments(server: Connection) -> dict[str, dict[str, Any]]:
             user__sync_switches__enabled=True,
         )
         .exclude(cal_item_id="")
-        .values_list("account", "cal_item_id", "pk", "ms")
+        .values_list("account", "user__email", "cal_item_id", "pk", "ms")
     )
     found: dict[str, dict[str, Any]] = {}
-    for account, cal_item_id, pk, ms in rows:
-        found.setdefault(account.lower(), {})[cal_item_id] = Watched(pk, ms)
+    for account, email, cal_item_id, pk, ms in rows:  # pushed to the email when no address
+        found.setdefault((account or email).lower(), {})[cal_item_id] = Watched(pk, ms)
     return found
 
 
 def push_later(assignment_ids: list[int]) -> None:
     def run() -> None:
-        for assignment in Assignment.objects.filter(pk__in=assignment_ids).select_related(
-            "user", "task"
-        ):
+        for assignment in Assignment.objects.filter(pk__in=assignment_ids).select_related("user"):
             queue_push(assignment)
 
     transaction.on_commit(run)

@@ -9,8 +9,11 @@ together with the "pushed" mark.
 Incoming (``config.incoming``, on the connection's schedule): a ``SyncRequest`` per person's
 Tasks folder from the token kept in the connection's cursor lists what changed; tasks whose
 ``ms`` differs from the one we stored are read with ``GetTask`` and their status and percent
-complete come back to the task. When both sides changed, the later change wins (Zimbra's ``md``
-against the task's ``updated_at``) and the losing value is written to the job's log.
+complete come back to the task. It is a three-way merge against the values both sides last
+agreed on (``Assignment.pushed_status``/``pushed_percent``): a side that did not change since
+then gives way; when both changed, the later change wins (Zimbra's ``md`` against the task's
+``progress_changed_at``) and the losing value is written to the job's log. A task deleted in
+Zimbra that is still assigned here is added again.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Pushed:
     content_hash: str
     removed: bool = False
     ids: dict[str, str] | None = None
+    progress: tuple[str, int] | None = None  # the status and percent complete sent
 
 
 @dataclass
@@ -65,6 +69,14 @@ class Incoming:
     changed_at: datetime  # Zimbra's md: when the task last changed there
     ms: str
     rev: str
+    job_id: int | None = None
+
+
+@dataclass
+class GoneThere:
+    """One of our tasks was deleted in Zimbra while still assigned here."""
+
+    assignment_id: int
     job_id: int | None = None
 
 
@@ -128,7 +140,10 @@ class ZimbraConnector(Connector):
         records: list[Any] = []
         ids = self._upsert(ctx, soap, account, assignment, task, records)
         wanted = content_hash(task, assignment.active)  # Zimbra's later status may have won
-        yield Batch(records=[*records, Pushed(assignment.pk, wanted, ids=ids)], final=True)
+        yield Batch(
+            records=[*records, Pushed(assignment.pk, wanted, ids=ids, progress=task.progress())],
+            final=True,
+        )
 
     def _upsert(
         self,
@@ -166,14 +181,14 @@ class ZimbraConnector(Connector):
                 if found is None:
                     raise Transient("Zimbra said the task changed but returned no task.") from None
                 ms, rev = found.get("ms", ""), found.get("rev", "")
+                if not self.zimbra.incoming:
+                    continue  # push only: this application's version is the one
                 remote = _incoming(found, assignment.pk, ctx.job_id)
-                if not (self.zimbra.incoming and _differs(remote, task)):
-                    continue
-                if remote.changed_at > task.updated_at:
-                    records.append(remote)  # Zimbra's is later: keep it in what we send
-                    task.status = remote.status or task.status
-                    task.percent_complete = remote.percent
-                else:
+                decision = _decide(remote, task, _base(assignment))
+                if decision in ("theirs", "theirs-later"):
+                    records.append(remote)  # Zimbra's change stays in what we send
+                    task.status, task.percent_complete = _theirs(remote, task)
+                elif decision == "ours-later":
                     ctx.log("info", _kept_ours(task, account, remote), assignment=assignment.pk)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -196,10 +211,14 @@ class ZimbraConnector(Connector):
                 yield from self._read_folder(ctx, soap, account, tokens, watched[account])
             except AuthFailed:
                 raise
-            except Permanent as error:  # e.g. no such account: the others go on
+            except (Permanent, Transient) as error:
+                # e.g. no such account, or one mailbox in maintenance: the others go on, and
+                # this one catches up from its token next time
                 ctx.log("warning", f"Skipped {account}: {error.message}", code=error.code)
                 skipped.append(account)
                 yield Batch(checkpoint={"after": account})
+        if watched and len(skipped) == len(watched):
+            raise Transient("Zimbra could not be read for anyone's task list; will retry.")
         note = f"Read changes from {len(watched) - len(skipped)} Zimbra task list(s)"
         yield Batch(note=note + (f"; skipped {len(skipped)}." if skipped else "."), final=True)
 
@@ -230,18 +249,23 @@ class ZimbraConnector(Connector):
                 )
                 del tokens[key]
                 continue
-            records = []
-            for item in answer.iter(f"{{{MAIL}}}task"):
-                known = mine.get(item.get("id", ""))
-                if known is None or item.get("ms") == known.ms:
+            records: list[Any] = []
+            for item_id, ms in _changed_items(answer):
+                known = mine.get(item_id)
+                if known is None or ms == known.ms:
                     continue  # not one of ours, or our own push
                 try:
-                    read = soap.call(account, "GetTask", id=item.get("id"))
+                    read = soap.call(account, "GetTask", id=item_id)
                 except ItemGone:
-                    continue  # deleted since: the next push re-creates it
+                    records.append(GoneThere(known.assignment_id, ctx.job_id))
+                    continue
                 found = read.find(f"{{{MAIL}}}task")
                 if found is not None:
                     records.append(_incoming(found, known.assignment_id, ctx.job_id))
+            deleted = answer.find(f"{{{MAIL}}}deleted")
+            for item_id in (deleted.get("ids", "") if deleted is not None else "").split(","):
+                if item_id in mine:
+                    records.append(GoneThere(mine[item_id].assignment_id, ctx.job_id))
             tokens[key] = answer.get("token", "")
             more = answer.get("more") == "1"
             yield Batch(
@@ -283,6 +307,9 @@ class ZimbraConnector(Connector):
             if isinstance(record, Incoming):
                 self._apply_incoming(record, counts)
                 continue
+            if isinstance(record, GoneThere):
+                self._apply_gone(record, counts)
+                continue
             if not isinstance(record, Pushed):
                 continue
             row = Assignment.objects.select_for_update().get(pk=record.assignment_id)
@@ -295,6 +322,8 @@ class ZimbraConnector(Connector):
                 row.cal_item_id = ids.get("calItemId", row.cal_item_id)
                 row.inv_id = ids.get("invId", row.inv_id)
                 row.ms, row.rev = ids.get("ms", ""), ids.get("rev", "")
+                if record.progress is not None:
+                    row.pushed_status, row.pushed_percent = record.progress
                 row.state = Assignment.State.PUSHED
                 if created:
                     counts.created += 1
@@ -305,8 +334,7 @@ class ZimbraConnector(Connector):
         return counts
 
     def _apply_incoming(self, record: Incoming, counts: Counts) -> None:
-        """The later change wins; the losing value goes to the job's log."""
-        from syncqueue.models import SyncLog
+        """Three-way merge of status and percent complete; see the module docstring."""
         from workspace.models import Assignment, Task
         from workspace.tasks import content_hash, push_later
 
@@ -315,32 +343,77 @@ class ZimbraConnector(Connector):
             counts.skipped += 1
             return
         task = Task.objects.select_for_update().get(pk=row.task_id)
+        decision = _decide(record, task, _base(row))
         row.ms, row.rev = record.ms, record.rev
+        fields = ["ms", "rev"]
         message = ""
-        if not _differs(record, task):
+        if decision == "same":
+            row.pushed_status, row.pushed_percent = task.progress()
+            fields += ["pushed_status", "pushed_percent"]
             counts.skipped += 1
-        elif record.changed_at > task.updated_at:
-            message = f"“{task.title}”: {row.account} changed it in Zimbra to "
-            message += f"{_describe(record.status, record.percent)} after our change; replaced "
-            message += f"{_describe(task.status, task.percent_complete)}."
-            task.status = record.status or task.status
-            task.percent_complete = record.percent
-            task.save(update_fields=["status", "percent_complete", "updated_at"])
-            row.pushed_hash = content_hash(task, True)  # Zimbra already has it
+        elif decision in ("theirs", "theirs-later"):
+            theirs = _theirs(record, task)
+            message = f"“{task.title}”: took {_describe(*theirs)} from {row.account}'s Zimbra"
+            if decision == "theirs-later":
+                message += f" (changed there after ours; replaced {_describe(*task.progress())})"
+            in_step = row.pushed_hash == content_hash(task, True)  # no other change waits
+            # Zimbra's time is the change's time: a later change elsewhere still wins over it
+            Task.objects.filter(pk=task.pk).update(
+                status=theirs[0],
+                percent_complete=theirs[1],
+                progress_changed_at=record.changed_at,
+                updated_at=timezone.now(),
+            )
+            task.refresh_from_db()
+            row.pushed_status, row.pushed_percent = theirs
+            fields += ["pushed_status", "pushed_percent"]
+            others = task.assignments.filter(active=True).exclude(pk=row.pk)
+            follow = list(others.values_list("pk", flat=True))  # the other copies follow
+            if in_step:
+                row.pushed_hash = content_hash(task, True)  # Zimbra already has all of it
+                fields.append("pushed_hash")
+            else:
+                follow.append(row.pk)  # our other changes still have to reach this copy
+            push_later(follow)
             counts.updated += 1
         else:
-            message = _kept_ours(task, row.account, record)
-            row.pushed_hash = ""  # Zimbra no longer has our version
+            if decision == "ours-later":
+                message = _kept_ours(task, row.account, record)
+            row.pushed_hash = ""  # Zimbra no longer has our version: send it again
+            fields.append("pushed_hash")
             push_later([row.pk])
             counts.skipped += 1
-        row.save(update_fields=["ms", "rev", "pushed_hash"])
-        if message and record.job_id:
+        row.save(update_fields=fields)
+        self._log(record.job_id, message, assignment=row.pk, zimbra_md=record.changed_at)
+
+    def _apply_gone(self, record: GoneThere, counts: Counts) -> None:
+        from workspace.models import Assignment
+        from workspace.tasks import push_later
+
+        row = Assignment.objects.select_for_update().filter(pk=record.assignment_id).first()
+        if row is None or not row.active or row.task_id is None:
+            return
+        row.pushed_hash = ""
+        row.save(update_fields=["pushed_hash"])
+        push_later([row.pk])  # the modify finds it gone and creates it again
+        counts.skipped += 1
+        self._log(
+            record.job_id,
+            f"“{row.task}” was deleted in {row.account}'s Zimbra but is still assigned here; "
+            "adding it again.",
+            assignment=row.pk,
+        )
+
+    def _log(self, job_id: int | None, message: str, **data: Any) -> None:
+        from syncqueue.models import SyncLog
+
+        if message and job_id:
             SyncLog.objects.create(
-                job_id=record.job_id,
+                job_id=job_id,
                 connection_id=self.connection.pk,
                 level=SyncLog.Level.INFO,
                 message=message,
-                data={"assignment": row.pk, "zimbra_changed_at": record.changed_at.isoformat()},
+                data={k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()},
             )
 
 
@@ -376,8 +449,41 @@ def _kept_ours(task: Any, account: str, remote: Incoming) -> str:
     )
 
 
-def _differs(remote: Incoming, task: Any) -> bool:
-    return (remote.status or task.status, remote.percent) != (task.status, task.percent_complete)
+def _changed_items(answer: etree._Element) -> Iterator[tuple[str, str | None]]:
+    """(item id, ms) of the tasks a SyncResponse lists. A delta lists ``<task id ms …/>``; a
+    first sync (no token) lists the folder's ids only (``<folder><task ids="257,258"/>``), so
+    their ``ms`` is unknown (None) and each is read."""
+    for item in answer.iter(f"{{{MAIL}}}task"):
+        if item.get("ids") is not None:
+            for item_id in item.get("ids", "").split(","):
+                if item_id:
+                    yield item_id, None
+        elif item.get("id"):
+            yield item.get("id", ""), item.get("ms")
+
+
+def _base(assignment: Any) -> tuple[str, int] | None:
+    """The status and percent complete both sides last agreed on (None: not known)."""
+    if assignment.pushed_status and assignment.pushed_percent is not None:
+        return (assignment.pushed_status, assignment.pushed_percent)
+    return None
+
+
+def _theirs(remote: Incoming, task: Any) -> tuple[str, int]:
+    return (remote.status or task.status, remote.percent)
+
+
+def _decide(remote: Incoming, task: Any, base: tuple[str, int] | None) -> str:
+    """same | theirs (only Zimbra changed) | ours (only we did) | theirs-later | ours-later."""
+    theirs, ours = _theirs(remote, task), task.progress()
+    if theirs == ours:
+        return "same"
+    if theirs == base:
+        return "ours"
+    if ours == base:
+        return "theirs"
+    ours_at = task.progress_changed_at or task.updated_at
+    return "theirs-later" if remote.changed_at > ours_at else "ours-later"
 
 
 def _ids(answer: Any) -> dict[str, str]:
