@@ -49,17 +49,22 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         login = self.ensure_admin()
-        demo = self.start_demo() if options["demo"] else None
+        demo = self.start_demo(options["host"]) if options["demo"] else None
         try:
             self.run(options, login, demo)
         finally:
             if demo is not None:
                 demo.stop()
 
-    def start_demo(self) -> Any:
+    def start_demo(self, host: str) -> Any:
+        from integrations.imap.config import is_loopback
         from integrations.models import Connection
         from sandbox.demo import PASSWORD, Demo
 
+        if not is_loopback(host):
+            raise CommandError(
+                f"The demo's passwords are public: it only listens on 127.0.0.1 (not {host})."
+            )
         if Connection.objects.exists():
             raise CommandError(
                 "The demo needs an empty database: run it with 'make demo' (it uses var/demo)."
