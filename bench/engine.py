@@ -35,6 +35,48 @@ def peak_rss_mb() -> float:
     return 0.0
 
 
+def run_job_phase(kind: str, connection_id: int) -> dict[str, Any]:
+    """In a ``--phase`` child: queue one job of ``kind`` on the connection (``"queued"``: run
+    what is already queued) and work until nothing is claimable, as a fresh worker process
+    would. Returns the job's outcome, the time taken and this process's peak memory."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+
+    django.setup()
+    from integrations.models import Connection
+    from syncqueue import engine
+    from syncqueue.heartbeat import prepare_worker_process
+    from syncqueue.models import SyncJob
+
+    prepare_worker_process()  # as a qcluster worker does when it starts
+    conn = Connection.objects.get(pk=connection_id)
+    start = time.perf_counter()
+    if kind != "queued":
+        engine.enqueue(conn, kind)
+    while engine.process_ticket() != "nothing to claim":
+        pass
+    elapsed = time.perf_counter() - start
+    job = SyncJob.objects.filter(connection=conn).order_by("-id").first()
+    assert job is not None
+    return {
+        "state": job.state,
+        "error": job.error_message,
+        "seconds": elapsed,
+        "done": job.progress_done,
+        "created": job.created_count,
+        "slices": job.slices,
+        "peak_rss_mb": peak_rss_mb(),
+        "finished": job.state == SyncJob.State.SUCCEEDED,
+    }
+
+
+def job_phase_child(
+    script: str, kind: str, connection_id: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``run_job_phase`` through ``script --phase KIND --connection ID`` in a new process."""
+    return run_phase_child(script, kind, "--connection", str(connection_id), env=env)
+
+
 def run_phase_child(script: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``script --phase ARGS`` in a fresh process (as a worker would start) and return the
     JSON object its last output line holds; exits when the phase reports it did not finish."""

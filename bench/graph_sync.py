@@ -60,45 +60,6 @@ def fill(graph: Any, box: Any, count: int, seed: int) -> int:
     return with_contact
 
 
-def run_phase(kind: str, connection_id: int) -> dict[str, Any]:
-    """Child process: run one job through the engine, report time and peak memory."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    import django
-
-    django.setup()
-    from bench.engine import peak_rss_mb
-    from integrations.models import Connection
-    from syncqueue import engine
-    from syncqueue.heartbeat import prepare_worker_process
-    from syncqueue.models import SyncJob
-
-    prepare_worker_process()
-    conn = Connection.objects.get(pk=connection_id)
-    start = time.perf_counter()
-    if kind != "queued":
-        engine.enqueue(conn, kind)
-    while engine.process_ticket() != "nothing to claim":
-        pass
-    elapsed = time.perf_counter() - start
-    job = SyncJob.objects.filter(connection=conn).order_by("-id").first()
-    assert job is not None
-    return {
-        "state": job.state,
-        "error": job.error_message,
-        "seconds": elapsed,
-        "done": job.progress_done,
-        "slices": job.slices,
-        "peak_rss_mb": peak_rss_mb(),
-        "finished": job.state == SyncJob.State.SUCCEEDED,
-    }
-
-
-def child(kind: str, connection_id: int, env: dict[str, str]) -> dict[str, Any]:
-    from bench.engine import run_phase_child
-
-    return run_phase_child(__file__, kind, "--connection", str(connection_id), env=env)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -107,11 +68,13 @@ def main() -> None:
     parser.add_argument("--connection", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        print(json.dumps(run_phase(args.phase, args.connection)))
+        from bench.engine import run_job_phase
+
+        print(json.dumps(run_job_phase(args.phase, args.connection)))
         return
 
     var = Path(os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-graph-")))
-    from bench.engine import setup_django
+    from bench.engine import job_phase_child, setup_django
 
     setup_django()
     from django.contrib.auth import get_user_model
@@ -154,7 +117,7 @@ def main() -> None:
 
         mirror = connect(a.upn)
         before = len(graph.requests)
-        delta = child("initial", mirror.pk, env)
+        delta = job_phase_child(__file__, "initial", mirror.pk, env)
         delta_requests = len(graph.requests) - before
         stored = MailMessage.objects.filter(connection=mirror).count()
 
@@ -164,7 +127,7 @@ def main() -> None:
         with transaction.atomic():
             CaseContact.objects.create(case=case, email=CONTACT)
         before = len(graph.requests)
-        history = child("queued", searched.pk, env)
+        history = job_phase_child(__file__, "queued", searched.pk, env)
         history_requests = len(graph.requests) - before
         links = CaseMessage.objects.filter(case=case).count()
     finally:

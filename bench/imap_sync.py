@@ -67,43 +67,6 @@ def bare_fetch(dovecot: Any, user: str) -> tuple[int, float]:
         client.logout()
 
 
-def run_phase(kind: str, connection_id: int) -> dict[str, Any]:
-    """Child process: run one sync job through the engine, report time and peak memory."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    import django
-
-    django.setup()
-    from bench.engine import peak_rss_mb
-    from integrations.models import Connection
-    from syncqueue import engine
-    from syncqueue.heartbeat import prepare_worker_process
-    from syncqueue.models import SyncJob
-
-    prepare_worker_process()  # as a qcluster worker does when it starts
-    conn = Connection.objects.get(pk=connection_id)
-    start = time.perf_counter()
-    job = engine.enqueue(conn, kind)
-    while engine.process_ticket() != "nothing to claim":
-        pass
-    elapsed = time.perf_counter() - start
-    job.refresh_from_db()
-    return {
-        "state": job.state,
-        "error": job.error_message,
-        "seconds": elapsed,
-        "created": job.created_count,
-        "slices": job.slices,
-        "peak_rss_mb": peak_rss_mb(),
-        "finished": job.state == SyncJob.State.SUCCEEDED,
-    }
-
-
-def child(kind: str, connection_id: int) -> dict[str, Any]:
-    from bench.engine import run_phase_child
-
-    return run_phase_child(__file__, kind, "--connection", str(connection_id))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -111,12 +74,14 @@ def main() -> None:
     parser.add_argument("--connection", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        print(json.dumps(run_phase(args.phase, args.connection)))
+        from bench.engine import run_job_phase
+
+        print(json.dumps(run_job_phase(args.phase, args.connection)))
         return
 
     os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-imap-"))
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    from bench.engine import setup_django
+    from bench.engine import job_phase_child, setup_django
 
     setup_django()
     from integrations.models import Connection
@@ -148,11 +113,11 @@ def main() -> None:
         )
         conn.set_secrets({"password": dovecot.users[user]})
         conn.save()
-        initial = child("initial", conn.pk)
-        noop = child("manual", conn.pk)
+        initial = job_phase_child(__file__, "initial", conn.pk)
+        noop = job_phase_child(__file__, "manual", conn.pk)
         rng = random.Random(99)
         dovecot.deliver_many(user, (realistic(args.messages + i, rng) for i in range(100)))
-        plus = child("manual", conn.pk)
+        plus = job_phase_child(__file__, "manual", conn.pk)
         stored = MailMessage.objects.filter(connection=conn).count()
     finally:
         dovecot.cleanup()

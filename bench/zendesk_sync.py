@@ -19,45 +19,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def run_phase(kind: str, connection_id: int) -> dict[str, Any]:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    import django
-
-    django.setup()
-    from bench.engine import peak_rss_mb
-    from integrations.models import Connection
-    from syncqueue import engine
-    from syncqueue.heartbeat import prepare_worker_process
-    from syncqueue.models import SyncJob
-
-    prepare_worker_process()
-    conn = Connection.objects.get(pk=connection_id)
-    start = time.perf_counter()
-    job = engine.enqueue(conn, kind)
-    while engine.process_ticket() != "nothing to claim":
-        pass
-    elapsed = time.perf_counter() - start
-    job.refresh_from_db()
-    return {
-        "state": job.state,
-        "error": job.error_message,
-        "seconds": elapsed,
-        "created": job.created_count,
-        "peak_rss_mb": peak_rss_mb(),
-        "finished": job.state == SyncJob.State.SUCCEEDED,
-    }
-
-
-def child(kind: str, connection_id: int, env: dict[str, str]) -> dict[str, Any]:
-    from bench.engine import run_phase_child
-
-    return run_phase_child(__file__, kind, "--connection", str(connection_id), env=env)
 
 
 def main() -> None:
@@ -68,11 +32,13 @@ def main() -> None:
     parser.add_argument("--connection", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        print(json.dumps(run_phase(args.phase, args.connection)))
+        from bench.engine import run_job_phase
+
+        print(json.dumps(run_job_phase(args.phase, args.connection)))
         return
 
     var = Path(os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-zd-")))
-    from bench.engine import setup_django
+    from bench.engine import job_phase_child, setup_django
 
     setup_django()
     from integrations.models import Connection
@@ -121,9 +87,9 @@ def main() -> None:
         )
         conn.set_secrets({"api_token": "tok-bench"})
         conn.save()
-        initial = child("initial", conn.pk, env)
+        initial = job_phase_child(__file__, "initial", conn.pk, env)
         exports = account.exports
-        noop = child("manual", conn.pk, env)
+        noop = job_phase_child(__file__, "manual", conn.pk, env)
         stored = Ticket.objects.filter(connection=conn).count()
         deleted = Ticket.objects.filter(connection=conn, deleted=True).count()
     finally:

@@ -71,8 +71,9 @@ def make_connections(owner) -> dict[int, str]:
         conn.next_sync_at = start + timedelta(seconds=rng.uniform(0, SPREAD))
         rows.append((conn, plan))
     Connection.objects.bulk_create([conn for conn, _ in rows], batch_size=500)
-    for conn in Connection.objects.filter(kind="fake", name__startswith="load-"):
-        plans[conn.pk] = next(p for c, p in rows if c.name == conn.name)
+    by_name = {conn.name: plan for conn, plan in rows}
+    for pk, name in Connection.objects.filter(name__in=by_name).values_list("pk", "name"):
+        plans[pk] = by_name[name]
     return plans
 
 
