@@ -19,8 +19,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from integrations.errors import SyncError
-from integrations.models import Connection
+from integrations.models import Connection, UserSwitch
+from integrations.probe import probe
 from integrations.registry import available, get_connector_class, kind_choices
+from syncproject import limits
 from syncqueue import control
 from syncqueue.admin_display import badge, progress_bar, relative
 from syncqueue.models import SyncJob
@@ -40,23 +42,31 @@ def _secret_names(conn: Connection | None) -> list[str]:
 
 
 def _secret_field(name: str, conn: Connection | None) -> forms.CharField:
-    stored = False
-    if conn is not None and conn.pk:
+    stored, unusable = False, False
+    if conn is not None and conn.pk and conn.secret:
         try:
             stored = name in conn.get_secrets()
         except SyncError:
-            stored = False
+            unusable = True
     users = [k for k in available() if name in get_connector_class(k).secret_fields]
+    if unusable:
+        help_text = (
+            "The stored credentials cannot be used (encryption key missing, or the server "
+            "settings changed since they were entered): enter them again."
+        )
+    elif stored:
+        help_text = (
+            "A value is stored (encrypted); leave empty to keep it. It must be entered again "
+            "when you change where it is sent (host, port, tenant, URLs)."
+        )
+    else:
+        help_text = "Nothing stored yet."
     return forms.CharField(
         label=f"Replace {name.replace('_', ' ')}",
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=(
-            "A value is stored (encrypted); leave empty to keep it."
-            if stored
-            else "Nothing stored yet."
-        )
+        help_text=help_text
         + ("" if conn is not None and conn.pk else f" Used by: {', '.join(users)}."),
     )
 
@@ -82,6 +92,7 @@ class ConnectionForm(forms.ModelForm):
             "config",
             "enabled",
             "disabled_reason",
+            "disabled_by_staff",
             "schedule",
             "scheduled",
         ]
@@ -101,6 +112,16 @@ class ConnectionForm(forms.ModelForm):
                 get_connector_class(kind).validate_config(data["config"] or {})
             except SyncError as exc:
                 self.add_error("config", exc.message)
+                return data
+            entered = {
+                name[len("secret_") :]: value
+                for name, value in data.items()
+                if name.startswith("secret_")
+            }
+            problem = self.instance.destination_problem(kind, data["config"] or {}, entered)
+            if problem:
+                names = [f"secret_{n}" for n in get_connector_class(kind).secret_fields]
+                self.add_error(next((n for n in names if n in self.fields), None), problem)
         return data
 
     def save(self, commit: bool = True) -> Connection:
@@ -113,6 +134,8 @@ class ConnectionForm(forms.ModelForm):
         self.secrets_replaced = bool(secrets)
         if secrets:
             conn.set_secrets(secrets)
+        if "enabled" in self.changed_data:  # staff's on/off binds the owner (see control)
+            conn.disabled_by_staff = not conn.enabled
         if commit:
             conn.save()
         return conn
@@ -393,9 +416,13 @@ class ConnectionAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
             return
-        for conn in queryset.select_related("organization"):
+        for conn in queryset.select_related("organization", "owner"):
+            limited = limits.hit(request, "connection_test")
+            if limited is not None:
+                self.message_user(request, f"{conn.name}: {limited.message}", messages.WARNING)
+                break
             try:
-                result = conn.build_connector().check()
+                result = probe(conn)
             except SyncError as exc:
                 self.message_user(
                     request, f"{conn.name}: {exc.error_class}: {exc.message}", messages.ERROR
@@ -437,3 +464,21 @@ class ConnectionAdmin(admin.ModelAdmin):
             )
         self.message_user(request, f"Disabled {queryset.count()} connection(s).")
         return None
+
+
+@admin.register(UserSwitch)
+class UserSwitchAdmin(admin.ModelAdmin):
+    """People's personal switches (e.g. "Add tasks assigned to me to my Zimbra task list").
+    A value staff enter here counts as confirmed: it is how a person gets a Zimbra address
+    other than their email without a confirmation mail."""
+
+    list_display = ["user", "key", "enabled", "value", "value_confirmed", "updated_at"]
+    list_filter = ["key", "enabled", "value_confirmed"]
+    search_fields = ["user__username", "user__email", "value"]
+    list_select_related = ["user"]
+    autocomplete_fields = ["user"]
+    readonly_fields = ["value_confirmed", "updated_at"]
+
+    def save_model(self, request: HttpRequest, obj: UserSwitch, form: Any, change: bool) -> None:
+        obj.value_confirmed = bool(obj.value)  # staff set it: they vouch for the address
+        super().save_model(request, obj, form, change)

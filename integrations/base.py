@@ -34,6 +34,13 @@ if TYPE_CHECKING:
     from integrations.models import Connection
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-comparable form of a config value (dates and the like as text)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 class ConnectorConfig(BaseModel):
     """Base for per-provider, non-secret configuration; unknown keys are rejected."""
 
@@ -96,6 +103,10 @@ class PersonalSwitch:
     label: str
     help: str = ""
     value_label: str = ""  # a per-user text value shown next to the switch (e.g. an address)
+    #: the value is an email address that decides whose data is touched (e.g. which Zimbra
+    #: mailbox gets the tasks): a person may only set it by confirming a mail sent to it; staff
+    #: set it in the admin. Until then the person's own email is used.
+    value_is_confirmed_address: bool = False
 
 
 @dataclass
@@ -132,6 +143,10 @@ class Connector:
     Config: ClassVar[type[ConnectorConfig]] = ConnectorConfig
     #: names of the keys kept in the encrypted secret (shown as "replace ..." fields in forms)
     secret_fields: ClassVar[tuple[str, ...]] = ()
+    #: config keys that decide where the secret (or a token made from it) is sent. Changing
+    #: one requires entering the secret again: it is sealed for these values (see
+    #: ``destination`` and ``Connection.get_secrets``).
+    destination_fields: ClassVar[tuple[str, ...]] = ()
     #: schedule given to new connections of this kind ("" = manual only)
     default_schedule: ClassVar[str] = ""
     #: dotted path of the form users fill in on the settings page ("" = staff set it up)
@@ -164,6 +179,17 @@ class Connector:
                 for err in exc.errors()
             )
             raise ConfigError(f"Invalid {cls.label} settings: {problems}") from None
+
+    @classmethod
+    def destination(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Where this config sends the secret: the ``destination_fields`` as the validated
+        config reads them (so defaults and spelling variants compare equal). A config that does
+        not validate is compared by its raw values."""
+        try:
+            validated = cls.Config.model_validate(dict(config or {}))
+        except ValidationError:
+            return {name: (config or {}).get(name) for name in cls.destination_fields}
+        return {name: _plain(getattr(validated, name)) for name in cls.destination_fields}
 
     @classmethod
     def stats(cls, connection: Connection) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""System checks for credentials encryption (ids ``integrations.E001``/``W001``)."""
+"""System checks for credentials encryption (ids ``integrations.E001``/``E002``/``W001``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ from integrations import crypto
 
 @register("syncproject")
 def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    if crypto.dev_key_refused():
+        return [
+            Error(
+                crypto.SHARED_DATABASE_WITHOUT_KEYS,
+                hint="See 'Keys' in docs/deployment.md.",
+                id="integrations.E002",
+            )
+        ]
     problem = crypto.check_keys()
     if problem:
         return [Error(problem, id="integrations.E001")]

@@ -3,7 +3,15 @@
 ``SYNC_ENCRYPTION_KEYS`` lists keys newest first: the first encrypts, every key decrypts, so a
 new key can be put in front and ``manage.py rotate_secrets`` re-encrypts everything under it
 before the old key is removed. Without keys a development key is created under ``var/`` with a
-warning (system check ``integrations.W001``).
+warning (system check ``integrations.W001``) — on SQLite only: with a shared database
+(``DATABASE_URL``) every host would make its own key, so that is an error that stops start-up
+(``integrations.E002``).
+
+A secret is sealed together with its *destination* (the connection's kind and the settings
+that decide where it is sent: a mail server's host and port, a tenant, a URL). Whoever opens it
+gets the destination back and must compare it with where they are about to send it
+(``Connection.get_secrets`` does), so a stored password can never be sent to a server it was
+not entered for, whatever path changed the settings.
 
 Nothing here logs or returns key material or plaintext in an error.
 """
@@ -52,9 +60,29 @@ def _dev_key() -> str:
     return path.read_text().strip()
 
 
+SHARED_DATABASE_WITHOUT_KEYS = (
+    "SYNC_ENCRYPTION_KEYS is not set, but the database is shared (DATABASE_URL): each host "
+    "would make its own development key and none could read the others' credentials. Generate "
+    "a key once with 'python manage.py rotate_secrets --generate-key' and set "
+    "SYNC_ENCRYPTION_KEYS to it on every web and worker host."
+)
+
+
+def dev_key_refused() -> bool:
+    """True when no keys are configured and the database is shared (not the embedded SQLite)."""
+    return not settings.SYNC_ENCRYPTION_KEYS and bool(getattr(settings, "DATABASE_URL", ""))
+
+
 def configured_keys() -> tuple[str, ...]:
-    """The keys in use, newest first (the development key when none are configured)."""
-    return tuple(settings.SYNC_ENCRYPTION_KEYS) or (_dev_key(),)
+    """The keys in use, newest first (the development key when none are configured).
+
+    Raises ``ImproperlyConfigured`` when no keys are set on a shared database.
+    """
+    if settings.SYNC_ENCRYPTION_KEYS:
+        return tuple(settings.SYNC_ENCRYPTION_KEYS)
+    if dev_key_refused():
+        raise ImproperlyConfigured(SHARED_DATABASE_WITHOUT_KEYS)
+    return (_dev_key(),)
 
 
 @lru_cache(maxsize=4)
@@ -77,18 +105,39 @@ def _cipher() -> MultiFernet:
     return _multifernet(configured_keys())
 
 
-def encrypt_secrets(values: dict[str, Any]) -> str:
-    """Encrypt a dict of secrets under the newest key; an empty dict gives ''."""
+_SEALED = "_sealed_for"  # marks the sealed format: {"_sealed_for": destination, "values": {…}}
+
+
+def encrypt_secrets(values: dict[str, Any], destination: dict[str, Any] | None = None) -> str:
+    """Encrypt a dict of secrets (sealed for ``destination``) under the newest key; an empty
+    dict gives ''."""
     if not values:
         return ""
-    return _cipher().encrypt(json.dumps(values, sort_keys=True).encode()).decode()
+    payload: dict[str, Any] = values
+    if destination is not None:
+        payload = {_SEALED: destination, "values": values}
+    return _cipher().encrypt(json.dumps(payload, sort_keys=True).encode()).decode()
+
+
+def open_secrets(token: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The secrets and the destination they were sealed for (None: stored before sealing
+    existed). Raises ``SecretsUnavailable`` when no configured key opens them."""
+    data = _decrypt(token)
+    if isinstance(data.get(_SEALED), dict) and isinstance(data.get("values"), dict):
+        return data["values"], data[_SEALED]
+    return data, None
 
 
 def decrypt_secrets(token: str) -> dict[str, Any]:
-    """Decrypt what ``encrypt_secrets`` produced.
+    """The secrets in what ``encrypt_secrets`` produced, without their destination; callers
+    that send a secret anywhere must use ``open_secrets`` (via ``Connection.get_secrets``).
 
     Raises ``SecretsUnavailable`` (a ``Permanent`` error) when no configured key opens it.
     """
+    return open_secrets(token)[0]
+
+
+def _decrypt(token: str) -> dict[str, Any]:
     if not token:
         return {}
     try:
@@ -116,6 +165,8 @@ def rotate(token: str) -> str:
 
 def check_keys() -> str | None:
     """Return a problem description when the configured keys are unusable, else None."""
+    if dev_key_refused():
+        return SHARED_DATABASE_WITHOUT_KEYS
     try:
         _cipher()
     except ImproperlyConfigured as exc:

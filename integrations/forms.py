@@ -19,6 +19,8 @@ class ConnectionSettingsForm(forms.Form):
     """Subclasses set ``kind`` and implement ``to_config``/``secrets``/``initial_for``."""
 
     kind: str = ""
+    #: the form fields holding secrets (errors about secrets are shown next to the first)
+    secret_form_fields: tuple[str, ...] = ()
     name = forms.CharField(
         max_length=200,
         label="Name",
@@ -46,11 +48,21 @@ class ConnectionSettingsForm(forms.Form):
         if not self.errors:
             from integrations.registry import get_connector_class
 
+            config = self.to_config()
             try:
-                get_connector_class(self.kind).validate_config(self.to_config())
+                get_connector_class(self.kind).validate_config(config)
             except SyncError as exc:
                 raise forms.ValidationError(exc.message) from None
+            if self.instance is not None:
+                problem = self.instance.destination_problem(self.kind, config, self.secrets())
+                if problem:
+                    field = self.secret_form_fields[0] if self.secret_form_fields else None
+                    self.add_error(field, problem)
         return data
+
+    def stored_secret_usable(self) -> bool:
+        """True when the connection has a secret that can be used as it is."""
+        return bool(self.instance and self.instance.has_secret and self.instance.secrets_readable())
 
     def build(self, owner: Any) -> Connection:
         """The connection as it would be saved (unsaved): to test it before saving."""

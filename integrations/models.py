@@ -15,11 +15,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations import crypto
-from integrations.errors import SyncError
+from integrations.errors import AuthFailed, SyncError
 from integrations.schedule import Schedule, parse_schedule, validate_schedule
 
 if TYPE_CHECKING:
     from integrations.base import Connector
+
+
+class CredentialsNotForThisServer(AuthFailed):
+    """The connection's settings now send its secret somewhere other than where it was entered
+    for; a person must enter it again."""
 
 
 class Connection(models.Model):
@@ -91,6 +96,11 @@ class Connection(models.Model):
     )
     disabled_reason = models.CharField(
         max_length=300, blank=True, help_text="Why the connection was disabled, shown to people."
+    )
+    disabled_by_staff = models.BooleanField(
+        default=False,
+        help_text="Turned off by staff: its owner cannot turn it on again (they see the reason "
+        "and are told to ask an administrator).",
     )
     schedule = models.CharField(
         max_length=100,
@@ -190,15 +200,90 @@ class Connection(models.Model):
             )
 
     # --- secrets --------------------------------------------------------------------------------
+    def destination(self, kind: str | None = None, config: Any = None) -> dict[str, Any]:
+        """Where this connection's secret is sent (its kind and the provider's destination
+        fields); ``kind``/``config`` ask the same of settings about to be saved."""
+        from integrations.registry import get_connector_class
+
+        kind = self.kind if kind is None else kind
+        config = self.config if config is None else config
+        try:
+            found = get_connector_class(kind).destination(config or {})
+        except SyncError:
+            found = {"config": config}
+        return {"kind": kind, **found}
+
+    def sealed_destination(self) -> dict[str, Any] | None:
+        """The destination the stored secret was entered for (None: nothing stored, or stored
+        before secrets were sealed). Raises ``SecretsUnavailable`` when it cannot be read."""
+        return crypto.open_secrets(self.secret)[1] if self.secret else None
+
     def get_secrets(self) -> dict[str, Any]:
-        """Decrypted credentials (raises ``SecretsUnavailable`` when the key is missing)."""
-        return crypto.decrypt_secrets(self.secret)
+        """Decrypted credentials, only while the connection still points where they were
+        entered for. Raises ``SecretsUnavailable`` when no key opens them, and
+        ``CredentialsNotForThisServer`` when the settings now send them elsewhere."""
+        values, sealed_for = crypto.open_secrets(self.secret)
+        if sealed_for is not None and sealed_for != self.destination():
+            raise CredentialsNotForThisServer(
+                "The server settings changed after the credentials were entered: enter the "
+                "credentials again (they are only ever sent where they were entered for).",
+                detail=f"sealed for {sorted(sealed_for)}; settings changed since",
+            )
+        return values
+
+    def secrets_readable(self) -> bool:
+        """True when stored credentials can be used as they are (or none are stored)."""
+        try:
+            self.get_secrets()
+        except SyncError:
+            return False
+        return True
 
     def set_secrets(self, values: dict[str, Any], *, replace: bool = False) -> None:
-        """Store credentials encrypted; blank values keep what is stored unless ``replace``."""
-        current = {} if replace or not self.secret else self.get_secrets()
+        """Store credentials, sealed for where the connection now points.
+
+        Blank values keep what is stored — unless ``replace``, or the stored credentials were
+        entered for another destination (a changed host keeps nothing), or they can no longer
+        be decrypted (lost key: what was typed in simply replaces them).
+        """
+        current: dict[str, Any] = {}
+        if self.secret and not replace:
+            try:
+                current, sealed_for = crypto.open_secrets(self.secret)
+            except SyncError:
+                current, sealed_for = {}, None
+            if sealed_for is not None and sealed_for != self.destination():
+                current = {}
         current.update({k: v for k, v in values.items() if v not in (None, "")})
-        self.secret = crypto.encrypt_secrets(current)
+        self.secret = crypto.encrypt_secrets(current, self.destination())
+
+    def destination_problem(self, kind: str, config: Any, entered: dict[str, Any]) -> str:
+        """The form error for saving ``kind``/``config`` with ``entered`` secrets, or "".
+
+        A stored secret goes only where it was entered for: new settings that send it
+        elsewhere must come with the secret typed in again, in the same form.
+        """
+        if not self.pk or not self.secret or any(v not in (None, "") for v in entered.values()):
+            return ""
+        try:
+            before = self.sealed_destination()
+        except SyncError:
+            return ""  # unreadable: it is never sent anywhere; the form asks for a new one
+        if before is None:  # sealed before this rule: compare with the saved settings
+            saved = Connection.objects.filter(pk=self.pk).values("kind", "config").first()
+            if saved is None:
+                return ""
+            before = self.destination(saved["kind"], saved["config"])
+        after = self.destination(kind, config)
+        changed = sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
+        if not changed:
+            return ""
+        names = ", ".join(name.replace("_", " ") for name in changed)
+        return (
+            f"You changed where the credentials are sent ({names}): enter the "
+            "password/secret again in this form. A stored secret is only ever sent to the "
+            "server it was entered for."
+        )
 
     @property
     def has_secret(self) -> bool:
@@ -252,6 +337,11 @@ class UserSwitch(models.Model):
     enabled = models.BooleanField(default=False)
     value = models.CharField(
         max_length=320, blank=True, help_text="A per-user value, e.g. their Zimbra address."
+    )
+    value_confirmed = models.BooleanField(
+        default=False,
+        help_text="The value is an address proven to be theirs (they confirmed a mail sent to "
+        "it, or staff set it). Switches whose value is an address ignore unconfirmed values.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,9 +1,12 @@
 """The JSON API: the settings page's operations for scripts and other front ends.
 
 Session authentication with CSRF protection (Django's middleware enforces it on every POST).
-Staff may act on any connection; everyone else only on their own — another user's connection
-answers 404, never 403, so its existence is not confirmed. Every error has one shape:
-``{"error": {"code": "...", "message": "..."}}``.
+Rights are the admin's: reading any connection needs the model permission to view (or change)
+connections, acting on one (sync, schedule) to change connections, reading any job to view
+sync jobs. Without them a person reaches only their own connections — anything else answers
+404, never 403, so its existence is not confirmed, and staff without the permission get
+exactly the answer another user gets. Every error has one shape:
+``{"error": {"code": "...", "message": "..."}}``; a rate limit answers 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from django.views.decorators.cache import never_cache
 
 from integrations.models import Connection
 from portal.status import connection_summary, job_summary
+from syncproject import limits
 from syncqueue import control
 from syncqueue.heartbeat import worker_status
 from syncqueue.models import SyncJob
@@ -51,13 +55,46 @@ def api_view(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
     return decorate
 
 
+def may_view_all_connections(user: Any) -> bool:
+    """The admin's rule: view or change permission on connections."""
+    return bool(
+        user.has_perm("integrations.view_connection")
+        or user.has_perm("integrations.change_connection")
+    )
+
+
 def visible_connections(user: Any) -> QuerySet[Connection]:
+    """Connections this person may read: all with the admin's permission, else their own."""
     qs = Connection.objects.select_related("organization")
-    return qs if user.is_staff else qs.filter(owner=user)
+    return qs if may_view_all_connections(user) else qs.filter(owner=user)
+
+
+def changeable_connections(user: Any) -> QuerySet[Connection]:
+    """Connections this person may act on: all with change permission, else their own."""
+    qs = Connection.objects.select_related("organization")
+    return qs if user.has_perm("integrations.change_connection") else qs.filter(owner=user)
+
+
+def visible_jobs(user: Any) -> QuerySet[SyncJob]:
+    """Jobs this person may read: all with the admin's permission, else their connections'."""
+    if user.has_perm("syncqueue.view_syncjob") or user.has_perm("syncqueue.change_syncjob"):
+        return SyncJob.objects.all()
+    return SyncJob.objects.filter(connection__in=visible_connections(user))
 
 
 def _connection(request: HttpRequest, connection_id: int) -> Connection | None:
     return visible_connections(request.user).filter(pk=connection_id).first()
+
+
+def _changeable(request: HttpRequest, connection_id: int) -> Connection | None:
+    return changeable_connections(request.user).filter(pk=connection_id).first()
+
+
+def too_many(limited: limits.Limited) -> JsonResponse:
+    """429 with Retry-After, in the API's error shape."""
+    response = error(429, "rate_limited", limited.message)
+    response["Retry-After"] = str(limited.retry_after)
+    return response
 
 
 def _queue() -> dict[str, int]:
@@ -71,9 +108,12 @@ NOT_FOUND = "No such connection."
 @api_view("POST")
 def sync(request: HttpRequest, connection_id: int) -> JsonResponse:
     """Queue a sync now: 202 with the job (the same one while it waits) and queue numbers."""
-    conn = _connection(request, connection_id)
+    conn = _changeable(request, connection_id)
     if conn is None:
         return error(404, "not_found", NOT_FOUND)
+    limited = limits.hit(request, "sync_now")
+    if limited is not None:
+        return too_many(limited)
     try:
         job = control.sync_now(conn, request.user)
     except control.ControlError as exc:
@@ -91,9 +131,7 @@ def connection(request: HttpRequest, connection_id: int) -> JsonResponse:
 
 @api_view("GET")
 def job(request: HttpRequest, job_id: int) -> JsonResponse:
-    found = SyncJob.objects.filter(
-        pk=job_id, connection__in=visible_connections(request.user)
-    ).first()
+    found = visible_jobs(request.user).filter(pk=job_id).first()
     if found is None:
         return error(404, "not_found", "No such job.")
     return JsonResponse(job_summary(found))
@@ -101,8 +139,8 @@ def job(request: HttpRequest, job_id: int) -> JsonResponse:
 
 @api_view("GET")
 def stats(request: HttpRequest) -> JsonResponse:
-    if not request.user.is_staff:
-        return error(403, "forbidden", "Queue statistics are for staff.")
+    if not request.user.has_perm("syncqueue.view_syncjob"):
+        return error(403, "forbidden", "Queue statistics need the permission to view sync jobs.")
     workers = worker_status()
     return JsonResponse({**queue_stats(), "workers_running": workers.alive})
 
@@ -110,7 +148,7 @@ def stats(request: HttpRequest) -> JsonResponse:
 @api_view("POST")
 def schedule(request: HttpRequest, connection_id: int) -> JsonResponse:
     """``{"action": "start"|"stop"|"trigger"|"update-interval", "interval": "<cron>"}``."""
-    conn = _connection(request, connection_id)
+    conn = _changeable(request, connection_id)
     if conn is None:
         return error(404, "not_found", NOT_FOUND)
     try:
@@ -119,6 +157,10 @@ def schedule(request: HttpRequest, connection_id: int) -> JsonResponse:
         return error(400, "invalid_json", "The request body is not valid JSON.")
     if not isinstance(body, dict):
         return error(400, "invalid_json", 'Send a JSON object, e.g. {"action": "start"}.')
+    if body.get("action") == "trigger":
+        limited = limits.hit(request, "sync_now")
+        if limited is not None:
+            return too_many(limited)
     try:
         result = control.schedule(
             conn, str(body.get("action", "")), body.get("interval"), request.user

@@ -35,6 +35,12 @@ def notice(conn: Connection, workers: WorkerStatus) -> Notice | None:
     fix_below = can_edit(conn)
     if not conn.enabled:
         why = f": {conn.disabled_reason}" if conn.disabled_reason else "."
+        if conn.disabled_by_staff:
+            return Notice(
+                "warning",
+                f"An administrator turned this connection off{why}",
+                "Ask your administrator to turn it on again.",
+            )
         return Notice(
             "info", f"This connection is turned off{why}", "Turn it on again to start syncing."
         )

@@ -1,5 +1,14 @@
-"""A small JSON API for tasks: create, update, assign, unassign, delete. Staff and a task's
-creator may change it; changes reach assignees' Zimbra Tasks when the transaction commits."""
+"""A small JSON API for tasks: create, update, assign, unassign, delete; changes reach
+assignees' Zimbra Tasks when the transaction commits.
+
+Rights are the admin's: a task's creator may read and change it; anyone else needs the model
+permission (view task to read, change task to change or assign, delete task to delete) — without
+it the task answers 404 exactly like one that does not exist. A person assigns only people of
+their own organizations (or themselves); anybody else answers exactly like a user id that does
+not exist, so the API cannot be used to discover accounts. What an answer says about an
+assignee's copy (its state, its error, which carry their Zimbra address and switch) is shown
+only to that assignee and to holders of the change permission.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +18,11 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
 
-from portal.api import api_view, error
+from portal.api import api_view, error, too_many
+from syncproject import limits
 from workspace import tasks
 from workspace.models import Task
 
@@ -28,15 +39,19 @@ def _body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
     return body
 
 
-def _summary(task: Task) -> dict[str, Any]:
+def _summary(task: Task, viewer: Any) -> dict[str, Any]:
+    full = viewer.has_perm("workspace.change_task")
+    assignees = []
+    for a in task.assignments.filter(active=True).order_by("pk"):
+        if full or a.user_id == viewer.pk:
+            assignees.append({"user": a.user_id, "state": a.state, "error": a.error})
+        else:
+            assignees.append({"user": a.user_id})
     return {
         "id": task.pk,
         **{name: getattr(task, name) for name in EDITABLE},
         "due_date": task.due_date.isoformat() if task.due_date else None,
-        "assignees": [
-            {"user": a.user_id, "state": a.state, "error": a.error}
-            for a in task.assignments.filter(active=True)
-        ],
+        "assignees": assignees,
     }
 
 
@@ -55,11 +70,35 @@ def _save(task: Task, body: dict[str, Any]) -> JsonResponse | None:
     return None
 
 
+PERMISSION = {"GET": "view_task", "PATCH": "change_task", "POST": "change_task"}
+
+
 def _own(request: HttpRequest, task_id: int) -> Task | None:
+    """The task if this person may do ``request.method`` to it, else None (answered 404)."""
     task = Task.objects.filter(pk=task_id).first()
-    if task is None or not (request.user.is_staff or task.created_by_id == request.user.pk):
+    if task is None:
         return None
-    return task
+    if task.created_by_id == request.user.pk:
+        return task
+    codename = PERMISSION.get(request.method or "", "delete_task")
+    allowed = request.user.has_perm(f"workspace.{codename}")
+    if codename == "view_task":
+        allowed = allowed or request.user.has_perm("workspace.change_task")
+    return task if allowed else None
+
+
+def assignable_users(requester: Any, task: Task) -> Any:
+    """People ``requester`` may assign to (or unassign from) ``task``: themselves and the
+    members of their organizations — everyone with the change-task permission — plus those
+    already assigned (so they can be unassigned)."""
+    users = get_user_model().objects.filter(is_active=True)
+    if requester.has_perm("workspace.change_task"):
+        return users
+    return users.filter(
+        Q(pk=requester.pk)
+        | Q(organizations__in=requester.organizations.all())
+        | Q(task_assignments__task=task, task_assignments__active=True)
+    ).distinct()
 
 
 @api_view("POST")
@@ -67,13 +106,16 @@ def create(request: HttpRequest) -> JsonResponse:
     body = _body(request)
     if isinstance(body, JsonResponse):
         return body
+    limited = limits.hit(request, "task_create")
+    if limited is not None:
+        return too_many(limited)
     with transaction.atomic():
         task = Task(created_by=request.user)
         problem = _save(task, body)
         if problem:
             transaction.set_rollback(True)
             return problem
-    return JsonResponse(_summary(task), status=201)
+    return JsonResponse(_summary(task, request.user), status=201)
 
 
 @api_view("GET", "PATCH", "DELETE")
@@ -82,7 +124,7 @@ def task(request: HttpRequest, task_id: int) -> JsonResponse:
     if found is None:
         return error(404, "not_found", "No such task.")
     if request.method == "GET":
-        return JsonResponse(_summary(found))
+        return JsonResponse(_summary(found, request.user))
     if request.method == "DELETE":
         with transaction.atomic():
             found.delete()
@@ -95,7 +137,7 @@ def task(request: HttpRequest, task_id: int) -> JsonResponse:
         if problem:
             transaction.set_rollback(True)
             return problem
-    return JsonResponse(_summary(found))
+    return JsonResponse(_summary(found, request.user))
 
 
 @api_view("POST")
@@ -107,12 +149,17 @@ def assignees(request: HttpRequest, task_id: int, action: str) -> JsonResponse:
     body = _body(request)
     if isinstance(body, JsonResponse):
         return body
-    user = get_user_model().objects.filter(pk=body.get("user")).first()
-    if user is None:
+    wanted = body.get("user")
+    user = None
+    if isinstance(wanted, str) and wanted.isdigit():
+        wanted = int(wanted)
+    if isinstance(wanted, int) and not isinstance(wanted, bool):
+        user = assignable_users(request.user, found).filter(pk=wanted).first()
+    if user is None:  # outside the requester's world answers like a user that does not exist
         return error(400, "invalid", "Give an existing user id in 'user'.")
     with transaction.atomic():
         if action == "assign":
             tasks.assign(found, user)
         else:
             tasks.unassign(found, user)
-    return JsonResponse(_summary(found))
+    return JsonResponse(_summary(found, request.user))

@@ -13,6 +13,11 @@ urlpatterns = [
     path("settings/sync/<int:connection_id>/enabled/", views.set_enabled, name="set_enabled"),
     path("settings/sync/<int:connection_id>/sync/", views.sync_now, name="sync_now"),
     path("settings/sync/switches/", views.save_switches, name="switches"),
+    path(
+        "settings/sync/switches/confirm/<str:token>/",
+        views.confirm_address,
+        name="confirm_address",
+    ),
     path("api/connections/<int:connection_id>/sync", api.sync, name="api_sync"),
     path("api/connections/<int:connection_id>/schedule", api.schedule, name="api_schedule"),
     path("api/connections/<int:connection_id>", api.connection, name="api_connection"),

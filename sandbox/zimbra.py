@@ -23,6 +23,7 @@ import itertools
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -80,6 +81,17 @@ class ZTask:
 class Mailbox:
     name: str
     tasks: dict[str, ZTask] = field(default_factory=dict)  # by uid
+    # Zimbra numbers items per mailbox (the first user item is 257 in every mailbox), so the
+    # same id means different items in two mailboxes.
+    ids: Iterator[int] = field(default_factory=lambda: itertools.count(257))
+
+    def add_foreign_task(self, uid: str, name: str = "untouched") -> ZTask:
+        """A task the person made in Zimbra itself (not one of ours)."""
+        item = next(self.ids)
+        task = ZTask(uid, item, f"{item}-{item - 1}", 1, 1, "15", {"name": name})
+        self.tasks[uid] = task
+        return task
+
     tombstones: list[tuple[int, int]] = field(default_factory=list)  # (change, item id)
     creates: int = 0
     modifies: int = 0
@@ -93,7 +105,6 @@ class FakeZimbra(LocalServer):
         self.mailboxes: dict[str, Mailbox] = {}
         self.tokens: dict[str, tuple[str, str, float]] = {}  # token -> (kind, account, expiry)
         self.token_lifetime = 3600.0
-        self.ids = itertools.count(257)
         self.changes = itertools.count(1000)
         self.last_change = 999
         self.tombstone_horizon = 0  # tokens below this get mail.MUST_RESYNC
@@ -321,7 +332,7 @@ class FakeZimbra(LocalServer):
         uid = comp.get("uid")
         task = task or box.tasks.get(uid)  # Zimbra finds calendar items by UID
         if task is None:
-            item = next(self.ids)
+            item = next(box.ids)
             task = ZTask(uid, item, f"{item}-{item - 1}", 0, 0, m.get("l", "15"), {})
             box.tasks[uid] = task
         task.comp = dict(comp.attrib)

@@ -56,9 +56,9 @@ def env_str(name: str, default: str, help: str, *, doc_default: str | None = Non
     return default if raw is None else raw
 
 
-def env_bool(name: str, default: bool, help: str) -> bool:
+def env_bool(name: str, default: bool, help: str, *, doc_default: str | None = None) -> bool:
     """Return a boolean; accepts 1/0, true/false, yes/no, on/off (any case)."""
-    raw = _register(name, default, help)
+    raw = _register(name, default, help, doc_default=doc_default)
     if raw is None:
         return default
     value = raw.strip().lower()

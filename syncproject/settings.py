@@ -11,6 +11,7 @@ import re
 import secrets
 import warnings
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -60,14 +61,50 @@ CSRF_TRUSTED_ORIGINS = env_list(
 SITE_URL = env_str(
     "SITE_URL", "http://127.0.0.1:8000", "Public base URL, used in links sent by email."
 )
-if env_bool(
+BEHIND_TLS_PROXY = env_bool(
     "DJANGO_BEHIND_TLS_PROXY",
     False,
-    "Served through a TLS-terminating proxy that sets X-Forwarded-Proto: trust it, and send "
-    "session and CSRF cookies over HTTPS only.",
-):
+    "Served through a TLS-terminating proxy that sets X-Forwarded-Proto: trust it; the HTTPS "
+    "settings below then default to on.",
+)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+SECURE_SSL_REDIRECT = env_bool(
+    "DJANGO_SSL_REDIRECT",
+    BEHIND_TLS_PROXY,
+    "Redirect plain-HTTP requests to HTTPS (except /healthz and /metrics, which load "
+    "balancers and scrapers may call over HTTP).",
+    doc_default="$DJANGO_BEHIND_TLS_PROXY",
+)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool(
+    "DJANGO_SECURE_COOKIES",
+    BEHIND_TLS_PROXY,
+    "Send the session and CSRF cookies over HTTPS only.",
+    doc_default="$DJANGO_BEHIND_TLS_PROXY",
+)
+SECURE_HSTS_SECONDS = env_int(
+    "DJANGO_HSTS_SECONDS",
+    31_536_000 if BEHIND_TLS_PROXY else 0,
+    "Strict-Transport-Security max-age: browsers use only HTTPS for this long (0: no header). "
+    "Start small (e.g. 3600) when first enabling HTTPS.",
+    minimum=0,
+    doc_default="31536000 behind a TLS proxy, else 0",
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(
+    "DJANGO_HSTS_INCLUDE_SUBDOMAINS",
+    BEHIND_TLS_PROXY,
+    "HSTS also covers every subdomain of this site's domain.",
+    doc_default="$DJANGO_BEHIND_TLS_PROXY",
+)
+SECURE_HSTS_PRELOAD = env_bool(
+    "DJANGO_HSTS_PRELOAD",
+    BEHIND_TLS_PROXY,
+    "Mark the HSTS header as preloadable (the domain is only preloaded once submitted to "
+    "hstspreload.org).",
+    doc_default="$DJANGO_BEHIND_TLS_PROXY",
+)
+SESSION_COOKIE_HTTPONLY = True
 
 INSTALLED_APPS = [
     "syncproject.apps.SyncAdminConfig",  # Django's admin with the sync control room added
@@ -79,6 +116,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_q",
+    "axes",  # login throttling and lockout on every login page
+    "django_ratelimit",
     "workspace",
     "integrations",
     "syncqueue",
@@ -97,7 +136,38 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
+
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int(
+    "SYNC_LOGIN_FAILURE_LIMIT",
+    5,
+    "Failed sign-ins (per user name and address) before that pair is locked out.",
+    minimum=1,
+)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_int(
+        "SYNC_LOGIN_LOCKOUT_MINUTES",
+        15,
+        "Minutes a locked-out user name and address must wait before trying again.",
+        minimum=1,
+    )
+)
+# Lock the pair, not the whole address (one office behind one NAT) nor the whole account
+# (anyone could lock anyone out by guessing wrong on purpose).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "syncproject.lockout.locked_out"
+AXES_IPWARE_PROXY_COUNT = 1 if BEHIND_TLS_PROXY else None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if BEHIND_TLS_PROXY else ("REMOTE_ADDR",)
+)
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "syncproject.urls"
 WSGI_APPLICATION = "syncproject.wsgi.application"
@@ -165,6 +235,53 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The default cache is a table in the database, shared by every web process and host (rate
+# limits count there); its increment is atomic (syncproject/cache.py). CACHE_URL switches to
+# Redis, e.g. redis://127.0.0.1:6379/1.
+CACHE_URL = env_str("CACHE_URL", "", "Redis URL for the shared cache; empty = the database.")
+if CACHE_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    }
+    RATELIMIT_USE_CACHE = "default"
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "syncproject.cache.AtomicDatabaseCache",
+            "LOCATION": "sync_cache",
+            "OPTIONS": {"MAX_ENTRIES": 50_000},
+        }
+    }
+# django-ratelimit knows only memcached and Redis as shared caches with atomic increments; the
+# database cache above is both (see syncproject/cache.py), so its checks are told so.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+SYNC_RATE_LIMITS = {
+    "sync_now": env_str(
+        "SYNC_RATE_SYNC_NOW", "20/m", "'Sync now' requests per person (django-ratelimit rate)."
+    ),
+    "connection_test": env_str(
+        "SYNC_RATE_CONNECTION_TEST",
+        "10/10m",
+        "Connection tests per person; a person also runs only one test at a time.",
+    ),
+    "task_create": env_str("SYNC_RATE_TASK_CREATE", "60/m", "Tasks a person may create."),
+    "address_confirmation": env_str(
+        "SYNC_RATE_ADDRESS_CONFIRMATION", "5/h", "Address confirmation mails a person may ask for."
+    ),
+}
+SYNC_CONNECTION_TEST_TIMEOUT = env_float(
+    "SYNC_CONNECTION_TEST_TIMEOUT",
+    5.0,
+    "Seconds a connection test waits to connect (it runs inside a web request).",
+    minimum=0.5,
+)
+SYNC_ALLOWED_PRIVATE_NETWORKS = env_list(
+    "SYNC_ALLOWED_PRIVATE_NETWORKS",
+    [],
+    "Private address ranges (CIDR, comma-separated) that servers entered by ordinary users may "
+    "point to, e.g. 10.1.2.0/24 for an internal mail server. Empty: public addresses only.",
+)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -414,6 +531,9 @@ LOGGING = {
         "handlers": ["console"],
         "level": env_str("LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
     },
+    # django-axes says "login failed, running database handler" at INFO for every attempt;
+    # lockouts (WARNING) are what an operator needs.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # django-q2 warns at import when timeout is missing; ours is always set, the check enforces it.

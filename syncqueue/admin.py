@@ -235,3 +235,37 @@ class WorkerHeartbeatAdmin(ReadOnlyAdmin):
     @admin.display(description="Seen")
     def seen(self, beat: WorkerHeartbeat) -> str:
         return relative(beat.seen_at)
+
+
+# --- django-q2's own admin: read-only except for superusers ------------------------------------
+class SuperuserChangesOnly(admin.ModelAdmin):
+    """django-q2's pages stay viewable for staff with view permission, but only superusers add,
+    change, delete or resubmit: a schedule's free-text ``func`` (and a resubmitted task) runs
+    whatever code it names, so ``add_schedule`` alone must not grant that."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return bool(request.user.is_superuser) and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser) and super().has_delete_permission(request, obj)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return super().get_actions(request) if request.user.is_superuser else {}
+
+
+def _restrict_django_q_admin() -> None:
+    from django_q.models import Failure, OrmQ, Schedule, Success
+
+    for model in (Schedule, Success, Failure, OrmQ):
+        current = admin.site._registry.get(model)
+        if current is None:
+            continue
+        admin.site.unregister(model)
+        restricted = type(type(current).__name__, (SuperuserChangesOnly, type(current)), {})
+        admin.site.register(model, restricted)
+
+
+_restrict_django_q_admin()

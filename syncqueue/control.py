@@ -48,12 +48,29 @@ def sync_now(conn: Connection, user: Any = None, *, full: bool = False) -> SyncJ
         raise ControlError(exc.message) from None
 
 
-def enable(conn: Connection) -> None:
-    """Turn a connection on again; its health starts afresh and its schedule resumes."""
+STAFF_DISABLED = (
+    "An administrator turned this connection off{why} Ask your administrator to turn it on again."
+)
+
+
+def staff_disabled_message(conn: Connection) -> str:
+    why = f": {conn.disabled_reason.rstrip('.')}." if conn.disabled_reason else "."
+    return STAFF_DISABLED.format(why=why)
+
+
+def enable(conn: Connection, *, by_staff: bool = True) -> None:
+    """Turn a connection on again; its health starts afresh and its schedule resumes.
+
+    An owner (``by_staff=False``) cannot undo staff's decision: a connection staff turned off
+    raises ``ControlError`` saying so.
+    """
+    if not by_staff and conn.disabled_by_staff and not conn.enabled:
+        raise ControlError(staff_disabled_message(conn))
     with transaction.atomic():
         conn.enabled = True
         conn.disabled_reason = ""
-        fields = ["enabled", "disabled_reason"]
+        conn.disabled_by_staff = False
+        fields = ["enabled", "disabled_reason", "disabled_by_staff"]
         if conn.status == Status.DISABLED:
             conn.status = Status.OK
             conn.consecutive_failures = 0
@@ -63,16 +80,30 @@ def enable(conn: Connection) -> None:
         _save(conn, "next_sync_at")
 
 
-def disable(conn: Connection, reason: str) -> int:
+def disable(conn: Connection, reason: str, *, by_staff: bool = True) -> int:
     """Turn a connection off with a reason people will see; waiting jobs are cancelled.
-    Returns how many waiting jobs were cancelled (a running one stops at its next batch)."""
+    Returns how many waiting jobs were cancelled (a running one stops at its next batch).
+
+    Staff's decision (``by_staff``) binds the owner: they cannot turn it on again. An owner
+    turning off their own connection cannot override staff's reason either.
+    """
+    if not by_staff and conn.disabled_by_staff and not conn.enabled:
+        raise ControlError(staff_disabled_message(conn))
     with transaction.atomic():
         conn.enabled = False
         conn.disabled_reason = reason.strip()[:300]
+        conn.disabled_by_staff = by_staff
         conn.status = Status.DISABLED
         conn.next_sync_at = None
         conn.save(
-            update_fields=["enabled", "disabled_reason", "status", "next_sync_at", "updated_at"]
+            update_fields=[
+                "enabled",
+                "disabled_reason",
+                "disabled_by_staff",
+                "status",
+                "next_sync_at",
+                "updated_at",
+            ]
         )
         cancelled = 0
         for job in SyncJob.objects.filter(connection=conn, state__in=SyncJob.ACTIVE):

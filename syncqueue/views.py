@@ -16,24 +16,45 @@ from syncqueue.heartbeat import worker_status
 from syncqueue.stats import queue_stats
 
 
+def _bearer_token(request: HttpRequest) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _token_ok(request: HttpRequest) -> bool:
+    given = _bearer_token(request)
+    expected = settings.SYNC_METRICS_TOKEN
+    return bool(given and expected and hmac.compare_digest(given.encode(), expected.encode()))
+
+
+def may_see_operations(request: HttpRequest) -> bool:
+    """Queue and worker details: staff who may view sync jobs, or the metrics token."""
+    return _token_ok(request) or (
+        request.user.is_staff and request.user.has_perm("syncqueue.view_syncjob")
+    )
+
+
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the database answers and workers are alive; 503 otherwise, saying which."""
+    """200 when the database answers and workers are alive; 503 otherwise. Anyone gets the
+    status; what is wrong (workers, queue) only staff who may view sync jobs, or a caller with
+    ``Authorization: Bearer $SYNC_METRICS_TOKEN``."""
+    detailed = may_see_operations(request)
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         workers = worker_status()
-        stats = queue_stats()
+        stats = queue_stats() if detailed else None
     except DatabaseError:
-        return JsonResponse(
-            {
-                "status": "fail",
-                "database": "unreachable",
-                "message": "The database is unreachable.",
-            },
-            status=503,
-        )
+        body: dict[str, object] = {"status": "fail"}
+        if detailed:
+            body.update(database="unreachable", message="The database is unreachable.")
+        return JsonResponse(body, status=503)
+    status = 200 if workers.alive else 503
+    if not detailed:
+        return JsonResponse({"status": "ok" if workers.alive else "fail"}, status=status)
     body = {
         "status": "ok" if workers.alive else "fail",
         "database": "ok",
@@ -47,13 +68,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         },
         "queue": stats,
     }
-    return JsonResponse(body, status=200 if workers.alive else 503)
-
-
-def _bearer_token(request: HttpRequest) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, else None."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
+    return JsonResponse(body, status=status)
 
 
 @never_cache
@@ -62,13 +77,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus metrics for staff users or a scraper holding ``SYNC_METRICS_TOKEN``.
 
     401 without credentials or with a wrong token (nothing configured: no token is right), 403
-    for a signed-in user who is not staff, 503 when the database does not answer. A scraper
-    is never redirected to the login page.
+    for a signed-in user who is not staff with the permission to view sync jobs, 503 when the
+    database does not answer. A scraper is never redirected to the login page.
     """
     given = _bearer_token(request)
-    expected = settings.SYNC_METRICS_TOKEN
-    token_ok = bool(given and expected and hmac.compare_digest(given.encode(), expected.encode()))
-    if not token_ok and not request.user.is_staff:
+    if not may_see_operations(request):
         if given is None and request.user.is_authenticated:
             return HttpResponse("Staff only.\n", status=403, content_type="text/plain")
         response = HttpResponse("Authentication required.\n", status=401, content_type="text/plain")

@@ -25,6 +25,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache(request: pytest.FixtureRequest) -> Any:
+    """Rate-limit counters live in the database cache, a table Django's test flush does not
+    empty: start every database test with an empty cache, so no test inherits another's."""
+    uses_db = request.node.get_closest_marker("django_db") or {
+        "db",
+        "transactional_db",
+        "live_server",
+    } & set(request.fixturenames)
+    if uses_db:
+        from django.core.cache import cache
+
+        request.getfixturevalue("django_db_setup")
+        with request.getfixturevalue("django_db_blocker").unblock():
+            cache.clear()
+    yield
+
+
 @pytest.fixture
 def owner(db: Any) -> Any:
     return get_user_model().objects.create_user("olivia", "olivia@example.com", "pw-olivia-1")

@@ -11,6 +11,11 @@ from pathlib import Path
 
 # Test state (the SQLite test database, development keys) stays out of the real var/.
 os.environ.setdefault("SYNC_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+# Every local test server listens on loopback; servers entered by ordinary users may point there
+# only because the tests allow it (as an operator would allow an internal mail server).
+os.environ.setdefault("SYNC_ALLOWED_PRIVATE_NETWORKS", "127.0.0.0/8,::1/128")
+# A fixed test key: on PostgreSQL (a shared database) there is no development key.
+os.environ.setdefault("SYNC_ENCRYPTION_KEYS", "dGVzdC1vbmx5LWtleS1ub3QtZm9yLXByb2R1Y3Rpb24=")
 
 from syncproject.settings import *  # noqa: F403
 from syncproject.settings import DATABASES, INSTALLED_APPS, SYNC_EXTRA_CONNECTORS, VAR_DIR

@@ -31,8 +31,12 @@ def switch_of(user: Any) -> UserSwitch | None:
 
 
 def zimbra_address(user: Any) -> str:
+    """The Zimbra mailbox that gets this person's tasks: their email, unless a different
+    address was proven theirs (confirmed by mail, or set by staff)."""
     switch = UserSwitch.objects.filter(user=user, key=SWITCH).first()
-    return (switch.value if switch and switch.value else "") or user.email
+    if switch is not None and switch.value and switch.value_confirmed:
+        return switch.value
+    return user.email
 
 
 def content_hash(task: Task | None, active: bool) -> str:
@@ -93,11 +97,19 @@ def watched_assignments(server: Connection) -> dict[str, dict[str, Any]]:
             user__sync_switches__enabled=True,
         )
         .exclude(cal_item_id="")
-        .values_list("account", "user__email", "cal_item_id", "pk", "ms")
+        .values_list("account", "user__email", "user_id", "cal_item_id", "pk", "ms")
+    )
+    confirmed = dict(
+        UserSwitch.objects.filter(key=SWITCH, value_confirmed=True)
+        .exclude(value="")
+        .values_list("user_id", "value")
     )
     found: dict[str, dict[str, Any]] = {}
-    for account, email, cal_item_id, pk, ms in rows:  # pushed to the email when no address
-        found.setdefault((account or email).lower(), {})[cal_item_id] = Watched(pk, ms)
+    for account, email, user_id, cal_item_id, pk, ms in rows:  # no address: pushed to email
+        held = (account or email).lower()
+        if held != confirmed.get(user_id, email).lower():
+            continue  # the person's address changed: the next push moves this copy
+        found.setdefault(held, {})[cal_item_id] = Watched(pk, ms)
     return found
 
 
@@ -164,10 +176,27 @@ def on_task_deleting(sender: Any, instance: Task, **kwargs: Any) -> None:
     task_deleting(instance)
 
 
+def address_changed(user: Any) -> None:
+    """The person's Zimbra address changed: every copy held in another mailbox is pushed, and
+    the push removes it there and creates it afresh in the new one (Zimbra numbers items per
+    mailbox, so no id carries over)."""
+    target = zimbra_address(user).lower()
+    moved = [
+        pk
+        for pk, account in Assignment.objects.filter(user=user)
+        .exclude(inv_id="", cal_item_id="")
+        .values_list("pk", "account")
+        if account and account.lower() != target
+    ]
+    push_later(moved)
+
+
 def on_switch_saved(sender: Any, instance: UserSwitch, **kwargs: Any) -> None:
-    if instance.key == SWITCH and instance.enabled:
-        user = get_user_model().objects.get(pk=instance.user_id)
-        Assignment.objects.filter(user=user, active=True).update(account=zimbra_address(user))
+    if instance.key != SWITCH:
+        return
+    user = get_user_model().objects.get(pk=instance.user_id)
+    address_changed(user)
+    if instance.enabled:
         switch_turned_on(user)
 
 

@@ -7,12 +7,15 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Iterator
+from typing import Any
 
-from imapclient import IMAPClient, SocketTimeout
+from imapclient import IMAPClient, SocketTimeout, tls
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.imap4 import IMAP4WithTimeout
 
 from integrations.errors import AuthFailed, Permanent, SyncError, Transient
 from integrations.imap.config import ImapConfig
+from integrations.netguard import checked_address
 
 
 class FolderMissing(Permanent):
@@ -81,18 +84,78 @@ def imap_errors(config: ImapConfig) -> Iterator[None]:
         ) from exc
 
 
+class _PinnedTLS(tls.IMAP4_TLS):
+    """imapclient's TLS transport, connecting to an address checked beforehand while the
+    certificate is still verified for the host name."""
+
+    pinned: str
+
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        sock = socket.create_connection(
+            (self.pinned, self.port), timeout=timeout if timeout is not None else self._timeout
+        )
+        return tls.wrap_socket(sock, self.ssl_context, self.host)
+
+
+class _PinnedPlain(IMAP4WithTimeout):
+    pinned: str
+
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        return socket.create_connection(
+            (self.pinned, self.port), timeout if timeout is not None else self._timeout
+        )
+
+
+class PinnedIMAPClient(IMAPClient):
+    """``IMAPClient`` that connects to ``address`` (already resolved and checked) instead of
+    resolving ``host`` again; TLS and STARTTLS still verify the certificate for ``host``."""
+
+    def __init__(self, host: str, *, address: str, **kwargs: Any) -> None:
+        self._address = address
+        super().__init__(host, **kwargs)
+
+    def _create_IMAP4(self) -> Any:
+        connect_timeout = getattr(self._timeout, "connect", None)
+        transport: type[_PinnedTLS] | type[_PinnedPlain]
+        if self.ssl:
+            transport = type("Pinned", (_PinnedTLS,), {"pinned": self._address})
+            return transport(self.host, self.port, self.ssl_context, connect_timeout)
+        transport = type("Pinned", (_PinnedPlain,), {"pinned": self._address})
+        return transport(self.host, self.port, connect_timeout)
+
+
 @contextlib.contextmanager
-def open_session(config: ImapConfig, password: str) -> Iterator[IMAPClient]:
-    """A logged-in session; errors in the block are mapped; logout happens in any case."""
+def open_session(
+    config: ImapConfig,
+    password: str,
+    *,
+    public_only: bool = False,
+    connect_timeout: float | None = None,
+    read_timeout: float | None = None,
+) -> Iterator[IMAPClient]:
+    """A logged-in session; errors in the block are mapped; logout happens in any case.
+
+    ``public_only`` (a server typed in by an ordinary user): the host must resolve to public
+    addresses (or a range the operator allowed), and the connection goes to the address that
+    was checked (``integrations.netguard``).
+    """
     context = ssl.create_default_context()
     with imap_errors(config):
-        client = IMAPClient(
-            config.host,
-            port=config.effective_port,
-            ssl=config.security == "ssl",
-            ssl_context=context,
-            timeout=SocketTimeout(connect=config.connect_timeout, read=config.read_timeout),
+        timeout = SocketTimeout(
+            connect=connect_timeout or config.connect_timeout,
+            read=read_timeout or config.read_timeout,
         )
+        options: dict[str, Any] = {
+            "port": config.effective_port,
+            "ssl": config.security == "ssl",
+            "ssl_context": context,
+            "timeout": timeout,
+        }
+        if public_only:
+            address = checked_address(config.host, config.effective_port)
+            client: IMAPClient = PinnedIMAPClient(config.host, address=address, **options)
+        else:
+            client = IMAPClient(config.host, **options)
         try:
             if config.security == "starttls":
                 client.starttls(context)

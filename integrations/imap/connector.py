@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import cast
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
+
+from django.conf import settings
 
 from integrations.base import Batch, CheckResult, Connector, Counts, SyncContext
 from integrations.imap.client import open_session
@@ -18,19 +20,43 @@ class ImapConnector(Connector):
     label = "IMAP mailbox"
     Config = ImapConfig
     secret_fields = ("password",)
+    destination_fields = ("host", "port", "security")
     default_schedule = "every 15m"
     settings_form = "integrations.imap.forms.ImapSettingsForm"
+
+    @classmethod
+    def destination(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Host (any case) and the port actually used: 993 and "default" are the same."""
+        found = super().destination(config)
+        host = str(found.get("host") or "").strip().lower()
+        port = found.get("port") or (993 if found.get("security", "ssl") == "ssl" else 143)
+        return {"host": host, "port": port, "security": found.get("security")}
 
     @property
     def imap(self) -> ImapConfig:
         return cast(ImapConfig, self.config)
 
-    def _session(self):  # type: ignore[no-untyped-def]
-        return open_session(self.imap, str(self.secrets.get("password", "")))
+    def _public_only(self) -> bool:
+        """A mailbox of an ordinary user: its server must be on the public internet (or in a
+        range the operator allowed), whoever typed the host in."""
+        owner = self.connection.owner
+        return owner is not None and not owner.is_staff
+
+    def _session(self, *, probe: bool = False) -> Any:
+        """A session; a probe (a connection test, inside a web request) waits at most
+        ``SYNC_CONNECTION_TEST_TIMEOUT`` to connect and four times that for each answer."""
+        wait = settings.SYNC_CONNECTION_TEST_TIMEOUT
+        return open_session(
+            self.imap,
+            str(self.secrets.get("password", "")),
+            public_only=self._public_only(),
+            connect_timeout=min(self.imap.connect_timeout, wait) if probe else None,
+            read_timeout=min(self.imap.read_timeout, 4 * wait) if probe else None,
+        )
 
     def check(self) -> CheckResult:
         """Connect, sign in and look at every configured folder (one clear error each)."""
-        with self._session() as client:
+        with self._session(probe=True) as client:
             probe = MailboxSync(self, client, SyncContext(None, "check", {}, {}, {}))
             names = probe.folder_names()
             counts = {name: probe.status(name).get("messages", 0) for name in names}

@@ -12,6 +12,7 @@ from integrations.models import Connection
 
 class ImapSettingsForm(ConnectionSettingsForm):
     kind = "imap"
+    secret_form_fields = ("password",)
     host = forms.CharField(label="Mail server", help_text="e.g. imap.example.com")
     security = forms.ChoiceField(
         label="Encryption",
@@ -48,10 +49,17 @@ class ImapSettingsForm(ConnectionSettingsForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance is not None and self.instance.has_secret:
-            self.fields["password"].help_text = "Leave empty to keep the saved password."
+        if self.stored_secret_usable():
+            self.fields["password"].help_text = (
+                "Leave empty to keep the saved password (it is needed again if you change the "
+                "mail server, port or encryption)."
+            )
         else:
             self.fields["password"].required = True
+            if self.instance is not None and self.instance.has_secret:
+                self.fields[
+                    "password"
+                ].help_text = "The saved password can no longer be used: enter it again."
 
     def initial_for(self, conn: Connection) -> dict[str, Any]:
         config = conn.config

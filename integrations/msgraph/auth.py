@@ -15,6 +15,8 @@ from typing import Any
 
 import msal
 import requests
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from integrations.errors import AuthFailed, Permanent, Transient
 from integrations.http import Session
@@ -30,6 +32,15 @@ _apps: dict[tuple[str, str, str], msal.ConfidentialClientApplication] = {}
 _lock = threading.Lock()
 
 
+def readable_private_key(key: str) -> bool:
+    """True when ``key`` is a PEM private key (unencrypted) that can sign a client assertion."""
+    try:
+        serialization.load_pem_private_key(key.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
 def _credential(config: GraphConfig, secrets: Mapping[str, Any]) -> Any:
     if config.certificate_thumbprint:
         key = secrets.get("private_key")
@@ -37,6 +48,14 @@ def _credential(config: GraphConfig, secrets: Mapping[str, Any]) -> Any:
             raise Permanent(
                 "The certificate's private key is missing: enter it in the "
                 "connection's credentials."
+            )
+        if not readable_private_key(str(key)):
+            # MSAL would fail deep inside token signing with a ValueError; this is a
+            # credential a person entered wrongly, so it is said once, plainly.
+            raise AuthFailed(
+                "The certificate's private key cannot be read: enter it again as an "
+                "unencrypted PEM private key ('-----BEGIN PRIVATE KEY-----' …).",
+                code="unreadable_private_key",
             )
         return {"thumbprint": config.certificate_thumbprint, "private_key": key}
     secret = secrets.get("client_secret")

@@ -21,6 +21,8 @@ class GraphConnector(Connector):
     label = "Microsoft 365 mailbox"
     Config = GraphConfig
     secret_fields = ("client_secret", "private_key")
+    # the secret goes to the sign-in authority; the token made from it to the Graph URL
+    destination_fields = ("tenant_id", "client_id", "authority_host", "graph_url")
     default_schedule = "every 15m"
 
     @property

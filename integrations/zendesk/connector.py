@@ -18,6 +18,7 @@ class ZendeskConnector(Connector):
     label = "Zendesk tickets"
     Config = ZendeskConfig
     secret_fields = ("api_token", "oauth_token")
+    destination_fields = ("subdomain",)
     default_schedule = "*/15 * * * *"
     requires_organization = True
 

@@ -57,6 +57,15 @@ class Pushed:
     removed: bool = False
     ids: dict[str, str] | None = None
     progress: tuple[str, int] | None = None  # the status and percent complete sent
+    account: str = ""  # the mailbox the ids belong to
+
+
+@dataclass
+class LeftMailbox:
+    """Our copy was removed from a mailbox that is no longer the person's (their address
+    changed): its ids are forgotten; the next create starts afresh in the new mailbox."""
+
+    assignment_id: int
 
 
 @dataclass
@@ -90,6 +99,7 @@ class ZimbraConnector(Connector):
     label = "Zimbra server (tasks)"
     Config = ZimbraConfig
     secret_fields = ("admin_password",)
+    destination_fields = ("soap_url", "admin_url")
     personal_switches = (
         PersonalSwitch(
             key="zimbra.tasks",
@@ -97,6 +107,7 @@ class ZimbraConnector(Connector):
             help="Your tasks appear in Zimbra's Tasks and stay up to date; turning this off "
             "stops updates (tasks already there stay).",
             value_label="Zimbra address (if not your email)",
+            value_is_confirmed_address=True,
         ),
     )
 
@@ -111,7 +122,7 @@ class ZimbraConnector(Connector):
 
     def push(self, ctx: SyncContext) -> Iterator[Batch]:
         from workspace.models import Assignment
-        from workspace.tasks import content_hash, switch_of
+        from workspace.tasks import content_hash, switch_of, zimbra_address
 
         assignment = (
             Assignment.objects.select_related("task", "user")
@@ -124,25 +135,55 @@ class ZimbraConnector(Connector):
         task = assignment.task
         wanted = content_hash(task, assignment.active)
         soap = ZimbraSoap(self.zimbra, self.secrets)
-        account = assignment.account or assignment.user.email
+        records: list[Any] = []
+        target = zimbra_address(assignment.user)
+        held_at = assignment.account or assignment.user.email
+        if (assignment.inv_id or assignment.cal_item_id) and held_at.lower() != target.lower():
+            self._leave(ctx, soap, held_at, assignment)
+            records.append(LeftMailbox(assignment.pk))
+        account = target
         if wanted == "absent":
             if assignment.inv_id:
                 with contextlib.suppress(ItemGone):  # already gone in Zimbra: fine
                     soap.call(account, "CancelTask", id=assignment.inv_id, comp="0")
-            yield Batch(records=[Pushed(assignment.pk, wanted, removed=True)], final=True)
+            yield Batch(records=[*records, Pushed(assignment.pk, wanted, removed=True)], final=True)
             return
         if switch_of(assignment.user) is None:
-            yield Batch(final=True, note=f"{assignment.user} turned Zimbra tasks off.")
+            yield Batch(
+                records=records, final=True, note=f"{assignment.user} turned Zimbra tasks off."
+            )
             return
         if wanted == assignment.pushed_hash and assignment.inv_id:
             yield Batch(final=True, note="Zimbra already has this version.")
             return
-        records: list[Any] = []
         ids = self._upsert(ctx, soap, account, assignment, task, records)
         wanted = content_hash(task, assignment.active)  # Zimbra's later status may have won
-        yield Batch(
-            records=[*records, Pushed(assignment.pk, wanted, ids=ids, progress=task.progress())],
-            final=True,
+        pushed = Pushed(assignment.pk, wanted, ids=ids, progress=task.progress(), account=account)
+        yield Batch(records=[*records, pushed], final=True)
+
+    def _leave(self, ctx: SyncContext, soap: ZimbraSoap, held_at: str, assignment: Any) -> None:
+        """Remove our copy from the mailbox it was pushed to before the person's address
+        changed, and forget its ids (they are numbers in *that* mailbox). A mailbox that cannot
+        be reached any more (no such account, no access) is forgotten without the cancel."""
+        try:
+            if assignment.inv_id:
+                soap.call(held_at, "CancelTask", id=assignment.inv_id, comp="0")
+        except ItemGone:
+            pass
+        except Permanent as problem:  # (a Transient one is retried: nothing left behind)
+            ctx.log(
+                "warning",
+                f"Could not remove “{assignment.task}” from {held_at} ({problem.message}); "
+                "its copy there is forgotten.",
+                assignment=assignment.pk,
+            )
+        assignment.inv_id = assignment.cal_item_id = assignment.ms = assignment.rev = ""
+        assignment.pushed_hash = ""
+        ctx.log(
+            "info",
+            f"{assignment.user}'s Zimbra address changed: “{assignment.task}” moves from "
+            f"{held_at} to their new mailbox.",
+            assignment=assignment.pk,
         )
 
     def _upsert(
@@ -310,6 +351,11 @@ class ZimbraConnector(Connector):
             if isinstance(record, GoneThere):
                 self._apply_gone(record, counts)
                 continue
+            if isinstance(record, LeftMailbox):
+                Assignment.objects.filter(pk=record.assignment_id).update(
+                    cal_item_id="", inv_id="", ms="", rev="", pushed_hash=""
+                )
+                continue
             if not isinstance(record, Pushed):
                 continue
             row = Assignment.objects.select_for_update().get(pk=record.assignment_id)
@@ -321,6 +367,7 @@ class ZimbraConnector(Connector):
                 ids = record.ids or {}
                 row.cal_item_id = ids.get("calItemId", row.cal_item_id)
                 row.inv_id = ids.get("invId", row.inv_id)
+                row.account = record.account or row.account
                 row.ms, row.rev = ids.get("ms", ""), ids.get("rev", "")
                 if record.progress is not None:
                     row.pushed_status, row.pushed_percent = record.progress

@@ -162,9 +162,12 @@ class ZimbraSoap:
                 )
             return _token_of(answer)
 
-        return self._cached(("user", self.config.soap_url, account.lower()), delegate, fresh)
+        # Keyed by the admin credentials that made it too: a token obtained through another
+        # connection (or before the password changed) must not serve this one.
+        key = ("user", self.config.soap_url, *self._admin_key[1:], account.lower())
+        return self._cached(key, delegate, fresh, account=account)
 
-    def _cached(self, key: tuple[str, ...], fetch: Any, fresh: bool) -> str:
+    def _cached(self, key: tuple[str, ...], fetch: Any, fresh: bool, account: str = "") -> str:
         with _lock:
             held = _tokens.get(key)
         if held and not fresh and held[1] > time.monotonic():
@@ -172,7 +175,7 @@ class ZimbraSoap:
         try:
             token, lifetime = fetch()
         except ZimbraFault as fault:
-            raise classify(fault, self.config, key[2] if key[0] == "user" else "") from None
+            raise classify(fault, self.config, account) from None
         with _lock:
             _tokens[key] = (token, time.monotonic() + max(0.0, lifetime - 60.0))
         return token

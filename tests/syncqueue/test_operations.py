@@ -117,7 +117,8 @@ def test_sync_now_queues_and_refuses_unknown_ids(make_connection):
 
 
 @pytest.mark.django_db
-def test_healthz_is_503_until_workers_are_alive(client):
+def test_healthz_is_503_until_workers_are_alive(client, staff):
+    client.force_login(staff)
     response = client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
@@ -129,13 +130,29 @@ def test_healthz_is_503_until_workers_are_alive(client):
 
 
 @pytest.mark.django_db
-def test_healthz_is_503_when_the_database_is_unreachable(client, monkeypatch):
+def test_healthz_tells_anonymous_callers_only_the_status(client, settings):
+    settings.SYNC_METRICS_TOKEN = "scrape-token-123"
+    response = client.get("/healthz")
+    assert response.status_code == 503 and response.json() == {"status": "fail"}
+    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    detailed = client.get("/healthz", HTTP_AUTHORIZATION="Bearer scrape-token-123")
+    assert detailed.json()["queue"]["waiting"] == 0 and detailed.json()["workers"]["alive"]
+    wrong = client.get("/healthz", HTTP_AUTHORIZATION="Bearer nope")
+    assert wrong.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_when_the_database_is_unreachable(client, monkeypatch, staff):
     from syncqueue import views
 
     def broken(*args, **kwargs):
         raise DatabaseError("connection refused")
 
     monkeypatch.setattr(views, "worker_status", broken)
+    assert client.get("/healthz").json() == {"status": "fail"}
+    client.force_login(staff)
     response = client.get("/healthz")
     assert response.status_code == 503 and response.json()["database"] == "unreachable"
 

@@ -32,9 +32,14 @@ def dovecot_masters() -> set[int]:
     return found
 
 
+TOKEN = "demo-test-metrics-token"
+
+
 def health(url: str) -> dict | None:
+    """/healthz with the details, which only a caller with the metrics token gets."""
+    request = urllib.request.Request(f"{url}/healthz", headers={"Authorization": f"Bearer {TOKEN}"})
     try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=2) as answer:  # noqa: S310
             return json.load(answer)
     except OSError:
         return None
@@ -45,7 +50,12 @@ def test_the_demo_starts_syncs_and_stops_everything(tmp_path):
     env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
     }
-    env.update(SYNC_VAR_DIR=str(tmp_path), SYNC_ADMIN_PASSWORD="demo", PORT=str(port))
+    env.update(
+        SYNC_VAR_DIR=str(tmp_path),
+        SYNC_ADMIN_PASSWORD="demo",
+        PORT=str(port),
+        SYNC_METRICS_TOKEN=TOKEN,
+    )
     before = dovecot_masters()
     log = (output_dir() / "serve-demo.log").open("wb")
     proc = subprocess.Popen(

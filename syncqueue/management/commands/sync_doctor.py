@@ -14,6 +14,7 @@ from django_q.models import Schedule
 from integrations import crypto
 from integrations.errors import SyncError
 from integrations.models import Connection
+from integrations.probe import probe
 from syncqueue.apps import DISPATCH_SCHEDULE
 from syncqueue.heartbeat import START_COMMAND, worker_status
 from syncqueue.stats import queue_stats
@@ -152,7 +153,7 @@ class Command(BaseCommand):
     def check_connections(self) -> None:
         for conn in Connection.objects.filter(enabled=True).select_related("organization"):
             try:
-                result = conn.build_connector().check()
+                result = probe(conn)
             except SyncError as exc:
                 self.report(
                     "fail",

@@ -1,0 +1,91 @@
+"""Where a host typed in by an ordinary user may point: the public internet only.
+
+A person who connects their own mailbox names the server. Without a rule, "Test connection"
+would let anyone make this server open connections inside its own network (loopback, the
+database's subnet, the cloud metadata address) and read the answers from error messages. So a
+host entered by a non-staff user must resolve to public addresses only; an operator can allow
+private ranges (e.g. the company's own mail server on 10.0.0.0/8) with
+``SYNC_ALLOWED_PRIVATE_NETWORKS``.
+
+The check resolves the name once and returns the address to connect to, so the connection goes
+to the address that was checked (a second lookup could answer differently: DNS rebinding).
+Refusals never depend on the port, and nothing is sent to a refused address, so the message
+cannot tell "closed" from "filtered".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from functools import lru_cache
+
+from django.conf import settings
+
+from integrations.errors import Permanent, Transient
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class HostNotAllowed(Permanent):
+    """A user-supplied host resolves to an address outside the public internet."""
+
+
+@lru_cache(maxsize=8)
+def _allowed_networks(spec: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in spec)
+
+
+def allowed_networks() -> tuple[Network, ...]:
+    """The private ranges an operator allowed (``SYNC_ALLOWED_PRIVATE_NETWORKS``: a list, or
+    the comma-separated text of the environment variable)."""
+    spec = settings.SYNC_ALLOWED_PRIVATE_NETWORKS
+    if isinstance(spec, str):
+        spec = [item.strip() for item in spec.split(",") if item.strip()]
+    return _allowed_networks(tuple(spec))
+
+
+def is_public(address: IPAddress) -> bool:
+    """True for a globally routable unicast address (IPv4-mapped IPv6 judged as IPv4)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def address_allowed(address: IPAddress) -> bool:
+    if is_public(address):
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in allowed_networks())
+
+
+def checked_address(host: str, port: int) -> str:
+    """Resolve ``host`` and return an address to connect to, if every address it resolves to is
+    allowed. Raises ``HostNotAllowed`` (the same text whatever the port), or ``Transient`` when
+    the name does not resolve."""
+    refusal = HostNotAllowed(
+        f"The server {host} is not allowed: it points into a private network. Use the mail "
+        "server's public name, or ask your administrator.",
+        code="host_not_allowed",
+    )
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:
+        if not address_allowed(literal):
+            raise refusal
+        return str(literal)
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise Transient(
+            f"The server {host} could not be found. Check the name.", detail=str(exc)
+        ) from exc
+    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in found]
+    # Every address must pass: a name that also resolves inside the network is refused as a
+    # whole, so which address a later connection picks cannot matter.
+    if not addresses or not all(address_allowed(a) for a in addresses):
+        raise refusal
+    return str(addresses[0])
