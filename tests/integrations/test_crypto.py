@@ -101,6 +101,7 @@ def test_job_with_an_undecryptable_secret_fails_clearly_and_logs_nothing_secret(
 
 def test_dev_key_is_created_once_with_a_warning(settings, tmp_path, caplog):
     settings.SYNC_ENCRYPTION_KEYS = []
+    settings.DATABASE_URL = ""  # the embedded SQLite: a development key is allowed there
     settings.SYNC_DEV_ENCRYPTION_KEY_FILE = tmp_path / "dev.key"
     with caplog.at_level(logging.WARNING):
         token = crypto.encrypt_secrets({"p": "x"})
@@ -116,3 +117,15 @@ def test_generate_key_prints_a_usable_key():
     out = StringIO()
     call_command("rotate_secrets", "--generate-key", stdout=out)
     assert len(out.getvalue().strip()) == 44
+
+
+def test_no_development_key_on_a_shared_database(settings, tmp_path):
+    settings.SYNC_ENCRYPTION_KEYS = []
+    settings.DATABASE_URL = "postgres://db.example/sync"
+    settings.SYNC_DEV_ENCRYPTION_KEY_FILE = tmp_path / "dev.key"
+    with pytest.raises(ImproperlyConfigured, match="SYNC_ENCRYPTION_KEYS is not set"):
+        crypto.encrypt_secrets({"p": "x"})
+    assert not (tmp_path / "dev.key").exists()
+    from integrations.checks import check_encryption_keys
+
+    assert [m.id for m in check_encryption_keys()] == ["integrations.E002"]
