@@ -231,6 +231,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "schedule_words",
         "data_stats",
         "cursor_summary",
+        "skipped_link",
         "jobs_link",
         "created_at",
     ]
@@ -347,6 +348,20 @@ class ConnectionAdmin(admin.ModelAdmin):
     def cursor_summary(self, conn: Connection) -> str:
         text = json.dumps(conn.cursor)
         return text[:300] + ("…" if len(text) > 300 else "")
+
+    @admin.display(description="Skipped items")
+    def skipped_link(self, conn: Connection) -> str:
+        url = (
+            reverse("admin:syncqueue_skippeditem_changelist")
+            + f"?connection__id__exact={conn.pk}&state__exact=open"
+        )
+        if not conn.skipped_items:
+            return "None: every item read was stored."
+        return format_html(
+            '<a href="{}">{} item(s) could not be stored</a> (tried again at every sync)',
+            url,
+            conn.skipped_items,
+        )
 
     @admin.display(description="Jobs")
     def jobs_link(self, conn: Connection) -> str:

@@ -22,13 +22,14 @@ happens once per protocol, in the provider package.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from integrations.errors import ConfigError, Permanent
+from integrations.errors import ConfigError, Permanent, SyncError
 
 if TYPE_CHECKING:
     from integrations.models import Connection
@@ -54,14 +55,14 @@ class Counts:
     created: int = 0
     updated: int = 0
     deleted: int = 0
-    skipped: int = 0
+    unchanged: int = 0  # seen again as stored: nothing to write
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(
             self.created + other.created,
             self.updated + other.updated,
             self.deleted + other.deleted,
-            self.skipped + other.skipped,
+            self.unchanged + other.unchanged,
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -69,7 +70,7 @@ class Counts:
             "created": self.created,
             "updated": self.updated,
             "deleted": self.deleted,
-            "skipped": self.skipped,
+            "unchanged": self.unchanged,
         }
 
 
@@ -92,6 +93,56 @@ class Batch:
     total: int | None = None
     note: str = ""
     final: bool = False
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """Which remote item a record is: a ``key`` the connector can find it again by (e.g.
+    ``INBOX/1712/4711``) and a ``label`` for people (``INBOX UID 4711``)."""
+
+    key: str
+    label: str
+
+
+@dataclass
+class Unreadable:
+    """A record for an item the connector could not read (a shape it does not know, a bug in
+    its conversion): the engine lists it as a skipped item and the sync goes on."""
+
+    ref: ItemRef
+    error_class: str
+    message: str
+    detail: str = ""
+
+    @classmethod
+    def from_exception(cls, ref: ItemRef, exc: BaseException) -> Unreadable:
+        return cls(
+            ref, type(exc).__name__, str(exc)[:300], "".join(traceback.format_exception(exc))
+        )
+
+
+@dataclass
+class NoLongerThere:
+    """A skipped item the connector tried again is gone from the server: nothing to store."""
+
+    ref: ItemRef
+
+
+def read_each(
+    items: Iterable[Any], ref: Callable[[Any], ItemRef], read: Callable[[Any], Any]
+) -> list[Any]:
+    """``read`` every remote item into a record; an item whose reading raises becomes an
+    ``Unreadable`` record instead of stopping the sync. Errors of our own classes (the
+    connection, the provider's answer) still stop it."""
+    records = []
+    for item in items:
+        try:
+            records.append(read(item))
+        except SyncError:
+            raise
+        except Exception as exc:  # one item's shape must not stop everything
+            records.append(Unreadable.from_exception(ref(item), exc))
+    return records
 
 
 @dataclass(frozen=True)
@@ -129,6 +180,10 @@ class SyncContext:
     deadline: float = float("inf")  # time.monotonic() value when the slice should end
     log: Callable[..., None] = lambda level, message, **data: None
     progress_done: int = 0  # the job's committed progress (earlier slices)
+    #: skipped items of this connection to read again first (a bounded number per slice)
+    retry: Sequence[ItemRef] = ()
+    #: what the connector is reading now, in words; an unexpected error names it
+    working_on: str = ""
 
     def time_left(self) -> float:
         """Seconds left in this slice's budget."""
@@ -207,6 +262,23 @@ class Connector:
     def apply(self, batch: Batch) -> Counts:
         """Write a batch's records (inside the engine's transaction) and say what changed."""
         raise NotImplementedError(f"{type(self).__name__} must implement apply()")
+
+    def items(self, batch: Batch) -> list[Batch]:
+        """``batch`` split into the smallest batches that can be stored on their own.
+
+        Used only when storing the whole batch failed: the engine then stores these one by
+        one, each in its own savepoint, and lists the ones that fail as skipped items. The
+        default is one record (or one deleted id) per batch, with the batch's cursor; a
+        connector whose records depend on each other overrides it.
+        """
+        parts = [replace(batch, records=[r], deleted=(), note="") for r in batch.records]
+        parts += [replace(batch, records=(), deleted=[d], note="") for d in batch.deleted]
+        return parts
+
+    def describe(self, batch: Batch) -> ItemRef | None:
+        """The remote item a one-item batch (from ``items``) is about; None when it is not
+        about one item (e.g. a folder's bookkeeping), which is then reported by its kind."""
+        return None
 
     def push(self, ctx: SyncContext) -> Iterator[Batch]:
         """Outbound providers: send the change named in ``ctx.payload``."""

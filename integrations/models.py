@@ -17,6 +17,7 @@ from django.utils import timezone
 from integrations import crypto
 from integrations.errors import AuthFailed, SyncError
 from integrations.schedule import Schedule, parse_schedule, validate_schedule
+from syncproject.safetext import neutral
 
 if TYPE_CHECKING:
     from integrations.base import Connector
@@ -45,6 +46,7 @@ class Connection(models.Model):
             "last_error",
             "consecutive_failures",
             "stale_after",
+            "skipped_items",
         }
     )
 
@@ -138,6 +140,11 @@ class Connection(models.Model):
     consecutive_failures = models.PositiveIntegerField(
         default=0, help_text="Failed jobs since the last success."
     )
+    skipped_items = models.PositiveIntegerField(
+        default=0,
+        help_text="Remote items not stored yet because storing them failed (see Skipped items); "
+        "every sync tries them again.",
+    )
     stale_after = models.DateTimeField(
         null=True,
         blank=True,
@@ -160,7 +167,7 @@ class Connection(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.kind})"
+        return f"{neutral(self.name)} ({self.kind})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self._state.adding and not self.schedule:

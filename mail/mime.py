@@ -12,13 +12,13 @@ and the caller falls back to the full standard-library parse.
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass, field
 from email.message import Message
-from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-MAX_DEPTH = 1000  # the walk is iterative; deeper than this is pathological
-_HEADERS = BytesHeaderParser(policy=compat32)
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/= \t\r\n]")
+MAX_DEPTH = 1000  # the walk is iterative; deeper content is kept as one part
 
 
 class Unsupported(Exception):
@@ -27,34 +27,111 @@ class Unsupported(Exception):
 
 @dataclass
 class Leaf:
-    """A non-multipart part: its headers and its decoded content."""
+    """A non-multipart part: its headers and its content, decoded when first asked for.
+
+    The content is ``source[start:end]``: a stretch of the whole message, still encoded (no
+    copy is made), or the decoded content itself when ``decoded`` is set. Decoding waits until
+    someone needs the bytes, so an attachment too large to store is never decoded at all
+    (``decoded_size`` says how large it is).
+    """
 
     headers: Message
-    payload: bytes
+    source: bytes
     defects: list[str] = field(default_factory=list)
+    opaque: bool = False  # content kept as it was (nested too deep to split)
+    decoded: bool = False
+    start: int = 0
+    end: int | None = None
+    _payload: bytes | None = None
+
+    @property
+    def body(self) -> memoryview:
+        return memoryview(self.source)[self.start : self.end]
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            if self.decoded or self.opaque:
+                self._payload = bytes(self.body)
+            else:
+                self._payload = decode_payload(self.headers, self.body, self.defects)
+        return self._payload
+
+    @property
+    def decoded_size(self) -> int:
+        """The content's size once decoded (exact for base64 and plain content; for
+        quoted-printable, an upper bound)."""
+        if self._payload is not None:
+            return len(self._payload)
+        end = len(self.source) if self.end is None else self.end
+        if self.decoded or self.opaque:
+            return end - self.start
+        encoding = str(self.headers.get("Content-Transfer-Encoding", "") or "").strip().lower()
+        if encoding != "base64":
+            return end - self.start
+        # alphabet characters (line breaks and blanks are the only others in well-formed
+        # base64) times 3/4, less the padding — counted in place, without a copy
+        noise = sum(self.source.count(c, self.start, end) for c in (b"\r", b"\n", b" ", b"\t"))
+        tail = self.source[max(self.start, end - 4) : end].rstrip(b"\r\n \t")
+        padding = len(tail) - len(tail.rstrip(b"="))
+        return max(0, (end - self.start - noise) * 3 // 4 - padding)
 
 
-def headers_of(block: bytes) -> Message:
-    """Parse a header block into a compat32 ``Message`` (headers only).
+_LINES = re.compile(r"\r\n|\n|\r")  # a bare CR ends a header line too (no other splitters)
+_BARE_CR = re.compile(r"\r(?!\n)")
+_HEADER_LINE = re.compile(r"^[!-9;-~]+[ \t]*:")  # printable name, optional WSP, colon
+
+
+def headers_of(block: bytes) -> tuple[Message, list[str], int | None]:
+    """Parse a header block into a compat32 ``Message`` (headers only), leniently.
 
     Unfolds continuation lines and stores each header raw with ``Message.set_raw`` — what the
-    feed parser would store — without its per-line machinery. A block with a line that is not
-    a header (no colon) goes to the standard parser, which knows how to recover from that.
+    feed parser would store. Returns the message, notes about what was wrong, and, when the
+    block turned out to hold body text (a line that is no header, with no header after it: a
+    missing blank line), the offset in ``block`` where the body really starts.
+
+    A line that is no header but is followed by more headers is skipped with a note — the
+    standard library would end the headers there and lose Date and Message-ID after it. A bare
+    CR ends a line like CRLF does.
     """
     text = block.decode("ascii", "surrogateescape")
     headers: list[list[str]] = []
-    for line in text.splitlines(keepends=True):
-        if line in ("\r\n", "\n"):
+    notes: list[str] = []
+    offsets = [0]
+    lines = []
+    position = 0
+    for match in _LINES.finditer(text):
+        lines.append(text[position : match.start()])
+        position = match.end()
+        offsets.append(position)
+    if position < len(text):
+        lines.append(text[position:])
+    bare_cr = bool(_BARE_CR.search(text))
+    for index, line in enumerate(lines):
+        if line == "":
             break
-        if line[:1] in (" ", "\t") and headers:
-            headers[-1][1] += line
+        if line[:1] in (" ", "\t"):
+            if headers:
+                headers[-1][1] += "\r\n" + line
             continue
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.rstrip() or "\x00" in name:
-            if not headers and line.startswith("From "):
-                continue  # an mbox envelope line
-            return _HEADERS.parsebytes(block)
-        headers.append([name, value.lstrip(" \t")])
+        if not headers and line.startswith("From ") and index == 0:
+            continue  # an mbox envelope line
+        if _HEADER_LINE.match(line) and "\x00" not in line.partition(":")[0]:
+            name, _, value = line.partition(":")
+            headers.append([name.rstrip(" \t"), value.lstrip(" \t")])
+            continue
+        if any(_HEADER_LINE.match(later) for later in lines[index + 1 :] if later):
+            notes.append(f"a header line without a name was skipped: {line[:60]!r}")
+            continue
+        notes.append("no blank line between the headers and the body")
+        msg = _message(headers)
+        return msg, notes, len(text[: offsets[index]].encode("ascii", "surrogateescape"))
+    if bare_cr:
+        notes.append("bare CR line ends in the headers (read as line breaks)")
+    return _message(headers), notes, None
+
+
+def _message(headers: list[list[str]]) -> Message:
     msg = Message(policy=compat32)
     for name, value in headers:
         msg.set_raw(name, value.rstrip("\r\n"))
@@ -110,49 +187,69 @@ def _split_head_at(raw: bytes, start: int, end: int) -> tuple[bytes, int]:
     return raw[start:end] + b"\r\n\r\n", end
 
 
-def decode_payload(headers: Message, body: bytes, defects: list[str]) -> bytes:
+def decode_payload(headers: Message, body: bytes | memoryview, defects: list[str]) -> bytes:
     """Undo the Content-Transfer-Encoding (base64, quoted-printable) of one part."""
     encoding = str(headers.get("Content-Transfer-Encoding", "") or "").strip().lower()
     if encoding == "base64":
         try:
-            return binascii.a2b_base64(body)
+            data = binascii.a2b_base64(body)
         except binascii.Error:
             defects.append("invalid base64 content: kept what could be decoded")
-            cleaned = b"".join(body.split())
+            cleaned = b"".join(bytes(body).split())
             usable = len(cleaned) - len(cleaned) % 4
             try:
                 return binascii.a2b_base64(cleaned[:usable])
             except binascii.Error:
                 return b""
+        if _NOT_BASE64.search(body):  # a2b_base64 skipped these silently
+            defects.append("invalid base64 content: characters outside base64 were ignored")
+        return data
     if encoding == "quoted-printable":
         return binascii.a2b_qp(body)
-    return body
+    if encoding not in ("", "7bit", "8bit", "binary"):
+        defects.append(f"unknown transfer encoding {encoding[:40]!r}: content kept as it was")
+    return bytes(body)
 
 
-def leaves(raw: bytes, max_parts: int) -> tuple[Message, list[Leaf], bool]:
-    """Top-level headers, the leaf parts in document order, and whether there were more than
-    ``max_parts`` (the rest is not read). Raises ``Unsupported`` for unusual structures."""
+def leaves(raw: bytes, max_parts: int) -> tuple[Message, list[Leaf], bool, list[str]]:
+    """Top-level headers, the leaf parts in document order, whether there were more than
+    ``max_parts`` (the rest is not read), and notes about the top-level headers. Raises
+    ``Unsupported`` for structures only the standard library's parser can read.
+
+    Multiparts nested deeper than ``MAX_DEPTH`` are not split further: the deeper content is
+    kept as one part, with a note (a thousand levels must not cost a thousand times anything).
+    """
     block, body_start = _split_head_at(raw, 0, len(raw))
-    top = headers_of(block)
+    top, notes, body_at = headers_of(block)
+    if body_at is not None:
+        body_start = body_at
     result: list[Leaf] = []
-    stack: list[tuple[Message, int, int, int]] = [(top, body_start, len(raw), 0)]
+    stack: list[tuple[Message, int, int, int, list[str]]] = [(top, body_start, len(raw), 0, [])]
     while stack:
-        headers, start, end, depth = stack.pop()
-        if headers.get_content_maintype() == "multipart":
+        headers, start, end, depth, header_notes = stack.pop()
+        if headers.get_content_maintype() == "multipart" and depth < MAX_DEPTH:
             boundary = headers.get_param("boundary")
-            if not boundary or depth >= MAX_DEPTH:
-                raise Unsupported("multipart without a usable boundary, or too deep")
+            if not boundary:
+                raise Unsupported("multipart without a usable boundary")
             children = []
             for part_start, part_end in _split_multipart(
                 raw, start, end, str(boundary).encode("latin-1", "replace")
             ):
                 part_block, part_body = _split_head_at(raw, part_start, part_end)
-                children.append((headers_of(part_block), part_body, part_end, depth + 1))
+                part, part_notes, part_body_at = headers_of(part_block)
+                if part_body_at is not None:
+                    part_body = part_start + part_body_at
+                children.append((part, part_body, part_end, depth + 1, part_notes))
             stack.extend(reversed(children))
             continue
         if len(result) >= max_parts:
-            return top, result, True
-        defects: list[str] = []
-        payload = decode_payload(headers, raw[start:end], defects)
-        result.append(Leaf(headers, payload, defects))
-    return top, result, False
+            return top, result, True, notes
+        defects = list(header_notes)
+        if headers.get_content_maintype() == "multipart":
+            defects.append(
+                f"multipart nested deeper than {MAX_DEPTH} levels: the rest is kept as one part"
+            )
+            result.append(Leaf(headers, raw, defects, opaque=True, start=start, end=end))
+            continue
+        result.append(Leaf(headers, raw, defects, start=start, end=end))
+    return top, result, False, notes

@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from integrations.models import Connection
+from syncproject.safetext import neutral
 
 
 class MailMessage(models.Model):
@@ -80,7 +81,7 @@ class MailMessage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.subject[:80] or "(no subject)"
+        return neutral(self.subject[:80]) or "(no subject)"  # remote text: shown, not obeyed
 
 
 class MailAttachment(models.Model):
@@ -102,4 +103,30 @@ class MailAttachment(models.Model):
     note = models.CharField(max_length=300, blank=True, help_text="Why content is missing.")
 
     def __str__(self) -> str:
-        return self.filename or self.content_type
+        return neutral(self.filename or self.content_type)
+
+
+class MailSource(models.Model):
+    """A message exactly as the server handed it over: the RFC 5322 bytes (IMAP), or the JSON
+    of the Graph message. Kept for every message, however broken, so that nothing is lost when
+    a field could not be read — and so a better parser can read it again later.
+
+    A table of its own: the large bytes stay out of the rows that flag and folder updates
+    rewrite, and commit together with the message.
+    """
+
+    class Format(models.TextChoices):
+        RFC5322 = "rfc5322", "Internet message (RFC 5322)"
+        GRAPH_JSON = "graph-json", "Microsoft Graph message (JSON)"
+
+    message = models.OneToOneField(
+        MailMessage, on_delete=models.CASCADE, primary_key=True, related_name="source"
+    )
+    format = models.CharField(max_length=20, choices=Format.choices, default=Format.RFC5322)
+    size = models.PositiveIntegerField(help_text="Length of ``data`` in bytes.")
+    # Last on purpose: SQLite keeps a zero-filled blob unexpanded only in a row's last column
+    # (large sources are written piecewise into one; see mail.store).
+    data = models.BinaryField(help_text="The bytes as received (the first bytes when truncated).")
+
+    def __str__(self) -> str:
+        return f"source of {self.message_id} ({self.size} bytes)"

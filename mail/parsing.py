@@ -1,10 +1,14 @@
 """Turning raw RFC 5322 bytes into what the mail store keeps — without ever raising.
 
-Real mail is broken in every way: Exchange-style Message-IDs and unterminated address headers
-make ``email.policy.default`` raise on header access, charsets are unknown, bodies are missing or
-huge, multiparts nest a thousand deep. So this parses with the lenient ``compat32`` policy,
-decodes every header explicitly, and turns each problem into a *defect*: a short note stored with
-the message (and counted by the sync), never an exception that takes a batch down.
+Real mail is broken in every way: encoded words with invalid base64, charsets that lie or do
+not exist, bare CR line ends, header lines without a name, obsolete address syntax, a thousand
+nested multiparts, NUL bytes. So every field is read on its own (one that cannot be read does not
+take the others down), each reading that had to guess leaves a *defect* note saying what it did
+("Subject: invalid base64 in encoded word '=?UTF-8?B?w6k$$$!!?=': kept as written"), and the
+raw bytes are always kept, so nothing is lost even when a reading is wrong.
+
+What is stored is also safe to store: NUL characters (which PostgreSQL text and JSON refuse) and
+lone surrogates are removed, with a note.
 """
 
 from __future__ import annotations
@@ -12,24 +16,27 @@ from __future__ import annotations
 import email
 import hashlib
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.header import decode_header
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from email.message import Message
 from email.policy import compat32
-from email.utils import getaddresses, parsedate_to_datetime
 from html import unescape
+from typing import Any
 
 from django.conf import settings
 
+from mail import headers as h
 from mail import mime
+from mail.charsets import to_text
 from mail.mime import Leaf
 
 MAX_PARTS = 500
 SNIPPET_CHARS = 200
+MESSAGE_ID_CHARS = 998  # the column's size, and RFC 5322's line limit
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
 _SPACE = re.compile(r"\s+")
 _MSGID = re.compile(r"<([^<>]*)>")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass
@@ -77,107 +84,18 @@ def normalize_message_id(raw: str) -> str:
     return f"{local}@{domain.lower()}" if at else value
 
 
-def _bytes_to_text(data: bytes, charset: str | None) -> tuple[str, bool]:
-    """Decode with the declared charset; fall back to UTF-8, then Windows-1252. Returns the
-    text and whether a fallback was needed."""
-    if charset and charset not in ("unknown-8bit",):
-        try:
-            return data.decode(charset), False
-        except (LookupError, UnicodeDecodeError):
-            pass
-    try:
-        return data.decode("utf-8"), charset not in (None, "utf-8", "us-ascii", "unknown-8bit")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", "replace"), True
+def html_to_text(html: str) -> str:
+    return _SPACE.sub(" ", unescape(_TAGS.sub(" ", html))).strip()
 
 
-def _text(value: object, defects: list[str], name: str) -> str:
-    """Decode a raw header value (RFC 2047 encoded words, raw 8-bit bytes) to clean text."""
-    if value is None:
-        return ""
-    text = str(value)
-    if not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):  # raw 8-bit
-        text, _ = _bytes_to_text(text.encode("ascii", "surrogateescape"), None)
-        defects.append(f"{name}: raw 8-bit header")
-    if "=?" in text:
-        try:
-            chunks = decode_header(text)
-        except (ValueError, UnicodeError, AssertionError, LookupError):
-            defects.append(f"{name}: malformed encoded words kept as they were")
-        else:
-            pieces = []
-            for chunk, charset in chunks:
-                if isinstance(chunk, bytes):
-                    decoded, fallback = _bytes_to_text(chunk, charset)
-                    if fallback:
-                        defects.append(f"{name}: unknown charset {charset!r}, read as UTF-8")
-                    pieces.append(decoded)
-                else:
-                    pieces.append(chunk)
-            text = "".join(pieces)
-    return _SPACE.sub(" ", text).strip()
-
-
-# "Name <addr>" or "addr": the shapes of nearly all real address lists. Anything else (quotes,
-# comments, groups, escapes) goes to the standard library's full parser.
-_SIMPLE_ADDRESS = re.compile(
-    r"\s*(?:([^<>,;:\"()\\@]*?)\s*<([^<>\s,;\"()\\]+@[^<>\s,;\"()\\]+)>"
-    r"|([^<>\s,;:\"()\\]+@[^<>\s,;:\"()\\]+))\s*$"
-)
-
-
-def _simple_addresses(value: str) -> list[dict[str, str]] | None:
-    found = []
-    for piece in value.split(","):
-        if not piece.strip():
-            continue
-        match = _SIMPLE_ADDRESS.match(piece)
-        if match is None:
-            return None
-        name, angle, bare = match.groups()
-        found.append({"name": (name or "")[:300], "address": (angle or bare)[:320]})
-    return found
-
-
-_EMPTY_GROUP = re.compile(r"[^,:;<>\"]*:\s*;")  # "undisclosed-recipients:;"
-
-
-def _addresses(values: list[str], defects: list[str], name: str) -> list[dict[str, str]]:
-    values = [_EMPTY_GROUP.sub("", v) for v in values]
-    simple = [_simple_addresses(v) for v in values]
-    if all(part is not None for part in simple):
-        return [address for part in simple for address in part]  # type: ignore[union-attr]
-    try:
-        pairs = getaddresses(values)
-    except (ValueError, IndexError, TypeError):
-        defects.append(f"{name}: unparseable address list")
-        return [{"name": "", "address": v[:320]} for v in values if v]
-    result = [{"name": n[:300], "address": a[:320]} for n, a in pairs if n or a]
-    if values and any(v.strip() for v in values) and not result:
-        defects.append(f"{name}: unparseable address list")
-        return [{"name": "", "address": v[:320]} for v in values if v.strip()]
-    return result
-
-
-def _date(value: str, defects: list[str]) -> datetime | None:
-    if not value:
-        defects.append("missing Date header")
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        defects.append(f"unparseable Date header {value[:60]!r}")
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _decode_text(leaf: Leaf, defects: list[str]) -> str:
-    charset = leaf.headers.get_content_charset() or "us-ascii"
-    try:
-        return leaf.payload.decode(charset, "replace")
-    except LookupError:
-        defects.append(f"unknown charset {charset!r}: read as UTF-8")
-        return leaf.payload.decode("utf-8", "replace")
+# --- structure -------------------------------------------------------------------------------
+def _normalize_line_ends(raw: bytes, defects: list[str]) -> bytes:
+    """A message that uses bare CR as its only line end (old Mac software, some gateways) is
+    read as if it used CRLF; otherwise its headers would swallow its body."""
+    if b"\r" in raw and b"\n" not in raw:
+        defects.append("bare CR line ends throughout (read as line breaks)")
+        return raw.replace(b"\r", b"\r\n")
+    return raw
 
 
 def _stdlib_leaves(raw: bytes, defects: list[str]) -> tuple[Message, list[Leaf], bool]:
@@ -186,6 +104,7 @@ def _stdlib_leaves(raw: bytes, defects: list[str]) -> tuple[Message, list[Leaf],
     An attached message (message/rfc822) is one leaf whose payload is that message's bytes.
     """
     msg = email.message_from_bytes(raw, policy=compat32)
+    defects.extend(sorted({type(d).__name__ for d in msg.defects}))
     leaves: list[Leaf] = []
     stack: list[Message] = [msg]
     more = False
@@ -202,42 +121,143 @@ def _stdlib_leaves(raw: bytes, defects: list[str]) -> tuple[Message, list[Leaf],
         if isinstance(payload, list):  # message/rfc822: keep the attached message whole
             try:
                 data = payload[0].as_bytes() if payload else b""
-            except (LookupError, ValueError, UnicodeError, TypeError, IndexError):
+            except Exception:
                 data = b""
                 problems.append("attached message could not be re-serialized")
         elif part.get_content_maintype() == "multipart":  # no usable boundary: plain text
             data = str(payload).encode("utf-8", "surrogateescape")
         else:
-            decoded = part.get_payload(decode=True)
+            try:
+                decoded = part.get_payload(decode=True)
+            except Exception:
+                decoded = None
+                problems.append("content could not be decoded")
             data = decoded if isinstance(decoded, bytes) else b""
-        leaves.append(Leaf(part, data, problems))
+        leaves.append(Leaf(part, data, problems, decoded=True))
     return msg, leaves, more
+
+
+def _structure(raw: bytes, defects: list[str]) -> tuple[Message, list[Leaf], bool]:
+    try:
+        msg, leaves, more, notes = mime.leaves(raw, MAX_PARTS)
+    except mime.Unsupported:
+        msg, leaves, more = _stdlib_leaves(raw, defects)
+        return msg, leaves, more
+    defects.extend(notes)
+    return msg, leaves, more
+
+
+# --- fields ----------------------------------------------------------------------------------
+def _read(defects: list[str], what: str, read: Any, default: Any) -> Any:
+    """Run one field's reading; a failure costs that field only (noted), never the message."""
+    try:
+        return read()
+    except Exception as exc:  # hostile input must not take the other fields down
+        defects.append(f"{what} could not be read ({type(exc).__name__})")
+        return default
+
+
+def _headers(msg: Message, result: ParsedMessage) -> None:
+    defects = result.defects
+    raw: dict[str, list[str]] = {}
+    for key, value in msg.raw_items():  # raw: compat32's get() loses 8-bit bytes
+        raw.setdefault(str(key).lower(), []).append(str(value))
+
+    def first(key: str) -> str | None:
+        return raw.get(key, [None])[0]
+
+    result.subject = _read(
+        defects, "Subject", lambda: h.header_text(first("subject"), "Subject", defects), ""
+    )
+
+    def message_id() -> str:
+        value = normalize_message_id(
+            h.unescape_8bit(first("message-id") or "", "Message-ID", defects)
+        )
+        if len(value) > MESSAGE_ID_CHARS:
+            defects.append(
+                f"Message-ID cut to {MESSAGE_ID_CHARS} characters (was {len(value)}); the raw "
+                "message keeps it whole"
+            )
+            value = value[:MESSAGE_ID_CHARS]
+        return value
+
+    result.message_id = _read(defects, "Message-ID", message_id, "")
+    if not result.message_id and first("message-id") is None:
+        defects.append("missing Message-ID header")
+    senders = _read(defects, "From", lambda: h.addresses(raw.get("from", []), "From", defects), [])
+    if senders:
+        result.from_name, result.from_address = senders[0]["name"], senders[0]["address"]
+    result.to = _read(defects, "To", lambda: h.addresses(raw.get("to", []), "To", defects), [])
+    result.cc = _read(defects, "Cc", lambda: h.addresses(raw.get("cc", []), "Cc", defects), [])
+    result.date_header = _read(
+        defects, "Date", lambda: h.header_text(first("date"), "Date", defects), ""
+    )
+    result.sent_at = _read(defects, "Date", lambda: h.date(result.date_header, defects), None)
+
+
+def _decode_text(leaf: Leaf, what: str, defects: list[str]) -> str:
+    charset = leaf.headers.get_param("charset")
+    if isinstance(charset, tuple):  # RFC 2231 form
+        charset = charset[2]
+    text, note = to_text(leaf.payload, str(charset) if charset else None, what)
+    if note:
+        defects.append(note)
+    return text
+
+
+def _param(headers: Message, name: str, header: str, defects: list[str]) -> Any:
+    """A header parameter as ``get_param`` reads it, but with raw 8-bit bytes decoded first:
+    compat32 turns them into U+FFFD, which would lose a UTF-8 file name."""
+    raw = next((str(v) for k, v in headers.raw_items() if str(k).lower() == header), None)
+    if raw is None or raw.isascii():
+        return headers.get_param(name, header=header)
+    decoded = Message(policy=compat32)
+    decoded[header] = h.unescape_8bit(raw, "attachment filename", defects)
+    return decoded.get_param(name, header=header)
+
+
+def _filename(headers: Message, defects: list[str]) -> str:
+    """The attachment's file name, decoded (RFC 2231 or encoded words); kept as written when
+    it cannot be decoded — an attachment is never dropped for its name."""
+    value = _param(headers, "filename", "content-disposition", defects)
+    if value is None:
+        value = _param(headers, "name", "content-type", defects)
+    if value is None:
+        return ""
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, percent-decoded latin-1)
+        charset, _, text = value
+        data = str(text).encode("latin-1", "surrogateescape")
+        name, note = to_text(data, charset, "attachment filename")
+        if note:
+            defects.append(note)
+        return name
+    return h.decode_words(str(value).strip('"'), "attachment filename", defects)
 
 
 def _attachment(leaf: Leaf, defects: list[str], limit: int) -> ParsedAttachment:
     headers = leaf.headers
-    content_type = headers.get_content_type()
-    try:
-        filename = headers.get_filename() or ""
-    except (LookupError, ValueError, UnicodeError):
-        filename = ""
-        defects.append("undecodable attachment filename")
-    filename = _text(filename, defects, "attachment filename")[:500]
+    content_type = _read(
+        defects, "attachment type", headers.get_content_type, "application/octet-stream"
+    )
+    filename = _read(defects, "attachment filename", lambda: _filename(headers, defects), "")[:500]
     if content_type == "message/rfc822":
         filename = filename or "attached-message.eml"
-    data = leaf.payload
+    size = leaf.decoded_size
     content_id = _SPACE.sub("", str(headers.get("Content-ID", "") or "")).strip("<>")[:500]
     disposition = str(headers.get("Content-Disposition", "") or "").lower()
     inline = disposition.startswith("inline") or (bool(content_id) and not filename)
     note = ""
-    keep: bytes | None = data
-    if len(data) > limit:
-        keep = None
+    keep: bytes | None = None
+    if size > limit:  # not even decoded: a 20 MiB attachment costs no 20 MiB here
         note = f"larger than the {limit // 1_000_000} MB attachment limit: content not stored"
+    else:
+        keep = leaf.payload
+        size = len(keep)
     return ParsedAttachment(
         filename=filename,
         content_type=content_type[:200],
-        size=len(data),
+        size=size,
         content_id=content_id,
         inline=inline,
         data=keep,
@@ -253,8 +273,73 @@ def _cut(text: str, limit: int, what: str, result: ParsedMessage) -> str:
     return text[:limit]
 
 
-def html_to_text(html: str) -> str:
-    return _SPACE.sub(" ", unescape(_TAGS.sub(" ", html))).strip()
+def _parts(leaves: list[Leaf], result: ParsedMessage) -> None:
+    defects = result.defects
+    body_limit = settings.MAIL_MAX_BODY_CHARS
+    attachment_limit = settings.MAIL_MAX_ATTACHMENT_BYTES
+    for leaf in leaves:
+        try:
+            headers = leaf.headers
+            content_type = headers.get_content_type()
+            disposition = str(headers.get("Content-Disposition", "") or "").lower()
+            has_name = bool(headers.get_param("filename", header="content-disposition")) or bool(
+                headers.get_param("name")
+            )
+            is_file = disposition.startswith("attachment") or has_name
+            if content_type == "text/plain" and not is_file and not result.text_body:
+                text = _decode_text(leaf, "text body", defects)
+                result.text_body = _cut(text, body_limit, "text body", result)
+            elif content_type == "text/html" and not is_file and not result.html_body:
+                text = _decode_text(leaf, "HTML body", defects)
+                result.html_body = _cut(text, body_limit, "HTML body", result)
+            elif headers.get_content_maintype() == "multipart" and not leaf.opaque:
+                # A multipart without a usable boundary: its body is plain text, keep it.
+                text, note = to_text(leaf.payload, None, "text body")
+                if note:
+                    defects.append(note)
+                if text.strip() and not result.text_body:
+                    result.text_body = _cut(text, body_limit, "text body", result)
+            else:
+                result.attachments.append(_attachment(leaf, defects, attachment_limit))
+            defects.extend(leaf.defects)
+        except Exception as exc:  # one bad part must not lose the others
+            defects.append(f"a part could not be read ({type(exc).__name__})")
+            size = leaf.decoded_size
+            result.attachments.append(
+                ParsedAttachment(
+                    "",
+                    "application/octet-stream",
+                    size,
+                    "",
+                    False,
+                    None,
+                    "the part could not be read; the raw message keeps it",
+                )
+            )
+
+
+def _storable(result: ParsedMessage) -> None:
+    """Remove what databases cannot store (NUL; lone surrogates) from every text, noting it."""
+
+    def fix(value: str, what: str) -> str:
+        if not _UNSTORABLE.search(value):
+            return value
+        result.defects.append(f"{what}: NUL or invalid characters removed")
+        return _UNSTORABLE.sub("", value)
+
+    for item in fields(result):
+        value = getattr(result, item.name)
+        if isinstance(value, str) and item.name != "snippet":
+            setattr(result, item.name, fix(value, item.name.replace("_", " ")))
+    for name in ("to", "cc"):
+        for entry in getattr(result, name):
+            entry["name"] = fix(entry["name"], f"{name} name")
+            entry["address"] = fix(entry["address"], f"{name} address")
+    for attachment in result.attachments:
+        attachment.filename = fix(attachment.filename, "attachment filename")
+        attachment.content_id = fix(attachment.content_id, "attachment content id")
+        attachment.content_type = fix(attachment.content_type, "attachment type")
+    result.defects = [_UNSTORABLE.sub("", d) for d in result.defects]
 
 
 def parse_message(raw: bytes, *, cut_at: int | None = None) -> ParsedMessage:
@@ -269,69 +354,25 @@ def parse_message(raw: bytes, *, cut_at: int | None = None) -> ParsedMessage:
         result.truncated = True
         defects.append(f"message of {cut_at} bytes cut to the first {len(raw)} bytes")
     try:
-        try:
-            msg, leaves, more = mime.leaves(raw, MAX_PARTS)
-        except mime.Unsupported:
-            msg, leaves, more = _stdlib_leaves(raw, defects)
+        raw = _normalize_line_ends(raw, defects)
+        msg, leaves, more = _structure(raw, defects)
     except RecursionError:
-        defects.append("structure nested too deeply to read")
+        defects.append("structure nested too deeply to read; the raw message is kept")
         return result
     except Exception as exc:  # the parsers are lenient; anything else is a defect too
-        defects.append(f"unreadable message ({type(exc).__name__})")
+        defects.append(f"unreadable message ({type(exc).__name__}); the raw message is kept")
         return result
-    defects.extend(sorted({type(d).__name__ for d in msg.defects}))
     if more:
         defects.append(f"more than {MAX_PARTS} parts: the rest was not read")
-    # Raw values: compat32's get() wraps 8-bit values in Header objects that lose the bytes.
-    raw: dict[str, list[str]] = {}
-    for key, value in msg.raw_items():
-        raw.setdefault(key.lower(), []).append(value)
-
-    def first(key: str) -> str | None:
-        return raw.get(key, [None])[0]
-
-    result.subject = _text(first("subject"), defects, "Subject")
-    raw_id = _text(first("message-id"), defects, "Message-ID")
-    result.message_id = normalize_message_id(raw_id)[:998]
-    if not result.message_id:
-        defects.append("missing Message-ID header")
-    senders = _addresses([_text(v, defects, "From") for v in raw.get("from", [])], defects, "From")
-    if senders:
-        result.from_name, result.from_address = senders[0]["name"], senders[0]["address"]
-    result.to = _addresses([_text(v, defects, "To") for v in raw.get("to", [])], defects, "To")
-    result.cc = _addresses([_text(v, defects, "Cc") for v in raw.get("cc", [])], defects, "Cc")
-    result.date_header = _text(first("date"), defects, "Date")
-    result.sent_at = _date(result.date_header, defects)
-
-    body_limit = settings.MAIL_MAX_BODY_CHARS
-    attachment_limit = settings.MAIL_MAX_ATTACHMENT_BYTES
-    for leaf in leaves:
-        try:
-            headers = leaf.headers
-            content_type = headers.get_content_type()
-            disposition = str(headers.get("Content-Disposition", "") or "").lower()
-            is_file = disposition.startswith("attachment") or bool(headers.get_filename())
-            if content_type == "text/plain" and not is_file and not result.text_body:
-                text = _decode_text(leaf, defects)
-                result.text_body = _cut(text, body_limit, "text body", result)
-            elif content_type == "text/html" and not is_file and not result.html_body:
-                text = _decode_text(leaf, defects)
-                result.html_body = _cut(text, body_limit, "HTML body", result)
-            elif headers.get_content_maintype() == "multipart":
-                # A multipart without a usable boundary: its body is plain text, keep it.
-                text = leaf.payload.decode("utf-8", "replace")
-                if text.strip() and not result.text_body:
-                    result.text_body = _cut(text, body_limit, "text body", result)
-            elif is_file or content_type not in ("text/plain", "text/html"):
-                result.attachments.append(_attachment(leaf, defects, attachment_limit))
-            defects.extend(leaf.defects)
-        except Exception as exc:  # one bad part must not lose the others
-            defects.append(f"unreadable part ({type(exc).__name__})")
+    _read(defects, "headers", lambda: _headers(msg, result), None)
+    _parts(leaves, result)
     for attachment in result.attachments:
         if attachment.note:
             result.truncated = True
             defects.append(f"{attachment.filename or attachment.content_type}: {attachment.note}")
     source = result.text_body or html_to_text(result.html_body[:20_000])
     result.snippet = _SPACE.sub(" ", source[: SNIPPET_CHARS * 4]).strip()[:SNIPPET_CHARS]
+    _storable(result)
+    result.snippet = _UNSTORABLE.sub("", result.snippet)
     result.defects = list(dict.fromkeys(defects))  # unique, in order
     return result

@@ -2,7 +2,7 @@
 
 Called by connectors' ``apply()`` inside the engine's transaction, so a batch and its cursor
 commit together. A message fetched twice (a retry after a crash) is recognised by its identity
-and counted as skipped, never stored twice.
+and counted as unchanged, never stored twice.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from integrations.base import Counts
 from integrations.models import Connection
-from mail.models import MailAttachment, MailMessage
+from mail.models import MailAttachment, MailMessage, MailSource
 from mail.parsing import ParsedMessage
 
 
@@ -41,6 +41,8 @@ class FetchedMessage:
     flags: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     remote_id: str = ""
+    raw: bytes = b""  # as the server handed it over (kept in MailSource)
+    raw_format: str = MailSource.Format.RFC5322
 
     @property
     def key(self) -> tuple[str, int | None, int | None]:
@@ -113,6 +115,71 @@ class _RowInserter:
 
 
 _insert_rows = _RowInserter()
+
+
+BLOB_CHUNK = 1_000_000  # SQLite: sources larger than this are written in pieces
+
+
+def _insert_sources(connection: Connection, items: Sequence[FetchedMessage]) -> None:
+    """Each new message's raw bytes, in one ``executemany``: every row finds its message by
+    the identity it was just inserted with (no separate id lookup).
+
+    On SQLite a large source is inserted as a zero-filled blob and then written in pieces
+    through SQLite's incremental blob I/O: binding a 25 MB value would make SQLite copy it
+    twice in memory (the bound value, then the record), three times the message's size in a
+    worker that holds it already.
+    """
+    source = db.ops.quote_name(MailSource._meta.db_table)
+    message = db.ops.quote_name(MailMessage._meta.db_table)
+    piecewise = db.vendor == "sqlite"
+    head = (
+        f"INSERT INTO {source} (message_id, format, data, size) "  # noqa: S608
+        f"SELECT id, %s, CASE WHEN %s THEN zeroblob(%s) ELSE %s END, %s FROM {message} "
+        "WHERE connection_id = %s AND "
+    )
+
+    def data(item: FetchedMessage) -> tuple[Any, ...]:
+        big = piecewise and len(item.raw) > BLOB_CHUNK
+        return (item.raw_format, big, len(item.raw), b"" if big else item.raw, len(item.raw))
+
+    imap = [i for i in items if i.uid is not None]
+    remote = [i for i in items if i.uid is None and i.remote_id]
+    with db.cursor() as cursor:
+        if imap:
+            cursor.executemany(
+                head + "folder = %s AND uidvalidity = %s AND uid = %s",
+                [(*data(i), connection.pk, i.folder, i.uidvalidity, i.uid) for i in imap],
+            )
+        if remote:
+            cursor.executemany(
+                head + "remote_id = %s", [(*data(i), connection.pk, i.remote_id) for i in remote]
+            )
+    if piecewise:
+        _write_blobs(connection, [i for i in items if len(i.raw) > BLOB_CHUNK])
+
+
+def _write_blobs(connection: Connection, items: Sequence[FetchedMessage]) -> None:
+    """Fill the zero blobs ``_insert_sources`` made for large sources (SQLite), a piece at a
+    time. SQLite addresses a blob by rowid, which is not the message id here (a BIGINT
+    primary key is no rowid alias), so it is looked up."""
+    if not items:
+        return
+    ids = _ids_of(connection, items)
+    table = MailSource._meta.db_table
+    for item in items:
+        pk = ids.get(item.key if item.uid is not None else item.remote_id)
+        if pk is None:
+            continue
+        with db.cursor() as cursor:
+            cursor.execute(
+                f"SELECT rowid FROM {db.ops.quote_name(table)} WHERE message_id = %s",  # noqa: S608
+                [pk],
+            )
+            rowid = cursor.fetchone()[0]
+        with db.connection.blobopen(table, "data", rowid) as blob:
+            view = memoryview(item.raw)
+            for start in range(0, len(view), BLOB_CHUNK):
+                blob.write(view[start : start + BLOB_CHUNK])
 
 
 def _attachment_file(data: bytes) -> tuple[str, str]:
@@ -200,6 +267,7 @@ def insert_messages(connection: Connection, items: Sequence[FetchedMessage]) -> 
     if not items:
         return
     _insert_rows([_new_row(connection, item) for item in items])
+    _insert_sources(connection, items)
     with_files = [i for i in items if i.parsed.attachments]
     if with_files:
         ids = _ids_of(connection, with_files)
@@ -269,7 +337,7 @@ def upsert_messages(
                 to_update.append(row)
                 counts.updated += 1
             else:
-                counts.skipped += 1  # already stored (e.g. re-fetched after a crash)
+                counts.unchanged += 1  # already stored (e.g. re-fetched after a crash)
     if to_update:
         MailMessage.objects.bulk_update(
             to_update,
@@ -373,7 +441,7 @@ def upsert_remote(
             changed.append(row)
             counts.updated += 1
         else:
-            counts.skipped += 1
+            counts.unchanged += 1
     MailMessage.objects.bulk_update(
         changed, ["folder", "flags", "labels", "deleted", "deleted_at"], batch_size=500
     )

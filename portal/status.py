@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.utils import timezone
 
 from integrations.errors import SyncError
 from integrations.models import Connection
+from syncproject.safetext import neutral
 from syncqueue.heartbeat import WorkerStatus
 from syncqueue.models import SyncJob
 
@@ -30,8 +32,23 @@ def can_edit(conn: Connection) -> bool:
         return False
 
 
-def notice(conn: Connection, workers: WorkerStatus) -> Notice | None:
-    """The one thing the owner should know about this connection now, if anything."""
+def _what_next(conn: Connection, job: SyncJob | None) -> str:
+    """What happens next, true for the state the last job is in."""
+    if job is not None and job.state == SyncJob.State.RETRYING:
+        return f"It is tried again {naturaltime(job.run_after)}; nothing to do for now."
+    if job is not None and job.state in (SyncJob.State.QUEUED, SyncJob.State.RUNNING):
+        return "A new attempt is under way."
+    if conn.scheduled and conn.next_sync_at:
+        return (
+            f"It stopped trying; the next scheduled sync ({naturaltime(conn.next_sync_at)}) "
+            "tries again, or use Sync now."
+        )
+    return "It stopped trying; use Sync now to try again."
+
+
+def notice(conn: Connection, workers: WorkerStatus, job: SyncJob | None = None) -> Notice | None:
+    """The one thing the owner should know about this connection now, if anything. ``job`` is
+    the connection's current job (``current_job``): what is said about retries follows it."""
     fix_below = can_edit(conn)
     if not conn.enabled:
         why = f": {conn.disabled_reason}" if conn.disabled_reason else "."
@@ -63,17 +80,34 @@ def notice(conn: Connection, workers: WorkerStatus) -> Notice | None:
         return Notice(
             "error",
             f"Syncing failed {conn.consecutive_failures} times in a row: {conn.last_error}",
-            "It keeps retrying with longer pauses. Check the "
-            "settings" + (" below" if fix_below else "") + ", or ask your "
-            "administrator if it continues.",
+            _what_next(conn, job)
+            + " If it continues, check the settings"
+            + (" below" if fix_below else "")
+            + " or ask your administrator.",
         )
     if conn.status == Status.DEGRADED and conn.last_error:
         return Notice(
+            "warning", f"The last attempt had a problem: {conn.last_error}", _what_next(conn, job)
+        )
+    if conn.skipped_items:
+        labels = skipped_labels(conn)
+        more = conn.skipped_items - len(labels)
+        named = ", ".join(labels) + (f" and {more} more" if more > 0 else "")
+        return Notice(
             "warning",
-            f"The last attempt had a problem: {conn.last_error}",
-            "It is retried automatically; nothing to do for now.",
+            f"{conn.skipped_items} item(s) could not be stored ({named}); everything else is "
+            "in step.",
+            "They are tried again at every sync; your administrator can see why.",
         )
     return None
+
+
+def skipped_labels(conn: Connection, limit: int = 3) -> list[str]:
+    """The first open skipped items of a connection, in words (remote text: neutralised)."""
+    from syncqueue.models import SkippedItem
+
+    rows = SkippedItem.objects.filter(connection=conn, state=SkippedItem.State.OPEN)
+    return [neutral(label) for label in rows.order_by("id").values_list("label", flat=True)[:limit]]
 
 
 def current_job(conn: Connection) -> SyncJob | None:
@@ -108,15 +142,16 @@ def job_summary(job: SyncJob) -> dict[str, Any]:
             "percent": job.progress_percent,
             "per_second": per_second,
         },
+        "skipped_items": job.skipped_items,
         "counts": {
             "created": job.created_count,
             "updated": job.updated_count,
             "deleted": job.deleted_count,
-            "skipped": job.skipped_count,
+            "unchanged": job.unchanged_count,
         },
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
-        "error": job.error_message or None,
+        "error": neutral(job.error_message) or None,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
@@ -126,17 +161,17 @@ def job_summary(job: SyncJob) -> dict[str, Any]:
 
 def connection_summary(conn: Connection, workers: WorkerStatus) -> dict[str, Any]:
     job = current_job(conn)
-    note = notice(conn, workers)
+    note = notice(conn, workers, job)
     return {
         "id": conn.pk,
-        "name": conn.name,
+        "name": neutral(conn.name),
         "kind": conn.kind,
         "enabled": conn.enabled,
         "status": conn.status,
         "health": {
             "status": conn.status,
             "label": conn.get_status_display(),
-            "message": note.message if note else None,
+            "message": neutral(note.message) if note else None,
             "action": note.action if note else None,
             "consecutive_failures": conn.consecutive_failures,
             "workers_running": workers.alive,
@@ -145,5 +180,6 @@ def connection_summary(conn: Connection, workers: WorkerStatus) -> dict[str, Any
         "scheduled": conn.scheduled,
         "last_success_at": _iso(conn.last_success_at),
         "next_sync_at": _iso(conn.next_sync_at),
+        "skipped_items": conn.skipped_items,
         "job": job_summary(job) if job else None,
     }

@@ -81,7 +81,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
             {
                 "conn": conn,
                 "label": conn.connector_class.label,
-                "notice": notice(conn, workers),
+                "notice": notice(conn, workers, job),
                 "job": job_summary(job) if job else None,
                 "editable": can_edit(conn),
             }

@@ -233,6 +233,25 @@ service anvil {{
         finally:
             client.logout()
 
+    def drop(self, user: str, messages: Iterable[bytes], folder: str = "INBOX") -> None:
+        """Deliver as a mail server's local delivery does: each message written as it is into
+        the Maildir's ``new/`` (RFC-breaking bytes included: bare CR, NUL, 8-bit headers, which
+        IMAP APPEND may refuse). Dovecot assigns UIDs when it next looks at the folder."""
+        home = self.root / "mail" / user / "Maildir"
+        box = home if folder == "INBOX" else home / f".{folder}"
+        for sub in ("tmp", "new", "cur"):
+            (box / sub).mkdir(parents=True, exist_ok=True)
+        for directory in (self.root / "mail" / user, home, *home.rglob("*")):
+            if directory.is_dir():
+                os.chown(directory, MAIL_UID, MAIL_UID)
+        stamp = time.time()
+        for number, raw in enumerate(messages):
+            name = f"{int(stamp)}.M{number}P{os.getpid()}.syncproject"
+            temporary = box / "tmp" / name
+            temporary.write_bytes(raw)
+            os.chown(temporary, MAIL_UID, MAIL_UID)
+            temporary.rename(box / "new" / name)  # atomic, as Maildir delivery requires
+
     def deliver_many(
         self, user: str, messages: Iterable[bytes], folder: str = "INBOX", chunk: int = 500
     ) -> None:

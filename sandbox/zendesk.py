@@ -186,6 +186,9 @@ class FakeZendesk(LocalServer):
                     }
                 },
             )
+        shown = re.match(r"^/tickets/(\d+)\.json$", path)
+        if shown:  # Show Ticket (GET /api/v2/tickets/{id}.json, with include=users)
+            return self.show_ticket(account, int(shown.group(1)))
         if path != "/incremental/tickets/cursor.json":
             return Response(404, {"error": "InvalidEndpoint", "description": "Not found"})
         if not agent.admin:
@@ -201,6 +204,16 @@ class FakeZendesk(LocalServer):
         if limited is not None:
             return limited
         return self.export(account, request)
+
+    def show_ticket(self, account: Account, ticket_id: int) -> Response:
+        with self.lock:
+            ticket = account.tickets.get(ticket_id)
+            if ticket is None or ticket.get("status") == "deleted":
+                # Deleted tickets are not shown (only the export lists them).
+                return Response(404, {"error": "RecordNotFound", "description": "Not found"})
+            ids = {ticket.get("requester_id"), ticket.get("assignee_id")}
+            users = [account.users[u] for u in ids if u in account.users]
+            return Response(200, {"ticket": dict(ticket), "users": users})
 
     def authenticate(self, account: Account, request: Request) -> Agent | None:
         header = request.headers.get("Authorization") or ""

@@ -3,6 +3,7 @@ with change permission may retry or cancel jobs, and every such action is in the
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -11,11 +12,12 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from syncqueue import engine
-from syncqueue.admin_display import badge, progress_bar, relative
-from syncqueue.models import SyncJob, SyncLog, WorkerHeartbeat
+from syncqueue.admin_display import badge, progress_bar, relative, shown
+from syncqueue.models import SkippedItem, SyncJob, SyncLog, WorkerHeartbeat
 
 LOG_COUNT_CAP = 10_000
 
@@ -164,11 +166,13 @@ class SyncJobAdmin(ReadOnlyAdmin):
     def progress(self, job: SyncJob) -> str:
         return progress_bar(job.progress_done, job.progress_total)
 
-    @admin.display(description="Created / updated / deleted / skipped")
+    @admin.display(description="Created / updated / deleted / unchanged")
     def counts(self, job: SyncJob) -> str:
-        return (
-            f"{job.created_count} / {job.updated_count} / {job.deleted_count} / {job.skipped_count}"
-        )
+        figures = (job.created_count, job.updated_count, job.deleted_count, job.unchanged_count)
+        text = " / ".join(str(n) for n in figures)
+        if job.skipped_items:
+            text += f"; {job.skipped_items} could not be stored (see Skipped items)"
+        return text
 
     @admin.display(description="Duration")
     def duration_shown(self, job: SyncJob) -> str:
@@ -209,6 +213,90 @@ class SyncJobAdmin(ReadOnlyAdmin):
             request,
             f"Cancelled {outcome['cancelled']} waiting job(s); {outcome['stopping']} running "
             f"job(s) will stop at their next batch; {outcome['finished']} had already finished.",
+        )
+
+
+@admin.register(SkippedItem)
+class SkippedItemAdmin(ReadOnlyAdmin):
+    """Remote items a sync could not store while the rest went on (a poison message, a ticket of
+    an unexpected shape). Every sync of the connection tries the open ones again; "Retry these
+    items" queues that sync now — after the cause (a bug, a full disk) was fixed."""
+
+    list_display = [
+        "label_shown",
+        "connection_link",
+        "state",
+        "error_class",
+        "short_message",
+        "attempts",
+        "first_seen",
+        "last_tried",
+    ]
+    list_filter = ["state", "error_class", "connection__kind"]
+    search_fields = ["=connection__id", "connection__name", "label", "key", "message"]
+    list_select_related = ["connection"]
+    actions = ["retry_items"]
+    fields = [
+        "connection_link",
+        "label_shown",
+        "key",
+        "state",
+        "error_class",
+        "message",
+        "detail",
+        "attempts",
+        "first_seen_at",
+        "last_tried_at",
+        "resolved_at",
+        "job",
+    ]
+    readonly_fields = ["connection_link", "label_shown"]
+
+    @admin.display(description="Item", ordering="label")
+    def label_shown(self, item: SkippedItem) -> str:
+        return shown(item.label)
+
+    @admin.display(description="Connection", ordering="connection__name")
+    def connection_link(self, item: SkippedItem) -> str:
+        url = reverse("admin:integrations_connection_change", args=[item.connection_id])
+        return format_html('<a href="{}">{}</a>', url, shown(item.connection.name))
+
+    @admin.display(description="Error")
+    def short_message(self, item: SkippedItem) -> str:
+        return shown(item.message[:100])
+
+    @admin.display(description="First seen", ordering="first_seen_at")
+    def first_seen(self, item: SkippedItem) -> str:
+        return relative(item.first_seen_at)
+
+    @admin.display(description="Last tried", ordering="last_tried_at")
+    def last_tried(self, item: SkippedItem) -> str:
+        return relative(item.last_tried_at)
+
+    @admin.action(description="Retry these items (queue their connections' sync now)")
+    def retry_items(self, request: HttpRequest, queryset: QuerySet[SkippedItem]) -> None:
+        if not request.user.has_perm("integrations.change_connection"):
+            self.message_user(
+                request, "Retrying needs the permission to change connections.", messages.ERROR
+            )
+            return
+        from syncqueue import control
+
+        items = queryset.filter(state=SkippedItem.State.OPEN).select_related("connection")
+        # the oldest tries come first in the next sync's bounded retry list
+        items.update(last_tried_at=timezone.now() - timedelta(days=3650))
+        queued = 0
+        for connection in {item.connection for item in items}:
+            try:
+                job = control.sync_now(connection, request.user)
+            except control.ControlError as exc:
+                self.message_user(request, f"{connection.name}: {exc}", messages.WARNING)
+                continue
+            queued += 1
+            self.log_change(request, connection, f"Retry of skipped items: job {job.pk}.")
+        self.message_user(
+            request,
+            f"Queued a sync for {queued} connection(s); it reads their skipped items first.",
         )
 
 

@@ -9,6 +9,10 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 
+from syncproject.safetext import neutral as shown  # remote text, shown not obeyed
+
+__all__ = ["badge", "progress_bar", "relative", "shown"]
+
 BADGE_CLASSES = {
     "ok": "ok",
     "succeeded": "ok",

@@ -31,6 +31,7 @@ ones (bounded), because nothing must be lost to a one-off fault.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import random
@@ -38,19 +39,27 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db import connection as db
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
 from django_q.tasks import async_task
 
-from integrations.base import Batch, Connector, Counts, SyncContext
+from integrations.base import (
+    Batch,
+    Connector,
+    Counts,
+    ItemRef,
+    NoLongerThere,
+    SyncContext,
+    Unreadable,
+)
 from integrations.errors import (
     AuthFailed,
     CursorReset,
@@ -61,7 +70,7 @@ from integrations.errors import (
 )
 from integrations.models import Connection
 from syncqueue import heartbeat, notifications
-from syncqueue.models import SyncJob, SyncLog
+from syncqueue.models import SkippedItem, SyncJob, SyncLog
 from syncqueue.redact import redact, secret_values
 from syncqueue.signals import job_finished
 
@@ -369,6 +378,8 @@ class _Run:
     logs: list[SyncLog]
     counts: Counts = field(default_factory=Counts)  # this slice's changes, committed so far
     done: int = 0  # progress_done as last committed
+    skipped: int = 0  # items this slice could not store (committed so far)
+    ctx: SyncContext | None = None
 
     def log(self, level: str, message: str, **data: Any) -> None:
         self.logs.append(
@@ -398,6 +409,7 @@ def execute(job: SyncJob, deadline: float | None = None) -> str:
         if deadline is not None
         else time.monotonic() + settings.SYNC_SLICE_SECONDS,
         logs=[],
+        done=job.progress_done,  # a new slice or a retry counts on from what was committed
     )
     try:
         connector = job.connection.build_connector()
@@ -413,7 +425,7 @@ def execute(job: SyncJob, deadline: float | None = None) -> str:
     except TimeoutException:
         # django-q2 is killing this slice (a single batch outlived the task timeout). Record a
         # transient failure so the job retries from its checkpoint, then let the kill proceed.
-        _fail(run, Transient("A batch took longer than the worker timeout; it will be retried."))
+        _fail(run, Transient(f"A batch took longer than the worker timeout{_where(run)}."))
         raise
     except SyncError as exc:
         _fail(run, exc)
@@ -421,14 +433,14 @@ def execute(job: SyncJob, deadline: float | None = None) -> str:
     except (OperationalError, InterfaceError) as exc:
         _fail(
             run,
-            Transient("The database was unavailable; the sync will be retried.", detail=repr(exc)),
+            Transient("The database was unavailable.", detail=repr(exc)),
         )
         return "database error"
     except Exception as exc:
         _fail(
             run,
             InternalError(
-                "An unexpected error stopped the sync; it will be retried.",
+                f"An unexpected error ({type(exc).__name__}) stopped the sync{_where(run)}.",
                 detail=traceback.format_exc(),
             ),
         )
@@ -440,8 +452,29 @@ def execute(job: SyncJob, deadline: float | None = None) -> str:
     return "continues in a new slice"
 
 
+def _where(run: _Run) -> str:
+    """ " while reading INBOX UID 4711": what the connector said it was working on."""
+    return f" while reading {run.ctx.working_on}" if run.ctx and run.ctx.working_on else ""
+
+
+RETRY_SKIPPED_PER_SLICE = 100
+
+
+def _retry_list(run: _Run) -> list[ItemRef]:
+    """Skipped items to read again in this slice (stream syncs only; none most of the time,
+    and then no query is made)."""
+    if run.connection.skipped_items <= 0 or run.job.kind in (Kind.PUSH, Kind.HISTORICAL):
+        return []
+    rows = (
+        SkippedItem.objects.filter(connection_id=run.connection.pk, state=SkippedItem.State.OPEN)
+        .order_by("last_tried_at")
+        .values_list("key", "label")[:RETRY_SKIPPED_PER_SLICE]
+    )
+    return [ItemRef(key, label) for key, label in rows]
+
+
 def _work(run: _Run, connector: Connector) -> Iterator[Batch]:
-    ctx = SyncContext(
+    run.ctx = SyncContext(
         job_id=run.job.pk,
         job_kind=run.job.kind,
         payload=run.job.payload,
@@ -450,7 +483,9 @@ def _work(run: _Run, connector: Connector) -> Iterator[Batch]:
         deadline=run.deadline,
         log=run.log,
         progress_done=run.done,
+        retry=_retry_list(run),
     )
+    ctx = run.ctx
     return connector.push(ctx) if run.job.kind == Kind.PUSH else connector.sync(ctx)
 
 
@@ -510,15 +545,18 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
     job, conn = run.job, run.connection
     now = timezone.now()
     with transaction.atomic():
-        counts = connector.apply(batch) if (batch.records or batch.deleted) else Counts()
+        skipped_before = run.skipped
+        counts = _store(run, connector, batch)
         total = run.counts + counts
         updates: dict[str, Any] = {
             "created_count": job.created_count + total.created,
             "updated_count": job.updated_count + total.updated,
             "deleted_count": job.deleted_count + total.deleted,
-            "skipped_count": job.skipped_count + total.skipped,
+            "unchanged_count": job.unchanged_count + total.unchanged,
             "updated_at": now,
         }
+        if run.skipped:
+            updates["skipped_items"] = job.skipped_items + run.skipped
         if batch.done is not None:
             run.done = batch.done
         else:
@@ -537,6 +575,7 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
             pk=job.pk, state=State.RUNNING, worker_id=run.worker, cancel_requested=False
         ).update(**updates)
         if not owned:
+            run.skipped = skipped_before  # rolled back with the rest
             raise _CancelRequested if _is_cancelled(job.pk, run.worker) else _LeaseLost
         conn_updates: dict[str, Any] = {}
         if batch.cursor is not None:
@@ -560,7 +599,7 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
         if batch.note:
             run.log("info", batch.note, **counts.as_dict())
         changed = any(
-            updates[f"{name}_count"] for name in ("created", "updated", "deleted", "skipped")
+            updates[f"{name}_count"] for name in ("created", "updated", "deleted", "unchanged")
         )
         if finish and (changed or job.slices > 1 or job.attempts or run.logs):
             # A run that found nothing new is recorded on the job row only: a log line per
@@ -570,11 +609,11 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
                 "info",
                 f"Finished in {elapsed:.1f}s on {run.worker}: "
                 f"{updates['created_count']} created, {updates['updated_count']} updated, "
-                f"{updates['deleted_count']} deleted, {updates['skipped_count']} unchanged.",
+                f"{updates['deleted_count']} deleted, {updates['unchanged_count']} unchanged.",
                 created=updates["created_count"],
                 updated=updates["updated_count"],
                 deleted=updates["deleted_count"],
-                skipped=updates["skipped_count"],
+                unchanged=updates["unchanged_count"],
             )
         run.flush_logs()
     if batch.cursor is not None:
@@ -582,6 +621,127 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
     if batch.checkpoint is not None:
         job.checkpoint = batch.checkpoint
     run.counts = total
+
+
+# --- Poison items --------------------------------------------------------------------------------
+
+# Failures that are about the connection or the database, not about one item: they stop the
+# slice and are decided by class, as before.
+_NOT_ABOUT_ONE_ITEM = (SyncError, OperationalError, InterfaceError, TimeoutException)
+_LOGGED_SKIPS_PER_SLICE = 20
+
+
+def _store(run: _Run, connector: Connector, batch: Batch) -> Counts:
+    """Write a batch's records (inside ``_commit``'s transaction).
+
+    When that fails for a reason that is not about the connection — a bug, a constraint, a
+    shape nobody expected — the batch is stored again item by item (``connector.items``), each
+    in its own savepoint, and the items that fail are listed as skipped items with what went
+    wrong: one poison item must not stop the sync, and the checkpoint still moves on. Records
+    the connector could not even read (``Unreadable``) are listed the same way.
+    """
+    special = (Unreadable, NoLongerThere)
+    for record in batch.records:
+        if isinstance(record, Unreadable):
+            _skip(run, record.ref, record.error_class, record.message, record.detail)
+        elif isinstance(record, NoLongerThere):
+            _settle(run, [record.ref.key], SkippedItem.State.GONE)
+    if any(isinstance(r, special) for r in batch.records):
+        batch = replace(batch, records=[r for r in batch.records if not isinstance(r, special)])
+    if not (batch.records or batch.deleted):
+        return Counts()
+    try:
+        with transaction.atomic():
+            counts = connector.apply(batch)
+    except _NOT_ABOUT_ONE_ITEM:
+        raise
+    except Exception:
+        counts = Counts()
+        stored = []
+        for part in connector.items(batch):
+            try:
+                with transaction.atomic():
+                    counts += connector.apply(part)
+            except _NOT_ABOUT_ONE_ITEM:
+                raise
+            except Exception as exc:
+                ref = connector.describe(part) or _unknown_item(part)
+                _skip(run, ref, type(exc).__name__, str(exc), traceback.format_exc())
+            else:
+                stored.append(part)
+        if run.connection.skipped_items > 0:
+            _settle(run, _keys(connector, stored), SkippedItem.State.RESOLVED)
+        return counts
+    if run.connection.skipped_items > 0:
+        _settle(run, _keys(connector, connector.items(batch)), SkippedItem.State.RESOLVED)
+    return counts
+
+
+def _keys(connector: Connector, parts: list[Batch]) -> list[str]:
+    refs = (connector.describe(part) for part in parts)
+    return [ref.key for ref in refs if ref is not None]
+
+
+def _unknown_item(part: Batch) -> ItemRef:
+    record = (list(part.records) + list(part.deleted) or [None])[0]
+    kind = type(record).__name__
+    return ItemRef(f"{kind}:{hashlib.sha256(repr(record).encode()).hexdigest()[:20]}", f"a {kind}")
+
+
+def _skip(run: _Run, ref: ItemRef, error_class: str, message: str, detail: str) -> None:
+    """List one item as skipped (or count another failure of an open one)."""
+    now = timezone.now()
+    message, detail = _scrub(run, message)[:500], _scrub(run, detail)
+    found = SkippedItem.objects.filter(
+        connection_id=run.connection.pk, key=ref.key[:500], state=SkippedItem.State.OPEN
+    ).update(
+        job_id=run.job.pk,
+        error_class=error_class[:100],
+        message=message,
+        detail=detail,
+        attempts=F("attempts") + 1,
+        last_tried_at=now,
+    )
+    if not found:
+        SkippedItem.objects.create(
+            connection_id=run.connection.pk,
+            job_id=run.job.pk,
+            key=ref.key[:500],
+            label=ref.label[:500],
+            error_class=error_class[:100],
+            message=message,
+            detail=detail,
+            last_tried_at=now,
+        )
+        _recount_skipped(run)
+    run.skipped += 1
+    if run.skipped <= _LOGGED_SKIPS_PER_SLICE:
+        run.log(
+            "warning",
+            f"Skipped {ref.label}: {error_class}: {message[:200]}. The sync goes on; the item is "
+            "tried again at the next sync.",
+            item=ref.key[:200],
+        )
+
+
+def _settle(run: _Run, keys: list[str], state: str) -> None:
+    """Skipped items stored after all (or gone from the server) are no longer open."""
+    if not keys:
+        return
+    settled = SkippedItem.objects.filter(
+        connection_id=run.connection.pk, state=SkippedItem.State.OPEN, key__in=keys
+    ).update(state=state, resolved_at=timezone.now())
+    if settled:
+        run.log("info", f"{settled} skipped item(s) {'stored' if state == 'resolved' else 'gone'}.")
+        _recount_skipped(run)
+
+
+def _recount_skipped(run: _Run) -> None:
+    count = SkippedItem.objects.filter(
+        connection_id=run.connection.pk, state=SkippedItem.State.OPEN
+    ).count()
+    Connection.objects.filter(pk=run.connection.pk).update(skipped_items=count)
+    run.connection.skipped_items = count
 
 
 def _is_cancelled(job_id: int, worker: str) -> bool:
@@ -657,6 +817,9 @@ def _fail(run: _Run, exc: SyncError) -> None:
         }
         if isinstance(exc, RateLimited):
             wait = exc.retry_after + random.uniform(0, 1)
+            common["error_message"] = _outcome(
+                message, f"Resuming in {_duration(wait)}, as the service asked."
+            )
             ok = _release(
                 run, state=State.RETRYING, run_after=now + timedelta(seconds=wait), **common
             )
@@ -664,6 +827,11 @@ def _fail(run: _Run, exc: SyncError) -> None:
             job_failed = False
         elif isinstance(exc, Transient | InternalError) and attempts < job.max_attempts:
             wait = backoff_seconds(attempts)
+            common["error_message"] = _outcome(
+                message,
+                f"Trying again in {_duration(wait)} (attempt {attempts + 1} of "
+                f"{job.max_attempts}).",
+            )
             ok = _release(
                 run,
                 state=State.RETRYING,
@@ -680,6 +848,10 @@ def _fail(run: _Run, exc: SyncError) -> None:
             )
             job_failed = False
         else:
+            if isinstance(exc, Transient | InternalError):
+                common["error_message"] = _outcome(
+                    message, f"Stopped after {attempts} attempts; it is not tried again by itself."
+                )
             ok = _release(run, state=State.FAILED, attempts=attempts, finished_at=now, **common)
             announce_finished(job.pk)
             run.log("error", f"{exc.error_class}: {message}", detail=detail[:2000])
@@ -696,6 +868,20 @@ def _fail(run: _Run, exc: SyncError) -> None:
         exc.error_class,
         message,
     )
+
+
+def _outcome(message: str, what_next: str) -> str:
+    """The job's error as people read it: the cause, then what happens next — true for the
+    state the job is left in (a failed job never says it will be retried)."""
+    return f"{message.rstrip()} {what_next}"[:500]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} seconds"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} minutes"
+    return f"{seconds / 3600:.1f} hours"
 
 
 def record_connection_outcome(

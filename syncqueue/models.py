@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from integrations.models import Connection
+from syncproject.safetext import neutral
 
 
 class SyncJob(models.Model):
@@ -84,7 +85,14 @@ class SyncJob(models.Model):
     created_count = models.PositiveIntegerField(default=0)
     updated_count = models.PositiveIntegerField(default=0)
     deleted_count = models.PositiveIntegerField(default=0)
-    skipped_count = models.PositiveIntegerField(default=0)
+    unchanged_count = models.PositiveIntegerField(
+        default=0, help_text="Items seen again exactly as stored: nothing to write."
+    )
+    skipped_items = models.PositiveIntegerField(
+        default=0,
+        help_text="Items this job could not store (each listed under Skipped items); the rest "
+        "of the sync went on.",
+    )
     error_class = models.CharField(
         max_length=50,
         blank=True,
@@ -271,3 +279,61 @@ class ConnectionNotice(models.Model):
 
     def __str__(self) -> str:
         return f"connection {self.connection_id}: {self.problem}"
+
+
+class SkippedItem(models.Model):
+    """One remote item (a message, a ticket, a task) a sync could not store or read, while the
+    rest of the sync went on — the poison item that must not stop everything.
+
+    ``key`` identifies the item to the connector so a later sync can read it again (folder,
+    UIDVALIDITY and UID; a Graph id; a ticket id). Every sync of the connection retries the
+    open ones (a bounded number at a time); when a retry stores the item, or the item is gone
+    from the server, it is resolved. Staff see the error class and traceback.
+    """
+
+    class State(models.TextChoices):
+        OPEN = "open", "Not stored"
+        RESOLVED = "resolved", "Stored later"
+        GONE = "gone", "Gone from the server"
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="skipped_items_list"
+    )
+    job = models.ForeignKey(
+        SyncJob,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The job that last tried it.",
+    )
+    key = models.CharField(max_length=500, help_text="How the connector finds the item again.")
+    label = models.CharField(max_length=500, help_text="The item in words, e.g. 'INBOX UID 4711'.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    error_class = models.CharField(max_length=100, help_text="The exception, e.g. DataError.")
+    message = models.CharField(max_length=500, blank=True, help_text="What went wrong, briefly.")
+    detail = models.TextField(blank=True, help_text="Traceback, for staff (no secrets).")
+    attempts = models.PositiveIntegerField(default=1, help_text="Times it failed.")
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_tried_at = models.DateTimeField(help_text="When it last failed.")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_tried_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "key"],
+                condition=Q(state="open"),
+                name="one_open_skip_per_item",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["connection", "last_tried_at"],
+                condition=Q(state="open"),
+                name="skippeditem_open_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{neutral(self.label)} ({self.get_state_display()})"

@@ -11,6 +11,8 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
+from syncproject.safetext import neutral
+
 
 def validate_timezone(value: str) -> None:
     """Reject names that are not IANA time zones (e.g. 'Europe/Berlin')."""
@@ -161,7 +163,7 @@ class Ticket(models.Model):
         indexes = [models.Index(fields=["connection", "changed_at"], name="ticket_changed_idx")]
 
     def __str__(self) -> str:
-        return f"#{self.zendesk_id} {self.subject}"
+        return f"#{self.zendesk_id} {neutral(self.subject)}"
 
 
 class Task(models.Model):

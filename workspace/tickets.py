@@ -79,7 +79,7 @@ def upsert_tickets(
     items: Sequence[Mapping[str, Any]],
     users: Mapping[int, Mapping[str, Any]],
 ) -> Counts:
-    """Create new tickets, update changed ones; a ticket seen again unchanged is skipped (the
+    """Create new tickets, update changed ones; a ticket seen again unchanged is unchanged (the
     export repeats tickets across a fallback's overlap)."""
     counts = Counts()
     latest = {int(item["id"]): item for item in items if "id" in item}  # last copy wins
@@ -105,7 +105,7 @@ def upsert_tickets(
             counts.created += 1
             continue
         if row.raw == values["raw"]:
-            counts.skipped += 1
+            counts.unchanged += 1
             continue
         if values["deleted"] and not row.deleted:
             counts.deleted += 1

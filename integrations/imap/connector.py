@@ -7,10 +7,10 @@ from typing import Any, cast
 
 from django.conf import settings
 
-from integrations.base import Batch, CheckResult, Connector, Counts, SyncContext
+from integrations.base import Batch, CheckResult, Connector, Counts, ItemRef, SyncContext
 from integrations.imap.client import open_session
 from integrations.imap.config import ImapConfig
-from integrations.imap.sync import MailboxSync, RetireFolder
+from integrations.imap.sync import MailboxSync, RetireFolder, message_ref
 from mail import store
 from mail.store import FetchedMessage, FlagChange
 
@@ -70,6 +70,19 @@ class ImapConnector(Connector):
     def sync(self, ctx: SyncContext) -> Iterator[Batch]:
         with self._session() as client:
             yield from MailboxSync(self, client, ctx).run()
+
+    def describe(self, batch: Batch) -> ItemRef | None:
+        for record in batch.records:
+            if isinstance(record, FetchedMessage | FlagChange):
+                return message_ref(record.folder, record.uidvalidity, record.uid)
+            if isinstance(record, RetireFolder):
+                return ItemRef(
+                    f"imap-retire:{record.uidvalidity}:{record.folder}",
+                    f"{record.folder}: messages left under UIDVALIDITY {record.uidvalidity}",
+                )
+        for folder, uidvalidity, uid in batch.deleted:
+            return message_ref(folder, uidvalidity, uid)
+        return None
 
     def apply(self, batch: Batch) -> Counts:
         relink = {

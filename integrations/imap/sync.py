@@ -33,7 +33,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 from imapclient.imapclient import ALL as SPECIAL_ALL
 
-from integrations.base import Batch, SyncContext
+from integrations.base import Batch, ItemRef, NoLongerThere, SyncContext, read_each
 from integrations.imap.client import FolderMissing
 from mail.parsing import parse_message
 from mail.store import FetchedMessage, FlagChange, known_uids
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from integrations.imap.connector import ImapConnector
 
 FETCH_BYTES = 8_000_000  # bytes per FETCH round trip: bounds memory whatever the batch size
+BATCH_BYTES = 16_000_000  # message bytes per committed batch (one larger message: alone)
 FIRST_BYTES = 64_000  # fetched for every message up front; most mail is smaller than this
 
 
@@ -77,6 +78,22 @@ def _flags(values: Any) -> list[str]:
     """Persistent flags, sorted. ``\\Recent`` is per-session (it differs between two sessions
     looking at the same message), so keeping it would report changes that never happened."""
     return sorted(flag for flag in map(_decode, values or ()) if flag.lower() != "\\recent")
+
+
+def message_ref(folder: str, uidvalidity: int | None, uid: int | None) -> ItemRef:
+    """A message's identity: ``imap:UIDVALIDITY:UID:folder`` (the folder last: it may hold any
+    character), and in words ``INBOX UID 4711``."""
+    return ItemRef(f"imap:{uidvalidity}:{uid}:{folder}", f"{folder} UID {uid}")
+
+
+def parse_ref(key: str) -> tuple[str, int, int] | None:
+    """(folder, UIDVALIDITY, UID) from a ``message_ref`` key; None for other keys."""
+    kind, _, rest = key.partition(":")
+    uidvalidity, _, rest = rest.partition(":")
+    uid, _, folder = rest.partition(":")
+    if kind != "imap" or not uidvalidity.isdigit() or not uid.isdigit():
+        return None
+    return folder, int(uidvalidity), int(uid)
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
@@ -187,62 +204,71 @@ class MailboxSync:
             items += [b"X-GM-MSGID", b"X-GM-LABELS"]
         return items
 
-    def fetch(self, plan: _Plan, uids: list[int]) -> list[FetchedMessage]:
-        """Fetch and parse ``uids`` (see ``fetch_raw``)."""
+    def fetch(self, plan: _Plan, uids: list[int]) -> list[Any]:
+        """Fetch and parse ``uids`` (see ``fetch_groups``), all at once."""
         return self.parse(plan, self.fetch_raw(uids))
 
-    def parse(self, plan: _Plan, raw: list[_Raw]) -> list[FetchedMessage]:
-        return [self._message(plan, uid, data, body, cut_at) for uid, data, body, cut_at in raw]
+    def parse(self, plan: _Plan, raw: list[_Raw]) -> list[Any]:
+        """Records for fetched messages; one that cannot be turned into a record (an answer
+        shape nobody expected) becomes an ``Unreadable`` record, not a stopped sync."""
+        uidvalidity = int(plan.state["uidvalidity"])
+        return read_each(
+            raw,
+            lambda entry: message_ref(plan.name, uidvalidity, entry[0]),
+            lambda entry: self._message(plan, *entry),
+        )
 
     def fetch_raw(self, uids: list[int]) -> list[_Raw]:
-        """Fetch ``uids`` with bounded memory; network only, so it can run in a thread.
+        return [message for group, _ in self.fetch_groups(uids) for message in group]
+
+    def fetch_groups(self, uids: list[int]) -> Iterator[tuple[list[_Raw], int]]:
+        """Fetch ``uids`` with bounded memory; network only. Yields groups of messages in UID
+        order, each holding at most about ``BATCH_BYTES`` (a larger message is a group of its
+        own), with the highest UID the group accounts for (expunged UIDs are skipped).
 
         Each round asks for the metadata and the first ``FIRST_BYTES`` of up to
         ``FETCH_BYTES / FIRST_BYTES`` messages in one FETCH: most mail is smaller and is then
-        complete. Larger messages (their RFC822.SIZE says so) are fetched again, whole, in
-        rounds of at most ``FETCH_BYTES``; one over MAIL_MAX_MESSAGE_BYTES is read from its
-        first bytes only and marked truncated.
+        complete. A larger message (its RFC822.SIZE says so) is fetched again, whole, on its
+        own; one over MAIL_MAX_MESSAGE_BYTES is read from its first bytes only and marked
+        truncated. So a mailbox of 20 MiB attachments costs a worker one such message at a
+        time, not a batch of them.
         """
         limit = settings.MAIL_MAX_MESSAGE_BYTES
         first = min(FIRST_BYTES, limit)
         items = [*self._fetch_items(), f"BODY.PEEK[]<0.{first}>".encode()]
         per_round = max(1, FETCH_BYTES // first)
-        messages: list[_Raw] = []
-        larger: list[tuple[int, dict[bytes, Any]]] = []
-        for group in _chunks(uids, per_round):
-            response = self.client.fetch(group, items)
-            for uid in group:
-                data = response.get(uid)
+        group: list[_Raw] = []
+        weight = 0
+        upto = 0
+        for round_uids in _chunks(uids, per_round):
+            response = self.client.fetch(round_uids, items)
+            for uid in round_uids:
+                upto = uid
+                data = response.pop(uid, None)
                 if data is None:
                     continue  # expunged between SEARCH and FETCH
                 raw = data.pop(b"BODY[]<0>", b"") or b""
-                if int(data.get(b"RFC822.SIZE", 0)) > len(raw):
-                    larger.append((uid, data))
-                else:
-                    messages.append((uid, data, raw, None))
+                size = int(data.get(b"RFC822.SIZE", 0))
+                cut_at = None
+                if size > len(raw):
+                    if group and weight + min(size, limit) > BATCH_BYTES:
+                        yield group, group[-1][0]
+                        group, weight = [], 0
+                    whole = self.client.fetch([uid], [f"BODY.PEEK[]<0.{limit}>".encode()])
+                    fetched = whole.get(uid, {}).get(b"BODY[]<0>")
+                    del whole
+                    if fetched is None:
+                        continue  # expunged meanwhile
+                    raw = fetched
+                    cut_at = size if size > limit else None
+                group.append((uid, data, raw, cut_at))
+                weight += len(raw)
+                if weight >= BATCH_BYTES:
+                    yield group, uid
+                    group, weight = [], 0
             del response
-        rounds: list[list[tuple[int, dict[bytes, Any]]]] = [[]]
-        weight = 0
-        for uid, data in larger:
-            size = min(int(data[b"RFC822.SIZE"]), limit)
-            if rounds[-1] and weight + size > FETCH_BYTES:
-                rounds.append([])
-                weight = 0
-            rounds[-1].append((uid, data))
-            weight += size
-        for group in (g for g in rounds if g):
-            bodies = self.client.fetch(
-                [uid for uid, _ in group], [f"BODY.PEEK[]<0.{limit}>".encode()]
-            )
-            for uid, data in group:
-                raw = bodies.get(uid, {}).get(b"BODY[]<0>")
-                if raw is None:
-                    continue  # expunged meanwhile
-                size = int(data[b"RFC822.SIZE"])
-                messages.append((uid, data, raw, size if size > limit else None))
-            del bodies
-        messages.sort(key=lambda m: m[0])
-        return messages
+        if group or uids:
+            yield group, upto
 
     def _message(
         self, plan: _Plan, uid: int, meta: dict[bytes, Any], raw: bytes, cut_at: int | None
@@ -258,6 +284,7 @@ class MailboxSync:
             flags=_flags(meta.get(b"FLAGS")),
             labels=sorted(labels),
             remote_id=str(meta[b"X-GM-MSGID"]) if b"X-GM-MSGID" in meta else "",
+            raw=raw,
         )
 
     # --- changes to what we hold ---------------------------------------------------------------
@@ -305,8 +332,38 @@ class MailboxSync:
         held = known_uids(self.connector.connection, plan.name, uidvalidity)
         return [(plan.name, uidvalidity, uid) for uid in sorted(held - present)]
 
+    # --- skipped items ------------------------------------------------------------------------
+    def retry_skipped(self) -> Iterator[Batch]:
+        """Read the skipped messages again (before anything new), folder by folder. One whose
+        folder has a new UIDVALIDITY, or that was expunged, is gone: the folder's resync takes
+        care of the rest."""
+        wanted: dict[tuple[str, int], list[tuple[int, ItemRef]]] = {}
+        for ref in self.ctx.retry:
+            found = parse_ref(ref.key)
+            if found is not None:
+                folder, uidvalidity, uid = found
+                wanted.setdefault((folder, uidvalidity), []).append((uid, ref))
+        for (folder, uidvalidity), entries in wanted.items():
+            self.ctx.working_on = f"{folder} (skipped messages read again)"
+            try:
+                selected = self.client.select_folder(folder, readonly=True)
+            except IMAPClientError:
+                yield Batch(records=[NoLongerThere(ref) for _, ref in entries])
+                continue
+            if int(selected[b"UIDVALIDITY"]) != uidvalidity:
+                yield Batch(records=[NoLongerThere(ref) for _, ref in entries])
+                continue
+            plan = _Plan(folder, {}, {"uidvalidity": uidvalidity}, [], None, True)
+            raw = self.fetch_raw(sorted(uid for uid, _ in entries))
+            present = {entry[0] for entry in raw}
+            records = self.parse(plan, raw)
+            records += [NoLongerThere(ref) for uid, ref in entries if uid not in present]
+            yield Batch(records=records, note=f"{folder}: {len(raw)} skipped message(s) read again")
+
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> Iterator[Batch]:
+        if self.ctx.retry:
+            yield from self.retry_skipped()
         plans = []
         for name in self.folder_names():
             status = self.status(name)
@@ -323,18 +380,26 @@ class MailboxSync:
         held_up_to = int(state["last_uid"])
         self.client.select_folder(plan.name, readonly=True)
         for chunk in _chunks(plan.new_uids, self.config.batch_size):
-            messages = self.fetch(plan, chunk)
-            state["last_uid"] = chunk[-1]
-            self.done += len(chunk)
-            defects = sum(1 for m in messages if m.parsed.defects)
-            yield Batch(
-                records=messages,
-                cursor=copy.deepcopy(self.cursor),
-                done=self.done,
-                total=total,
-                note=f"{plan.name}: {len(messages)} messages up to UID {chunk[-1]}"
-                + (f", {defects} with defects (stored as well as possible)" if defects else ""),
-            )
+            self.ctx.working_on = f"{plan.name} UIDs {chunk[0]} to {chunk[-1]}"
+            counted = 0
+            for group, upto in self.fetch_groups(chunk):
+                messages = self.parse(plan, group)
+                del group
+                state["last_uid"] = upto
+                done_here = sum(1 for uid in chunk if uid <= upto) - counted
+                counted += done_here
+                self.done += done_here
+                defects = sum(
+                    1 for m in messages if isinstance(m, FetchedMessage) and m.parsed.defects
+                )
+                yield Batch(
+                    records=messages,
+                    cursor=copy.deepcopy(self.cursor),
+                    done=self.done,
+                    total=total,
+                    note=f"{plan.name}: {len(messages)} messages up to UID {upto}"
+                    + (f", {defects} with defects (stored as well as possible)" if defects else ""),
+                )
         records: list[Any] = []
         deleted: list[tuple[str, int, int]] = []
         if plan.incremental:

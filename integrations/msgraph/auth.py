@@ -178,7 +178,5 @@ def describe(result: Mapping[str, Any], config: GraphConfig) -> Exception:
             code=error,
         )
     if error in ("temporarily_unavailable", "server_error") or not error:
-        return Transient(
-            "The Microsoft sign-in service is unavailable; will retry.", detail=detail, code=error
-        )
+        return Transient("The Microsoft sign-in service is unavailable.", detail=detail, code=error)
     return Permanent(f"Microsoft sign-in failed ({error}).", detail=detail, code=error)

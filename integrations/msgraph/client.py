@@ -141,7 +141,7 @@ class GraphClient:
             )
         if status >= 500:
             return Transient(
-                f"Microsoft Graph is unavailable (HTTP {status}); will retry.",
+                f"Microsoft Graph is unavailable (HTTP {status}).",
                 detail=detail,
                 code=code,
             )

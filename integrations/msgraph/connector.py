@@ -4,10 +4,11 @@ mailbox with delta queries; history jobs search a case contact's mail and link i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import cast
 
-from integrations.base import Batch, CheckResult, Connector, Counts, SyncContext
+from integrations.base import Batch, CheckResult, Connector, Counts, ItemRef, SyncContext
 from integrations.msgraph.client import GraphClient
 from integrations.msgraph.config import GraphConfig
 from integrations.msgraph.sync import CaseLinks, FullPassDone, HistorySearch, MailboxDelta, Removed
@@ -51,6 +52,35 @@ class GraphConnector(Connector):
             yield from algorithm(self, client, ctx).run()
         finally:
             client.close()
+
+    def items(self, batch: Batch) -> list[Batch]:
+        """One message per batch (with the case link that goes with it); each removal and
+        the end of a full pass on their own."""
+        links = [r for r in batch.records if isinstance(r, CaseLinks)]
+        parts = []
+        for record in batch.records:
+            if isinstance(record, FetchedMessage):
+                parts.append(replace(batch, records=[record, *links], note=""))
+            elif isinstance(record, Removed):
+                parts += [
+                    replace(batch, records=[Removed(record.folder, [gone])], note="")
+                    for gone in record.remote_ids
+                ]
+            elif not isinstance(record, CaseLinks):
+                parts.append(replace(batch, records=[record], note=""))
+        return parts
+
+    def describe(self, batch: Batch) -> ItemRef | None:
+        for record in batch.records:
+            if isinstance(record, FetchedMessage):
+                return ItemRef(
+                    f"graph:{record.remote_id}",
+                    f"message “{record.parsed.subject[:60]}” ({record.remote_id[:16]}…)",
+                )
+            if isinstance(record, Removed) and record.remote_ids:
+                gone = record.remote_ids[0]
+                return ItemRef(f"graph:{gone}", f"removed message ({gone[:16]}…)")
+        return None
 
     def apply(self, batch: Batch) -> Counts:
         folders = (batch.cursor or {}).get("folders", {})

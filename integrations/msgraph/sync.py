@@ -15,6 +15,7 @@ do are the job's checkpoint.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.utils import timezone
 
-from integrations.base import Batch, SyncContext
+from integrations.base import Batch, ItemRef, NoLongerThere, SyncContext, read_each
 from integrations.errors import CursorReset, Permanent
 from integrations.msgraph.client import MAILBOX_CONCURRENCY, GraphClient, ItemGone
-from mail.models import MailMessage
+from mail.models import MailMessage, MailSource
 from mail.parsing import ParsedAttachment, ParsedMessage, html_to_text, normalize_message_id
 from mail.store import FetchedMessage
 
@@ -79,6 +80,12 @@ class CaseLinks:
 
     case_id: int
     contact_id: int
+
+
+def message_ref(item: dict[str, Any]) -> ItemRef:
+    """A Graph message's identity (its immutable id) and, in words, its subject."""
+    subject = str(item.get("subject") or "")[:60]
+    return ItemRef(f"graph:{item.get('id')}", f"message “{subject}” ({str(item.get('id'))[:16]}…)")
 
 
 def _when(value: str | None) -> datetime | None:
@@ -142,6 +149,8 @@ def to_message(item: dict[str, Any], attachments: list[ParsedAttachment]) -> Fet
         flags=sorted(flags),
         labels=sorted(str(c) for c in item.get("categories") or []),
         remote_id=str(item["id"]),
+        raw=json.dumps(item, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+        raw_format=MailSource.Format.GRAPH_JSON,
     )
 
 
@@ -197,12 +206,16 @@ class GraphSync:
         known = set(
             MailMessage.objects.filter(
                 connection=self.connector.connection,
-                remote_id__in=[i["id"] for i in items],
+                remote_id__in=[i.get("id") for i in items if i.get("id")],
             )
             .order_by()
             .values_list("remote_id", flat=True)
         )
-        wanted = [i["id"] for i in items if i.get("hasAttachments") and i["id"] not in known]
+        wanted = [
+            i["id"]
+            for i in items
+            if i.get("hasAttachments") and i.get("id") and i["id"] not in known
+        ]
         attachments: dict[str, list[ParsedAttachment]] = {}
         if wanted:
             with ThreadPoolExecutor(max_workers=MAILBOX_CONCURRENCY) as pool:
@@ -210,7 +223,29 @@ class GraphSync:
                     wanted, pool.map(self._attachments, wanted), strict=True
                 ):
                     attachments[message_id] = found
-        return [to_message(item, attachments.get(item["id"], [])) for item in items]
+        return read_each(
+            items,
+            lambda item: message_ref(item),
+            lambda item: to_message(item, attachments.get(item.get("id"), [])),
+        )
+
+    def retry_skipped(self) -> Iterator[Batch]:
+        """Read skipped messages again by their immutable id; one that is gone is gone."""
+        found, gone = [], []
+        for ref in self.ctx.retry:
+            if not ref.key.startswith("graph:"):
+                continue
+            self.ctx.working_on = ref.label
+            try:
+                found.append(
+                    self.client.get(
+                        f"messages/{ref.key[len('graph:') :]}", params={"$select": SELECT}
+                    )
+                )
+            except ItemGone:
+                gone.append(NoLongerThere(ref))
+        if found or gone:
+            yield Batch(records=[*self.messages(found), *gone], note="skipped messages read again")
 
 
 class MailboxDelta(GraphSync):
@@ -240,6 +275,8 @@ class MailboxDelta(GraphSync):
         return found
 
     def run(self) -> Iterator[Batch]:
+        if self.ctx.retry:
+            yield from self.retry_skipped()
         cursor = copy.deepcopy(self.ctx.cursor)
         states: dict[str, dict[str, Any]] = cursor.setdefault("folders", {})
         folders = self.folders()
@@ -258,6 +295,7 @@ class MailboxDelta(GraphSync):
                 state.setdefault("started", timezone.now().isoformat())
                 url = f"mailFolders/{folder_id}/messages/delta"
             while url:
+                self.ctx.working_on = f"folder {state['name']}"
                 try:
                     page = self.client.get(
                         url,
@@ -283,7 +321,7 @@ class MailboxDelta(GraphSync):
                     continue
                 items = page.get("value", [])
                 moved, removed = self.resolve_removed(
-                    folder_id, [i["id"] for i in items if "@removed" in i]
+                    folder_id, [i["id"] for i in items if "@removed" in i and i.get("id")]
                 )
                 records: list[Any] = self.messages(
                     [i for i in items if "@removed" not in i] + moved

@@ -111,7 +111,7 @@ class ZendeskClient:
                 detail=detail,
             )
         if status >= 500:
-            return Transient(f"Zendesk is unavailable (HTTP {status}); will retry.", detail=detail)
-        if status in (400, 422):
+            return Transient(f"Zendesk is unavailable (HTTP {status}).", detail=detail)
+        if status in (400, 422) or (status == 404 and title == "RecordNotFound"):
             return Rejected(status, title, description)
         return Permanent(f"Zendesk refused the request (HTTP {status}).", detail=detail)

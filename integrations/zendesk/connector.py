@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, cast
 
 from django.utils import timezone
 
-from integrations.base import Batch, CheckResult, Connector, Counts, SyncContext
-from integrations.zendesk.client import ZendeskClient
+from integrations.base import (
+    Batch,
+    CheckResult,
+    Connector,
+    Counts,
+    ItemRef,
+    NoLongerThere,
+    SyncContext,
+)
+from integrations.errors import Permanent
+from integrations.zendesk.client import Rejected, ZendeskClient
 from integrations.zendesk.config import ZendeskConfig
 from integrations.zendesk.sync import TicketPage, export
 
@@ -48,9 +58,50 @@ class ZendeskConnector(Connector):
     def sync(self, ctx: SyncContext) -> Iterator[Batch]:
         client = ZendeskClient(self.zendesk, self.secrets)
         try:
+            if ctx.retry:
+                yield from self._retry_skipped(client, ctx)
             yield from export(client, self.zendesk, ctx)
         finally:
             client.close()
+
+    def _retry_skipped(self, client: ZendeskClient, ctx: SyncContext) -> Iterator[Batch]:
+        """Read skipped tickets again, one request each (with their people); a ticket that no
+        longer exists is gone."""
+        records: list[Any] = []
+        for ref in ctx.retry:
+            ticket_id = ref.key.removeprefix("zendesk:")
+            if not ticket_id.isdigit():
+                continue
+            ctx.working_on = ref.label
+            try:
+                found = client.get(f"/api/v2/tickets/{ticket_id}.json", {"include": "users"})
+            except Rejected as rejected:
+                if rejected.status == 404:
+                    records.append(NoLongerThere(ref))
+                    continue
+                raise Permanent("Zendesk refused to show a ticket.", detail=str(rejected)) from None
+            users = {int(u["id"]): u for u in found.get("users") or [] if "id" in u}
+            records.append(TicketPage([found.get("ticket") or {"id": int(ticket_id)}], users))
+        if records:
+            yield Batch(records=records, note="skipped tickets read again")
+
+    def items(self, batch: Batch) -> list[Batch]:
+        """One ticket per batch (with the page's people, for names)."""
+        parts = []
+        for page in batch.records:
+            if isinstance(page, TicketPage):
+                parts += [
+                    replace(batch, records=[TicketPage([ticket], page.users)], note="")
+                    for ticket in page.tickets
+                ]
+        return parts
+
+    def describe(self, batch: Batch) -> ItemRef | None:
+        for page in batch.records:
+            if isinstance(page, TicketPage) and page.tickets:
+                ticket_id = page.tickets[0].get("id")
+                return ItemRef(f"zendesk:{ticket_id}", f"ticket #{ticket_id}")
+        return None
 
     def apply(self, batch: Batch) -> Counts:
         from workspace.tickets import upsert_tickets

@@ -27,7 +27,17 @@ from typing import Any, NamedTuple, cast
 from django.utils import timezone
 from lxml import etree
 
-from integrations.base import Batch, CheckResult, Connector, Counts, PersonalSwitch, SyncContext
+from integrations.base import (
+    Batch,
+    CheckResult,
+    Connector,
+    Counts,
+    ItemRef,
+    NoLongerThere,
+    PersonalSwitch,
+    SyncContext,
+    read_each,
+)
 from integrations.errors import AuthFailed, Permanent, Transient
 from integrations.zimbra.config import ZimbraConfig
 from integrations.zimbra.soap import (
@@ -241,6 +251,8 @@ class ZimbraConnector(Connector):
             yield Batch(final=True, note="Reading changes back from Zimbra is off for this server.")
             return
         soap = ZimbraSoap(self.zimbra, self.secrets)
+        if ctx.retry:
+            yield from self._retry_skipped(ctx, soap)
         tokens: dict[str, str] = dict(ctx.cursor.get("tokens") or {})
         watched = watched_assignments(self.connection)
         after = str(ctx.checkpoint.get("after", ""))
@@ -259,9 +271,42 @@ class ZimbraConnector(Connector):
                 skipped.append(account)
                 yield Batch(checkpoint={"after": account})
         if watched and len(skipped) == len(watched):
-            raise Transient("Zimbra could not be read for anyone's task list; will retry.")
+            raise Transient("Zimbra could not be read for anyone's task list.")
         note = f"Read changes from {len(watched) - len(skipped)} Zimbra task list(s)"
         yield Batch(note=note + (f"; skipped {len(skipped)}." if skipped else "."), final=True)
+
+    def _retry_skipped(self, ctx: SyncContext, soap: ZimbraSoap) -> Iterator[Batch]:
+        """Read the tasks of skipped assignments again; one no longer pushed is gone."""
+        from workspace.models import Assignment
+
+        records: list[Any] = []
+        for ref in ctx.retry:
+            pk = ref.key.removeprefix("zimbra:")
+            row = Assignment.objects.filter(pk=int(pk)).first() if pk.isdigit() else None
+            if row is None or not row.active or not row.cal_item_id:
+                records.append(NoLongerThere(ref))
+                continue
+            ctx.working_on = ref.label
+            try:
+                read = soap.call(row.account, "GetTask", id=row.cal_item_id)
+            except ItemGone:
+                records.append(GoneThere(row.pk, ctx.job_id))
+                continue
+            found = read.find(f"{{{MAIL}}}task")
+            if found is not None:
+                records += read_each(
+                    [found],
+                    lambda _, ref=ref: ref,
+                    lambda task, pk=row.pk: _incoming(task, pk, ctx.job_id),
+                )
+        if records:
+            yield Batch(records=records, note="skipped tasks read again")
+
+    def describe(self, batch: Batch) -> ItemRef | None:
+        for record in batch.records:
+            if isinstance(record, Incoming | GoneThere | Pushed | LeftMailbox):
+                return assignment_ref(record.assignment_id)
+        return None
 
     def _read_folder(
         self,
@@ -302,7 +347,11 @@ class ZimbraConnector(Connector):
                     continue
                 found = read.find(f"{{{MAIL}}}task")
                 if found is not None:
-                    records.append(_incoming(found, known.assignment_id, ctx.job_id))
+                    records += read_each(
+                        [found],
+                        lambda _, known=known: assignment_ref(known.assignment_id),
+                        lambda task, known=known: _incoming(task, known.assignment_id, ctx.job_id),
+                    )
             deleted = answer.find(f"{{{MAIL}}}deleted")
             for item_id in (deleted.get("ids", "") if deleted is not None else "").split(","):
                 if item_id in mine:
@@ -387,7 +436,7 @@ class ZimbraConnector(Connector):
 
         row = Assignment.objects.select_for_update().filter(pk=record.assignment_id).first()
         if row is None or not row.active or row.task_id is None:
-            counts.skipped += 1
+            counts.unchanged += 1
             return
         task = Task.objects.select_for_update().get(pk=row.task_id)
         decision = _decide(record, task, _base(row))
@@ -397,7 +446,7 @@ class ZimbraConnector(Connector):
         if decision == "same":
             row.pushed_status, row.pushed_percent = task.progress()
             fields += ["pushed_status", "pushed_percent"]
-            counts.skipped += 1
+            counts.unchanged += 1
         elif decision in ("theirs", "theirs-later"):
             theirs = _theirs(record, task)
             message = f"“{task.title}”: took {_describe(*theirs)} from {row.account}'s Zimbra"
@@ -429,7 +478,7 @@ class ZimbraConnector(Connector):
             row.pushed_hash = ""  # Zimbra no longer has our version: send it again
             fields.append("pushed_hash")
             push_later([row.pk])
-            counts.skipped += 1
+            counts.unchanged += 1
         row.save(update_fields=fields)
         self._log(record.job_id, message, assignment=row.pk, zimbra_md=record.changed_at)
 
@@ -443,7 +492,7 @@ class ZimbraConnector(Connector):
         row.pushed_hash = ""
         row.save(update_fields=["pushed_hash"])
         push_later([row.pk])  # the modify finds it gone and creates it again
-        counts.skipped += 1
+        counts.unchanged += 1
         self._log(
             record.job_id,
             f"“{row.task}” was deleted in {row.account}'s Zimbra but is still assigned here; "
@@ -462,6 +511,10 @@ class ZimbraConnector(Connector):
                 message=message,
                 data={k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()},
             )
+
+
+def assignment_ref(assignment_id: int) -> ItemRef:
+    return ItemRef(f"zimbra:{assignment_id}", f"the Zimbra copy of assignment #{assignment_id}")
 
 
 def _incoming(found: etree._Element, assignment_id: int, job_id: int | None) -> Incoming:

@@ -99,7 +99,7 @@ def classify(fault: ZimbraFault, config: ZimbraConfig, account: str = "") -> Exc
             code=code,
         )
     if code in RETRYABLE:
-        return Transient("Zimbra is temporarily unavailable; will retry.", detail=detail, code=code)
+        return Transient("Zimbra is temporarily unavailable.", detail=detail, code=code)
     if code == "mail.QUOTA_EXCEEDED":
         return Permanent(f"The Zimbra mailbox of {account} is full.", detail=detail, code=code)
     return Permanent(f"Zimbra refused the request ({code}).", detail=detail, code=code)
@@ -224,7 +224,7 @@ class ZimbraSoap:
 def _answer(response: requests.Response) -> etree._Element:
     status = response.status_code
     if status in (429, 502, 503, 504):
-        raise Transient(f"Zimbra is unavailable (HTTP {status}); will retry.")
+        raise Transient(f"Zimbra is unavailable (HTTP {status}).")
     try:
         root = etree.fromstring(response.content)
     except etree.XMLSyntaxError as exc:

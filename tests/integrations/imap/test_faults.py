@@ -62,6 +62,7 @@ def test_server_restart_mid_sync_is_retried_and_finishes(make_imap_connection, d
 
     assert final.state == State.SUCCEEDED, final.error_message
     assert final.attempts >= 1 and final.error_class == "Transient"
+    assert (final.progress_done, final.progress_total) == (2000, 2000)  # counted on after retry
     uids = list(MailMessage.objects.filter(connection=conn).values_list("uid", flat=True))
     assert sorted(uids) == server_uids(dovecot, imap_user)  # mirror == mailbox
     assert len(uids) == len(set(uids)) == 2000
@@ -93,7 +94,8 @@ def test_killed_worker_resumes_the_initial_sync_from_its_checkpoint(
     assert final.state == State.SUCCEEDED, final.error_message
     assert final.attempts == 1
     # resumed from the checkpoint: nothing committed before the kill was fetched again
-    assert (final.created_count, final.skipped_count) == (2000, 0)
+    assert (final.created_count, final.unchanged_count) == (2000, 0)
+    assert (final.progress_done, final.progress_total) == (2000, 2000)
     uids = list(MailMessage.objects.filter(connection=conn).values_list("uid", flat=True))
     assert sorted(uids) == server_uids(dovecot, imap_user)
     assert len(uids) == len(set(uids)) == 2000

@@ -270,7 +270,7 @@ def test_a_second_fetch_of_the_same_batch_stores_nothing_twice(
     sync(conn, work)
     Connection.objects.filter(pk=conn.pk).update(cursor={})  # as if the checkpoint was lost
     job = sync(conn, work)
-    assert (job.created_count, job.skipped_count) == (0, 3)
+    assert (job.created_count, job.unchanged_count) == (0, 3)
     assert MailMessage.objects.filter(connection=conn).count() == 3
     assert MailAttachment.objects.count() == 0
 
@@ -309,3 +309,18 @@ def test_a_message_moved_between_synced_folders(make_imap_connection, dovecot, i
     assert (job.created_count, job.deleted_count) == (1, 1)
     rows = MailMessage.objects.filter(connection=conn, subject="to be filed")
     assert sorted((m.folder, m.deleted) for m in rows) == [("Archive", False), ("INBOX", True)]
+
+
+def test_progress_is_right_across_slices_and_retries(
+    dovecot, imap_user, make_imap_connection, work, settings
+):
+    """A job that continues in a new slice (or after a retry) keeps counting from what it had
+    committed: 60 messages read in batches of 10, one slice per batch, show 60 / 60."""
+    dovecot.deliver_many(imap_user, (message(subject=f"m{i}") for i in range(60)))
+    conn = make_imap_connection(batch_size=10)
+    settings.SYNC_SLICE_SECONDS = 0
+    job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
+    work()
+    job.refresh_from_db()
+    assert job.slices > 3 and job.created_count == 60
+    assert (job.progress_done, job.progress_total) == (60, 60)

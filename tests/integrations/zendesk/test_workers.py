@@ -90,6 +90,6 @@ def test_killed_worker_resumes_the_export_from_its_cursor(
 
     assert final.state == State.SUCCEEDED, final.error_message
     assert final.attempts == 1
-    assert (final.created_count, final.skipped_count) == (400, 0)  # resumed, nothing re-read
+    assert (final.created_count, final.unchanged_count) == (400, 0)  # resumed, nothing re-read
     stored = list(Ticket.objects.filter(connection=conn).values_list("zendesk_id", flat=True))
     assert sorted(stored) == sorted(ids)

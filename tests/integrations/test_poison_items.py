@@ -1,0 +1,187 @@
+"""One item that cannot be stored does not stop a sync, in every connector.
+
+The poison is made by the database (a trigger refusing one row: see tests/support/poison.py),
+not by mocking our code. For each connector: the poisoned item is listed as a skipped item with
+its identity, error class and traceback; everything else is stored; the job succeeds and its
+checkpoint moves on; the connection counts the open item. After "the fix" (dropping the
+trigger) staff's "Retry these items" stores it, and the skipped item is resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.urls import reverse
+
+from integrations.models import Connection
+from mail.models import MailMessage, MailSource
+from syncqueue import engine
+from syncqueue.models import SkippedItem, SyncJob
+from tests.security.conftest import (  # the providers' fixtures, one definition each
+    acme,
+    graph,
+    graph_ca,
+    mailbox,
+    make_graph_connection,
+    make_zendesk_connection,
+    organization,
+    people,
+    zendesk,
+    zendesk_ca,
+    zimbra,
+    zimbra_ca,
+    zimbra_server,
+)
+from tests.support.mailfactory import message
+from tests.support.poison import cure, poisoned
+from workspace import tasks
+from workspace.models import Task, Ticket
+
+__all__ = [
+    "acme",
+    "graph",
+    "graph_ca",
+    "mailbox",
+    "make_graph_connection",
+    "make_zendesk_connection",
+    "organization",
+    "people",
+    "zendesk",
+    "zendesk_ca",
+    "zimbra",
+    "zimbra_ca",
+    "zimbra_server",
+]
+
+pytestmark = pytest.mark.django_db(transaction=True)
+POISON = "POISON pill"
+
+
+@dataclass
+class Case:
+    """How one provider is driven: seed 5 items (one poisoned), the table and column the
+    poison sits in, how many items are stored, and the key of the poisoned item."""
+
+    connection: Connection
+    table: str
+    column: str
+    stored: Callable[[], int]
+    key_prefix: str
+
+
+def imap_case(request: Any) -> Case:
+    dovecot = request.getfixturevalue("dovecot")
+    user = request.getfixturevalue("imap_user")
+    subjects = ["one", "two", POISON, "four", "five"]
+    dovecot.deliver(user, [message(subject=s) for s in subjects])
+    conn = request.getfixturevalue("make_imap_connection")()
+    return Case(
+        conn,
+        "mail_mailmessage",
+        "subject",
+        MailMessage.objects.filter(connection=conn).count,
+        "imap:",
+    )
+
+
+def graph_case(request: Any) -> Case:
+    graph, box = request.getfixturevalue("graph"), request.getfixturevalue("mailbox")
+    for subject in ["one", "two", POISON, "four", "five"]:
+        graph.add_message(box, subject=subject)
+    conn = request.getfixturevalue("make_graph_connection")()
+    return Case(
+        conn,
+        "mail_mailmessage",
+        "subject",
+        MailMessage.objects.filter(connection=conn).count,
+        "graph:",
+    )
+
+
+def zendesk_case(request: Any) -> Case:
+    server, account = request.getfixturevalue("zendesk"), request.getfixturevalue("acme")
+    for subject in ["one", "two", POISON, "four", "five"]:
+        server.add_ticket(account, subject)
+    conn = request.getfixturevalue("make_zendesk_connection")(history_days=None)
+    return Case(
+        conn,
+        "workspace_ticket",
+        "subject",
+        Ticket.objects.filter(connection=conn).count,
+        "zendesk:",
+    )
+
+
+def zimbra_case(request: Any) -> Case:
+    """Incoming: five tasks pushed to Ann's Zimbra and completed there; writing the status
+    back to the poisoned task fails."""
+    zimbra, server = request.getfixturevalue("zimbra"), request.getfixturevalue("zimbra_server")
+    ann = request.getfixturevalue("people")[0]
+    server.config = {**server.config, "incoming": True}
+    server.save()
+    assignments = []
+    with transaction.atomic():
+        for title in ["one", "two", POISON, "four", "five"]:
+            assignments.append(tasks.assign(Task.objects.create(title=title), ann))
+    request.getfixturevalue("work")()  # the pushes
+    engine.enqueue(server, SyncJob.Kind.MANUAL)
+    request.getfixturevalue("work")()  # first read: tokens
+    for assignment in assignments:
+        zimbra.edit_in_zimbra(ann.email, assignment.uid, status="COMP", percentComplete="100")
+    return Case(
+        server,
+        "workspace_task",
+        "title",
+        Task.objects.filter(status="completed").count,
+        "zimbra:",
+    )
+
+
+CASES = {"imap": imap_case, "msgraph": graph_case, "zendesk": zendesk_case, "zimbra": zimbra_case}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_a_poison_item_is_skipped_and_stored_after_the_fix(
+    kind, request, work, client, staff, settings
+):
+    case = CASES[kind](request)
+    conn = case.connection
+    with poisoned(case.table, case.column, POISON):
+        job = engine.enqueue(conn, SyncJob.Kind.MANUAL)
+        work()
+        job.refresh_from_db()
+        assert job.state == SyncJob.State.SUCCEEDED, (job.error_class, job.error_message)
+        assert job.attempts == 0  # no attempt was spent on the poison
+        assert job.skipped_items == 1 and case.stored() == 4
+        item = SkippedItem.objects.get(connection=conn)
+        assert item.state == "open" and item.key.startswith(case.key_prefix)
+        assert item.error_class and "poisoned row" in item.message
+        assert "Traceback" in item.detail
+        conn.refresh_from_db()
+        assert conn.skipped_items == 1 and conn.status == Connection.Status.OK
+        checkpoint_after_poison = dict(conn.cursor)
+
+        again = engine.enqueue(conn, SyncJob.Kind.MANUAL)  # still poisoned: tried, not stored
+        work()
+        again.refresh_from_db()
+        item.refresh_from_db()
+        assert again.state == "succeeded" and item.attempts == 2 and case.stored() == 4
+
+    cure(case.table)
+    client.force_login(staff)
+    client.post(
+        reverse("admin:syncqueue_skippeditem_changelist"),
+        {"action": "retry_items", "_selected_action": [item.pk]},
+    )
+    work()
+    item.refresh_from_db()
+    conn.refresh_from_db()
+    assert item.state == "resolved" and item.resolved_at is not None
+    assert case.stored() == 5 and conn.skipped_items == 0
+    assert checkpoint_after_poison  # the checkpoint had moved on past the poison
+    if kind == "imap":
+        assert MailSource.objects.filter(message__connection=conn).count() == 5
