@@ -45,11 +45,13 @@ class Session(requests.Session):
 
 def retry_after(response: requests.Response, default: float = 5.0) -> float:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
-    value = response.headers.get("Retry-After", "").strip()
+    value = response.headers.get("Retry-After", "").strip()  # any case: requests folds it
     if not value:
         return default
-    if value.isdigit():
-        return float(value)
+    try:
+        return max(0.0, float(value))  # seconds; Graph sends fractions such as "2.128"
+    except ValueError:
+        pass
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

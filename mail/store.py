@@ -43,6 +43,12 @@ class FetchedMessage:
     remote_id: str = ""
     raw: bytes = b""  # as the server handed it over (kept in MailSource)
     raw_format: str = MailSource.Format.RFC5322
+    #: which of "folder", "seen", "flagged", "labels" the server actually sent; None = all.
+    #: A Graph delta update carries only what changed: the others keep their stored values.
+    known: frozenset[str] | None = None
+
+    def has(self, name: str) -> bool:
+        return self.known is None or name in self.known
 
     @property
     def key(self) -> tuple[str, int | None, int | None]:
@@ -430,13 +436,11 @@ def upsert_remote(
             counts.created += 1
             continue
         seen.append(row.pk)
-        if (row.folder, row.flags, row.labels, row.deleted) != (
-            item.folder,
-            item.flags,
-            item.labels,
-            False,
-        ):
-            row.folder, row.flags, row.labels = item.folder, item.flags, item.labels
+        folder = item.folder if item.has("folder") else row.folder
+        flags = _merged_flags(row.flags, item)
+        labels = item.labels if item.has("labels") else row.labels
+        if (row.folder, row.flags, row.labels, row.deleted) != (folder, flags, labels, False):
+            row.folder, row.flags, row.labels = folder, flags, labels
             row.deleted, row.deleted_at = False, None
             changed.append(row)
             counts.updated += 1
@@ -452,6 +456,19 @@ def upsert_remote(
     if new:
         ids.update(_ids_of(connection, new))
     return counts, ids
+
+
+def _merged_flags(stored: list[str], item: FetchedMessage) -> list[str]:
+    """The flags after an update that may name only some of them (\\Seen, \\Flagged)."""
+    if item.known is None:
+        return item.flags
+    flags = set(stored)
+    for name, flag in (("seen", "\\Seen"), ("flagged", "\\Flagged")):
+        if item.has(name):
+            flags.discard(flag)
+            if flag in item.flags:
+                flags.add(flag)
+    return sorted(flags)
 
 
 def mark_removed(connection: Connection, folder: str, remote_ids: Sequence[str]) -> int:

@@ -1,25 +1,38 @@
 """A local Microsoft identity platform + Microsoft Graph mail server, for tests, benchmarks and
-the demo. It speaks the documented shapes (``reference/providers.md`` §2.9) over real HTTPS, so
-real MSAL and our client talk to it unchanged:
+the demo. It speaks the documented shapes over real HTTPS, so real MSAL and our client talk to
+it unchanged. Each behaviour and its public source is listed in docs/protocols.md (Graph); the
+ones the documentation leaves open are played the hard way, seeded so failures reproduce:
 
 - ``GET /{tenant}/v2.0/.well-known/openid-configuration`` and ``POST /{tenant}/oauth2/v2.0/token``
-  (client credentials; AADSTS errors for unknown tenants and apps, wrong or expired secrets);
-  tokens are checked on every Graph call, with a server-side lifetime and revocation;
-- ``/v1.0/users/{u}``, ``mailFolders`` (+ ``childFolders``), per-folder ``messages/delta`` with
-  skip and delta tokens, ``@removed`` items and forgettable sync state (410
-  ``SyncStateNotFound``), ``messages?$search=`` capped at 1,000 results, ``messages/{id}``,
-  ``$value`` and attachments; ``/me`` is refused as it is for app-only tokens;
-- at most 4 concurrent requests per mailbox (the 5th gets 429 ``ApplicationThrottled``), with
-  the highest concurrency seen recorded; fault injection from ``sandbox.http``.
+  (client credentials; AADSTS error bodies for unknown tenants and apps, wrong or expired
+  secrets: 401 ``invalid_client`` for secrets); tokens are checked on every Graph call, with a
+  server-side lifetime and revocation;
+- ``/v1.0/users/{u}``; ``mailFolders`` lists the root's children 10 per page, hidden folders only
+  with ``includeHiddenFolders``, search folders typed ``#microsoft.graph.mailSearchFolder``;
+- per-folder ``messages/delta``: pages in **no guaranteed order** (shuffled), items sometimes
+  **repeated** within a round and replayed in the next, updated items carrying **only the
+  properties that changed** (plus ``id``), ``@removed`` items, and forgettable sync state (410
+  ``syncStateNotFound`` with a ``Location`` to start over);
+- ``messages?$search=`` capped at 1,000 results, KQL ``received`` read at **day** granularity
+  (a time of day is ignored);
+- ``messages/{id}``, ``$value``, attachments of the three kinds: ``fileAttachment``,
+  ``itemAttachment`` (``$value`` is the embedded item's MIME) and ``referenceAttachment``
+  (``$value`` answers **405**); ``/me`` is refused as it is for app-only tokens;
+- error bodies ``{"error": {"code", "message", "innerError": {...}}}``; at most 4 concurrent
+  requests per mailbox (the 5th gets 429 ``ApplicationThrottled`` with a fractional
+  ``Retry-After``), the highest concurrency seen recorded; fault injection from
+  ``sandbox.http``.
 """
 
 from __future__ import annotations
 
 import base64
 import itertools
+import random
 import re
 import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,17 +63,32 @@ def _iso(moment: datetime) -> str:
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> Response:
-    return Response(status, {"error": {"code": code, "message": message}}, headers)
+    """Graph's error body: code, message and an innerError with the request's ids and date."""
+    inner = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        "request-id": str(uuid.uuid4()),
+        "client-request-id": str(uuid.uuid4()),
+    }
+    return Response(
+        status, {"error": {"code": code, "message": message, "innerError": inner}}, headers
+    )
 
 
 def _aad_error(status: int, error: str, code: int, text: str) -> Response:
+    """The identity platform's error body (error_codes as integers, a space in timestamp)."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     return Response(
         status,
         {
             "error": error,
-            "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {secrets.token_hex(8)}",
+            "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\n"
+            f"Correlation ID: {correlation}\r\nTimestamp: {stamp}",
             "error_codes": [code],
-            "timestamp": _iso(datetime.now(UTC)),
+            "timestamp": stamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": f"https://login.microsoftonline.com/error?code={code}",
         },
     )
 
@@ -80,7 +108,9 @@ class Mailbox:
     folders: dict[str, dict[str, Any]] = field(default_factory=dict)
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     attachments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    events: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # per folder: (change number, message id, properties changed; None = all of it)
+    events: dict[str, list[tuple[int, str, frozenset[str] | None]]] = field(default_factory=dict)
+    created: dict[str, int] = field(default_factory=dict)  # message id -> change number
     seq: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -91,14 +121,32 @@ class Mailbox:
                 return str(folder["id"])
         raise KeyError(name_or_id)
 
-    def touch(self, folder_id: str, message_id: str) -> None:
+    def touch(self, folder_id: str, message_id: str, changed: frozenset[str] | None = None) -> None:
         self.seq += 1
-        self.events.setdefault(folder_id, []).append((self.seq, message_id))
+        self.events.setdefault(folder_id, []).append((self.seq, message_id, changed))
 
 
 class FakeGraph(LocalServer):
-    def __init__(self, ca: TestCA, *, latency: float = 0.0) -> None:
+    """``seed`` drives every choice the documentation leaves open (page order, repeats);
+    ``repeat`` is the chance that an item shows up a second time in a delta round (and that the
+    next round replays one); ``partial_updates`` sends updated items with their changed
+    properties only."""
+
+    def __init__(
+        self,
+        ca: TestCA,
+        *,
+        latency: float = 0.0,
+        seed: int = 1,
+        repeat: float = 0.1,
+        partial_updates: bool = True,
+        retry_after: str = "0.5",
+    ) -> None:
         super().__init__(ca)
+        self.rng = random.Random(seed)
+        self.repeat = repeat
+        self.partial_updates = partial_updates
+        self.retry_after = retry_after
         self.tenant = TENANT
         self.apps: dict[str, App] = {CLIENT_ID: App(CLIENT_ID, CLIENT_SECRET)}
         self.mailboxes: dict[str, Mailbox] = {}
@@ -123,7 +171,9 @@ class FakeGraph(LocalServer):
             self.mailboxes[box.upn] = box
         return box
 
-    def add_folder(self, box: Mailbox, name: str, parent: str | None = None) -> str:
+    def add_folder(
+        self, box: Mailbox, name: str, parent: str | None = None, *, hidden: bool = False
+    ) -> str:
         folder_id = new_id("AAMkAGI2-folder-")
         parent_id = box.folder_id(parent) if parent else _ROOT
         with self.lock:
@@ -134,10 +184,31 @@ class FakeGraph(LocalServer):
                 "childFolderCount": 0,
                 "unreadItemCount": 0,
                 "totalItemCount": 0,
-                "isHidden": False,
+                "isHidden": hidden,
             }
             if parent_id in box.folders:
                 box.folders[parent_id]["childFolderCount"] += 1
+        return folder_id
+
+    def add_search_folder(self, box: Mailbox, name: str, sources: tuple[str, ...]) -> str:
+        """A search folder: a view of messages that live in ``sources`` (typed
+        ``#microsoft.graph.mailSearchFolder`` in folder listings, unlike ordinary folders)."""
+        folder_id = new_id("AAMkAGI2-search-")
+        with self.lock:
+            box.folders[folder_id] = {
+                "@odata.type": "#microsoft.graph.mailSearchFolder",
+                "id": folder_id,
+                "displayName": name,
+                "parentFolderId": _ROOT,
+                "childFolderCount": 0,
+                "unreadItemCount": 0,
+                "totalItemCount": 0,
+                "isHidden": False,
+                "isSupported": True,
+                "includeNestedFolders": False,
+                "sourceFolderIds": [box.folder_id(s) for s in sources],
+                "filterQuery": "importance eq 'high'",
+            }
         return folder_id
 
     def add_message(
@@ -152,9 +223,14 @@ class FakeGraph(LocalServer):
         received: datetime | None = None,
         body: str = "<p>Hello there</p>",
         attachments: tuple[tuple[str, bytes, str], ...] = (),
+        references: tuple[tuple[str, str], ...] = (),
+        embedded: tuple[tuple[str, str], ...] = (),
         is_read: bool = False,
         categories: tuple[str, ...] = (),
     ) -> str:
+        """``attachments``: files (name, bytes, type); ``references``: links to files stored
+        elsewhere (name, URL), which have no content; ``embedded``: attached items
+        (name, subject of the embedded message)."""
         received = received or datetime.now(UTC)
         message_id = new_id()
         folder_id = box.folder_id(folder)
@@ -178,7 +254,7 @@ class FakeGraph(LocalServer):
             "lastModifiedDateTime": _iso(received),
             "isRead": is_read,
             "flag": {"flagStatus": "notFlagged"},
-            "hasAttachments": any(True for a in attachments),
+            "hasAttachments": bool(attachments or references or embedded),
             "parentFolderId": folder_id,
             "categories": list(categories),
         }
@@ -196,8 +272,36 @@ class FakeGraph(LocalServer):
                 }
                 for name, data, content_type in attachments
             ]
+            box.attachments[message_id] += [
+                {
+                    "@odata.type": "#microsoft.graph.referenceAttachment",
+                    "id": new_id("AAMkAGI2-ref-"),
+                    "name": name,
+                    "contentType": None,
+                    "size": 0,
+                    "isInline": False,
+                    "sourceUrl": url,
+                }
+                for name, url in references
+            ]
+            box.attachments[message_id] += [
+                {
+                    "@odata.type": "#microsoft.graph.itemAttachment",
+                    "id": new_id("AAMkAGI2-item-"),
+                    "name": name,
+                    "contentType": None,
+                    "size": 200,
+                    "isInline": False,
+                    "mime": (
+                        f"Subject: {inner}\r\nFrom: someone@example.com\r\n"
+                        "Content-Type: text/plain\r\n\r\nThe embedded message.\r\n"
+                    ).encode(),
+                }
+                for name, inner in embedded
+            ]
             box.folders[folder_id]["totalItemCount"] += 1
             box.touch(folder_id, message_id)
+            box.created[message_id] = box.seq
         return message_id
 
     def update_message(self, box: Mailbox, message_id: str, **changes: Any) -> None:
@@ -205,7 +309,7 @@ class FakeGraph(LocalServer):
             item = box.messages[message_id]
             item.update(changes)
             item["lastModifiedDateTime"] = _iso(datetime.now(UTC))
-            box.touch(item["parentFolderId"], message_id)
+            box.touch(item["parentFolderId"], message_id, frozenset(changes))
 
     def move_message(self, box: Mailbox, message_id: str, folder: str) -> None:
         """Moves keep the immutable id; the old folder's delta reports a removal."""
@@ -215,8 +319,8 @@ class FakeGraph(LocalServer):
             item["parentFolderId"] = target
             box.folders[source]["totalItemCount"] -= 1
             box.folders[target]["totalItemCount"] += 1
-            box.touch(source, message_id)
-            box.touch(target, message_id)
+            box.touch(source, message_id, frozenset({"parentFolderId"}))
+            box.touch(target, message_id, None)  # new to that folder: all of it
 
     def delete_message(self, box: Mailbox, message_id: str) -> None:
         with self.lock:
@@ -233,6 +337,22 @@ class FakeGraph(LocalServer):
     def revoke_tokens(self) -> None:
         with self.lock:
             self.tokens.clear()
+
+    def throttle(self, retry_after: float, times: int = 1) -> None:
+        """The next ``times`` Graph requests get Outlook's throttling answer (429
+        ``ApplicationThrottled`` with a Retry-After in seconds, possibly fractional)."""
+        self.fault(
+            r"^/v1\.0/users/",
+            429,
+            body={
+                "error": {
+                    "code": "ApplicationThrottled",
+                    "message": "Application is over its MailboxConcurrency limit.",
+                }
+            },
+            retry_after=retry_after,
+            times=times,
+        )
 
     # --- dispatch ------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -274,7 +394,7 @@ class FakeGraph(LocalServer):
                     429,
                     "ApplicationThrottled",
                     "Application is over its MailboxConcurrency limit.",
-                    **{"Retry-After": "1"},
+                    **{"Retry-After": self.retry_after},
                 )
             if self.latency:
                 time.sleep(self.latency)
@@ -395,8 +515,13 @@ class FakeGraph(LocalServer):
         return _error(400, "BadRequest", f"Unsupported segment {rest}")
 
     def folder_page(self, request: Request, box: Mailbox, parent: str) -> Response:
+        hidden = request.query.get("includeHiddenFolders", "").lower() == "true"
         with self.lock:
-            folders = [dict(f) for f in box.folders.values() if f["parentFolderId"] == parent]
+            folders = [
+                dict(f)
+                for f in box.folders.values()
+                if f["parentFolderId"] == parent and (hidden or not f["isHidden"])
+            ]
         top = int(request.query.get("$top", 10))
         skip = int(request.query.get("$skip", 0))
         body: dict[str, Any] = {"value": folders[skip : skip + top]}
@@ -414,10 +539,30 @@ class FakeGraph(LocalServer):
         found = re.search(r"odata\.maxpagesize=(\d+)", request.headers.get("Prefer") or "")
         return int(found.group(1)) if found else default
 
+    def _in_view(self, box: Mailbox, folder_id: str, item: dict[str, Any]) -> bool:
+        """Whether ``item`` is in the folder (a search folder shows its sources' messages)."""
+        sources = box.folders[folder_id].get("sourceFolderIds")
+        if sources is not None:
+            return item["parentFolderId"] in sources
+        return bool(item["parentFolderId"] == folder_id)
+
+    def _round(self, ids: list[str], previous: list[str]) -> list[str]:
+        """A round's id order: no guaranteed order (shuffled), an item now and then a second
+        time, and now and then one item of the previous round again (a replay)."""
+        order = list(ids)
+        if previous and self.rng.random() < self.repeat:
+            order.append(self.rng.choice(previous))
+        self.rng.shuffle(order)
+        for item in list(order):
+            if self.rng.random() < self.repeat:
+                order.insert(self.rng.randrange(len(order) + 1), item)
+        return order
+
     def delta(self, request: Request, box: Mailbox, folder_id: str) -> Response:
         if folder_id not in box.folders:
             return _error(404, "ErrorItemNotFound", ITEM_NOT_FOUND)
         query = request.query
+        base = f"{self.url}/v1.0/users/{quote(box.upn, safe='@')}/mailFolders/{folder_id}"
         with self.lock:
             if "$skiptoken" in query or "$deltatoken" in query:
                 key = query.get("$skiptoken") or query.get("$deltatoken", "")
@@ -425,28 +570,36 @@ class FakeGraph(LocalServer):
                 if state is None or state["folder"] != folder_id:
                     return _error(
                         410,
-                        "SyncStateNotFound",
-                        f"The sync state generation is not found; generation={self.generation - 1};"
-                        f"[highest={self.generation}]",
+                        "syncStateNotFound",
+                        "The sync state generation is not found. The delta token is expired and "
+                        "data must be synchronized again.",
+                        Location=f"{base}/messages/delta",
                     )
                 if "$deltatoken" in query:  # a new round: what changed since that round's start
-                    latest: dict[str, None] = {}
-                    for seq, message_id in box.events.get(folder_id, []):
-                        if seq > state["base"]:
-                            latest.pop(message_id, None)
-                            latest[message_id] = None
+                    changed: dict[str, frozenset[str] | None] = {}
+                    for seq, message_id, props in box.events.get(folder_id, []):
+                        if seq <= state["base"]:
+                            continue
+                        if box.created.get(message_id, 0) > state["base"] or props is None:
+                            changed[message_id] = None  # new here: all of it
+                        elif message_id not in changed or changed[message_id] is not None:
+                            changed[message_id] = (changed.get(message_id) or frozenset()) | props
+                    if box.folders[folder_id].get("sourceFolderIds") is not None:
+                        changed = {}  # (a view: only its initial listing is modelled)
                     state = {
                         **state,
-                        "ids": list(latest),
+                        "ids": self._round(list(changed), state.get("last", [])),
+                        "partial": {k: sorted(v) for k, v in changed.items() if v is not None},
                         "pos": 0,
                         "base": box.seq,
                         "initial": False,
                     }
             else:
-                ids = [m for m, item in box.messages.items() if item["parentFolderId"] == folder_id]
+                ids = [m for m, item in box.messages.items() if self._in_view(box, folder_id, item)]
                 state = {
                     "folder": folder_id,
-                    "ids": ids,
+                    "ids": self._round(ids, []),
+                    "partial": {},
                     "pos": 0,
                     "base": box.seq,
                     "select": query.get("$select", ""),
@@ -457,13 +610,24 @@ class FakeGraph(LocalServer):
             value = []
             for message_id in chunk:
                 item = box.messages.get(message_id)
-                if item is not None and item["parentFolderId"] == folder_id:
-                    value.append(self._selected(item, state["select"]))
+                if item is not None and self._in_view(box, folder_id, item):
+                    shown = self._selected(item, state["select"])
+                    only = state["partial"].get(message_id) if self.partial_updates else None
+                    if only is not None:  # "at least the properties that changed"
+                        shown = {
+                            k: v for k, v in shown.items() if k in {"id", "@odata.etag", *only}
+                        }
+                    value.append({"@odata.type": "#microsoft.graph.message", **shown})
                 elif not state["initial"]:
-                    value.append({"id": message_id, "@removed": {"reason": "deleted"}})
+                    value.append(
+                        {
+                            "@odata.type": "#microsoft.graph.message",
+                            "id": message_id,
+                            "@removed": {"reason": "deleted"},
+                        }
+                    )
             token = secrets.token_urlsafe(24)
             following = {**state, "pos": state["pos"] + size}
-            base = f"{self.url}/v1.0/users/{quote(box.upn, safe='@')}/mailFolders/{folder_id}"
             body: dict[str, Any] = {
                 "@odata.context": f"{self.url}/v1.0/$metadata#Collection(message)",
                 "value": value,
@@ -476,6 +640,7 @@ class FakeGraph(LocalServer):
                     "folder": folder_id,
                     "base": state["base"],
                     "select": state["select"],
+                    "last": list(dict.fromkeys(state["ids"])),
                 }
                 body["@odata.deltaLink"] = f"{base}/messages/delta?$deltatoken={token}"
         return Response(200, body)
@@ -488,24 +653,29 @@ class FakeGraph(LocalServer):
                 "The query parameter '$orderBy' is not supported with '$search'.",
             )
         text = request.query["$search"].strip('"')
-        participant = re.search(r"participants:(\S+)", text)
+        participant = re.search(r"(participants|from|to|cc):(\S+)", text)
         since = re.search(r"received>=(\S+)", text)
         until = re.search(r"received<(\S+)", text)
 
         def moment(found: re.Match[str] | None) -> datetime | None:
+            """KQL ``received`` compares dates: a time of day is ignored (day granularity)."""
             if not found:
                 return None
-            value = found.group(1)
-            if len(value) == 10:
-                value += "T00:00:00Z"
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return datetime.fromisoformat(found.group(1)[:10] + "T00:00:00+00:00")
 
         start, end = moment(since), moment(until)
-        who = participant.group(1).lower() if participant else ""
+        role, who = (
+            (participant.group(1), participant.group(2).lower()) if participant else ("", "")
+        )
         with self.lock:
             hits = []
             for item in box.messages.values():
-                people = [item["from"], *item["toRecipients"], *item["ccRecipients"]]
+                people = {
+                    "participants": [item["from"], *item["toRecipients"], *item["ccRecipients"]],
+                    "from": [item["from"]],
+                    "to": item["toRecipients"],
+                    "cc": item["ccRecipients"],
+                }.get(role, [])
                 if who and who not in {p["emailAddress"]["address"].lower() for p in people}:
                     continue
                 received = datetime.fromisoformat(item["receivedDateTime"].replace("Z", "+00:00"))
@@ -543,13 +713,25 @@ class FakeGraph(LocalServer):
             )
             return Response(200, mime, content_type="message/rfc822")
         if rest == "/attachments":
-            meta = [{k: v for k, v in a.items() if k != "data"} for a in attachments]
+            hidden = {"data", "mime"}
+            meta = [{k: v for k, v in a.items() if k not in hidden} for a in attachments]
             if "$select" not in request.query:
                 for entry, attachment in zip(meta, attachments, strict=True):
-                    entry["contentBytes"] = base64.b64encode(attachment["data"]).decode()
+                    if "data" in attachment:  # only file attachments carry contentBytes
+                        entry["contentBytes"] = base64.b64encode(attachment["data"]).decode()
             return Response(200, {"value": meta})
         if m := re.match(r"^/attachments/([^/]+)/\$value$", rest):
             for attachment in attachments:
-                if attachment["id"] == m.group(1):
-                    return Response(200, attachment["data"], content_type=attachment["contentType"])
+                if attachment["id"] != m.group(1):
+                    continue
+                kind = attachment["@odata.type"]
+                if kind == "#microsoft.graph.referenceAttachment":
+                    return _error(
+                        405,
+                        "ErrorInvalidRequest",
+                        "The content of a reference attachment cannot be read.",
+                    )
+                if kind == "#microsoft.graph.itemAttachment":
+                    return Response(200, attachment["mime"], content_type="message/rfc822")
+                return Response(200, attachment["data"], content_type=attachment["contentType"])
         return _error(404, "ErrorItemNotFound", ITEM_NOT_FOUND)

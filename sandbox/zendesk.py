@@ -1,20 +1,23 @@
 """A local Zendesk Support API for tests, benchmarks and the demo: the cursor-based incremental
-ticket export as documented (``reference/providers.md`` §3.8), over real HTTPS.
+ticket export and Show Ticket as documented, over real HTTPS (behaviours and sources:
+docs/protocols.md, Zendesk).
 
 Accounts live under a path prefix (``/{subdomain}/api/v2/…``), standing in for
 ``https://{subdomain}.zendesk.com`` (the product's ``ZENDESK_BASE_URL`` template makes the same
 substitution). The server enforces Basic ``{email}/token`` auth (or an OAuth bearer token) and
-the admin role, orders the export by ``generated_timestamp``, hands out opaque cursors, honours
-``per_page``, ``exclude_deleted``, ``support_type_scope`` and ``include=users``, answers 422 for
-a ``start_time`` less than a minute old, and 429 with Retry-After past the export's rate limit
-(10 requests per minute by default), counting what it refused.
+the admin role, orders the export by ``generated_timestamp``, hands out opaque cursors that are
+**standard base64** (``+``, ``/`` and ``=`` included: a client must send them back exactly),
+honours ``per_page``, ``exclude_deleted``, ``support_type_scope`` and ``include=users``, lists a
+deleted ticket with status ``deleted`` and its subject and description **scrubbed**
+("SCRUBBED", "X"), answers 422 for a ``start_time`` less than a minute old, and past the
+export's rate limit (10 requests per minute by default) 429 as Zendesk does: a ``text/plain``
+body and a lowercase ``retry-after`` header, counting what it refused.
 """
 
 from __future__ import annotations
 
 import base64
 import itertools
-import json
 import re
 import time
 from collections import deque
@@ -47,14 +50,22 @@ class Account:
     exports: int = 0
 
 
-def _cursor(generated: int, ticket_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([generated, ticket_id]).encode()).decode()
+def _cursor(generated: int, ticket_id: int, generation: int = 1) -> str:
+    """Zendesk's shape (``base64("<epoch>.0||<id>|")``) in standard base64, padded with three
+    bytes whose encoding holds ``+`` and ``/``: a client that does not send the cursor back
+    exactly as received (say, unescaped in a URL, where ``+`` reads as a space) loses it."""
+    data = f"{generated}.0||{ticket_id}|{generation}".encode() + b"\xfb\xff\xfe"
+    return base64.b64encode(data).decode()
 
 
-def _uncursor(text: str) -> tuple[int, int] | None:
+def _uncursor(text: str, generation: int = 1) -> tuple[int, int] | None:
     try:
-        generated, ticket_id = json.loads(base64.urlsafe_b64decode(text.encode()))
-        return int(generated), int(ticket_id)
+        data = base64.b64decode(text.encode(), validate=True)
+        generated, _, rest = data.partition(b".0||")
+        ticket, _, tail = rest.partition(b"|")
+        if int(tail[:-3] or 0) != generation:
+            return None
+        return int(generated), int(ticket)
     except (ValueError, TypeError):
         return None
 
@@ -70,6 +81,8 @@ class FakeZendesk(LocalServer):
         self.rate = rate  # (requests, seconds) on the export endpoint; None: no limit
         self.ids = itertools.count(1001)
         self.clock = _NOW
+        self.generation = 1  # cursors of an older generation are refused (forget_cursors)
+        self.throttled: list[float] = []  # pending one-off 429s (their retry-after)
 
     @property
     def base_url(self) -> str:
@@ -153,8 +166,26 @@ class FakeZendesk(LocalServer):
             ticket["updated_at"] = _iso(stamp)
             ticket["generated_timestamp"] = max(stamp, ticket["generated_timestamp"] + 1)
 
+    def forget_cursors(self) -> None:
+        """Every cursor handed out so far is refused from now on."""
+        with self.lock:
+            self.generation += 1
+
+    def throttle(self, retry_after: float, times: int = 1) -> None:
+        """The next ``times`` export requests get Zendesk's 429 (text/plain, ``retry-after``)."""
+        with self.lock:
+            self.throttled += [retry_after] * times
+
     def delete_ticket(self, account: Account, ticket_id: int) -> None:
-        self.update_ticket(account, ticket_id, status="deleted")
+        """Deleted: the export lists it with its content scrubbed."""
+        self.update_ticket(
+            account,
+            ticket_id,
+            status="deleted",
+            subject="SCRUBBED",
+            raw_subject="SCRUBBED",
+            description="X",
+        )
 
     # --- protocol ------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -199,6 +230,14 @@ class FakeZendesk(LocalServer):
                     "description": "You do not have access to this page. "
                     "Please contact the account owner of this help desk for further help.",
                 },
+            )
+        with self.lock:
+            pending = self.throttled.pop(0) if self.throttled else None
+        if pending is not None:
+            return Response(
+                429,
+                "Number of allowed API requests per minute exceeded",
+                {"retry-after": f"{pending:g}"},
             )
         limited = self.limit(account)
         if limited is not None:
@@ -250,12 +289,8 @@ class FakeZendesk(LocalServer):
                 wait = max(1, int(log[0] + per - now + 0.999))
                 return Response(
                     429,
-                    {
-                        "error": "APIRateLimitExceeded",
-                        "description": "Number of allowed "
-                        "incremental export API requests per minute exceeded",
-                    },
-                    {"Retry-After": str(wait)},
+                    "Number of allowed API requests per minute exceeded",  # text/plain
+                    {"retry-after": str(wait)},
                 )
             log.append(now)
             account.exports += 1
@@ -265,7 +300,7 @@ class FakeZendesk(LocalServer):
         query = request.query
         per_page = max(1, min(int(query.get("per_page", 1000)), 1000))
         if "cursor" in query:
-            position = _uncursor(query["cursor"])
+            position = _uncursor(query["cursor"], self.generation)
             if position is None:
                 return Response(
                     400, {"error": "InvalidPaginationParameter", "description": "invalid cursor"}
@@ -312,7 +347,7 @@ class FakeZendesk(LocalServer):
                 if (scope == "all" or t["via"]["channel"] != "ai_agent")
                 and not (exclude_deleted and t["status"] == "deleted")
             ]
-        cursor = _cursor(*last)
+        cursor = _cursor(*last, self.generation)
         base = f"{self.url}/{account.subdomain}/api/v2/incremental/tickets/cursor.json"
         keep = {k: v for k, v in query.items() if k not in ("cursor", "start_time")}
         body: dict[str, Any] = {

@@ -1,20 +1,28 @@
-"""A local Zimbra SOAP server for tests, benchmarks and the demo (``reference/providers.md``
-§4.7): ``/service/admin/soap`` (AuthRequest, DelegateAuthRequest) and ``/service/soap``
-(CreateTask, ModifyTask, CancelTask, GetTask, Sync) over real HTTPS.
+"""A local Zimbra SOAP server for tests, benchmarks and the demo: ``/service/admin/soap``
+(AuthRequest, DelegateAuthRequest) and ``/service/soap`` (CreateTask, ModifyTask, CancelTask,
+GetTask, ItemAction, Sync) over real HTTPS. Each behaviour and the Zimbra source or SOAP
+document it follows is listed in docs/protocols.md (Zimbra).
 
-It parses the envelope (SOAP 1.1 or 1.2) and ``context/authToken``, keeps each account's tasks
-by UID (a create with a known UID updates that task, as Zimbra does), returns ``calItemId``,
-``invId``, ``ms`` and ``rev`` and bumps ``ms``/``rev`` on every change, enforces ``ms`` on
-modify (``mail.INVITE_OUT_OF_DATE``), expires tokens after a set lifetime
-(``service.AUTH_EXPIRED``), and answers faults as HTTP 500 + SOAP 1.2 Fault with
-``<Error xmlns="urn:zimbra"><Code>…</Code></Error>``. ``fault_code()`` injects any Zimbra
-fault; ``drop_after_commit()`` performs a request and then drops the connection unanswered.
-
-``SyncRequest l=… [token] [changeLimit]`` answers the folder's tasks changed after the token
-(the change number it handed out), oldest first, as ``<task id ms md rev l/>`` plus
-``<deleted ids/>``, with ``token`` and ``more``; ``expire_tombstones()`` makes every earlier
-token too old (``mail.MUST_RESYNC``). Without a token it answers as Zimbra's initial sync does:
-the folder with the ids of its tasks, ``<folder id="15"><task ids="257,258"/></folder>``.
+- Each account is a mailbox with its own item ids (the first is 257) and its own change
+  numbers; a create with a known UID updates that task, as Zimbra does.
+- ``GetTaskRequest`` returns ``id``, ``uid``, ``l``, ``rev``, ``s`` and ``d`` (milliseconds), and
+  ``md``/``ms`` **only with ``sync="1"``**; a missing id answers ``mail.NO_SUCH_ITEM``, a
+  missing uid ``mail.NO_SUCH_CALITEM``.
+- ``ModifyTaskRequest`` checks for conflicts only when **both** ``ms`` and ``rev`` are sent:
+  either one older than the task's answers ``mail.INVITE_OUT_OF_DATE``.
+- Deleting a task in the web client (``delete_in_zimbra``) and ``CancelTaskRequest`` move it to
+  the **Trash** (folder 3); Modify and Cancel on a task in the Trash answer
+  ``service.INVALID_REQUEST`` ("cannot modify/cancel a calendar item under trash"); emptying the
+  Trash (``purge_in_zimbra``, or ``ItemActionRequest op="delete"``) deletes it for good.
+- ``SyncRequest l=… [token] [changeLimit]``: without a token the folder with the ids of its
+  tasks (``<folder id="15"><task ids="257,258"/></folder>``); with one, the folder's tasks
+  changed since, as ``<task id ms md l/>`` (no ``rev``), and ``<deleted ids/>`` listing items
+  deleted **or moved out of the folder** (into the Trash); paging with ``more="1"`` hands out
+  composite tokens (``"N-I"``); ``expire_tombstones()`` makes earlier tokens too old
+  (``mail.MUST_RESYNC``).
+- Tokens expire (``service.AUTH_EXPIRED``); every fault is HTTP 500 + SOAP 1.2 Fault with
+  ``<Error xmlns="urn:zimbra"><Code>…</Code></Error>``; ``fault_code()`` injects any fault and
+  ``drop_after_commit()`` performs a request and then drops the connection unanswered.
 """
 
 from __future__ import annotations
@@ -77,25 +85,42 @@ class ZTask:
     subject: str = ""
 
 
+TRASH = "3"
+
+
 @dataclass
 class Mailbox:
     name: str
-    tasks: dict[str, ZTask] = field(default_factory=dict)  # by uid
+    tasks: dict[str, ZTask] = field(default_factory=dict)  # by uid (those in the Trash too)
     # Zimbra numbers items per mailbox (the first user item is 257 in every mailbox), so the
-    # same id means different items in two mailboxes.
+    # same id means different items in two mailboxes; change numbers are per mailbox as well.
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(257))
-
-    def add_foreign_task(self, uid: str, name: str = "untouched") -> ZTask:
-        """A task the person made in Zimbra itself (not one of ours)."""
-        item = next(self.ids)
-        task = ZTask(uid, item, f"{item}-{item - 1}", 1, 1, "15", {"name": name})
-        self.tasks[uid] = task
-        return task
-
+    last_change: int = 999
+    horizon: int = 0  # tokens below this get mail.MUST_RESYNC
     tombstones: list[tuple[int, int]] = field(default_factory=list)  # (change, item id)
     creates: int = 0
     modifies: int = 0
     cancels: int = 0
+
+    def next_change(self) -> int:
+        self.last_change += 1
+        return self.last_change
+
+    def add_foreign_task(self, uid: str, name: str = "untouched") -> ZTask:
+        """A task the person made in Zimbra itself (not one of ours)."""
+        item = next(self.ids)
+        change = self.next_change()
+        task = ZTask(uid, item, f"{item}-{item - 1}", change, change, "15", {"name": name})
+        self.tasks[uid] = task
+        return task
+
+    def by_id(self, item_id: str) -> ZTask | None:
+        return next((t for t in self.tasks.values() if str(t.cal_item_id) == item_id), None)
+
+    @property
+    def live(self) -> dict[str, ZTask]:
+        """The tasks not in the Trash, by uid."""
+        return {uid: t for uid, t in self.tasks.items() if t.folder != TRASH}
 
 
 class FakeZimbra(LocalServer):
@@ -105,9 +130,6 @@ class FakeZimbra(LocalServer):
         self.mailboxes: dict[str, Mailbox] = {}
         self.tokens: dict[str, tuple[str, str, float]] = {}  # token -> (kind, account, expiry)
         self.token_lifetime = 3600.0
-        self.changes = itertools.count(1000)
-        self.last_change = 999
-        self.tombstone_horizon = 0  # tokens below this get mail.MUST_RESYNC
         self.operations: list[str] = []
 
     @property
@@ -135,32 +157,64 @@ class FakeZimbra(LocalServer):
         with self.lock:
             self.tokens = {t: (k, a, 0.0) for t, (k, a, _) in self.tokens.items()}
 
+    def change_admin_password(self, name: str, password: str) -> None:
+        """As in Zimbra, a new password also ends the sessions signed in with the old one."""
+        with self.lock:
+            self.admins[name] = password
+        self.expire_tokens()
+
+    def throttle(self, retry_after: float, times: int = 1) -> None:
+        """The next ``times`` requests are refused by the server's request-rate filter: 429 with
+        a Retry-After (an assumption: docs/protocols.md, Zimbra)."""
+        self.fault(
+            r"/service/soap", 429, body="Too many requests", retry_after=retry_after, times=times
+        )
+
     def edit_in_zimbra(self, account: str, uid: str, at: float | None = None, **comp: str) -> None:
         """Someone changes the task in Zimbra's web client (``at``: when, default now)."""
         with self.lock:
-            task = self.mailboxes[account].tasks[uid]
+            box = self.mailboxes[account]
+            task = box.tasks[uid]
             task.comp.update(comp)
-            self._touch(task, at)
+            self._touch(box, task, at)
 
     def delete_in_zimbra(self, account: str, uid: str) -> None:
+        """Someone deletes the task in the web client: it moves to the Trash (a CancelTask)."""
         with self.lock:
             box = self.mailboxes[account]
-            task = box.tasks.pop(uid)
-            box.tombstones.append((self._next_change(), task.cal_item_id))
+            self._trash(box, box.tasks[uid])
+
+    def purge_in_zimbra(self, account: str, uid: str) -> None:
+        """Someone empties the Trash (or deletes a task twice): gone for good."""
+        with self.lock:
+            box = self.mailboxes[account]
+            self._purge(box, box.tasks[uid])
 
     def expire_tombstones(self) -> None:
         """Zimbra purged its change history: every token handed out so far is too old."""
         with self.lock:
-            self.tombstone_horizon = self.last_change + 1
-            self._next_change()  # tokens handed out from now on are valid
+            for box in self.mailboxes.values():
+                box.horizon = box.last_change + 1
+                box.next_change()  # tokens handed out from now on are valid
 
-    def _next_change(self) -> int:
-        self.last_change = next(self.changes)
-        return self.last_change
+    @property
+    def tombstone_horizon(self) -> int:
+        return max((box.horizon for box in self.mailboxes.values()), default=0)
 
-    def _touch(self, task: ZTask, at: float | None = None) -> None:
-        task.ms = task.rev = self._next_change()
+    def _touch(self, box: Mailbox, task: ZTask, at: float | None = None) -> None:
+        """A content change: both the modified sequence and the revision move on."""
+        task.ms = task.rev = box.next_change()
         task.md = int(time.time() if at is None else at)
+
+    def _trash(self, box: Mailbox, task: ZTask) -> None:
+        """A move (to the Trash): only the modified sequence moves on."""
+        task.folder = TRASH
+        task.ms = box.next_change()
+        task.md = int(time.time())
+
+    def _purge(self, box: Mailbox, task: ZTask) -> None:
+        del box.tasks[task.uid]
+        box.tombstones.append((box.next_change(), task.cal_item_id))
 
     # --- protocol --------------------------------------------------------------------------------
     def fault_target(self, request: Request) -> str:
@@ -251,70 +305,115 @@ class FakeZimbra(LocalServer):
                 return self._ids("CreateTaskResponse", task)
             if name == "ModifyTaskRequest":
                 task = self._by_inv(box, operation.get("id", ""))
-                if operation.get("ms") and int(operation.get("ms")) != task.ms:
-                    raise SoapError("mail.INVITE_OUT_OF_DATE", f"invite {task.inv_id} has changed")
+                if task.folder == TRASH:
+                    raise SoapError(
+                        "service.INVALID_REQUEST",
+                        "invalid request: cannot modify a calendar item under trash",
+                    )
+                ms, rev = int(operation.get("ms") or 0), int(operation.get("rev") or 0)
+                if ms and rev and (ms < task.ms or rev < task.rev):  # both, or no check at all
+                    raise SoapError(
+                        "mail.INVITE_OUT_OF_DATE",
+                        f"The specified Invite is out of date (has been updated): {task.inv_id}",
+                    )
                 self._write(box, operation, task)
                 box.modifies += 1
                 return self._ids("ModifyTaskResponse", task)
             if name == "CancelTaskRequest":
                 task = self._by_inv(box, operation.get("id", ""))
-                del box.tasks[task.uid]
-                box.tombstones.append((self._next_change(), task.cal_item_id))
+                if task.folder == TRASH:
+                    raise SoapError(
+                        "service.INVALID_REQUEST",
+                        "invalid request: cannot cancel a calendar item under trash",
+                    )
+                self._trash(box, task)  # cancelling the whole task moves it to the Trash
                 box.cancels += 1
                 return f'<CancelTaskResponse xmlns="{MAIL}"/>'
-            if name == "GetTaskRequest":
-                uid = operation.get("uid")
-                task = box.tasks.get(uid or "") or next(
-                    (t for t in box.tasks.values() if str(t.cal_item_id) == operation.get("id")),
-                    None,
-                )
-                if task is None:
-                    raise SoapError("mail.NO_SUCH_TASK", f"no such task: {uid}")
-                attrs = " ".join(f"{k}={quoteattr(v)}" for k, v in task.comp.items())
+            if name == "ItemActionRequest":
+                action = operation.find(f"{{{MAIL}}}action")
+                found = box.by_id(action.get("id", "")) if action is not None else None
+                if found is None:
+                    raise SoapError("mail.NO_SUCH_ITEM", "no such item")
+                if action is None or action.get("op") != "delete":
+                    raise SoapError("service.INVALID_REQUEST", "unsupported action")
+                self._purge(box, found)
                 return (
-                    f'<GetTaskResponse xmlns="{MAIL}"><task id="{task.cal_item_id}" '
-                    f'uid={quoteattr(task.uid)} l="{task.folder}" ms="{task.ms}" '
-                    f'rev="{task.rev}" md="{task.md}"><inv id="{task.inv_id.split("-")[1]}">'
-                    f"<comp {attrs}/>"
-                    f"</inv></task></GetTaskResponse>"
+                    f'<ItemActionResponse xmlns="{MAIL}"><action op="delete"/></ItemActionResponse>'
                 )
+            if name == "GetTaskRequest":
+                return self._get(box, operation)
             if name == "SyncRequest":
                 return self._sync(box, operation)
         raise SoapError("service.UNKNOWN_DOCUMENT", f"unknown document: {name}")
 
+    def _get(self, box: Mailbox, operation: Any) -> str:
+        uid, item_id = operation.get("uid"), operation.get("id")
+        if uid:
+            task = box.tasks.get(uid)
+            if task is None:
+                raise SoapError("mail.NO_SUCH_CALITEM", f"no such appointment or task: {uid}")
+        else:
+            task = box.by_id(item_id or "")
+            if task is None:
+                raise SoapError("mail.NO_SUCH_ITEM", f"no such item: {item_id}")
+        attrs = " ".join(f"{k}={quoteattr(v)}" for k, v in task.comp.items())
+        # modified date and sequence only on sync-related requests (sync="1")
+        sync = operation.get("sync") in ("1", "true")
+        extra = f' f="" tn="" ms="{task.ms}" md="{task.md}"' if sync else ""
+        return (
+            f'<GetTaskResponse xmlns="{MAIL}"><task id="{task.cal_item_id}" '
+            f'uid={quoteattr(task.uid)} l="{task.folder}" rev="{task.rev}" s="0" '
+            f'd="{task.md * 1000}"{extra}><inv id="{task.inv_id.split("-")[1]}">'
+            f"<comp {attrs}/></inv></task></GetTaskResponse>"
+        )
+
     def _sync(self, box: Mailbox, operation: Any) -> str:
         folder, token = operation.get("l", "1"), operation.get("token")
-        since = 0
-        if token is not None:
-            if not token.isdigit():
-                raise SoapError("mail.INVALID_SYNC_TOKEN", f"invalid sync token: {token}")
-            since = int(token)
-            if since < self.tombstone_horizon:
-                raise SoapError(
-                    "mail.MUST_RESYNC",
-                    "sync token too old; tombstones have already been expired",
-                )
         if token is None:
             ids = ",".join(str(t.cal_item_id) for t in box.tasks.values() if t.folder == folder)
             return (
-                f'<SyncResponse xmlns="{MAIL}" md="{int(time.time())}" token="{self.last_change}"'
+                f'<SyncResponse xmlns="{MAIL}" md="{int(time.time())}" token="{box.last_change}"'
                 f' more="0"><folder id="{folder}"><task ids="{ids}"/></folder></SyncResponse>'
             )
-        limit = int(operation.get("changeLimit") or 0) or 1_000_000
+        found = re.fullmatch(r"(\d+)(?:-(\d+))?(?::d(\d+)(?:-(\d+))?)?", token)
+        if found is None:
+            raise SoapError("service.INVALID_REQUEST", f"malformed sync token: {token}")
+        since, after_item = int(found.group(1)), int(found.group(2) or 0)
+        if since < box.horizon:
+            raise SoapError(
+                "mail.MUST_RESYNC", "sync token too old; tombstones have already been expired"
+            )
+
+        def newer(task: ZTask) -> bool:  # "N-I": all of change N, and of N+1 the items <= I
+            return (
+                task.ms > since + 1
+                or (task.ms == since + 1 and task.cal_item_id > after_item)
+                or (task.ms == since + 1 and not after_item)
+            )
+
+        limit = min(int(operation.get("changeLimit") or 0) or 3990, 3990)
         changed = sorted(
-            (t for t in box.tasks.values() if t.folder == folder and t.ms > since),
-            key=lambda t: t.ms,
+            (t for t in box.tasks.values() if newer(t)), key=lambda t: (t.ms, t.cal_item_id)
         )
         page, more = changed[:limit], len(changed) > limit
-        upto = page[-1].ms if more else self.last_change
-        gone = [str(item) for change, item in box.tombstones if since < change <= upto]
+        if more:
+            last = page[-1]
+            next_token = f"{last.ms - 1}-{last.cal_item_id}"
+            upto = last.ms
+        else:
+            next_token, upto = str(box.last_change), box.last_change
+        # items changed here: those still in the folder are listed, those moved out of it
+        # (into the Trash) are reported as deleted, as tombstones are
         items = "".join(
-            f'<task id="{t.cal_item_id}" l="{t.folder}" ms="{t.ms}" rev="{t.rev}" md="{t.md}"/>'
+            f'<task id="{t.cal_item_id}" l="{t.folder}" ms="{t.ms}" md="{t.md}" d="{t.md * 1000}"/>'
             for t in page
+            if t.folder == folder
         )
+        gone = [str(t.cal_item_id) for t in page if t.folder != folder]
+        gone += [str(item) for change, item in box.tombstones if since < change <= upto]
         deleted = f'<deleted ids="{",".join(gone)}"/>' if gone else ""
         return (
-            f'<SyncResponse xmlns="{MAIL}" md="{int(time.time())}" token="{upto}" '
+            f'<SyncResponse xmlns="{MAIL}" md="{int(time.time())}" token="{next_token}" '
             f'more="{int(more)}">{items}{deleted}</SyncResponse>'
         )
 
@@ -322,7 +421,7 @@ class FakeZimbra(LocalServer):
         for task in box.tasks.values():
             if task.inv_id == inv_id:
                 return task
-        raise SoapError("mail.NO_SUCH_TASK", f"no such task: {inv_id}")
+        raise SoapError("mail.NO_SUCH_ITEM", f"no such item: {inv_id}")
 
     def _write(self, box: Mailbox, operation: Any, task: ZTask | None) -> ZTask:
         m = operation.find(f"{{{MAIL}}}m")
@@ -341,7 +440,7 @@ class FakeZimbra(LocalServer):
         )
         task.description = comp.findtext(f"{{{MAIL}}}desc") or ""
         task.subject = m.findtext(f"{{{MAIL}}}su") or ""
-        self._touch(task)
+        self._touch(box, task)
         return task
 
     def _ids(self, element: str, task: ZTask) -> str:

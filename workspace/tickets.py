@@ -48,6 +48,9 @@ def _name(users: Mapping[int, Mapping[str, Any]], user_id: Any) -> str:
     return str((user or {}).get("name") or "")[:300]
 
 
+SCRUBBED_FIELDS = ("subject", "description", "requester_name", "assignee_name")
+
+
 def _values(item: Mapping[str, Any], users: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "subject": str(item.get("subject") or "")[:500],
@@ -111,6 +114,10 @@ def upsert_tickets(
             counts.deleted += 1
         else:
             counts.updated += 1
+        if values["deleted"]:
+            # A deleted ticket is exported with its content scrubbed ("SCRUBBED", "X"): keep
+            # the last real subject and description we had; the raw JSON keeps what came.
+            values = {k: v for k, v in values.items() if k not in SCRUBBED_FIELDS}
         for name, value in values.items():
             setattr(row, name, value)
         row.changed_at = now

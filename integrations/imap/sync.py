@@ -1,4 +1,4 @@
-"""The IMAP sync algorithm (see ``reference/providers.md`` §1.3), as a generator of batches.
+"""The IMAP sync algorithm (docs/protocols.md, IMAP), as a generator of batches.
 
 Per folder the cursor keeps ``uidvalidity``, ``last_uid`` (highest UID fully committed),
 ``uidnext``/``messages``/``highestmodseq`` (the last STATUS seen) and ``initial_done``:

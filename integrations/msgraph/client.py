@@ -39,6 +39,11 @@ class ItemGone(Exception):
     """The item was deleted or moved away meanwhile (404 ErrorItemNotFound)."""
 
 
+class NoContent(Exception):
+    """Graph will not give this content (405 for a reference attachment's ``$value``, or a
+    400 about it): the item is recorded without it."""
+
+
 class GraphClient:
     def __init__(self, config: GraphConfig, secrets: Mapping[str, Any]) -> None:
         self.config = config
@@ -60,7 +65,13 @@ class GraphClient:
         return response.json()
 
     def get_bytes(self, url: str) -> bytes:
-        return self._send(url, None, None).content
+        """Raw content (``$value``); ``NoContent`` when Graph says it has none to give."""
+        try:
+            return self._send(url, None, None).content
+        except Permanent as refused:
+            if refused.detail.startswith(("HTTP 405", "HTTP 400")):
+                raise NoContent(refused.detail[:200]) from None
+            raise
 
     def close(self) -> None:
         self.http.close()

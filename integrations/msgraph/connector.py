@@ -84,7 +84,11 @@ class GraphConnector(Connector):
 
     def apply(self, batch: Batch) -> Counts:
         folders = (batch.cursor or {}).get("folders", {})
-        resetting = any(state.get("reset") for state in folders.values())
+        # during a full pass every message seen is marked seen, so that the pass's end retires
+        # only what it did not see — including the pass's last page
+        resetting = any(state.get("reset") for state in folders.values()) or any(
+            isinstance(r, FullPassDone) for r in batch.records
+        )
         messages = [r for r in batch.records if isinstance(r, FetchedMessage)]
         counts, ids = store.upsert_remote(self.connection, messages, touch=resetting)
         for record in batch.records:

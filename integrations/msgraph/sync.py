@@ -1,4 +1,4 @@
-"""The two Graph sync algorithms, as generators of batches (``reference/providers.md`` §2).
+"""The two Graph sync algorithms, as generators of batches (docs/protocols.md, Graph).
 
 Mailbox delta (per folder): the first round pages through every message; each page is one
 batch committed with the newest ``@odata.nextLink``, so a crash resumes from that page; the
@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from integrations.base import Batch, ItemRef, NoLongerThere, SyncContext, read_each
 from integrations.errors import CursorReset, Permanent
-from integrations.msgraph.client import MAILBOX_CONCURRENCY, GraphClient, ItemGone
+from integrations.msgraph.client import MAILBOX_CONCURRENCY, GraphClient, ItemGone, NoContent
 from mail.models import MailMessage, MailSource
 from mail.parsing import ParsedAttachment, ParsedMessage, html_to_text, normalize_message_id
 from mail.store import FetchedMessage
@@ -55,7 +55,7 @@ SELECT = ",".join(
     ]
 )
 SEARCH_CAP = 1000
-SMALLEST_WINDOW = timedelta(hours=1)
+REFERENCE_NOTE = "a link to a file stored elsewhere (reference attachment): no content"
 
 
 @dataclass
@@ -105,8 +105,21 @@ def _address(item: dict[str, Any] | None) -> dict[str, str]:
     }
 
 
-def to_message(item: dict[str, Any], attachments: list[ParsedAttachment]) -> FetchedMessage:
-    """A Graph message object as the mail store's record."""
+KNOWN_FROM = {
+    "folder": "parentFolderId",
+    "seen": "isRead",
+    "flagged": "flag",
+    "labels": "categories",
+}
+
+
+def to_message(
+    item: dict[str, Any], attachments: list[ParsedAttachment], folder: str = ""
+) -> FetchedMessage:
+    """A Graph message object as the mail store's record. A delta update carries at least the
+    properties that changed, not all of them (docs/protocols.md, Graph): the record says which
+    it has (``known``), so the others keep their stored values; a new message's folder is the
+    one being synced (``folder``) when the item does not name it."""
     parsed = ParsedMessage()
     parsed.subject = str(item.get("subject") or "")
     sender = _address(item.get("from") or item.get("sender"))
@@ -134,13 +147,15 @@ def to_message(item: dict[str, Any], attachments: list[ParsedAttachment]) -> Fet
     parsed.attachments = attachments
     for attachment in attachments:
         if attachment.note:
-            parsed.truncated = True
+            if not attachment.note.startswith(REFERENCE_NOTE):  # a link is complete as it is
+                parsed.truncated = True
             parsed.defects.append(f"{attachment.filename}: {attachment.note}")
     flags = ["\\Seen"] if item.get("isRead") else []
     if (item.get("flag") or {}).get("flagStatus") == "flagged":
         flags.append("\\Flagged")
+    known = frozenset(name for name, prop in KNOWN_FROM.items() if prop in item)
     return FetchedMessage(
-        folder=str(item.get("parentFolderId") or ""),
+        folder=str(item.get("parentFolderId") or folder),
         uid=None,
         uidvalidity=None,
         parsed=parsed,
@@ -151,6 +166,7 @@ def to_message(item: dict[str, Any], attachments: list[ParsedAttachment]) -> Fet
         remote_id=str(item["id"]),
         raw=json.dumps(item, ensure_ascii=False).encode("utf-8", "surrogatepass"),
         raw_format=MailSource.Format.GRAPH_JSON,
+        known=None if len(known) == len(KNOWN_FROM) else known,
     )
 
 
@@ -164,6 +180,11 @@ class GraphSync:
         self.config = connector.graph
 
     def _attachments(self, message_id: str) -> list[ParsedAttachment]:
+        """The message's attachments: files with their content (``$value``), attached items
+        as their MIME (``$value`` of an itemAttachment), and links to files stored elsewhere
+        (``referenceAttachment``, whose ``$value`` Graph answers with 405) without content. An
+        attachment whose content cannot be read is recorded with a note — never a failure of
+        the whole mailbox."""
         limit = settings.MAIL_MAX_ATTACHMENT_BYTES
         try:
             listing = self.client.get(
@@ -175,18 +196,25 @@ class GraphSync:
         found = []
         for entry in listing.get("value", []):
             size = int(entry.get("size") or 0)
+            kind = str(entry.get("@odata.type") or "#microsoft.graph.fileAttachment")
             data, note = None, ""
-            if size <= limit:
+            if kind.endswith("referenceAttachment"):
+                note = REFERENCE_NOTE
+            elif size > limit:
+                note = (
+                    f"larger than the {limit // 1_000_000} MB attachment limit: content not stored"
+                )
+            else:
                 try:
                     data = self.client.get_bytes(
                         f"messages/{message_id}/attachments/{entry['id']}/$value"
                     )
                 except ItemGone:
                     note = "removed on the server before it could be read"
-            else:
-                note = (
-                    f"larger than the {limit // 1_000_000} MB attachment limit: content not stored"
-                )
+                except NoContent as refused:
+                    note = f"Graph gives no content for it ({refused})"
+            if kind.endswith("itemAttachment") and data is not None:
+                entry = {**entry, "contentType": "message/rfc822"}
             found.append(
                 ParsedAttachment(
                     filename=str(entry.get("name") or "")[:500],
@@ -200,7 +228,7 @@ class GraphSync:
             )
         return found
 
-    def messages(self, items: list[dict[str, Any]]) -> list[FetchedMessage]:
+    def messages(self, items: list[dict[str, Any]], folder: str = "") -> list[Any]:
         """Convert items; attachments are fetched (up to 4 at a time, Graph's per-mailbox
         limit) only for messages not stored yet — a stored message keeps its attachments."""
         known = set(
@@ -226,7 +254,7 @@ class GraphSync:
         return read_each(
             items,
             lambda item: message_ref(item),
-            lambda item: to_message(item, attachments.get(item.get("id"), [])),
+            lambda item: to_message(item, attachments.get(item.get("id"), []), folder),
         )
 
     def retry_skipped(self) -> Iterator[Batch]:
@@ -258,6 +286,10 @@ class MailboxDelta(GraphSync):
             while url:
                 page = self.client.get(url, params={"$top": 100} if "://" not in url else None)
                 for folder in page.get("value", []):
+                    if str(folder.get("@odata.type", "")).endswith("mailSearchFolder"):
+                        # a view of messages that live in other folders: delta there would
+                        # file them twice (docs/protocols.md, Graph folders)
+                        continue
                     found.append(folder)
                     if folder.get("childFolderCount"):
                         todo.append(f"mailFolders/{folder['id']}/childFolders")
@@ -319,28 +351,36 @@ class MailboxDelta(GraphSync):
                     )
                     url = f"mailFolders/{folder_id}/messages/delta"
                     continue
-                items = page.get("value", [])
+                # Pages come in no guaranteed order and an item may come twice (even within a
+                # page): the last copy of each id counts, and upserts by id make repeats
+                # harmless (docs/protocols.md, Graph delta).
+                items = list({str(i.get("id")): i for i in page.get("value", [])}.values())
                 moved, removed = self.resolve_removed(
                     folder_id, [i["id"] for i in items if "@removed" in i and i.get("id")]
                 )
                 records: list[Any] = self.messages(
-                    [i for i in items if "@removed" not in i] + moved
+                    [i for i in items if "@removed" not in i] + moved, folder_id
                 )
                 if removed:
                     records.append(Removed(folder_id, removed))
                 done += len(items)
+                if total is not None:
+                    done = min(done, total)  # repeats across pages are not new work
                 state["next"] = page.get("@odata.nextLink")
                 if "@odata.deltaLink" in page:
                     state["delta"] = page["@odata.deltaLink"]
                     state["next"] = None
                     if state.pop("reset", False):
+                        # Only the whole completed pass tells what is gone: messages it did not
+                        # see since it started. This batch's messages are seen too (apply
+                        # touches them before retiring the rest).
                         records.append(FullPassDone(folder_id, state["started"]))
                     state.pop("started", None)
                 last = index == len(folders) - 1 and state["next"] is None
                 yield Batch(
                     records=records,
                     cursor=copy.deepcopy(cursor),
-                    done=done,
+                    done=total if last and total is not None else done,
                     total=total,
                     final=last,
                 )
@@ -370,11 +410,22 @@ class MailboxDelta(GraphSync):
         return moved, gone
 
 
-def _kql_time(moment: datetime, whole_days: bool) -> str:
-    return moment.strftime("%Y-%m-%d") if whole_days else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _kql_day(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d")
+
+
+ONE_DAY = timedelta(days=1)
+ROLES = ("from", "to", "cc")
 
 
 class HistorySearch(GraphSync):
+    """All mail with a case contact, by ``$search``. KQL's ``received`` compares **dates**
+    (docs/protocols.md, Graph search), and a search answers at most 1,000 messages, so the
+    history is searched in windows of whole days, halving any window that hits the cap. A
+    single day that still hits it is searched once per role (from, to, cc); if one role alone
+    has more than 1,000 messages that day, at most 1,000 of them can be found, and the job's
+    log says so, naming the day."""
+
     def run(self) -> Iterator[Batch]:
         from workspace.models import CaseContact
 
@@ -386,27 +437,23 @@ class HistorySearch(GraphSync):
         checkpoint = copy.deepcopy(self.ctx.checkpoint)
         if "windows" not in checkpoint:
             start = datetime.combine(self.config.history_start, datetime.min.time(), UTC)
-            end = (timezone.now() + timedelta(days=1)).replace(
-                hour=0, minute=0, second=0, microsecond=0
-            )
+            end = (timezone.now() + ONE_DAY).replace(hour=0, minute=0, second=0, microsecond=0)
             checkpoint = {"windows": [[start.isoformat(), end.isoformat()]], "found": 0}
         windows: list[list[str]] = checkpoint["windows"]
         while windows:
             start, end = (datetime.fromisoformat(w) for w in windows[-1])
-            items = self.search(email, start, end)
-            if len(items) >= SEARCH_CAP and end - start > SMALLEST_WINDOW:
-                middle = start + (end - start) / 2
+            self.ctx.working_on = f"mail with {email} from {start:%Y-%m-%d} to {end:%Y-%m-%d}"
+            items = self.search(f"participants:{email}", start, end)
+            days = max(1, round((end - start) / ONE_DAY))
+            if len(items) >= SEARCH_CAP and days > 1:
+                middle = start + (days // 2) * ONE_DAY  # whole days: KQL has no times
                 windows[-1:] = [
                     [middle.isoformat(), end.isoformat()],
                     [start.isoformat(), middle.isoformat()],
                 ]
                 continue
             if len(items) >= SEARCH_CAP:
-                self.ctx.log(
-                    "warning",
-                    f"More than {SEARCH_CAP} messages with {email} between "
-                    f"{start:%Y-%m-%d %H:%M} and {end:%H:%M}: some may be missing.",
-                )
+                items = self.one_day_by_role(email, start, end)
             windows.pop()
             checkpoint["found"] += len(items)
             records: list[Any] = self.messages(items)
@@ -422,12 +469,26 @@ class HistorySearch(GraphSync):
                 else "",
             )
 
-    def search(self, email: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        days = start.time() == end.time() == datetime.min.time()
-        query = (
-            f'"participants:{email} AND received>={_kql_time(start, days)} '
-            f'AND received<{_kql_time(end, days)}"'
-        )
+    def one_day_by_role(self, email: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """One day with more than the cap: search sender, recipient and copy separately."""
+        found: dict[str, dict[str, Any]] = {}
+        for role in ROLES:
+            items = self.search(f"{role}:{email}", start, end)
+            if len(items) >= SEARCH_CAP:
+                self.ctx.log(
+                    "warning",
+                    f"More than {SEARCH_CAP} messages with {email} as {role} received on "
+                    f"{start:%Y-%m-%d}: Graph's search returns at most {SEARCH_CAP} per query, "
+                    "so some of that day's messages may be missing from the case.",
+                    day=f"{start:%Y-%m-%d}",
+                    role=role,
+                )
+            for item in items:
+                found[str(item.get("id"))] = item
+        return list(found.values())
+
+    def search(self, who: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        query = f'"{who} AND received>={_kql_day(start)} AND received<{_kql_day(end)}"'
         items: list[dict[str, Any]] = []
         url: str | None = "messages"
         params: dict[str, Any] | None = {"$search": query, "$select": SELECT, "$top": 250}

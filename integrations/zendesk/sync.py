@@ -1,4 +1,4 @@
-"""The cursor-based incremental ticket export (``reference/providers.md`` §3.2).
+"""The cursor-based incremental ticket export (docs/protocols.md, Zendesk).
 
 The first run starts at ``start_time`` (7 days back by default); every page's ``after_cursor``
 is committed with that page's tickets, the last page's too, so the next poll continues from it.

@@ -38,10 +38,11 @@ from integrations.base import (
     SyncContext,
     read_each,
 )
-from integrations.errors import AuthFailed, Permanent, Transient
+from integrations.errors import AuthFailed, Permanent, RateLimited, Transient
 from integrations.zimbra.config import ZimbraConfig
 from integrations.zimbra.soap import (
     MAIL,
+    InTrash,
     ItemGone,
     OutOfDate,
     SyncTokenGone,
@@ -58,6 +59,7 @@ STATUS = {
 }
 FROM_STATUS = {zimbra: ours for ours, zimbra in STATUS.items()}
 PRIORITY = {"high": "1", "normal": "5", "low": "9"}
+TRASH = "3"  # Zimbra's Trash folder: a task deleted in the web client moves there
 
 
 @dataclass
@@ -222,13 +224,26 @@ class ZimbraConnector(Connector):
                     rev=rev,
                 )
                 return _ids(answer)
+            except InTrash:
+                # deleted in the web client (moved to the Trash), still assigned here: empty
+                # that copy out of the Trash, then create the task again under our uid
+                with contextlib.suppress(ItemGone):
+                    soap.call(
+                        account,
+                        "ItemAction",
+                        [element("action", op="delete", id=assignment.cal_item_id)],
+                    )
+                return _ids(soap.call(account, "CreateTask", [self._message(assignment, task)]))
             except ItemGone:
                 # deleted in Zimbra: the person still has the task here, so create it again
                 return _ids(soap.call(account, "CreateTask", [self._message(assignment, task)]))
             except OutOfDate:
                 if attempt == 2:
                     raise
-                found = soap.call(account, "GetTask", uid=assignment.uid).find(f"{{{MAIL}}}task")
+                # md and ms come back only on a sync request (docs/protocols.md, Zimbra)
+                found = soap.call(account, "GetTask", uid=assignment.uid, sync="1").find(
+                    f"{{{MAIL}}}task"
+                )
                 if found is None:
                     raise Transient("Zimbra said the task changed but returned no task.") from None
                 ms, rev = found.get("ms", ""), found.get("rev", "")
@@ -262,8 +277,8 @@ class ZimbraConnector(Connector):
                 continue  # read in an earlier slice of this job
             try:
                 yield from self._read_folder(ctx, soap, account, tokens, watched[account])
-            except AuthFailed:
-                raise
+            except (AuthFailed, RateLimited):
+                raise  # about the server, not one mailbox: the job waits or needs a person
             except (Permanent, Transient) as error:
                 # e.g. no such account, or one mailbox in maintenance: the others go on, and
                 # this one catches up from its token next time
@@ -288,12 +303,14 @@ class ZimbraConnector(Connector):
                 continue
             ctx.working_on = ref.label
             try:
-                read = soap.call(row.account, "GetTask", id=row.cal_item_id)
+                read = soap.call(row.account, "GetTask", id=row.cal_item_id, sync="1")
             except ItemGone:
                 records.append(GoneThere(row.pk, ctx.job_id))
                 continue
             found = read.find(f"{{{MAIL}}}task")
-            if found is not None:
+            if found is not None and found.get("l") == TRASH:
+                records.append(GoneThere(row.pk, ctx.job_id))
+            elif found is not None:
                 records += read_each(
                     [found],
                     lambda _, ref=ref: ref,
@@ -340,13 +357,23 @@ class ZimbraConnector(Connector):
                 known = mine.get(item_id)
                 if known is None or ms == known.ms:
                     continue  # not one of ours, or our own push
+                if len(records) >= self.zimbra.incoming_page:
+                    # A first read lists every task at once: commit what was read so far, so a
+                    # killed worker does not read it all again (the token moves on only after
+                    # the whole answer, below; reading an item twice changes nothing).
+                    yield Batch(records=records)
+                    records = []
+                ctx.working_on = f"{account}'s task {item_id}"
                 try:
-                    read = soap.call(account, "GetTask", id=item_id)
+                    # sync="1": without it Zimbra leaves out md and ms (docs/protocols.md)
+                    read = soap.call(account, "GetTask", id=item_id, sync="1")
                 except ItemGone:
                     records.append(GoneThere(known.assignment_id, ctx.job_id))
                     continue
                 found = read.find(f"{{{MAIL}}}task")
-                if found is not None:
+                if found is not None and found.get("l") == TRASH:
+                    records.append(GoneThere(known.assignment_id, ctx.job_id))  # in the Trash
+                elif found is not None:
                     records += read_each(
                         [found],
                         lambda _, known=known: assignment_ref(known.assignment_id),

@@ -21,8 +21,8 @@ import zeep
 from lxml import etree
 from zeep.transports import Transport
 
-from integrations.errors import AuthFailed, Permanent, Transient
-from integrations.http import Session
+from integrations.errors import AuthFailed, Permanent, RateLimited, Transient
+from integrations.http import Session, retry_after
 from integrations.zimbra.config import ZimbraConfig
 
 WSDL = Path(__file__).with_name("zimbra.wsdl")
@@ -42,6 +42,11 @@ class ZimbraFault(Exception):
 
 class ItemGone(Exception):
     """mail.NO_SUCH_TASK and friends: the task is not in Zimbra (any more)."""
+
+
+class InTrash(ItemGone):
+    """service.INVALID_REQUEST "cannot modify/cancel a calendar item under trash": someone
+    deleted the task in Zimbra's web client, which moves it to the Trash. Gone, for us."""
 
 
 class OutOfDate(Exception):
@@ -70,6 +75,8 @@ def classify(fault: ZimbraFault, config: ZimbraConfig, account: str = "") -> Exc
     code, detail = fault.code, f"{fault.code}: {fault.reason}"[:500]
     if code in GONE:
         return ItemGone(detail)
+    if code == "service.INVALID_REQUEST" and "under trash" in fault.reason:
+        return InTrash(detail)
     if code in OUT_OF_DATE:
         return OutOfDate(detail)
     if code in TOKEN_GONE:
@@ -223,6 +230,10 @@ class ZimbraSoap:
 
 def _answer(response: requests.Response) -> etree._Element:
     status = response.status_code
+    if status == 429 or (status == 503 and "Retry-After" in response.headers):
+        raise RateLimited(
+            f"Zimbra is limiting requests (HTTP {status}).", retry_after=retry_after(response)
+        )
     if status in (429, 502, 503, 504):
         raise Transient(f"Zimbra is unavailable (HTTP {status}).")
     try:

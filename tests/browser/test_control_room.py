@@ -11,16 +11,11 @@ from playwright.sync_api import Page, expect
 from integrations.models import Connection
 from syncqueue import engine
 from syncqueue.models import SyncJob, WorkerHeartbeat
+from tests.support.cluster import FAST_CLUSTER
 from tests.support.processes import qcluster, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
-WORKERS = {
-    "SYNC_TASK_TIMEOUT": 10,
-    "SYNC_TASK_RETRY": 15,
-    "SYNC_SLICE_SECONDS": 4,
-    "SYNC_LEASE_SECONDS": 12,
-    "SYNC_Q_POLL": 0.05,
-}
+WORKERS = {**FAST_CLUSTER, "SYNC_WORKERS": 2}
 
 
 def log_in(page: Page, base: str) -> None:

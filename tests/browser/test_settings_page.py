@@ -8,17 +8,12 @@ from playwright.sync_api import Page, expect
 from integrations.models import Connection
 from syncqueue import dispatcher
 from syncqueue.models import SyncJob
+from tests.support.cluster import FAST_CLUSTER
 from tests.support.mailfactory import message
 from tests.support.processes import qcluster, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
-WORKERS = {
-    "SYNC_TASK_TIMEOUT": 10,
-    "SYNC_TASK_RETRY": 15,
-    "SYNC_SLICE_SECONDS": 4,
-    "SYNC_LEASE_SECONDS": 12,
-    "SYNC_Q_POLL": 0.05,
-}
+WORKERS = {**FAST_CLUSTER, "SYNC_WORKERS": 2}
 
 
 def test_connect_a_mailbox_watch_it_sync_and_turn_it_off(

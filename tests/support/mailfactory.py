@@ -84,7 +84,7 @@ def _many_parts(count: int) -> bytes:
     return head + part * count + b"--x--\r\n"
 
 
-# name -> raw bytes. Each is a real-world failure mode named in reference/providers.md.
+# name -> raw bytes. Each is a real-world failure mode (docs/protocols.md, IMAP and mail).
 MALFORMED: dict[str, bytes] = {
     "exchange_message_id": (
         b"From: Ex <ex@contoso.com>\r\nTo: a@example.com\r\nSubject: exchange id\r\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import date
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -85,10 +86,15 @@ def test_later_syncs_continue_from_the_cursor(make_zendesk_connection, zendesk, 
 
     assert job.state == State.SUCCEEDED, job.error_message
     assert (job.created_count, job.updated_count, job.deleted_count) == (1, 1, 1)
-    assert f"cursor={stored_cursor}" in export_requests(zendesk)[0]
+    # the cursor went back exactly as received (standard base64: "+", "/", "=" escaped)
+    sent = parse_qs(urlsplit(export_requests(zendesk)[0]).query)["cursor"]
+    assert sent == [stored_cursor] and set(stored_cursor) & set("+/=")
     stored = tickets(conn)
     assert stored[ids[0]].status == "solved" and stored[ids[0]].subject == "T0 solved"
     assert stored[ids[1]].deleted and stored[ids[1]].status == "deleted"  # kept, marked
+    # exported scrubbed ("SCRUBBED", "X"): the last real subject and description are kept
+    assert (stored[ids[1]].subject, stored[ids[1]].description) == ("T1", "T1: details follow.")
+    assert stored[ids[1]].raw["subject"] == "SCRUBBED"
     assert added in stored and len(stored) == 11
 
     job = sync(conn, work)  # nothing changed: one request, nothing written

@@ -213,8 +213,9 @@ def test_a_token_zimbra_forgot_means_reading_the_lists_again_and_nothing_is_lost
     task.refresh_from_db()
     assert task.percent_complete == 70
     incoming_server.refresh_from_db()
-    tokens = incoming_server.cursor["tokens"].values()
-    assert all(int(token) >= zimbra.tombstone_horizon for token in tokens)
+    for key, token in incoming_server.cursor["tokens"].items():
+        account = key.split("/")[0]
+        assert int(token.split("-")[0]) >= zimbra.mailboxes[account].horizon  # a fresh token
 
 
 def test_many_changes_are_read_in_pages(zimbra, incoming_server, people, work):
@@ -255,11 +256,21 @@ def test_a_task_deleted_in_zimbra_but_still_assigned_is_added_again(
     (assignment,) = assign(new_task(), ann)
     work()
     read_back(incoming_server, work)
-    zimbra.delete_in_zimbra(ann.email, assignment.uid)
+    zimbra.delete_in_zimbra(ann.email, assignment.uid)  # the web client: to the Trash
     read_back(incoming_server, work)
-    assert assignment.uid in zimbra.mailboxes[ann.email].tasks
-    assert zimbra.mailboxes[ann.email].creates == 2
+    box = zimbra.mailboxes[ann.email]
+    assert assignment.uid in box.live  # back in the Tasks folder, not left in the Trash
+    assert box.creates == 2 and "ItemActionRequest" in zimbra.operations  # Trash emptied of it
     assert any("was deleted in ann@corp.test's Zimbra" in m for m in logged())
+    assignment.refresh_from_db()
+    assert assignment.cal_item_id == str(box.tasks[assignment.uid].cal_item_id)
+
+    with transaction.atomic():  # deleted there again, then unassigned here: no failure
+        zimbra.delete_in_zimbra(ann.email, assignment.uid)
+        tasks.unassign(assignment.task, ann)
+    work()
+    assignment.refresh_from_db()
+    assert assignment.state == "removed" and not SyncJob.objects.filter(state="failed").exists()
 
 
 def test_the_queue_holds_no_token(zimbra, incoming_server, people, work):

@@ -1,0 +1,131 @@
+"""What Microsoft Graph is documented to do and our own first fake never did (each behaviour's
+source: docs/protocols.md, Graph). The local server now does it — shuffled and repeated delta
+items, updates with only the changed properties, search folders, reference and item
+attachments, day-granular KQL — and the connector copes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import transaction
+
+from mail.models import MailAttachment, MailMessage
+from syncqueue import engine
+from syncqueue.models import SyncJob, SyncLog
+from tests.integrations.msgraph.test_case_history import CONTACT, linked
+from workspace.models import Case, CaseContact
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sync(conn, work, kind=SyncJob.Kind.MANUAL) -> SyncJob:
+    job = engine.enqueue(conn, kind)
+    work()
+    job.refresh_from_db()
+    assert job.state == "succeeded", (job.error_class, job.error_message)
+    return job
+
+
+def test_an_update_with_only_the_changed_property_keeps_the_others(
+    make_graph_connection, graph, mailbox, work
+):
+    message = graph.add_message(mailbox, folder="Projects", categories=("Blue",), is_read=False)
+    conn = make_graph_connection()
+    sync(conn, work)
+    graph.update_message(mailbox, message, flag={"flagStatus": "flagged"})
+    graph.update_message(mailbox, message, isRead=True)  # the update says isRead and flag only
+    sync(conn, work)
+    row = MailMessage.objects.get(connection=conn, remote_id=message)
+    assert row.folder == mailbox.folder_id("Projects")  # not emptied by a missing parentFolderId
+    assert row.labels == ["Blue"]  # not emptied by missing categories
+    assert row.flags == ["\\Flagged", "\\Seen"]
+
+
+def test_repeated_and_shuffled_delta_items_store_each_message_once(
+    make_graph_connection, graph, mailbox, work
+):
+    graph.repeat = 0.5  # half the items come twice, in any order
+    ids = {graph.add_message(mailbox, subject=f"m{i}") for i in range(60)}
+    conn = make_graph_connection(page_size=7)
+    job = sync(conn, work, SyncJob.Kind.INITIAL)
+    stored = list(MailMessage.objects.filter(connection=conn).values_list("remote_id", flat=True))
+    assert sorted(stored) == sorted(ids)
+    assert job.progress_done == job.progress_total  # repeats are not counted as new work
+
+
+def test_a_full_pass_after_a_reset_retires_only_what_it_did_not_see(
+    make_graph_connection, graph, mailbox, work
+):
+    kept = {graph.add_message(mailbox, subject=f"k{i}") for i in range(25)}
+    gone = graph.add_message(mailbox, subject="deleted while the token was lost")
+    conn = make_graph_connection(page_size=4)
+    sync(conn, work)
+    graph.forget_sync_state()
+    graph.delete_message(mailbox, gone)
+    sync(conn, work)
+    rows = MailMessage.objects.filter(connection=conn)
+    assert set(rows.filter(deleted=False).values_list("remote_id", flat=True)) == kept
+    assert list(rows.filter(deleted=True).values_list("remote_id", flat=True)) == [gone]
+
+
+def test_reference_and_item_attachments_do_not_fail_the_mailbox(
+    make_graph_connection, graph, mailbox, work
+):
+    message = graph.add_message(
+        mailbox,
+        subject="three kinds",
+        attachments=(("plan.pdf", b"%PDF-1.4 plan", "application/pdf"),),
+        references=(("budget.xlsx", "https://contoso.sharepoint.com/budget.xlsx"),),
+        embedded=(("Forwarded: kickoff", "Kickoff notes"),),
+    )
+    conn = make_graph_connection()
+    sync(conn, work)
+    row = MailMessage.objects.get(connection=conn, remote_id=message)
+    found = {a.filename: a for a in MailAttachment.objects.filter(message=row)}
+    assert found["plan.pdf"].file and found["plan.pdf"].size == len(b"%PDF-1.4 plan")
+    assert found["Forwarded: kickoff"].content_type == "message/rfc822"
+    assert b"Kickoff notes" in found["Forwarded: kickoff"].file.read()
+    assert found["budget.xlsx"].file.name in ("", None) and "reference attachment" in (
+        found["budget.xlsx"].note
+    )
+    assert not row.truncated  # a link is complete as it is
+
+
+def test_search_folders_are_not_synced(make_graph_connection, graph, mailbox, work):
+    graph.add_message(mailbox, folder="Projects", subject="important")
+    graph.add_search_folder(mailbox, "High importance", sources=("Projects",))
+    conn = make_graph_connection()
+    sync(conn, work)
+    assert MailMessage.objects.filter(connection=conn).count() == 1  # not twice
+    conn.refresh_from_db()
+    names = {state.get("name") for state in conn.cursor["folders"].values()}
+    assert "High importance" not in names
+
+
+def test_history_windows_are_whole_days_and_a_crowded_day_is_searched_by_role(
+    make_graph_connection, graph, mailbox, owner, work
+):
+    day = datetime(2025, 5, 6, 8, tzinfo=UTC)
+    for i in range(700):  # one day: 700 from the contact, 700 to the contact
+        graph.add_message(mailbox, sender=CONTACT, subject=f"in {i}", received=day)
+        graph.add_message(
+            mailbox,
+            folder="Sent Items",
+            sender=mailbox.upn,
+            to=(CONTACT,),
+            subject=f"out {i}",
+            received=day + timedelta(hours=2),
+        )
+    graph.add_message(
+        mailbox, sender=CONTACT, subject="the day before", received=day - timedelta(days=1)
+    )
+    make_graph_connection()
+    case = Case.objects.create(title="Crowded", owner=owner)
+    with transaction.atomic():
+        CaseContact.objects.create(case=case, email=CONTACT)
+    work()
+    case.refresh_from_db()
+    assert case.sync_state == "synced", case.sync_error
+    assert len(linked(case)) == 1401  # 1,400 that day (two roles of 700) and one the day before
+    assert not SyncLog.objects.filter(message__contains="may be missing").exists()
