@@ -138,14 +138,16 @@ def _insert_sources(connection: Connection, items: Sequence[FetchedMessage]) -> 
     source = db.ops.quote_name(MailSource._meta.db_table)
     message = db.ops.quote_name(MailMessage._meta.db_table)
     piecewise = db.vendor == "sqlite"
+    value = "CASE WHEN %s THEN zeroblob(%s) ELSE %s END" if piecewise else "%s"
     head = (
         f"INSERT INTO {source} (message_id, format, data, size) "  # noqa: S608
-        f"SELECT id, %s, CASE WHEN %s THEN zeroblob(%s) ELSE %s END, %s FROM {message} "
-        "WHERE connection_id = %s AND "
+        f"SELECT id, %s, {value}, %s FROM {message} WHERE connection_id = %s AND "
     )
 
     def data(item: FetchedMessage) -> tuple[Any, ...]:
-        big = piecewise and len(item.raw) > BLOB_CHUNK
+        if not piecewise:
+            return (item.raw_format, item.raw, len(item.raw))
+        big = len(item.raw) > BLOB_CHUNK
         return (item.raw_format, big, len(item.raw), b"" if big else item.raw, len(item.raw))
 
     imap = [i for i in items if i.uid is not None]

@@ -629,6 +629,7 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
 # slice and are decided by class, as before.
 _NOT_ABOUT_ONE_ITEM = (SyncError, OperationalError, InterfaceError, TimeoutException)
 _LOGGED_SKIPS_PER_SLICE = 20
+SYSTEMIC_AFTER = 10  # items in a batch that all failing alike means "not the items"
 
 
 def _store(run: _Run, connector: Connector, batch: Batch) -> Counts:
@@ -655,10 +656,12 @@ def _store(run: _Run, connector: Connector, batch: Batch) -> Counts:
             counts = connector.apply(batch)
     except _NOT_ABOUT_ONE_ITEM:
         raise
-    except Exception:
+    except Exception as whole:
         counts = Counts()
         stored = []
-        for part in connector.items(batch):
+        failures: list[tuple[ItemRef, str, str, str]] = []
+        parts = connector.items(batch)
+        for part in parts:
             try:
                 with transaction.atomic():
                     counts += connector.apply(part)
@@ -666,9 +669,22 @@ def _store(run: _Run, connector: Connector, batch: Batch) -> Counts:
                 raise
             except Exception as exc:
                 ref = connector.describe(part) or _unknown_item(part)
-                _skip(run, ref, type(exc).__name__, str(exc), traceback.format_exc())
+                failures.append((ref, type(exc).__name__, str(exc), traceback.format_exc()))
             else:
                 stored.append(part)
+        if len(parts) >= SYSTEMIC_AFTER and len(failures) == len(parts):
+            kinds = {error for _, error, _, _ in failures}
+            if len(kinds) == 1:
+                # Every one of many items failed the same way: that is our bug or our
+                # database, not the items. Skipping them all would report a sync that stored
+                # nothing as a success; the job fails and says why instead.
+                raise InternalError(
+                    f"Every item of a batch of {len(parts)} failed to be stored the same way "
+                    f"({failures[0][1]}: {failures[0][2][:200]}); nothing was skipped.",
+                    detail=failures[0][3],
+                ) from whole
+        for ref, error, message, detail in failures:
+            _skip(run, ref, error, message, detail)
         if run.connection.skipped_items > 0:
             _settle(run, _keys(connector, stored), SkippedItem.State.RESOLVED)
         return counts

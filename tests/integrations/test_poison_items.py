@@ -185,3 +185,19 @@ def test_a_poison_item_is_skipped_and_stored_after_the_fix(
     assert checkpoint_after_poison  # the checkpoint had moved on past the poison
     if kind == "imap":
         assert MailSource.objects.filter(message__connection=conn).count() == 5
+
+
+def test_when_every_item_of_a_batch_fails_alike_the_job_fails_instead(
+    dovecot, imap_user, make_imap_connection, work
+):
+    """Ten messages that all fail the same way are not ten poison items: it is our bug or our
+    database. Skipping them all would report a sync that stored nothing as a success."""
+    dovecot.deliver_many(imap_user, (message(subject=POISON) for _ in range(12)))
+    conn = make_imap_connection(batch_size=12)
+    with poisoned("mail_mailmessage", "subject", POISON):
+        job = engine.enqueue(conn, SyncJob.Kind.MANUAL)
+        work()
+        job.refresh_from_db()
+    assert (job.state, job.error_class, job.skipped_items) == ("retrying", "Internal", 0)
+    assert "Every item of a batch of 12 failed to be stored the same way" in job.error_message
+    assert not SkippedItem.objects.exists() and MailMessage.objects.count() == 0
