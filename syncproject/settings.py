@@ -115,12 +115,13 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    # before django_q: its qcluster command replaces django-q2's (syncqueue/cluster.py)
+    "syncqueue",
     "django_q",
     "axes",  # login throttling and lockout on every login page
     "django_ratelimit",
     "workspace",
     "integrations",
-    "syncqueue",
     "mail",
     "portal",
     "syncproject.management.apps.SyncProjectConfig",  # the project's commands (env_docs)
@@ -357,10 +358,54 @@ SYNC_SLICE_SECONDS = env_float(
 )
 SYNC_LEASE_SECONDS = env_int(
     "SYNC_LEASE_SECONDS",
-    SYNC_TASK_TIMEOUT + 60,
-    "A running job whose lease is this old is rescued (its worker died).",
-    minimum=1,
-    doc_default="SYNC_TASK_TIMEOUT + 60",
+    30,
+    "A running job whose lease has not been renewed for this long is rescued (its worker died).",
+    minimum=3,
+)
+SYNC_LEASE_RENEW_SECONDS = env_float(
+    "SYNC_LEASE_RENEW_SECONDS",
+    SYNC_LEASE_SECONDS / 3,
+    "A running job's worker renews its lease this often (a thread, whatever the batch does).",
+    minimum=0.5,
+    doc_default="SYNC_LEASE_SECONDS / 3",
+)
+SYNC_RESCUE_INTERVAL = env_float(
+    "SYNC_RESCUE_INTERVAL",
+    10.0,
+    "Each cluster's dispatcher looks for expired leases this often.",
+    minimum=0.5,
+)
+SYNC_DISPATCH_INTERVAL = env_float(
+    "SYNC_DISPATCH_INTERVAL",
+    60.0,
+    "A full dispatcher pass (schedules, retries, tickets, pruning) runs this often.",
+    minimum=1.0,
+)
+SYNC_STALL_SECONDS = env_float(
+    "SYNC_STALL_SECONDS",
+    30.0,
+    "A cluster with tickets waiting, a worker free and nothing started for this long replaces "
+    "its queue, pusher and workers.",
+    minimum=1.0,
+)
+SYNC_CLUSTER_MAX_HEALS = env_int(
+    "SYNC_CLUSTER_MAX_HEALS",
+    3,
+    "Queue replacements within 10 minutes before a cluster exits (status 3) to be restarted.",
+    minimum=0,
+)
+SYNC_CLUSTER_BEAT_SECONDS = env_float(
+    "SYNC_CLUSTER_BEAT_SECONDS",
+    10.0,
+    "A healthy cluster writes its heartbeat and pings the watchdog this often.",
+    minimum=0.5,
+)
+SYNC_WATCHDOG_SECONDS = env_float(
+    "SYNC_WATCHDOG_SECONDS",
+    45.0,
+    "make run restarts a qcluster that has not proved it works for this long "
+    "(systemd: WatchdogSec).",
+    minimum=5.0,
 )
 SYNC_MAX_ATTEMPTS = env_int(
     "SYNC_MAX_ATTEMPTS", 5, "Failed attempts before a job is marked failed.", minimum=1
@@ -385,9 +430,9 @@ SYNC_DISABLE_AFTER = env_int(
 )
 SYNC_HEARTBEAT_STALE_SECONDS = env_int(
     "SYNC_HEARTBEAT_STALE_SECONDS",
-    300,
-    "Workers count as down when no heartbeat was written for this long.",
-    minimum=30,
+    90,
+    "Workers count as down when no cluster or worker proved it works for this long.",
+    minimum=10,
 )
 SYNC_DISPATCH_LIMIT = env_int(
     "SYNC_DISPATCH_LIMIT", 20000, "Most connections enqueued by one dispatcher pass.", minimum=1
@@ -516,7 +561,9 @@ Q_CLUSTER = {
     "save_limit": env_int(
         "SYNC_Q_SAVE_LIMIT", -1, "django-q2 result rows: -1 keeps no successes, 0 keeps all."
     ),
-    "bulk": env_int("SYNC_Q_BULK", 5, "Tasks a cluster dequeues at once.", minimum=1),
+    "bulk": env_int(
+        "SYNC_Q_BULK", 5, "Most tasks a cluster dequeues at once (one per free worker).", minimum=1
+    ),
     "poll": env_float("SYNC_Q_POLL", 0.2, "Seconds an idle cluster waits between polls."),
     "recycle": 500,
     "label": "Task queue (django-q2)",

@@ -345,6 +345,7 @@ class SuperuserChangesOnly(admin.ModelAdmin):
 
 
 def _restrict_django_q_admin() -> None:
+    import django_q.admin  # noqa: F401 - registers its model admins first (app order aside)
     from django_q.models import Failure, OrmQ, Schedule, Success
 
     for model in (Schedule, Success, Failure, OrmQ):

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from syncqueue import dashboard as data
 from syncqueue import engine
-from syncqueue.heartbeat import START_COMMAND, worker_status
+from syncqueue.heartbeat import START_COMMAND, clusters, worker_status
 from syncqueue.models import SyncJob
 from syncqueue.stats import queue_stats
 
@@ -29,6 +29,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "title": "Failure dashboard",
         "stats": stats,
         "workers": workers,
+        "clusters": clusters(),
         "start_command": START_COMMAND,
         "alerts": data.alerts(stats, workers),
         "groups": data.failure_groups(),

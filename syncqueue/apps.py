@@ -5,7 +5,9 @@ from typing import Any
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
-DISPATCH_SCHEDULE = "syncqueue: dispatcher"
+# Before the dispatcher ran in each cluster's own process it was this django-q2 schedule; the
+# row is removed on migrate (a frozen cluster could hold its task for minutes).
+LEGACY_DISPATCH_SCHEDULE = "syncqueue: dispatcher"
 
 
 class SyncQueueConfig(AppConfig):
@@ -18,28 +20,12 @@ class SyncQueueConfig(AppConfig):
         from syncqueue import checks  # noqa: F401  (registers system checks)
         from syncqueue.heartbeat import on_worker_spawn
 
-        post_migrate.connect(ensure_dispatch_schedule, sender=self)
+        post_migrate.connect(remove_legacy_schedule, sender=self)
         post_spawn.connect(on_worker_spawn, dispatch_uid="syncqueue-worker-heartbeat")
 
 
-def ensure_dispatch_schedule(using: str = "default", **kwargs: Any) -> None:
-    """Create (or repair) the one periodic django-q2 schedule that runs the dispatcher."""
-    from django.utils import timezone
+def remove_legacy_schedule(using: str = "default", **kwargs: Any) -> None:
+    """Drop the django-q2 schedule that ran the dispatcher before it had its own process."""
     from django_q.models import Schedule
 
-    Schedule.objects.using(using).update_or_create(
-        name=DISPATCH_SCHEDULE,
-        defaults={
-            "func": "syncqueue.tasks.dispatch",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-        create_defaults={
-            "func": "syncqueue.tasks.dispatch",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-            "next_run": timezone.now(),
-        },
-    )
+    Schedule.objects.using(using).filter(name=LEGACY_DISPATCH_SCHEDULE).delete()

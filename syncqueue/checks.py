@@ -1,6 +1,6 @@
 """System checks that refuse a django-q2 configuration which breaks the engine's assumptions.
 
-ids: syncqueue.E001-E008, W001, W002. Each message says what to change.
+ids: syncqueue.E001-E010, W001-W004. Each message says what to change.
 """
 
 from __future__ import annotations
@@ -72,17 +72,76 @@ def q_cluster_problems(q: dict[str, Any], slice_seconds: float, lease_seconds: i
                 id="syncqueue.E007",
             )
         )
-    if timeout and lease_seconds <= timeout:
-        errors.append(
-            Error(
-                f"SYNC_LEASE_SECONDS ({lease_seconds}) must exceed the task timeout "
-                f"({timeout}), or live jobs would be rescued while still running.",
-                id="syncqueue.E008",
-            )
-        )
+    errors += liveness_problems(
+        lease_seconds,
+        renew_seconds=settings.SYNC_LEASE_RENEW_SECONDS,
+        rescue_interval=settings.SYNC_RESCUE_INTERVAL,
+        beat_seconds=settings.SYNC_CLUSTER_BEAT_SECONDS,
+        stale_seconds=settings.SYNC_HEARTBEAT_STALE_SECONDS,
+        stall_seconds=settings.SYNC_STALL_SECONDS,
+        watchdog_seconds=settings.SYNC_WATCHDOG_SECONDS,
+    )
     if q.get("sync"):
         errors.append(
             Warning("Q_CLUSTER sync is on: tasks run inside the request.", id="syncqueue.W001")
+        )
+    return errors
+
+
+def liveness_problems(
+    lease_seconds: float,
+    *,
+    renew_seconds: float,
+    rescue_interval: float,
+    beat_seconds: float,
+    stale_seconds: float,
+    stall_seconds: float,
+    watchdog_seconds: float,
+) -> list[Any]:
+    """Rules between lease, renewal, rescue, heartbeat, stall detection and the watchdog."""
+    errors: list[Any] = []
+    if lease_seconds < 3 * renew_seconds - 1e-6:
+        errors.append(
+            Error(
+                f"SYNC_LEASE_SECONDS ({lease_seconds}) must be at least three times "
+                f"SYNC_LEASE_RENEW_SECONDS ({renew_seconds}): a lease must survive two missed "
+                "renewals, or live jobs get rescued while they run.",
+                id="syncqueue.E008",
+            )
+        )
+    if stale_seconds < 3 * beat_seconds:
+        errors.append(
+            Error(
+                f"SYNC_HEARTBEAT_STALE_SECONDS ({stale_seconds}) must be at least three times "
+                f"SYNC_CLUSTER_BEAT_SECONDS ({beat_seconds}), or healthy workers look down.",
+                id="syncqueue.E009",
+            )
+        )
+    if watchdog_seconds < 3 * beat_seconds:
+        errors.append(
+            Error(
+                f"SYNC_WATCHDOG_SECONDS ({watchdog_seconds}) must be at least three times "
+                f"SYNC_CLUSTER_BEAT_SECONDS ({beat_seconds}), or the supervisor restarts "
+                "healthy clusters.",
+                id="syncqueue.E010",
+            )
+        )
+    if stall_seconds >= watchdog_seconds:
+        errors.append(
+            Warning(
+                f"SYNC_STALL_SECONDS ({stall_seconds}) is not below SYNC_WATCHDOG_SECONDS "
+                f"({watchdog_seconds}): a stalled cluster is restarted by its supervisor "
+                "(killing its running slices) before it can heal itself.",
+                id="syncqueue.W003",
+            )
+        )
+    if lease_seconds + rescue_interval > 90:
+        errors.append(
+            Warning(
+                f"A dead worker's job waits up to SYNC_LEASE_SECONDS + SYNC_RESCUE_INTERVAL "
+                f"({lease_seconds + rescue_interval:g}s) before it runs again; keep it under 90s.",
+                id="syncqueue.W004",
+            )
         )
     return errors
 
@@ -114,7 +173,7 @@ def check_shared_secret_key(app_configs: Any = None, **kwargs: Any) -> list[Any]
                 "DJANGO_SECRET_KEY is not set, so this host signs django-q2 tasks with its own "
                 "development key; workers on other hosts drop tasks they cannot verify.",
                 hint="Set the same DJANGO_SECRET_KEY on every web and worker host.",
-                id="syncqueue.W002",
+                id="syncqueue.W005",
             )
         ]
     return []

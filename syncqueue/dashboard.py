@@ -18,12 +18,13 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from integrations.models import Connection
-from syncqueue.heartbeat import WorkerStatus, worker_status
+from syncqueue.heartbeat import WorkerStatus, clusters, worker_status
 from syncqueue.models import SyncJob, SyncLog
 from syncqueue.stats import queue_stats
 
 State = SyncJob.State
 FAILURE_WINDOW = timedelta(days=7)
+LOST_CLUSTER_WINDOW = 3600  # a cluster that went silent this recently (s) is an alert
 _NUMBERS = re.compile(r"\d+")
 _UUIDS = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -44,6 +45,18 @@ def alerts(stats: dict[str, Any] | None = None, workers: WorkerStatus | None = N
     found = []
     if not workers.alive:
         found.append(Alert("workers", workers.message))
+    lost = [c for c in clusters() if c.lost and c.age_seconds < LOST_CLUSTER_WINDOW]
+    if lost:
+        names = ", ".join(f"{c.name} ({c.age_seconds / 60:.0f} min ago)" for c in lost)
+        found.append(
+            Alert(
+                "clusters",
+                f"{len(lost)} worker cluster(s) stopped proving they work without shutting "
+                f"down: {names}. A supervisor (systemd, make run) restarts a frozen or killed "
+                "cluster; if it does not, restart it.",
+                "/admin/syncqueue/dashboard/#clusters",
+            )
+        )
     if stats["waiting"] > settings.SYNC_ALERT_BACKLOG:
         found.append(
             Alert(

@@ -1,4 +1,4 @@
-"""The dispatcher: one periodic pass (a django-q2 schedule, every minute) that
+"""The dispatcher: one periodic pass (every ``SYNC_DISPATCH_INTERVAL`` seconds) that
 
 1. rescues running jobs whose lease expired (their worker died) from their checkpoint;
 2. puts retrying jobs whose backoff is over back in the queue;
@@ -9,6 +9,13 @@
 6. prunes history every few minutes.
 
 Only one pass runs at a time across all clusters (an expiring ``EngineLock`` row).
+
+It runs in a process of its own in every qcluster (``syncqueue.cluster.dispatcher_loop``), not
+as a django-q2 task: a task needs a working cluster to run it, and the dispatcher is what must
+keep going when one is stuck. Each cluster's loop calls :func:`tick` every
+``SYNC_RESCUE_INTERVAL`` seconds: a full pass when one is due (at most one per interval across
+all clusters), otherwise just the rescue of expired leases. ``manage.py sync_dispatch`` runs one
+full pass by hand or from cron.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -79,23 +87,49 @@ def dispatch(now: datetime | None = None) -> DispatchReport:
     return report
 
 
+def tick(now: datetime | None = None) -> DispatchReport:
+    """One turn of a cluster's dispatcher loop (see the module docstring)."""
+    now = now or timezone.now()
+    interval = max(1, round(settings.SYNC_DISPATCH_INTERVAL) - 1)
+    with hold_lock("dispatch-due", seconds=interval, release=False) as due:
+        if due:
+            return dispatch(now)
+    report = DispatchReport(skipped="rescues only; the next full pass is not due")
+    # Safe without the dispatcher lock: each rescue is a conditional UPDATE that one wins.
+    report.rescued, report.failed_after_rescue = rescue_expired(now)
+    return report
+
+
 def rescue_expired(now: datetime) -> tuple[int, int]:
-    """Put running jobs with an expired lease back in the queue (or fail them when they have
-    used their attempts: a job that kills its worker every time must not loop forever)."""
+    """Put running jobs with an expired lease back in the queue (their worker stopped renewing
+    it: killed, or its host is gone). Returns (rescued, failed for good)."""
+    return _rescue(Q(leased_until__lt=now), now, "stopped responding (lease expired)")
+
+
+def rescue_dead_worker(worker: str, now: datetime | None = None) -> tuple[int, int]:
+    """The cluster saw worker process ``worker`` (host:pid) die: put its jobs back now rather
+    than when their lease expires. Safe because the process is gone: it cannot write again."""
+    return _rescue(Q(worker_id=worker), now or timezone.now(), "died")
+
+
+def _rescue(which: Q, now: datetime, how: str) -> tuple[int, int]:
+    """Requeue running jobs matching ``which`` from their checkpoint, or fail them when they
+    have used their attempts (a job that kills its worker every time must not loop forever).
+    Each is a conditional UPDATE: when several clusters race, one wins."""
     rescued = failed = 0
-    expired = SyncJob.objects.filter(state=State.RUNNING, leased_until__lt=now).values_list(
+    candidates = SyncJob.objects.filter(which, state=State.RUNNING).values_list(
         "pk", "connection_id", "attempts", "max_attempts", "worker_id"
     )
-    for pk, connection_id, attempts, max_attempts, worker in expired:
+    for pk, connection_id, attempts, max_attempts, worker in candidates:
         attempts += 1
         with transaction.atomic():
-            still_expired = SyncJob.objects.filter(pk=pk, state=State.RUNNING, leased_until__lt=now)
+            still = SyncJob.objects.filter(which, pk=pk, state=State.RUNNING, worker_id=worker)
             if attempts >= max_attempts:
                 message = (
                     f"The worker running this sync stopped responding {attempts} times; "
                     "an administrator should look at the logs."
                 )
-                if not still_expired.update(
+                if not still.update(
                     state=State.FAILED,
                     attempts=attempts,
                     finished_at=now,
@@ -113,7 +147,7 @@ def rescue_expired(now: datetime) -> tuple[int, int]:
                 level, text = "error", message
                 failed += 1
             else:
-                if not still_expired.update(
+                if not still.update(
                     state=State.QUEUED,
                     attempts=attempts,
                     run_after=now,
@@ -123,17 +157,14 @@ def rescue_expired(now: datetime) -> tuple[int, int]:
                 ):
                     continue
                 level = "warning"
-                text = (
-                    f"Worker {worker} stopped responding (lease expired); "
-                    "resuming from the last checkpoint."
-                )
+                text = f"Worker {worker} {how}; resuming from the last checkpoint."
                 engine.submit_ticket(pk)
                 rescued += 1
             SyncLog.objects.create(
                 job_id=pk, connection_id=connection_id, level=level, message=text
             )
     if rescued or failed:
-        log.warning("Rescued %d job(s) from dead workers; %d failed for good.", rescued, failed)
+        log.warning("Rescued %d job(s) whose worker %s; %d failed for good.", rescued, how, failed)
     return rescued, failed
 
 

@@ -69,7 +69,7 @@ from integrations.errors import (
     Transient,
 )
 from integrations.models import Connection
-from syncqueue import heartbeat, notifications
+from syncqueue import heartbeat, lease, notifications
 from syncqueue.models import SkippedItem, SyncJob, SyncLog
 from syncqueue.redact import redact, secret_values
 from syncqueue.signals import job_finished
@@ -400,7 +400,13 @@ class _Run:
 
 def execute(job: SyncJob, deadline: float | None = None) -> str:
     """Run one slice of a claimed job (until ``deadline``, a ``time.monotonic()`` value) and
-    record the outcome. Returns a short summary."""
+    record the outcome. Returns a short summary. A thread renews the job's lease meanwhile
+    (``syncqueue.lease``), so a dead worker's job is rescued within a minute."""
+    with lease.kept(job.pk, job.worker_id):
+        return _execute(job, deadline)
+
+
+def _execute(job: SyncJob, deadline: float | None) -> str:
     run = _Run(
         job=job,
         connection=job.connection,

@@ -1,7 +1,13 @@
-"""Worker liveness: heartbeats written by workers and the dispatcher, read by every surface.
+"""Liveness: heartbeats that prove work is being done, read by every surface.
 
-A PENDING pile-up must never be silent: when the newest heartbeat is older than
-``SYNC_HEARTBEAT_STALE_SECONDS`` the admin, the settings page, ``/healthz`` and
+Two writers prove work: each qcluster's sentinel (``cluster:<host>:<pid>``, only while the
+cluster takes and runs tickets: ``syncqueue.cluster``) and each worker when it takes a ticket
+(``worker:<host>:<pid>``). A process that merely exists proves nothing, so a frozen cluster goes
+stale. The dispatcher's own row (``dispatcher``: its last full pass) is shown, but does not make
+workers look alive: it runs in its own process and keeps going while workers are stuck.
+
+A PENDING pile-up must never be silent: when the newest proof of work is older than
+``SYNC_HEARTBEAT_STALE_SECONDS`` the admin, the settings page, ``/healthz``, the alert mails and
 ``manage.py sync_doctor`` all say that workers are not running and how to start them.
 """
 
@@ -13,16 +19,18 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from syncqueue.models import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
+DISPATCHER = "dispatcher"
+CLUSTER_PREFIX = "cluster:"
 START_COMMAND = "python manage.py qcluster"
 _WORKER_BEAT_EVERY = 15.0  # seconds between heartbeats from one busy worker process
 _last_worker_beat = 0.0
@@ -52,13 +60,9 @@ def prepare_worker_process() -> None:
 
 
 def on_worker_spawn(**kwargs: object) -> None:
-    """django-q2 ``post_spawn`` handler: a worker that just started is alive right away, so
-    ``/healthz`` turns green without waiting for the first dispatcher pass."""
+    """django-q2 ``post_spawn`` handler. No heartbeat here: a process that started has proved
+    nothing (the cluster's sentinel beats once it takes work)."""
     prepare_worker_process()
-    try:
-        beat_worker(force=True)
-    except DatabaseError:
-        log.warning("Could not record the worker heartbeat at start-up.", exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -85,10 +89,15 @@ class WorkerStatus:
         )
 
 
+def proofs_of_work() -> QuerySet[WorkerHeartbeat]:
+    """Heartbeats of clusters and workers (not the dispatcher's)."""
+    return WorkerHeartbeat.objects.exclude(name=DISPATCHER)
+
+
 def worker_status(now: datetime | None = None) -> WorkerStatus:
-    """Liveness from the newest heartbeat (one indexed aggregate query)."""
+    """Liveness from the newest proof of work (one aggregate query)."""
     now = now or timezone.now()
-    last = WorkerHeartbeat.objects.aggregate(last=Max("seen_at"))["last"]
+    last = proofs_of_work().aggregate(last=Max("seen_at"))["last"]
     if last is None:
         return WorkerStatus(alive=False, last_seen=None, age_seconds=None)
     age = (now - last).total_seconds()
@@ -100,4 +109,59 @@ def worker_status(now: datetime | None = None) -> WorkerStatus:
 def prune_heartbeats(now: datetime) -> int:
     """Forget processes not seen for a day (worker pids change on every restart)."""
     cutoff = now - timedelta(days=1)
-    return WorkerHeartbeat.objects.filter(seen_at__lt=cutoff).exclude(name="dispatcher").delete()[0]
+    return WorkerHeartbeat.objects.filter(seen_at__lt=cutoff).exclude(name=DISPATCHER).delete()[0]
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """One qcluster as its last heartbeat describes it."""
+
+    name: str
+    seen_at: datetime
+    age_seconds: float
+    stale: bool
+    workers: int
+    busy: int
+    heals: list[dict[str, Any]]  # the last few: {"at": epoch seconds, "reason": ...}
+    heal_count: int  # since the cluster started
+    stopped: bool  # shut down cleanly (not lost)
+
+    @property
+    def last_heal(self) -> dict[str, Any] | None:
+        return self.heals[-1] if self.heals else None
+
+    @property
+    def last_heal_at(self) -> datetime | None:
+        heal = self.last_heal
+        return datetime.fromtimestamp(heal["at"], tz=UTC) if heal and "at" in heal else None
+
+    @property
+    def lost(self) -> bool:
+        """Went silent without shutting down: frozen, killed, or its host is gone."""
+        return self.stale and not self.stopped
+
+
+def clusters(now: datetime | None = None) -> list[ClusterState]:
+    """Every cluster seen in the last day, newest first."""
+    now = now or timezone.now()
+    stale_after = settings.SYNC_HEARTBEAT_STALE_SECONDS
+    found = []
+    for name, seen_at, info in WorkerHeartbeat.objects.filter(
+        name__startswith=CLUSTER_PREFIX
+    ).values_list("name", "seen_at", "info"):
+        age = (now - seen_at).total_seconds()
+        info = info if isinstance(info, dict) else {}
+        found.append(
+            ClusterState(
+                name=name[len(CLUSTER_PREFIX) :],
+                seen_at=seen_at,
+                age_seconds=age,
+                stale=age > stale_after,
+                workers=int(info.get("workers") or 0),
+                busy=int(info.get("busy") or 0),
+                heals=list(info.get("heals") or []),
+                heal_count=int(info.get("generation") or 0),
+                stopped=bool(info.get("stopped")),
+            )
+        )
+    return sorted(found, key=lambda c: c.age_seconds)

@@ -196,22 +196,22 @@ class SyncCollector:
         status = worker_status(now)
         alive = GaugeMetricFamily(
             "syncproject_workers_alive",
-            "1 when the newest worker/dispatcher heartbeat is younger than "
+            "1 when the newest proof of work (a cluster or worker heartbeat) is younger than "
             f"SYNC_HEARTBEAT_STALE_SECONDS ({settings.SYNC_HEARTBEAT_STALE_SECONDS}s), else 0.",
         )
         alive.add_metric([], 1 if status.alive else 0)
         yield alive
         newest = GaugeMetricFamily(
             "syncproject_workers_last_heartbeat_age_seconds",
-            "Seconds since the newest heartbeat of any worker or the dispatcher (absent if none).",
+            "Seconds since the newest cluster or worker heartbeat (absent if none).",
         )
         if status.age_seconds is not None:
             newest.add_metric([], max(0.0, status.age_seconds))
         yield newest
         each = GaugeMetricFamily(
             "syncproject_heartbeat_age_seconds",
-            "Seconds since each process last wrote its heartbeat ('dispatcher' or "
-            "'worker:host:pid'; rows unseen for a day are pruned).",
+            "Seconds since each process last wrote its heartbeat ('dispatcher', "
+            "'cluster:host:pid' or 'worker:host:pid'; rows unseen for a day are pruned).",
             labels=["name"],
         )
         for name, seen_at in WorkerHeartbeat.objects.order_by("name").values_list(

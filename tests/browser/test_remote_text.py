@@ -47,7 +47,7 @@ def test_a_control_character_subject_is_shown_neutralised(
         last_tried_at=timezone.now(),
     )
     type(conn).objects.filter(pk=conn.pk).update(skipped_items=1)
-    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())  # workers up
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())  # workers up
     base = live_server.url
 
     sign_in(page, base, "stella", "pw-stella-1", "/admin/mail/mailmessage/")

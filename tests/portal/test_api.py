@@ -85,7 +85,7 @@ def test_sync_answers_202_with_job_and_queue_and_coalesces(conn, owner):
 
 
 def test_connection_and_job_status(conn, owner, work):
-    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
     client = as_user(owner)
     job_id = post_json(client, f"/api/connections/{conn.pk}/sync").json()["job_id"]
     work()

@@ -24,7 +24,7 @@ def login(client: Client, user) -> Client:
 
 def alive() -> None:
     WorkerHeartbeat.objects.update_or_create(
-        name="dispatcher", defaults={"seen_at": timezone.now()}
+        name="cluster:test:1", defaults={"seen_at": timezone.now()}
     )
 
 

@@ -70,12 +70,24 @@ def stop_process_group(proc: subprocess.Popen[Any], grace: float = 15.0) -> None
     proc.wait()
 
 
+# django-q2's own cluster, without our sentinel (syncqueue/cluster.py): for comparisons only.
+STOCK_QCLUSTER = [
+    sys.executable,
+    "-c",
+    "import django, time; django.setup(); from django_q.cluster import Cluster; "
+    "Cluster().start(); time.sleep(3600)",
+]
+
+
 @contextmanager
-def qcluster(name: str = "cluster", **env: Any) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``manage.py qcluster`` against the test database; stopped (group-wide) on exit."""
+def qcluster(
+    name: str = "cluster", *, stock: bool = False, grace: float = 15.0, **env: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``manage.py qcluster`` (or, with ``stock``, django-q2's unmodified cluster) against
+    the test database; stopped (group-wide) on exit."""
     log = (output_dir() / f"qcluster-{name}-{os.getpid()}.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
+        STOCK_QCLUSTER if stock else [sys.executable, "manage.py", "qcluster"],
         cwd=ROOT,
         env=child_env(**env),
         stdout=log,
@@ -85,7 +97,7 @@ def qcluster(name: str = "cluster", **env: Any) -> Iterator[subprocess.Popen[byt
     try:
         yield proc
     finally:
-        stop_process_group(proc)
+        stop_process_group(proc, grace)
         log.close()
 
 

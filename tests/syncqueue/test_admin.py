@@ -50,7 +50,7 @@ def act(client, url, action, ids, **extra):
 
 def alive() -> None:
     WorkerHeartbeat.objects.update_or_create(
-        name="dispatcher", defaults={"seen_at": timezone.now()}
+        name="cluster:test:1", defaults={"seen_at": timezone.now()}
     )
 
 
@@ -311,6 +311,29 @@ def test_dashboard_numbers_alerts_groups_chart(admin_client_for, make_connection
     assert "m0" in page and "m1" in page
     index = admin_client_for.get(reverse("admin:index")).content.decode()
     assert "Failure dashboard" in index and "need new credentials" in index
+
+
+def test_dashboard_lists_clusters_heals_and_alerts_on_a_lost_one(admin_client_for):
+    now = timezone.now()
+    heal = {
+        "at": now.timestamp() - 120,
+        "reason": "task_queue._rlock left taken by dead process 41",
+    }
+    WorkerHeartbeat.objects.create(
+        name="cluster:w1:10",
+        seen_at=now,
+        info={"workers": 2, "busy": 1, "generation": 1, "heals": [heal]},
+    )
+    WorkerHeartbeat.objects.create(
+        name="cluster:w2:20", seen_at=now - timedelta(minutes=5), info={"workers": 2}
+    )
+    WorkerHeartbeat.objects.create(
+        name="cluster:w3:30", seen_at=now - timedelta(minutes=5), info={"stopped": True}
+    )
+    page = admin_client_for.get(DASHBOARD).content.decode()
+    assert "1 of 2" in page and "1 time; last 2\xa0minutes ago: task_queue._rlock" in page
+    assert "1 worker cluster(s) stopped proving they work without shutting down: w2:20" in page
+    assert "stopped cleanly" in page and "w3:30 (" not in page
 
 
 def test_retry_this_group(admin_client_for, make_connection, work, staff):

@@ -136,6 +136,46 @@ def test_a_job_that_keeps_killing_its_worker_fails_eventually(make_connection, s
     assert conn.consecutive_failures == 1
 
 
+def test_a_dead_workers_job_goes_back_at_once_and_only_that_workers(make_connection):
+    mine = engine.enqueue(make_connection(name="mine"), Kind.MANUAL)
+    other = engine.enqueue(make_connection(name="other"), Kind.MANUAL)
+    engine.claim_next("host:41")
+    engine.claim_next("host:42")
+    assert dispatcher.rescue_dead_worker("host:41") == (1, 0)  # lease not expired: no matter
+    states = dict(SyncJob.objects.values_list("pk", "state"))
+    assert states == {mine.pk: State.QUEUED, other.pk: State.RUNNING}
+    log = SyncLog.objects.get(job=mine)
+    assert log.message == "Worker host:41 died; resuming from the last checkpoint."
+    assert dispatcher.rescue_dead_worker("host:41") == (0, 0)
+
+
+def test_tick_makes_one_full_pass_per_interval_and_rescues_in_between(make_connection, settings):
+    settings.SYNC_DISPATCH_INTERVAL = 60
+    first = dispatcher.tick()
+    assert not first.skipped and WorkerHeartbeat.objects.filter(name="dispatcher").exists()
+    job = engine.enqueue(make_connection(), Kind.MANUAL)
+    engine.claim_next("gone:1")
+    SyncJob.objects.filter(pk=job.pk).update(leased_until=ago(seconds=1))
+    second = dispatcher.tick()  # another cluster, seconds later: rescues only
+    assert second.skipped.startswith("rescues only") and second.rescued == 1
+
+
+def test_lease_renewal_touches_only_a_job_this_worker_still_holds(make_connection, settings):
+    from syncqueue import lease
+
+    job = engine.enqueue(make_connection(), Kind.MANUAL)
+    claimed = engine.claim_next("w:1")
+    SyncJob.objects.filter(pk=job.pk).update(leased_until=ago(seconds=5))
+    assert lease.renew(job.pk, "w:1")
+    claimed.refresh_from_db()
+    assert claimed.leased_until > timezone.now() + timedelta(
+        seconds=settings.SYNC_LEASE_SECONDS - 5
+    )
+    assert not lease.renew(job.pk, "w:2")  # rescued and taken by another worker meanwhile
+    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, worker_id="")
+    assert not lease.renew(job.pk, "w:1")
+
+
 def test_due_retries_and_orphaned_jobs_get_tickets(make_connection):
     retrying = engine.enqueue(make_connection(name="r"), Kind.MANUAL)
     orphan = engine.enqueue(make_connection(name="o"), Kind.MANUAL)
@@ -148,15 +188,19 @@ def test_due_retries_and_orphaned_jobs_get_tickets(make_connection):
     assert {engine.claim_next("w").pk, engine.claim_next("w").pk} == {retrying.pk, orphan.pk}
 
 
-def test_dispatcher_writes_the_heartbeat(db):
+def test_the_dispatcher_beats_but_does_not_make_workers_look_alive(db):
+    # It runs in its own process and keeps going while workers are stuck: only clusters and
+    # workers that take tickets prove work.
     assert not worker_status().alive
     dispatcher.dispatch()
     assert WorkerHeartbeat.objects.filter(name="dispatcher").exists()
+    assert not worker_status().alive
+    WorkerHeartbeat.objects.create(name="cluster:h:1", seen_at=timezone.now())
     assert worker_status().alive
 
 
 def test_stale_heartbeat_says_workers_are_down_and_how_to_start_them(db, settings):
-    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=ago(minutes=30))
+    WorkerHeartbeat.objects.create(name="cluster:h:1", seen_at=ago(minutes=30))
     status = worker_status()
     assert not status.alive
     assert "not running" in status.message and "python manage.py qcluster" in status.message

@@ -224,7 +224,7 @@ def test_no_connection_config_or_secret_is_exposed(client, staff, make_connectio
 
 def test_worker_heartbeats(client, staff):
     now = timezone.now()
-    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=now - timedelta(seconds=30))
+    WorkerHeartbeat.objects.create(name="cluster:h1:7", seen_at=now - timedelta(seconds=30))
     WorkerHeartbeat.objects.create(name="worker:h1:42", seen_at=now - timedelta(seconds=1000))
     client.force_login(staff)
     samples = scrape(client)

@@ -269,6 +269,6 @@ def test_a_shared_database_without_a_secret_key_is_warned_about(settings):
 
     settings.SYNC_USING_DEV_SECRET_KEY = True
     settings.DATABASE_URL = "postgres://sync@db.example.com/sync"
-    assert [w.id for w in check_shared_secret_key()] == ["syncqueue.W002"]
+    assert [w.id for w in check_shared_secret_key()] == ["syncqueue.W005"]
     settings.DATABASE_URL = ""
     assert check_shared_secret_key() == []

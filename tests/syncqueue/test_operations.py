@@ -24,7 +24,7 @@ GOOD = {
 }
 
 
-def ids(q: dict, slice_seconds: float = 120, lease: int = 360) -> list[str]:
+def ids(q: dict, slice_seconds: float = 120, lease: int = 30) -> list[str]:
     return [m.id for m in q_cluster_problems(q, slice_seconds, lease)]
 
 
@@ -50,7 +50,34 @@ def test_checks_refuse_a_broken_q_cluster(change, expected):
 
 def test_checks_refuse_slices_near_the_timeout_and_short_leases():
     assert ids(GOOD, slice_seconds=290) == ["syncqueue.E007"]
-    assert ids(GOOD, lease=300) == ["syncqueue.E008"]
+    assert ids(GOOD, lease=20) == ["syncqueue.E008"]  # renewed every 10 s: two misses kill it
+
+
+LIVE = {
+    "renew_seconds": 10,
+    "rescue_interval": 10,
+    "beat_seconds": 10,
+    "stale_seconds": 90,
+    "stall_seconds": 30,
+    "watchdog_seconds": 45,
+}
+
+
+@pytest.mark.parametrize(
+    "lease,change,expected",
+    [
+        (30, {}, []),
+        (29, {}, ["syncqueue.E008"]),
+        (30, {"stale_seconds": 25}, ["syncqueue.E009"]),
+        (30, {"watchdog_seconds": 20}, ["syncqueue.E010", "syncqueue.W003"]),
+        (30, {"stall_seconds": 60}, ["syncqueue.W003"]),
+        (85, {}, ["syncqueue.W004"]),  # a killed sync would wait more than 90 s
+    ],
+)
+def test_checks_keep_rescue_heartbeat_and_watchdog_in_step(lease, change, expected):
+    from syncqueue.checks import liveness_problems
+
+    assert [m.id for m in liveness_problems(lease, **{**LIVE, **change})] == expected
 
 
 @pytest.mark.django_db
@@ -78,14 +105,16 @@ def test_sync_doctor_fails_and_says_how_to_start_workers():
 
 @pytest.mark.django_db
 def test_sync_doctor_passes_when_workers_are_alive_and_checks_live(make_connection):
-    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
     make_connection(name="good")
     bad = make_connection(name="bad", config={"check_error": "auth"})
     out = StringIO()
     with pytest.raises(CommandError):
         call_command("sync_doctor", "--live", stdout=out)
     text = out.getvalue()
-    assert "OK   workers" in text
+    assert "OK   workers" in text and "OK   cluster test:1" in text
+    assert "FAIL dispatcher: has never run" in text
+    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
     assert "OK   connection" in text and "Reached the fake server" in text
     assert f"FAIL connection #{bad.pk} bad: AuthFailed" in text
     bad.delete()
@@ -99,7 +128,7 @@ def test_sync_doctor_reports_unreadable_credentials(make_connection, settings):
     settings.SYNC_ENCRYPTION_KEYS = [crypto.generate_key()]
     make_connection()
     settings.SYNC_ENCRYPTION_KEYS = [crypto.generate_key()]
-    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
     out = StringIO()
     with pytest.raises(CommandError):
         call_command("sync_doctor", stdout=out)
@@ -124,7 +153,7 @@ def test_healthz_is_503_until_workers_are_alive(client, staff):
     body = response.json()
     assert body["database"] == "ok" and body["workers"]["alive"] is False
     assert "python manage.py qcluster" in body["workers"]["message"]
-    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json()["queue"]["waiting"] == 0
 
@@ -134,7 +163,7 @@ def test_healthz_tells_anonymous_callers_only_the_status(client, settings):
     settings.SYNC_METRICS_TOKEN = "scrape-token-123"
     response = client.get("/healthz")
     assert response.status_code == 503 and response.json() == {"status": "fail"}
-    WorkerHeartbeat.objects.create(name="dispatcher", seen_at=timezone.now())
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
     detailed = client.get("/healthz", HTTP_AUTHORIZATION="Bearer scrape-token-123")
@@ -158,11 +187,13 @@ def test_healthz_is_503_when_the_database_is_unreachable(client, monkeypatch, st
 
 
 @pytest.mark.django_db
-def test_migrate_creates_the_dispatcher_schedule():
+def test_migrate_removes_the_old_dispatcher_schedule():
+    # The dispatcher runs in each cluster's own process now; as a django-q2 task it could sit
+    # for minutes in a frozen cluster's queue.
     from django_q.models import Schedule
 
-    from syncqueue.apps import DISPATCH_SCHEDULE
+    from syncqueue.apps import LEGACY_DISPATCH_SCHEDULE
 
-    schedule = Schedule.objects.get(name=DISPATCH_SCHEDULE)
-    assert schedule.func == "syncqueue.tasks.dispatch"
-    assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1
+    Schedule.objects.create(name=LEGACY_DISPATCH_SCHEDULE, func="syncqueue.tasks.dispatch")
+    call_command("migrate", verbosity=0)
+    assert not Schedule.objects.filter(name=LEGACY_DISPATCH_SCHEDULE).exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.dovecot import free_port
+from tests.support.cluster import roles
 from tests.support.processes import ROOT, descendants, output_dir, wait_for
 
 pytestmark = pytest.mark.process
@@ -88,3 +89,73 @@ def test_the_demo_starts_syncs_and_stops_everything(tmp_path):
     assert health(url) is None
     text = (output_dir() / "serve-demo.log").read_text()
     assert "People: alice, bob (password 'demo')" in text and "Stopped." in text
+
+
+def qcluster_main(serve_pid: int) -> int | None:
+    """The qcluster process ``serve`` started (its direct child running qcluster)."""
+    for pid in descendants(serve_pid):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == serve_pid and b"qcluster" in title:
+            return pid
+    return None
+
+
+def test_make_run_restarts_workers_that_stop_proving_they_work(tmp_path):
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(
+        SYNC_VAR_DIR=str(tmp_path),
+        SYNC_ADMIN_PASSWORD="pw",
+        PORT=str(port),
+        SYNC_METRICS_TOKEN=TOKEN,
+        SYNC_WATCHDOG_SECONDS="6",
+        SYNC_CLUSTER_BEAT_SECONDS="1",
+        SYNC_STALL_SECONDS="4",
+        SYNC_HEARTBEAT_STALE_SECONDS="10",
+    )
+    log_path = output_dir() / "serve-watchdog.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: (health(url) or {}).get("status") == "ok", 60, "serve to be up")
+        first = wait_for(lambda: qcluster_main(proc.pid), 10, "the qcluster process")
+        sentinel = wait_for(lambda: roles(first).get("sentinel"), 10, "the sentinel")[0]
+        os.kill(sentinel, signal.SIGSTOP)  # the guard loop stops: no more watchdog pings
+        second = wait_for(
+            lambda: (pid := qcluster_main(proc.pid)) not in (None, first) and pid,
+            30,
+            "the watchdog restart",
+        )
+        assert (
+            not Path(f"/proc/{sentinel}").exists()
+            or "State:\tZ" in Path(f"/proc/{sentinel}/status").read_text()
+        )
+        wait_for(lambda: (health(url) or {}).get("status") == "ok", 30, "workers back")
+        os.killpg(second, signal.SIGKILL)  # the whole cluster dies (OOM, kill -9)
+        third = wait_for(
+            lambda: (pid := qcluster_main(proc.pid)) not in (None, second) and pid,
+            30,
+            "the restart after the kill",
+        )
+        wait_for(lambda: (health(url) or {}).get("status") == "ok", 30, "workers back again")
+        started = descendants(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        log.close()
+    text = log_path.read_text()
+    assert code == 0, text[-2000:]
+    assert "have not proved they work for" in text and "(watchdog)" in text
+    assert "The workers stopped (exit status -9)" in text
+    assert third != second
+    alive = {pid for pid in started if Path(f"/proc/{pid}").exists()}
+    assert not {p for p in alive if "State:\tZ" not in Path(f"/proc/{p}/status").read_text()}

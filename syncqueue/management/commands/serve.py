@@ -2,9 +2,14 @@
 
 Applies migrations, makes sure an admin account exists (first run: ``admin`` with a generated
 password kept in ``var/admin-password``), starts gunicorn and ``qcluster``, prints where to log
-in, and stops both on Ctrl-C / SIGTERM (workers get time to finish their slice). If either
-process dies, the other is stopped too and the command exits non-zero: no silent half-running
-product.
+in, and stops both on Ctrl-C / SIGTERM (workers get time to finish their slice).
+
+It supervises the workers the way the systemd unit in ``docs/deployment.md`` does: ``qcluster``
+proves it takes work by pinging a watchdog socket (``$NOTIFY_SOCKET``, see
+``syncqueue.watchdog``). When it exits, or stays silent for ``SYNC_WATCHDOG_SECONDS``, its whole
+process group is killed and it is started again (a killed slice is rescued from its
+checkpoint), and the command says so. If the web server dies, everything stops and the command
+exits non-zero: no silent half-running product.
 
 ``--demo`` (``make demo``, which points it at an empty database under ``var/demo``) also starts
 the bundled local Graph, Zendesk, Zimbra and Dovecot servers on 127.0.0.1, fills the database
@@ -29,6 +34,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from syncqueue import watchdog
 
 GRACE_SECONDS = 30
 
@@ -111,10 +118,8 @@ class Command(BaseCommand):
         ]
         # Each in its own process group, so stopping reaches the workers qcluster forks too.
         processes = {
-            "workers": subprocess.Popen(
-                [sys.executable, manage, "qcluster"], start_new_session=True
-            ),
-            "web": subprocess.Popen(web, start_new_session=True),
+            "workers": Workers([sys.executable, manage, "qcluster"], self.stderr),
+            "web": Process(web),
         }
         url = f"http://{options['host']}:{options['port']}"
         self.stdout.write(
@@ -148,7 +153,7 @@ class Command(BaseCommand):
             return f"user admin, password {password_file.read_text().strip()}"
         return "log in with your superuser account"
 
-    def supervise(self, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    def supervise(self, processes: dict[str, Any]) -> None:
         stopping = False
 
         def stop(signum: int, frame: Any) -> None:
@@ -159,26 +164,114 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         failed = None
         next_notice = 0.0
-        while not stopping and failed is None:
-            for name, proc in processes.items():
-                if proc.poll() is not None:
-                    failed = name
-            if time.monotonic() >= next_notice:
-                self.notify()  # also when the workers are down: that is an alert too
-                next_notice = time.monotonic() + 30
-            time.sleep(0.5)
-        for proc in processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + GRACE_SECONDS
-        for proc in processes.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.stderr.write(f"Process {proc.pid} did not stop in {GRACE_SECONDS}s; killed.")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its group
-            proc.wait()
+        try:
+            while not stopping and failed is None:
+                for name, proc in processes.items():
+                    if not proc.healthy():
+                        failed = name
+                if time.monotonic() >= next_notice:
+                    self.notify()  # also when the workers are down: that is an alert too
+                    next_notice = time.monotonic() + 30
+                time.sleep(0.5)
+        finally:
+            for proc in processes.values():
+                proc.terminate()
+            deadline = time.monotonic() + GRACE_SECONDS
+            for proc in processes.values():
+                if not proc.wait(max(0.1, deadline - time.monotonic())):
+                    self.stderr.write(
+                        f"Process {proc.pid} did not stop in {GRACE_SECONDS}s; killed."
+                    )
+                proc.kill_group()
+                proc.close()
         if failed:
             raise CommandError(f"The {failed} process stopped unexpectedly; everything stopped.")
         self.stdout.write("Stopped.")
+
+
+class Process:
+    """A child in its own process group (stopping it reaches everything it forked)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.argv, self.env = argv, env
+        self.popen: subprocess.Popen[bytes] | None = self.spawn()
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv, start_new_session=True, env=self.env)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid if self.popen else 0
+
+    def healthy(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def terminate(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+
+    def wait(self, seconds: float) -> bool:
+        if self.popen is None:
+            return True
+        try:
+            self.popen.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def kill_group(self) -> None:
+        if self.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)  # whatever is left of its group
+        self.popen.wait()
+
+    def close(self) -> None:
+        pass
+
+
+class Workers(Process):
+    """``qcluster`` under a watchdog: restarted when it exits or stops proving it works
+    (``SYNC_WATCHDOG_SECONDS`` without a ``WATCHDOG=1`` ping), with a growing pause when it
+    keeps failing. Never reported upwards as failed: the workers heal, the web server stays."""
+
+    def __init__(self, argv: list[str], out: Any) -> None:
+        self.listener = watchdog.Listener()
+        self.out = out
+        self.restarts: list[float] = []
+        self.restart_at = 0.0
+        super().__init__(argv, {**os.environ, watchdog.ENV: self.listener.path})
+        self.started = time.monotonic()
+
+    def healthy(self) -> bool:
+        self.listener.drain()
+        if self.popen is None:
+            if time.monotonic() >= self.restart_at:
+                self.listener.reset()
+                self.popen = self.spawn()
+                self.started = time.monotonic()
+            return True
+        code = self.popen.poll()
+        silent = self.listener.silent_for(self.started)
+        if code is not None:
+            self.restart(f"The workers stopped (exit status {code})")
+        elif silent > settings.SYNC_WATCHDOG_SECONDS:
+            self.restart(f"The workers have not proved they work for {silent:.0f}s (watchdog)")
+        return True
+
+    def restart(self, why: str) -> None:
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < 600] + [now]
+        pause = min(60.0, 2.0 ** (len(self.restarts) - 1))  # 1, 2, 4 ... s when it keeps failing
+        message = (
+            f"{why}; restarting them in {pause:.0f}s (restart {len(self.restarts)} within 10 "
+            "minutes). Interrupted syncs continue from their checkpoints."
+        )
+        self.out.write(message)
+        logging.getLogger("syncqueue.serve").critical(message)
+        self.kill_group()
+        self.popen = None
+        self.restart_at = now + pause
+
+    def close(self) -> None:
+        self.listener.close()

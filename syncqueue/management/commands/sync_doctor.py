@@ -9,14 +9,14 @@ from django.core import checks
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
-from django_q.models import Schedule
+from django.utils import timezone
 
 from integrations import crypto
 from integrations.errors import SyncError
 from integrations.models import Connection
 from integrations.probe import probe
-from syncqueue.apps import DISPATCH_SCHEDULE
-from syncqueue.heartbeat import START_COMMAND, worker_status
+from syncqueue.heartbeat import DISPATCHER, START_COMMAND, clusters, worker_status
+from syncqueue.models import WorkerHeartbeat
 from syncqueue.stats import queue_stats
 
 BACKLOG_WARN = 100
@@ -87,12 +87,6 @@ class Command(BaseCommand):
             )
         else:
             self.report("ok", "database", f"{connection.vendor}, migrations applied")
-        if not Schedule.objects.filter(name=DISPATCH_SCHEDULE).exists():
-            self.report(
-                "fail",
-                "dispatcher",
-                "the dispatcher schedule is missing; run: python manage.py migrate",
-            )
         return True
 
     def check_encryption(self) -> None:
@@ -137,6 +131,32 @@ class Command(BaseCommand):
                 f"{status.message} (keep it running, e.g. under "
                 f"systemd; '{START_COMMAND}' on each worker host)",
             )
+        for cluster in clusters():
+            heal = cluster.last_heal
+            healed = f"; last healed itself: {heal['reason']}" if heal else ""
+            if cluster.stopped:
+                continue  # shut down cleanly
+            if cluster.stale:
+                self.report(
+                    "warn",
+                    f"cluster {cluster.name}",
+                    f"has not proved it works for {cluster.age_seconds:.0f}s (stopped, or "
+                    f"frozen and waiting for its supervisor){healed}",
+                )
+            else:
+                self.report(
+                    "ok",
+                    f"cluster {cluster.name}",
+                    f"{cluster.busy} of {cluster.workers} workers busy{healed}",
+                )
+        last_pass = WorkerHeartbeat.objects.filter(name=DISPATCHER).first()
+        limit = 3 * settings.SYNC_DISPATCH_INTERVAL
+        if status.alive and last_pass is not None:
+            age = (timezone.now() - last_pass.seen_at).total_seconds()
+            level = "ok" if age <= limit else "fail"
+            self.report(level, "dispatcher", f"last full pass {age:.0f}s ago")
+        elif status.alive:
+            self.report("fail", "dispatcher", "has never run although workers are alive")
 
     def check_backlog(self) -> None:
         stats = queue_stats()
