@@ -364,10 +364,10 @@ SYNC_LEASE_SECONDS = env_int(
 )
 SYNC_LEASE_RENEW_SECONDS = env_float(
     "SYNC_LEASE_RENEW_SECONDS",
-    SYNC_LEASE_SECONDS / 3,
+    SYNC_LEASE_SECONDS / 4,
     "A running job's worker renews its lease this often (a thread, whatever the batch does).",
     minimum=0.5,
-    doc_default="SYNC_LEASE_SECONDS / 3",
+    doc_default="SYNC_LEASE_SECONDS / 4",
 )
 SYNC_RESCUE_INTERVAL = env_float(
     "SYNC_RESCUE_INTERVAL",

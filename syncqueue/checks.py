@@ -99,13 +99,18 @@ def liveness_problems(
     watchdog_seconds: float,
 ) -> list[Any]:
     """Rules between lease, renewal, rescue, heartbeat, stall detection and the watchdog."""
+    from syncqueue.lease import lock_wait
+
     errors: list[Any] = []
-    if lease_seconds < 3 * renew_seconds - 1e-6:
+    # After the last good renewal the next two may each wait for a lock, and fail.
+    needed = 3 * renew_seconds + 2 * lock_wait(renew_seconds)
+    if lease_seconds < needed - 1e-6:
         errors.append(
             Error(
-                f"SYNC_LEASE_SECONDS ({lease_seconds}) must be at least three times "
-                f"SYNC_LEASE_RENEW_SECONDS ({renew_seconds}): a lease must survive two missed "
-                "renewals, or live jobs get rescued while they run.",
+                f"SYNC_LEASE_SECONDS ({lease_seconds}) must be at least {needed:g}s: three "
+                f"renewal intervals (SYNC_LEASE_RENEW_SECONDS, {renew_seconds}) and two lock "
+                "waits, so that it survives two failed renewals; otherwise live jobs get "
+                "rescued while they run.",
                 id="syncqueue.E008",
             )
         )

@@ -54,7 +54,6 @@ import logging
 import os
 import platform
 import signal
-import socket
 import struct
 import time
 import uuid
@@ -81,7 +80,7 @@ from django_q.signals import post_execute, post_execute_in_worker, pre_execute
 from django_q.status import Stat
 from django_q.worker import worker
 
-from syncqueue import watchdog
+from syncqueue import identity, watchdog
 
 log = logging.getLogger("syncqueue.cluster")
 
@@ -186,9 +185,11 @@ def gated_pusher(task_queue: Queue, event: EventType, broker: Any, polled: Any, 
     def gated() -> Any:
         while True:
             polled.value += 1
+            if event.is_set():
+                return None  # stopping or replaced: fetch nothing more
             free = sum(1 for state in slots if state == IDLE) - counter.value
-            if free > 0 or event.is_set():
-                Conf.BULK = max(1, min(bulk, free))  # this process's copy; read per dequeue
+            if free > 0:
+                Conf.BULK = min(bulk, free)  # this process's copy; read per dequeue
                 return dequeue()
             time.sleep(GATE_POLL)
 
@@ -215,6 +216,12 @@ def dispatcher_loop(stop: EventType) -> None:
         finally:
             db.connections.close_all()
         stop.wait(settings.SYNC_RESCUE_INTERVAL)
+
+
+def size(queue: Queue) -> int:
+    """A django-q2 queue's length, read without its lock (a process killed while holding that
+    lock must not block the sentinel; a value off by one for a moment does no harm)."""
+    return int(queue.size.count.get_obj().value)
 
 
 def busy(process: Any) -> bool:
@@ -263,16 +270,39 @@ def lock_orphaned(
 ) -> bool:
     """True if ``lock`` stays taken for ``window`` seconds while no live possible holder is
     blocked in ``syscall`` on ``fd`` (a live reader holds the read lock while it waits in
-    ``read()``). Where /proc cannot tell, a lock that stays taken counts as orphaned: a
-    needless but harmless queue replacement."""
+    ``read()``). Where /proc cannot tell, the answer is False: the stall detector decides."""
     deadline = time.monotonic() + window
     while time.monotonic() < deadline:
-        if syscall and in_syscall(holders(), syscall, fd):
-            return False
+        if syscall:
+            seen = in_syscall(holders(), syscall, fd)
+            if seen is None or seen:
+                return False
         if lock.acquire(timeout=0.05):
             lock.release()
             return False
     return True
+
+
+def syscalls_visible() -> bool:
+    """Whether /proc shows this machine's processes blocked in read() (not on every
+    architecture, kernel or sandbox): a child that waits on a pipe must be seen doing so."""
+    reader, writer = os.pipe()
+    child = get_mp_context().Process(target=os.read, args=(reader, 1), daemon=True)
+    child.start()
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            if in_syscall([child.pid], "read", reader):  # type: ignore[list-item]
+                return True
+            time.sleep(0.01)
+        return False
+    finally:
+        os.write(writer, b"x")
+        child.join(2)
+        if child.is_alive():
+            child.kill()
+        os.close(reader)
+        os.close(writer)
 
 
 def read_frames(conn: Any, buf: bytearray) -> list[bytes]:
@@ -331,7 +361,8 @@ class SafeSentinel(Sentinel):
         self.gave_up = False
         self.saved = Value("L", 0, lock=False)
         self.polled = Value("L", 0, lock=False)
-        self.slots = Array("b", max(1, Conf.WORKERS), lock=False)  # per generation
+        # per generation; twice the pool, so a timed-out worker that is still dying keeps its own
+        self.slots = Array("b", 2 * max(1, Conf.WORKERS), lock=False)
         self.stall_seconds = float(settings.SYNC_STALL_SECONDS)
         self.max_heals = int(settings.SYNC_CLUSTER_MAX_HEALS)
         self.beat_every = float(settings.SYNC_CLUSTER_BEAT_SECONDS)
@@ -339,7 +370,15 @@ class SafeSentinel(Sentinel):
         self._last_beat = 0.0
         self.dispatcher: BaseProcess | None = None
         self.dispatcher_stop = Event()
-        self.beat_name = f"cluster:{socket.gethostname()}:{os.getpid()}"
+        self.beat_name = f"cluster:{identity.process()}"
+        self.dying: list[BaseProcess] = []  # timed-out workers told to stop, not yet gone
+        self.closing = False
+        self.lock_check = syscalls_visible()
+        if not self.lock_check:
+            log.warning(
+                "/proc does not show what processes wait on here: a worker that dies holding "
+                "a queue lock is found by the stall detector (SYNC_STALL_SECONDS) only."
+            )
         super().__init__(*args, **kwargs)
         if self.gave_up:
             raise SystemExit(GIVE_UP_EXIT_CODE)
@@ -359,7 +398,7 @@ class SafeSentinel(Sentinel):
     def spawn_worker(self) -> None:
         timer = Value("f", -1)
         started = Value("L", 0, lock=False)
-        taken = {p.slot for p in self.pool}  # type: ignore[attr-defined]
+        taken = {p.slot for p in self.pool + self.dying if p.slots is self.slots}  # type: ignore[attr-defined]
         slot = next(i for i in range(len(self.slots)) if i not in taken)
         self.slots[slot] = EMPTY  # until the new worker says it is ready
         process = self._process(
@@ -446,9 +485,12 @@ class SafeSentinel(Sentinel):
             return
         was_worker = process in self.pool
         super().reincarnate(process)
-        if was_worker and not process.is_alive():
-            self.rescue_jobs_of(process)
-        if self.stop_event.is_set():
+        if was_worker:
+            if process.is_alive():  # timed out: terminated, its job handed back once it is gone
+                self.dying.append(process)
+            else:
+                self.rescue_jobs_of(process)
+        if self.stop_event.is_set() or not self.lock_check:
             return
         broken = self.broken_locks()
         if broken:
@@ -477,13 +519,13 @@ class SafeSentinel(Sentinel):
         started; results waiting and none saved; a pusher that stopped polling the broker
         while the task queue has room."""
         idle = any(p.is_alive() and not busy(p) for p in self.pool)
-        tasks_waiting = self.task_queue.qsize()
+        tasks_waiting = size(self.task_queue)
         room = not Conf.QUEUE_LIMIT or tasks_waiting < Conf.QUEUE_LIMIT
         return {
             "tasks": self._held("tasks", tasks_waiting > 0 and idle, self.tasks_started(), now),
             "results": self._held(
                 "results",
-                self.result_queue.qsize() > 0 and self.monitor.is_alive(),
+                size(self.result_queue) > 0 and self.monitor.is_alive(),
                 self.saved.value,
                 now,
             ),
@@ -496,13 +538,13 @@ class SafeSentinel(Sentinel):
         held = self.stalls(now)
         if held["tasks"] >= self.stall_seconds:
             self.new_generation(
-                f"{self.task_queue.qsize()} ticket(s) waiting, a worker free and no task "
+                f"{size(self.task_queue)} ticket(s) waiting, a worker free and no task "
                 f"started for {self.stall_seconds:.0f}s"
             )
-        elif held["results"] >= 2 * self.stall_seconds:
+        elif held["results"] >= self.stall_seconds:
             self.new_generation(
-                f"{self.result_queue.qsize()} result(s) waiting and none saved for "
-                f"{2 * self.stall_seconds:.0f}s",
+                f"{size(self.result_queue)} result(s) waiting and none saved for "
+                f"{self.stall_seconds:.0f}s",
                 results=True,
             )
         elif held["pusher"] >= self.stall_seconds:
@@ -559,7 +601,7 @@ class SafeSentinel(Sentinel):
             db.connections.close_all()
         self.retiring += self.pool
         self.pool = []
-        self.slots = Array("b", max(1, self.pool_size), lock=False)
+        self.slots = Array("b", 2 * max(1, self.pool_size), lock=False)
         for __ in range(self.pool_size):
             self.spawn_worker()
         if results:
@@ -636,7 +678,7 @@ class SafeSentinel(Sentinel):
             finally:
                 if got_lock:
                     q._rlock.release()
-        while old.pending:
+        while old.pending and not self.closing:
             task = old.pending[0]
             if task != "STOP":
                 try:
@@ -659,7 +701,7 @@ class SafeSentinel(Sentinel):
         from syncqueue.dispatcher import rescue_dead_worker
 
         try:
-            rescue_dead_worker(f"{socket.gethostname()}:{process.pid}")
+            rescue_dead_worker(identity.process(process.pid))
         except Exception:
             log.exception("Could not hand back the jobs of dead worker %s.", process.pid)
 
@@ -721,6 +763,11 @@ class SafeSentinel(Sentinel):
                         p.timer.value -= cycle
                 finally:
                     lock.release()
+            for p in list(self.dying):
+                if not p.is_alive():
+                    p.join(0)
+                    self.dying.remove(p)
+                    self.rescue_jobs_of(p)
             if not self.monitor.is_alive():
                 self.reincarnate(self.monitor)
             if not self.pusher.is_alive():
@@ -760,6 +807,7 @@ class SafeSentinel(Sentinel):
                 self.task_queue.put("STOP", timeout=1)
             except Full:
                 break
+        self.closing = True  # tickets left in old queues come back from the broker
         self._close(self.task_queue)
         deadline = time.monotonic() + timeout + 5
         idle_since: dict[int, float] = {}
@@ -782,7 +830,7 @@ class SafeSentinel(Sentinel):
                         p.kill()
             self.tend_old()
             time.sleep(0.1)
-        for p in self.pool + self.retiring:
+        for p in self.pool + self.retiring + self.dying:
             if p.is_alive():
                 log.error("Worker %s did not stop in time; killed.", p.pid)
                 p.kill()

@@ -33,9 +33,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
 import random
-import socket
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -69,7 +68,7 @@ from integrations.errors import (
     Transient,
 )
 from integrations.models import Connection
-from syncqueue import heartbeat, lease, notifications
+from syncqueue import heartbeat, identity, lease, notifications
 from syncqueue.models import SkippedItem, SyncJob, SyncLog
 from syncqueue.redact import redact, secret_values
 from syncqueue.signals import job_finished
@@ -127,8 +126,8 @@ def announce_finished(job_id: int) -> None:
 
 
 def worker_id() -> str:
-    """Identity of this process in leases and heartbeats."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Identity of this process in leases and heartbeats (``syncqueue.identity``)."""
+    return identity.process()
 
 
 def default_dedupe_key(kind: str) -> str:
@@ -380,6 +379,7 @@ class _Run:
     done: int = 0  # progress_done as last committed
     skipped: int = 0  # items this slice could not store (committed so far)
     ctx: SyncContext | None = None
+    lease_lost: threading.Event | None = None  # set by the lease keeper when it lost the job
 
     def log(self, level: str, message: str, **data: Any) -> None:
         self.logs.append(
@@ -402,11 +402,11 @@ def execute(job: SyncJob, deadline: float | None = None) -> str:
     """Run one slice of a claimed job (until ``deadline``, a ``time.monotonic()`` value) and
     record the outcome. Returns a short summary. A thread renews the job's lease meanwhile
     (``syncqueue.lease``), so a dead worker's job is rescued within a minute."""
-    with lease.kept(job.pk, job.worker_id):
-        return _execute(job, deadline)
+    with lease.kept(job.pk, job.worker_id) as keeper:
+        return _execute(job, deadline, keeper.lost)
 
 
-def _execute(job: SyncJob, deadline: float | None) -> str:
+def _execute(job: SyncJob, deadline: float | None, lease_lost: threading.Event) -> str:
     run = _Run(
         job=job,
         connection=job.connection,
@@ -416,6 +416,7 @@ def _execute(job: SyncJob, deadline: float | None) -> str:
         else time.monotonic() + settings.SYNC_SLICE_SECONDS,
         logs=[],
         done=job.progress_done,  # a new slice or a retry counts on from what was committed
+        lease_lost=lease_lost,
     )
     try:
         connector = job.connection.build_connector()
@@ -502,20 +503,20 @@ def _run_batches(run: _Run, connector: Connector) -> bool:
     while True:
         batches = _work(run, connector)
         try:
-            batch = next(batches, None)
+            batch = _advance(run, batches)
             while batch is not None:
                 following: Batch | object | None = _NOT_FETCHED
                 if batch.final:
                     # The connector says this is its last batch: confirm, then commit the batch
                     # and the job's success in one transaction.
-                    following = next(batches, None)
+                    following = _advance(run, batches)
                     if following is None:
                         _commit(run, connector, batch, finish=True)
                         return True
                 _commit(run, connector, batch)
                 if time.monotonic() >= run.deadline:
                     return False
-                batch = next(batches, None) if following is _NOT_FETCHED else following
+                batch = _advance(run, batches) if following is _NOT_FETCHED else following
             _commit(run, connector, Batch(), finish=True)
             return True
         except CursorReset as reset:
@@ -540,6 +541,26 @@ def _run_batches(run: _Run, connector: Connector) -> bool:
             batches.close()  # lets the connector's finally blocks log out / close sockets
 
 
+def _advance(run: _Run, batches: Iterator[Batch]) -> Batch | None:
+    """The connector's next batch, unless this slice no longer holds the job: the lease keeper
+    found it rescued, or (before an outbound push, whose calls change the remote side) the job
+    row says so. A slice that lost its job stops without writing or sending anything more."""
+    if run.lease_lost is not None and run.lease_lost.is_set():
+        raise _LeaseLost
+    if run.job.kind == Kind.PUSH and not _holds(run):
+        raise _CancelRequested if _is_cancelled(run.job.pk, run.worker) else _LeaseLost
+    return next(batches, None)
+
+
+def _holds(run: _Run, *, lock: bool = False) -> bool:
+    """Whether this slice still holds its running job (``lock``: and lock its row until the
+    transaction ends, so a rescued slice and its successor never write the same rows at once)."""
+    rows = SyncJob.objects.filter(
+        pk=run.job.pk, state=State.RUNNING, worker_id=run.worker, cancel_requested=False
+    )
+    return (rows.select_for_update() if lock else rows).exists()
+
+
 def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = False) -> None:
     """Write one batch with its cursor/checkpoint, progress and a lease renewal atomically;
     with ``finish`` the same transaction also marks the job succeeded and the connection
@@ -551,6 +572,10 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
     job, conn = run.job, run.connection
     now = timezone.now()
     with transaction.atomic():
+        if db.vendor == "postgresql" and not _holds(run, lock=True):
+            # Rescued meanwhile: do not race the new holder on the same rows (SQLite writers
+            # are serialized; the conditional UPDATE below rolls back a lost slice there).
+            raise _CancelRequested if _is_cancelled(job.pk, run.worker) else _LeaseLost
         skipped_before = run.skipped
         counts = _store(run, connector, batch)
         total = run.counts + counts
@@ -774,6 +799,8 @@ def _is_cancelled(job_id: int, worker: str) -> bool:
 
 def _clear_cursor(run: _Run, message: str, replacement: dict[str, Any] | None = None) -> None:
     with transaction.atomic():
+        if not _holds(run, lock=True):
+            raise _LeaseLost  # the new holder's cursor and checkpoint are not ours to touch
         cursor = replacement or {}
         Connection.objects.filter(pk=run.connection.pk).update(cursor=cursor)
         run.connection.cursor = cursor

@@ -16,7 +16,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from django.conf import settings
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
+from syncqueue import identity
 from syncqueue.models import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def beat_worker(force: bool = False) -> None:
     global _last_worker_beat
     now = time.monotonic()
     if force or now - _last_worker_beat >= _WORKER_BEAT_EVERY:
-        beat(f"worker:{socket.gethostname()}:{os.getpid()}", pid=os.getpid())
+        beat(f"worker:{identity.process()}", pid=os.getpid())
         _last_worker_beat = now
 
 

@@ -28,17 +28,23 @@ from django.utils import timezone
 from syncqueue.models import SyncJob
 
 log = logging.getLogger(__name__)
-LOCK_WAIT_SECONDS = 5
+LOCK_WAIT_SECONDS = 3.0  # longest wait of one renewal for a database lock (system check E008)
 
 
-def bound_lock_waits() -> None:
+def lock_wait(renew_seconds: float) -> float:
+    """How long one renewal may wait for a lock: 3 s, or half the interval if that is shorter."""
+    return min(LOCK_WAIT_SECONDS, renew_seconds / 2)
+
+
+def bound_lock_waits(seconds: float) -> None:
     """On this thread's own connection: never queue behind a long transaction for longer than
-    a few seconds (a renewal missed is made up by the next one)."""
+    ``seconds`` (a renewal missed is made up by the next one)."""
+    milliseconds = max(1, round(seconds * 1000))
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'")
+            cursor.execute(f"SET lock_timeout = {milliseconds}")
         elif connection.vendor == "sqlite":
-            cursor.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_SECONDS * 1000}")
+            cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
 
 
 def renew(job_id: int, worker: str) -> bool:
@@ -52,12 +58,14 @@ def renew(job_id: int, worker: str) -> bool:
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews one job's lease until stopped (or until the job is no longer ours)."""
+    """Renews one job's lease until stopped (or until the job is no longer ours: then
+    ``lost`` is set, and the slice stops before its next batch)."""
 
     def __init__(self, job_id: int, worker: str, every: float) -> None:
         super().__init__(name=f"lease-{job_id}", daemon=True)
         self.job_id, self.worker, self.every = job_id, worker, every
         self.stopped = threading.Event()
+        self.lost = threading.Event()
         self.renewals = 0
 
     def run(self) -> None:
@@ -65,18 +73,26 @@ class LeaseKeeper(threading.Thread):
             while not self.stopped.wait(self.every):
                 try:
                     if not self.renewals:
-                        bound_lock_waits()
+                        bound_lock_waits(lock_wait(self.every))
                     if not renew(self.job_id, self.worker):
-                        return  # finished, cancelled or rescued: nothing more to renew
+                        # Rescued, finished or cancelled: say so unless this thread cannot see
+                        # the job at all (a transaction not yet committed, as in tests).
+                        if (
+                            not self.stopped.is_set()
+                            and SyncJob.objects.filter(pk=self.job_id).exists()
+                        ):
+                            self.lost.set()
+                        return
                     self.renewals += 1
                 except DatabaseError:
                     log.warning("Job %s: could not renew the lease.", self.job_id, exc_info=True)
+                    connection.close_if_unusable_or_obsolete()
         finally:
             connection.close()  # this thread's own connection
 
     def stop(self) -> None:
         self.stopped.set()
-        self.join(LOCK_WAIT_SECONDS + 1)
+        self.join(lock_wait(self.every) + 1)
 
 
 @contextmanager

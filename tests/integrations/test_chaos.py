@@ -28,7 +28,7 @@ from mail.models import MailMessage
 from sandbox.tls import make_ca
 from sandbox.zendesk import FakeZendesk
 from syncqueue import engine
-from syncqueue.models import SyncJob
+from syncqueue.models import SyncJob, SyncLog
 from tests.support.cluster import FAST_CLUSTER, roles
 from tests.support.mailfactory import realistic
 from tests.support.models import FakeRecord
@@ -140,6 +140,7 @@ def test_chaos_loses_and_duplicates_nothing(dovecot, settings):
         latencies: list[float] = []
         watching: list[tuple[int, str, float]] = []  # (job, killed worker id, when)
         kills = {"worker": 0, "cluster": 0}
+        exits = 0  # clusters that exited by themselves (status 3: gave up healing)
         restart_at: dict[str, float] = {}
         start = time.monotonic()
         next_kill = start + rng.uniform(2, 5)
@@ -147,6 +148,10 @@ def test_chaos_loses_and_duplicates_nothing(dovecot, settings):
         dovecot_restarted = throttled = False
         while time.monotonic() - start < SECONDS:
             now = time.monotonic()
+            for name, proc in clusters.procs.items():
+                if proc.poll() is not None and name not in restart_at:  # exited by itself
+                    restart_at[name] = now + 1
+                    exits += 1
             for name, when in list(restart_at.items()):
                 if now >= when:
                     clusters.start(name)
@@ -224,10 +229,16 @@ def test_chaos_loses_and_duplicates_nothing(dovecot, settings):
                 latencies.append(time.monotonic() - item[2])
 
     jobs = SyncJob.objects.filter(connection__in=connections)
+    rescues = {
+        how: SyncLog.objects.filter(job__in=jobs, message__contains=text).count()
+        for how, text in (("worker died", " died; resuming"), ("lease expired", "lease expired"))
+    }
     summary = {
         "seed": SEED,
         "seconds": SECONDS,
         "kills": kills,
+        "self_exits": exits,
+        "rescues": rescues,
         "jobs": jobs.count(),
         "rescue_latency_s": {
             "n": len(latencies),
@@ -237,6 +248,7 @@ def test_chaos_loses_and_duplicates_nothing(dovecot, settings):
     }
     print(f"\nchaos: {summary}")
     assert kills["worker"] + kills["cluster"] >= SECONDS / 6
+    assert rescues["worker died"] >= 1  # busy workers were killed: their cluster handed back
     assert not jobs.filter(state__in=SyncJob.ACTIVE).exists(), "stuck jobs"
     for job in SyncJob.objects.filter(pk__in=final):
         assert job.state == State.SUCCEEDED, (job.connection.name, job.error_message)

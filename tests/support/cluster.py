@@ -81,7 +81,8 @@ def roles(main_pid: int) -> dict[str, list[int]]:
 
 
 def wchan(pid: int) -> str:
-    """What the kernel says ``pid`` waits on (e.g. ``anon_pipe_read``, ``futex_do_wait``)."""
+    """What the kernel says ``pid`` waits on (e.g. ``anon_pipe_read`` — ``pipe_read`` on older
+    kernels — or ``futex_do_wait``)."""
     try:
         return Path(f"/proc/{pid}/wchan").read_text()
     except OSError:
@@ -92,7 +93,7 @@ def task_lock_holder(main_pid: int) -> int | None:
     """The idle worker waiting in ``read()`` on the task pipe: it holds the task queue's read
     lock (``Queue.get`` reads under ``_rlock``); the other idle workers wait on that lock."""
     idle = roles(main_pid).get("idle", [])
-    readers = [pid for pid in idle if wchan(pid) == "anon_pipe_read"]
+    readers = [pid for pid in idle if wchan(pid).endswith("pipe_read")]  # anon_pipe_read, pipe_read
     waiters = [pid for pid in idle if wchan(pid).startswith("futex")]
     if len(readers) == 1 and len(waiters) == len(idle) - 1:
         return readers[0]

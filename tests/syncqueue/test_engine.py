@@ -10,7 +10,7 @@ from django.utils import timezone
 from integrations.models import Connection
 from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
-from tests.support.models import FakeRecord
+from tests.support.models import FakeRecord, RunSpan
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Kind, State, Status = SyncJob.Kind, SyncJob.State, Connection.Status
@@ -269,6 +269,32 @@ def test_a_worker_that_lost_its_lease_writes_nothing(make_connection):
     SyncJob.objects.filter(pk=job.pk).update(worker_id="rescuer")  # rescued and re-claimed
     assert engine.execute(claimed) == "lease lost"
     assert FakeRecord.objects.count() == 0
+
+
+def test_a_push_whose_job_was_rescued_sends_nothing(make_connection):
+    # The outbound call itself changes the remote side (a task created in someone's calendar),
+    # so ownership is checked before the connector is asked for its next push.
+    conn = make_connection(config={"track_runs": True})
+    job = engine.enqueue(conn, Kind.PUSH, payload={"item": 1}, dedupe_key="push:1")
+    claimed = engine.claim_next("zombie")
+    SyncJob.objects.filter(pk=job.pk).update(worker_id="rescuer")
+    assert engine.execute(claimed) == "lease lost"
+    assert not RunSpan.objects.exists() and not FakeRecord.objects.exists()
+
+
+def test_a_slice_stops_before_its_next_batch_once_its_lease_keeper_lost_the_job(
+    make_connection,
+):
+    import threading
+
+    conn = make_connection(config={"total": 10, "batch": 5})
+    job = engine.enqueue(conn, Kind.MANUAL)
+    claimed = engine.claim_next("slow")
+    lost = threading.Event()
+    lost.set()
+    assert engine._execute(claimed, None, lost) == "lease lost"
+    job.refresh_from_db()
+    assert job.state == SyncJob.State.RUNNING and not FakeRecord.objects.exists()
 
 
 def test_errors_shown_to_people_never_contain_the_secret(make_connection, work):

@@ -97,7 +97,7 @@ def test_killing_the_idle_monitor_does_not_make_tickets_run_again(make_connectio
         warm_up(make_connection)
         wait_for(lambda: OrmQ.objects.count() == 0, 20, "the warm-up ticket's acknowledgement")
         monitor = roles(cluster.pid)["monitor"][0]
-        wait_for(lambda: wchan(monitor) == "anon_pipe_read", 10, "the monitor to wait in read()")
+        wait_for(lambda: wchan(monitor).endswith("pipe_read"), 10, "the monitor in read()")
         os.kill(monitor, signal.SIGKILL)
         job = engine.enqueue(make_connection(), SyncJob.Kind.MANUAL)
         wait_for(lambda: succeeded(job), 30, "the job")
@@ -109,7 +109,7 @@ def test_killing_the_idle_monitor_does_not_make_tickets_run_again(make_connectio
 def test_a_cluster_whose_workers_hang_stops_looking_alive_then_heals(make_connection):
     from django.utils import timezone
 
-    with qcluster("hang", **{**TWO_WORKERS, "SYNC_STALL_SECONDS": 12}) as cluster:
+    with qcluster("hang", **{**TWO_WORKERS, "SYNC_STALL_SECONDS": 16}) as cluster:
         warm_up(make_connection)
         workers = roles(cluster.pid)["idle"]
         for pid in workers:
@@ -120,9 +120,9 @@ def test_a_cluster_whose_workers_hang_stops_looking_alive_then_heals(make_connec
             10,
             "the pusher to take the ticket into the hung queue",
         )
-        time.sleep(6.5)  # a stall may last 5 s before the cluster stops proving it works
+        time.sleep(8)  # a stall may last 5 s before the cluster stops proving it works
         frozen_beat = cluster_beat(cluster.pid).seen_at
-        time.sleep(4)
+        time.sleep(4)  # healing starts after 16 s
         assert cluster_beat(cluster.pid).seen_at == frozen_beat, "a hung cluster kept beating"
         done = wait_for(lambda: succeeded(job), 40, "the job after the cluster healed")
         wait_for(lambda: cluster_beat(cluster.pid).seen_at > frozen_beat, 10, "beats after healing")
@@ -131,9 +131,11 @@ def test_a_cluster_whose_workers_hang_stops_looking_alive_then_heals(make_connec
             if os.path.exists(f"/proc/{pid}"):
                 os.kill(pid, signal.SIGCONT)
     assert done.attempts == 0
-    assert "no task started for 12s" in heals[-1]["reason"]
+    assert "no task started for 16s" in heals[-1]["reason"]
 
 
+@pytest.mark.postgres  # several clusters share a database there; a stopped SQLite writer would
+# hold the file lock and stop the healthy cluster too
 def test_the_dispatcher_keeps_running_while_a_whole_cluster_is_frozen(make_connection):
     from django.utils import timezone
 

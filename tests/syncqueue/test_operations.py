@@ -50,11 +50,11 @@ def test_checks_refuse_a_broken_q_cluster(change, expected):
 
 def test_checks_refuse_slices_near_the_timeout_and_short_leases():
     assert ids(GOOD, slice_seconds=290) == ["syncqueue.E007"]
-    assert ids(GOOD, lease=20) == ["syncqueue.E008"]  # renewed every 10 s: two misses kill it
+    assert ids(GOOD, lease=20) == ["syncqueue.E008"]  # renewed every 7.5 s: two misses kill it
 
 
 LIVE = {
-    "renew_seconds": 10,
+    "renew_seconds": 7.5,
     "rescue_interval": 10,
     "beat_seconds": 10,
     "stale_seconds": 90,
@@ -67,7 +67,7 @@ LIVE = {
     "lease,change,expected",
     [
         (30, {}, []),
-        (29, {}, ["syncqueue.E008"]),
+        (28, {}, ["syncqueue.E008"]),  # 3 x 7.5 s + two lock waits of 3 s: 28.5 s
         (30, {"stale_seconds": 25}, ["syncqueue.E009"]),
         (30, {"watchdog_seconds": 20}, ["syncqueue.E010", "syncqueue.W003"]),
         (30, {"stall_seconds": 60}, ["syncqueue.W003"]),

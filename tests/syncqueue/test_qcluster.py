@@ -9,7 +9,8 @@ import time
 from datetime import timedelta
 
 import pytest
-from django_q.models import Failure
+from django.utils import timezone
+from django_q.models import Failure, OrmQ
 
 from syncqueue import dispatcher, engine
 from syncqueue.models import SyncJob, SyncLog
@@ -114,9 +115,15 @@ def test_a_busy_cluster_does_not_hold_tickets_an_idle_cluster_could_run(make_con
     # Stock django-q2 fetches tickets whenever its in-memory queue has room, even with every
     # worker busy: the ticket then waits for the end of a slice while another cluster idles.
     # Ours fetches only for a free worker (syncqueue.cluster.gated_pusher).
-    one = {**FAST, "SYNC_WORKERS": 1, "SYNC_SLICE_SECONDS": 4}
+    one = {
+        **FAST,
+        "SYNC_WORKERS": 1,
+        "SYNC_TASK_TIMEOUT": 10,
+        "SYNC_TASK_RETRY": 15,
+        "SYNC_SLICE_SECONDS": 8,
+    }
     long = engine.enqueue(
-        make_connection(name="long", config={"total": 40, "batch": 1, "delay": 0.5}), Kind.MANUAL
+        make_connection(name="long", config={"total": 60, "batch": 1, "delay": 0.5}), Kind.MANUAL
     )
     with qcluster("busy", **one) as busy:
         wait_for(
@@ -124,13 +131,17 @@ def test_a_busy_cluster_does_not_hold_tickets_an_idle_cluster_could_run(make_con
             20,
             "the busy cluster's slice",
         )
+        short = engine.enqueue(
+            make_connection(name="short", config={"track_runs": True}), Kind.MANUAL
+        )
+        time.sleep(1)  # the busy cluster's pusher polls 20 times a second meanwhile
+        now = timezone.now()
+        taken = [q.name() for q in OrmQ.objects.all() if q.lock > now]
         with qcluster("idle", **one) as idle:
-            time.sleep(2)  # both clusters polling
-            short = engine.enqueue(
-                make_connection(name="short", config={"track_runs": True}), Kind.MANUAL
-            )
             done = wait_for(lambda: finished(short.pk), 20, "the short job")
             idle_pids, busy_pids = descendants(idle.pid), descendants(busy.pid)
+    # Only the long job's own ticket is held: the short job's stayed for a free worker.
+    assert taken == [f"sync-job-{long.pk}"]
     assert done.state == State.SUCCEEDED
     [span] = RunSpan.objects.filter(connection=done.connection)
     assert span.pid in idle_pids and span.pid not in busy_pids

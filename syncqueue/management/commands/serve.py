@@ -38,6 +38,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from syncqueue import watchdog
 
 GRACE_SECONDS = 30
+START_GRACE = 60  # seconds a starting qcluster gets before its first watchdog ping
 
 
 class Command(BaseCommand):
@@ -253,9 +254,11 @@ class Workers(Process):
             return True
         code = self.popen.poll()
         silent = self.listener.silent_for(self.started)
+        # Like systemd, the watchdog counts from the first READY=1; starting gets a minute more.
+        limit = settings.SYNC_WATCHDOG_SECONDS + (0 if self.listener.ready else START_GRACE)
         if code is not None:
             self.restart(f"The workers stopped (exit status {code})")
-        elif silent > settings.SYNC_WATCHDOG_SECONDS:
+        elif silent > limit:
             self.restart(f"The workers have not proved they work for {silent:.0f}s (watchdog)")
         return True
 
