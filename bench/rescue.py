@@ -67,7 +67,7 @@ def bench(kills: int, cluster_kills: int, seed: int) -> dict[str, Any]:
     conns = make_long_connections(4)
     for conn in conns:
         engine.enqueue(conn, SyncJob.Kind.MANUAL)
-    env = {"LOG_LEVEL": "WARNING"}  # everything else: the shipped defaults
+    env = {"LOG_LEVEL": "WARNING"}  # everything else (but SYNC_MAX_ATTEMPTS): shipped defaults
     worker_latencies: list[float] = []
     cluster_latencies: list[float] = []
     with ExitStack() as stack:
@@ -111,6 +111,7 @@ def bench(kills: int, cluster_kills: int, seed: int) -> dict[str, Any]:
             "SYNC_RESCUE_INTERVAL": settings.SYNC_RESCUE_INTERVAL,
             "SYNC_TASK_TIMEOUT": settings.SYNC_TASK_TIMEOUT,
             "SYNC_WORKERS": settings.SYNC_WORKERS,
+            "SYNC_MAX_ATTEMPTS": settings.SYNC_MAX_ATTEMPTS,
         },
         "worker_kills": len(worker_latencies),
         "cluster_kills": cluster_kills,
@@ -155,6 +156,9 @@ def main() -> None:
     parser.add_argument("--cluster-kills", type=int, default=2, help="whole clusters killed")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
+    # Production defaults, except that these syncs are killed over and over on purpose: they
+    # must not run out of attempts (a real sync gives up after SYNC_MAX_ATTEMPTS kills).
+    os.environ.setdefault("SYNC_MAX_ATTEMPTS", "1000")
     setup_django()
     print(json.dumps(bench(args.kills, args.cluster_kills, args.seed)))
 
