@@ -42,9 +42,10 @@ def main() -> None:
 
     setup_django()
     from integrations.models import Connection
+    from integrations.zendesk.models import Ticket
     from sandbox.tls import make_ca
     from sandbox.zendesk import FakeZendesk
-    from workspace.models import Organization, Ticket
+    from workspace.models import Organization
 
     ca = make_ca(var / "ca")
     server = FakeZendesk(ca, rate=None).start()

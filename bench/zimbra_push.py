@@ -75,7 +75,7 @@ def main() -> None:
     from sandbox.zimbra import ADMIN_NAME, ADMIN_PASSWORD, FakeZimbra
     from syncqueue import engine
     from syncqueue.models import SyncJob
-    from workspace import tasks
+    from workspace import assignments
     from workspace.models import Task
 
     ca = make_ca(var / "ca")
@@ -103,7 +103,7 @@ def main() -> None:
         with transaction.atomic():
             for i in range(args.assignments):
                 task = Task.objects.create(title=f"Task {i}", description="Details " * 20)
-                tasks.assign(task, people[i % PEOPLE])
+                assignments.assign(task, people[i % PEOPLE])
                 made.append(task)
         calls = len(server.requests)
         create = child(env)

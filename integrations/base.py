@@ -12,7 +12,9 @@ engine stores cursors and checkpoints) and offers:
   will later call ``sync`` again with the committed state — so a connector must be able to
   resume from that state alone. Resources (sockets, sessions) belong in a ``try/finally``
   inside the generator: the engine closes the generator when it stops early.
-- ``apply(batch)`` — write one batch's records; called by the engine inside its transaction.
+- ``apply(batch, log)`` — write one batch's records; called by the engine inside its
+  transaction. ``log`` writes to the job's log (with the transaction: a batch that is rolled
+  back leaves no line); a connector never writes log rows itself.
 - ``push(ctx)`` — outbound providers only: like ``sync`` but sends local changes out.
 
 Every failure is raised as a class from ``integrations.errors``; mapping library exceptions
@@ -25,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -145,6 +147,13 @@ def read_each(
     return records
 
 
+class JobLog(Protocol):
+    """Writes one line to the running job's log: ``log("info", "Took 40% from Zimbra",
+    assignment=7)`` (the keyword arguments are kept as the line's data)."""
+
+    def __call__(self, level: str, message: str, **data: Any) -> None: ...
+
+
 @dataclass(frozen=True)
 class PersonalSwitch:
     """A per-user on/off setting a provider offers on the settings page, e.g. "Add tasks
@@ -178,7 +187,7 @@ class SyncContext:
     cursor: dict[str, Any]
     checkpoint: dict[str, Any]
     deadline: float = float("inf")  # time.monotonic() value when the slice should end
-    log: Callable[..., None] = lambda level, message, **data: None
+    log: JobLog = lambda level, message, **data: None
     progress_done: int = 0  # the job's committed progress (earlier slices)
     #: skipped items of this connection to read again first (a bounded number per slice)
     retry: Sequence[ItemRef] = ()
@@ -210,6 +219,8 @@ class Connector:
     personal_switches: ClassVar[tuple[PersonalSwitch, ...]] = ()
     # an organization's account (e.g. Zendesk) rather than a person's
     requires_organization: ClassVar[bool] = False
+    #: can search a mailbox's whole history for one contact's mail (a case's mailboxes)
+    searches_history: ClassVar[bool] = False
 
     def __init__(self, connection: Connection, secrets: Mapping[str, Any] | None = None) -> None:
         self.connection = connection
@@ -259,8 +270,9 @@ class Connector:
         """Yield batches from ``ctx.cursor``/``ctx.checkpoint`` onward."""
         raise Permanent(f"{self.label} connections do not sync from the remote side.")
 
-    def apply(self, batch: Batch) -> Counts:
-        """Write a batch's records (inside the engine's transaction) and say what changed."""
+    def apply(self, batch: Batch, log: JobLog) -> Counts:
+        """Write a batch's records (inside the engine's transaction) and say what changed;
+        ``log`` writes to the job's log."""
         raise NotImplementedError(f"{type(self).__name__} must implement apply()")
 
     def items(self, batch: Batch) -> list[Batch]:

@@ -41,6 +41,15 @@ def get_connector_class(kind: str) -> type[Connector]:
     return import_string(path)
 
 
+def kinds_with(capability: str) -> list[str]:
+    """Kinds whose connector class has ``capability`` (a class attribute) set, e.g.
+    ``searches_history``: how the host asks for "mailboxes that can search history" without
+    naming a provider."""
+    return sorted(
+        kind for kind in available() if getattr(get_connector_class(kind), capability, False)
+    )
+
+
 def kind_choices() -> list[tuple[str, str]]:
     """(kind, label) pairs for forms; choices are not stored on the model field."""
     return [(kind, get_connector_class(kind).label) for kind in sorted(available())]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from portal import api, tasks_api, views
+from portal import api, task_api, views
 
 app_name = "portal"
 
@@ -22,11 +22,11 @@ urlpatterns = [
     path("api/connections/<int:connection_id>/schedule", api.schedule, name="api_schedule"),
     path("api/connections/<int:connection_id>", api.connection, name="api_connection"),
     path("api/jobs/<int:job_id>", api.job, name="api_job"),
-    path("api/tasks", tasks_api.create, name="api_task_create"),
-    path("api/tasks/<int:task_id>", tasks_api.task, name="api_task"),
+    path("api/tasks", task_api.create, name="api_task_create"),
+    path("api/tasks/<int:task_id>", task_api.task, name="api_task"),
     path(
         "api/tasks/<int:task_id>/<str:action>",
-        tasks_api.assignees,
+        task_api.assignees,
         name="api_task_assignees",
     ),
     path("api/queue/stats", api.stats, name="api_stats"),

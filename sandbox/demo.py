@@ -109,8 +109,9 @@ class Demo:
         from django.contrib.auth import get_user_model
 
         from integrations.models import Connection, UserSwitch
+        from integrations.zimbra.outbound import SWITCH
         from syncqueue import control
-        from workspace import tasks
+        from workspace import assignments
         from workspace.models import Case, CaseContact, Organization, Task
 
         assert self.graph and self.zendesk and self.zimbra, "start() first"
@@ -198,7 +199,7 @@ class Demo:
         # Zimbra: the company's server; both people want their tasks there
         for person in people.values():
             self.zimbra.add_account(person.email)
-            UserSwitch.objects.create(user=person, key=tasks.SWITCH, enabled=True)
+            UserSwitch.objects.create(user=person, key=SWITCH, enabled=True)
         connect(
             {"admin_password": ADMIN_PASSWORD},
             kind="zimbra",
@@ -242,9 +243,9 @@ class Demo:
                     status=status,
                     percent_complete=percent,
                 )
-                tasks.assign(task, alice if n % 2 == 0 else bob)
+                assignments.assign(task, alice if n % 2 == 0 else bob)
                 if n == 0:
-                    tasks.assign(task, bob)
+                    assignments.assign(task, bob)
             case = Case.objects.create(title="Carol's damaged parcel", owner=alice)
             CaseContact.objects.create(case=case, email=CUSTOMERS[0][0], name=CUSTOMERS[0][1])
         for conn in created:
@@ -277,7 +278,8 @@ class Demo:
         self._thread.start()
 
     def tick(self) -> None:
-        from workspace.models import Assignment, Task
+        from integrations.zimbra.models import TaskCopy
+        from workspace.models import Task
 
         rng = self._rng
         sender, _ = rng.choice(CUSTOMERS)
@@ -288,7 +290,7 @@ class Demo:
             self.zendesk.add_ticket(self._desk, rng.choice(SUBJECTS), status="new")
         if self.dovecot is not None and "bob" in self.dovecot.users:
             self.dovecot.deliver("bob", [self._mail(rng.randrange(1000))])
-        pushed = list(Assignment.objects.filter(state=Assignment.State.PUSHED, active=True))
+        pushed = list(TaskCopy.objects.filter(state=TaskCopy.State.PUSHED, assignment__active=True))
         if self.zimbra is not None and pushed:
             # someone moves a task on in Zimbra: it comes back with the incoming sync
             assignment = rng.choice(pushed)

@@ -122,6 +122,11 @@ INSTALLED_APPS = [
     "django_ratelimit",
     "workspace",
     "integrations",
+    # one app per provider (its models, admin and glue); its connector is in the registry
+    "integrations.imap",
+    "integrations.msgraph",
+    "integrations.zendesk",
+    "integrations.zimbra",
     "mail",
     "portal",
     "syncproject.management.apps.SyncProjectConfig",  # the project's commands (env_docs)

@@ -682,23 +682,27 @@ def _store(run: _Run, connector: Connector, batch: Batch) -> Counts:
         batch = replace(batch, records=[r for r in batch.records if not isinstance(r, special)])
     if not (batch.records or batch.deleted):
         return Counts()
+    mark = len(run.logs)  # log lines of an apply that is rolled back go with it
     try:
         with transaction.atomic():
-            counts = connector.apply(batch)
+            counts = connector.apply(batch, run.log)
     except _NOT_ABOUT_ONE_ITEM:
         raise
     except Exception as whole:
+        del run.logs[mark:]
         counts = Counts()
         stored = []
         failures: list[tuple[ItemRef, str, str, str]] = []
         parts = connector.items(batch)
         for part in parts:
+            mark = len(run.logs)
             try:
                 with transaction.atomic():
-                    counts += connector.apply(part)
+                    counts += connector.apply(part, run.log)
             except _NOT_ABOUT_ONE_ITEM:
                 raise
             except Exception as exc:
+                del run.logs[mark:]
                 ref = connector.describe(part) or _unknown_item(part)
                 failures.append((ref, type(exc).__name__, str(exc), traceback.format_exc()))
             else:

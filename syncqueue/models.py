@@ -224,7 +224,7 @@ class EngineLock(models.Model):
 
 class RateBudget(models.Model):
     """Requests granted recently under a provider's rate limit, shared by every worker of every
-    cluster (e.g. Zendesk's 10 export requests per minute per account)."""
+    cluster (e.g. a provider's 10 export requests per minute per account)."""
 
     key = models.CharField(max_length=200, primary_key=True)
     grants = models.JSONField(default=list, help_text="Unix times of the recent grants.")
@@ -286,7 +286,7 @@ class SkippedItem(models.Model):
     rest of the sync went on — the poison item that must not stop everything.
 
     ``key`` identifies the item to the connector so a later sync can read it again (folder,
-    UIDVALIDITY and UID; a Graph id; a ticket id). Every sync of the connection retries the
+    UIDVALIDITY and UID; a message id; a ticket id). Every sync of the connection retries the
     open ones (a bounded number at a time); when a retry stores the item, or the item is gone
     from the server, it is resolved. Staff see the error class and traceback.
     """

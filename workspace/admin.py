@@ -10,8 +10,8 @@ from django.utils.html import format_html
 
 from integrations.errors import SyncError
 from syncqueue.admin_display import badge, relative
-from workspace import cases, tasks
-from workspace.models import Assignment, Case, CaseContact, Organization, Task, Ticket
+from workspace import assignments, cases
+from workspace.models import Assignment, Case, CaseContact, Organization, Task
 
 
 @admin.register(Organization)
@@ -32,7 +32,8 @@ class ContactInline(admin.TabularInline):
 @admin.register(Case)
 class CaseAdmin(admin.ModelAdmin):
     """Cases and the search for their contacts' mail. Adding a contact queues a history search
-    in the owner's Microsoft 365 mailbox (and the other mailboxes named here); the state
+    in the owner's mailboxes that can search history (and the other mailboxes named here); the
+    state
     follows the searches' outcomes. "Retry history sync" queues failed searches again."""
 
     list_display = ["title", "owner", "contact_count", "state", "sync_error", "synced", "mail"]
@@ -98,50 +99,32 @@ class CaseAdmin(admin.ModelAdmin):
         self.message_user(request, f"{total} history search(es) queued again.", messages.SUCCESS)
 
 
-@admin.register(Ticket)
-class TicketAdmin(admin.ModelAdmin):
-    """Zendesk tickets as the last export showed them. Read-only: Zendesk is the source."""
-
-    list_display = [
-        "zendesk_id",
-        "subject",
-        "status",
-        "priority",
-        "requester_name",
-        "assignee_name",
-        "organization",
-        "updated_at_remote",
-        "deleted",
-    ]
-    list_filter = ["status", "deleted", "organization", "priority"]
-    search_fields = ["=zendesk_id", "subject", "requester_name", "assignee_name"]
-    list_select_related = ["organization"]
-    show_full_result_count = False
-    readonly_fields = [f.name for f in Ticket._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 class AssignmentInline(admin.TabularInline):
     model = Assignment
-    fields = ["user", "active", "state", "account", "error", "pushed_at"]
-    readonly_fields = ["state", "account", "error", "pushed_at"]
+    fields = ["user", "active", "copies"]
+    readonly_fields = ["copies"]
     extra = 1
     autocomplete_fields = ["user"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Assignment]:
         return super().get_queryset(request).filter(active=True)
 
+    @admin.display(description="Copies")
+    def copies(self, assignment: Assignment) -> str:
+        """What connected task lists say about this assignee's copy."""
+        if assignment.pk is None:
+            return "—"
+        status = assignments.status_of([assignment]).get(assignment.pk)
+        if not status:
+            return "—"
+        return f"{status.get('state', '')}{': ' + status['error'] if status.get('error') else ''}"
+
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
-    """Tasks and who they are assigned to. Assignees with "Add tasks assigned to me to my
-    Zimbra task list" switched on get each change pushed to Zimbra when it is saved; removing
-    an assignee or deleting the task removes it from their Zimbra Tasks."""
+    """Tasks and who they are assigned to. Connected task lists (each assignee's, when they
+    switched it on) get each change when it is saved; removing an assignee or deleting the
+    task removes it there."""
 
     list_display = ["title", "status", "priority", "due_date", "percent_complete", "updated_at"]
     list_filter = ["status", "priority"]
@@ -149,8 +132,8 @@ class TaskAdmin(admin.ModelAdmin):
     inlines = [AssignmentInline]
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
-        """New assignees go through ``tasks.assign`` (our Zimbra uid, a push on commit);
-        unticking "active" or deleting a row unassigns."""
+        """New assignees go through ``assignments.assign`` (announced on commit); unticking
+        "active" or deleting a row unassigns."""
         if formset.model is not Assignment:
             return super().save_formset(request, form, formset, change)
         task = form.instance
@@ -161,45 +144,7 @@ class TaskAdmin(admin.ModelAdmin):
             user = inline.cleaned_data.get("user")
             gone = inline.cleaned_data.get("DELETE") or not inline.cleaned_data.get("active", True)
             if row.pk is None and user is not None and not gone:
-                tasks.assign(task, user)
+                assignments.assign(task, user)
             elif row.pk is not None and gone:
-                tasks.unassign(task, row.user)
+                assignments.unassign(task, row.user)
         return None
-
-
-@admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
-    """Each assignee's copy of a task in Zimbra: its state, ids and last error."""
-
-    list_display = ["task", "user", "active", "state", "account", "error", "pushed_at"]
-    list_filter = ["state", "active"]
-    search_fields = ["task__title", "user__username", "account", "uid"]
-    list_select_related = ["task", "user"]
-    readonly_fields = [
-        "task",
-        "user",
-        "active",
-        "uid",
-        "account",
-        "cal_item_id",
-        "inv_id",
-        "ms",
-        "rev",
-        "pushed_hash",
-        "state",
-        "error",
-        "pushed_at",
-    ]
-    actions = ["push_again"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @admin.action(description="Push to Zimbra again")
-    def push_again(self, request: HttpRequest, queryset: QuerySet[Assignment]) -> None:
-        queued = 0
-        for assignment in queryset.select_related("user"):
-            Assignment.objects.filter(pk=assignment.pk).update(pushed_hash="", state="pending")
-            assignment.pushed_hash = ""
-            queued += tasks.queue_push(assignment, request.user) is not None
-        self.message_user(request, f"{queued} push(es) queued.", messages.SUCCESS)

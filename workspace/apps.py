@@ -9,20 +9,17 @@ class WorkspaceConfig(AppConfig):
     verbose_name = "Workspace"
 
     def ready(self) -> None:
-        from integrations.models import UserSwitch
         from syncqueue.signals import job_finished
-        from workspace import cases, tasks
+        from workspace import assignments, cases
         from workspace.models import CaseContact, Task
 
         post_save.connect(
             cases.contact_added, sender=CaseContact, dispatch_uid="workspace-contact-added"
         )
         job_finished.connect(cases.job_finished, dispatch_uid="workspace-case-state")
-        job_finished.connect(tasks.on_job_finished, dispatch_uid="workspace-assignment-state")
-        post_save.connect(tasks.on_task_saved, sender=Task, dispatch_uid="workspace-task-saved")
-        pre_delete.connect(
-            tasks.on_task_deleting, sender=Task, dispatch_uid="workspace-task-deleting"
-        )
         post_save.connect(
-            tasks.on_switch_saved, sender=UserSwitch, dispatch_uid="workspace-switch-saved"
+            assignments.on_task_saved, sender=Task, dispatch_uid="workspace-task-saved"
+        )
+        pre_delete.connect(
+            assignments.on_task_deleting, sender=Task, dispatch_uid="workspace-task-deleting"
         )

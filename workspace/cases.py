@@ -12,15 +12,16 @@ from django.utils import timezone
 from integrations.models import Connection
 from syncqueue import engine
 from syncqueue.models import SyncJob
-from workspace.models import Case, CaseContact, CaseMessage
+from workspace.models import Case, CaseContact, CaseMessage, history_mailboxes
 
 State = SyncJob.State
 HISTORICAL = SyncJob.Kind.HISTORICAL
 
 
 def mailbox_connections(case: Case) -> list[Connection]:
-    """The owner's Microsoft 365 mailbox connection(s) and the other mailboxes the case names."""
-    own = Connection.objects.filter(owner=case.owner, kind="msgraph", enabled=True)
+    """The owner's mailbox connections that can search history, and the other mailboxes the
+    case names."""
+    own = Connection.objects.filter(history_mailboxes(), owner=case.owner, enabled=True)
     others = case.mailboxes.filter(enabled=True)
     return list({conn.pk: conn for conn in [*own, *others]}.values())
 
@@ -33,8 +34,8 @@ def queue_history(contact: CaseContact, user: Any = None) -> list[SyncJob]:
         _set_state(
             case,
             Case.SyncState.FAILED,
-            f"{case.owner} has no Microsoft 365 mailbox connected, so there is nowhere "
-            "to search: connect one, then retry.",
+            f"{case.owner} has no mailbox that can search its history connected, so there "
+            "is nowhere to search: connect one, then retry.",
         )
         return []
     jobs = [

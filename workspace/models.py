@@ -11,8 +11,6 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
-from syncproject.safetext import neutral
-
 
 def validate_timezone(value: str) -> None:
     """Reject names that are not IANA time zones (e.g. 'Europe/Berlin')."""
@@ -22,8 +20,15 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(f"{value!r} is not a known time zone, e.g. Europe/Berlin.") from None
 
 
+def history_mailboxes() -> models.Q:
+    """Connections whose kind can search a mailbox's whole history for a contact's mail."""
+    from integrations.registry import kinds_with
+
+    return models.Q(kind__in=kinds_with("searches_history"))
+
+
 class Organization(models.Model):
-    """A customer organization; owns connections such as its Zendesk account."""
+    """A customer organization; owns connections such as its ticket system account."""
 
     name = models.CharField(max_length=200, help_text="Display name.")
     slug = models.SlugField(unique=True, help_text="Short unique identifier used in URLs.")
@@ -61,14 +66,14 @@ class Case(models.Model):
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="cases",
-        help_text="Their Microsoft 365 mailbox is searched for the contacts' mail.",
+        help_text="Their mailboxes that can search history are searched for the contacts' mail.",
     )
     mailboxes = models.ManyToManyField(
         "integrations.Connection",
         blank=True,
         related_name="+",
-        limit_choices_to={"kind": "msgraph"},
-        help_text="Other Microsoft 365 mailboxes to search as well (e.g. a shared mailbox).",
+        limit_choices_to=history_mailboxes,
+        help_text="Other mailboxes to search as well (e.g. a shared mailbox).",
     )
     sync_state = models.CharField(
         max_length=20,
@@ -123,51 +128,8 @@ class CaseMessage(models.Model):
         return f"{self.case_id} ← {self.message_id}"
 
 
-class Ticket(models.Model):
-    """A Zendesk ticket of an organization, as the last export showed it (raw JSON kept)."""
-
-    connection = models.ForeignKey(
-        "integrations.Connection", on_delete=models.CASCADE, related_name="tickets"
-    )
-    organization = models.ForeignKey(
-        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="tickets"
-    )
-    zendesk_id = models.BigIntegerField(help_text="The ticket's id in Zendesk.")
-    subject = models.CharField(max_length=500, blank=True)
-    description = models.TextField(blank=True)
-    status = models.CharField(max_length=20, blank=True, db_index=True)
-    priority = models.CharField(max_length=20, blank=True)
-    type = models.CharField(max_length=20, blank=True)
-    requester_id = models.BigIntegerField(null=True, blank=True)
-    requester_name = models.CharField(max_length=300, blank=True)
-    assignee_id = models.BigIntegerField(null=True, blank=True)
-    assignee_name = models.CharField(max_length=300, blank=True)
-    group_id = models.BigIntegerField(null=True, blank=True)
-    brand_id = models.BigIntegerField(null=True, blank=True)
-    external_id = models.CharField(max_length=300, blank=True)
-    channel = models.CharField(max_length=50, blank=True, help_text="How it came in (via).")
-    tags = models.JSONField(default=list, blank=True)
-    custom_fields = models.JSONField(default=list, blank=True)
-    created_at_remote = models.DateTimeField(null=True, blank=True, verbose_name="created")
-    updated_at_remote = models.DateTimeField(null=True, blank=True, verbose_name="updated")
-    due_at = models.DateTimeField(null=True, blank=True)
-    generated_timestamp = models.BigIntegerField(default=0)
-    deleted = models.BooleanField(default=False, help_text="Deleted in Zendesk (kept here).")
-    raw = models.JSONField(default=dict, help_text="The ticket exactly as exported.")
-    changed_at = models.DateTimeField(help_text="When a sync last created or changed it.")
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["connection", "zendesk_id"], name="one_row_per_ticket")
-        ]
-        indexes = [models.Index(fields=["connection", "changed_at"], name="ticket_changed_idx")]
-
-    def __str__(self) -> str:
-        return f"#{self.zendesk_id} {neutral(self.subject)}"
-
-
 class Task(models.Model):
-    """A task in this application; its assignees may see it in their Zimbra task list."""
+    """A task in this application; its assignees may see it in their connected task lists."""
 
     class Priority(models.TextChoices):
         HIGH = "high", "High"
@@ -197,8 +159,8 @@ class Task(models.Model):
     progress_changed_at = models.DateTimeField(
         null=True,
         blank=True,
-        help_text="When status or percent complete last changed (here, or in Zimbra: then "
-        "Zimbra's time). Decides which side wins when both changed.",
+        help_text="When status or percent complete last changed (here, or in a connected task "
+        "list: then that list's time). Decides which side wins when both changed.",
     )
 
     def __str__(self) -> str:
@@ -223,19 +185,8 @@ class Task(models.Model):
 
 
 class Assignment(models.Model):
-    """A task assigned to a person, with the copy of it in their Zimbra mailbox.
-
-    ``uid`` is ours, fixed before the first push, so a retried create updates the same
-    Zimbra task instead of adding a second one. ``active`` False (unassigned, or the task was
-    deleted) means the Zimbra copy is to be cancelled.
-    """
-
-    class State(models.TextChoices):
-        PENDING = "pending", "Waiting to be pushed"
-        PUSHED = "pushed", "In Zimbra"
-        REMOVED = "removed", "Removed from Zimbra"
-        FAILED = "failed", "Failed"
-        OFF = "off", "Not pushed (switch off)"
+    """A task assigned to a person. ``active`` False: unassigned, or the task was deleted (the
+    row stays, so that connected task lists can remove their copies)."""
 
     task = models.ForeignKey(
         Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="assignments"
@@ -244,20 +195,6 @@ class Assignment(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="task_assignments"
     )
     active = models.BooleanField(default=True, help_text="Off: unassigned or task deleted.")
-    uid = models.CharField(max_length=200, unique=True, help_text="Our iCalendar UID in Zimbra.")
-    account = models.CharField(max_length=320, blank=True, help_text="Zimbra address used.")
-    cal_item_id = models.CharField(max_length=50, blank=True)
-    inv_id = models.CharField(max_length=50, blank=True)
-    ms = models.CharField(max_length=30, blank=True)
-    rev = models.CharField(max_length=30, blank=True)
-    pushed_hash = models.CharField(max_length=64, blank=True, help_text="Of what was last sent.")
-    pushed_status = models.CharField(max_length=20, blank=True, help_text="Status last in step.")
-    pushed_percent = models.PositiveSmallIntegerField(
-        null=True, blank=True, help_text="Percent complete last in step with Zimbra."
-    )
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
-    error = models.CharField(max_length=500, blank=True)
-    pushed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from django.conf import settings
 
-from integrations.base import Batch, CheckResult, Connector, Counts, ItemRef, SyncContext
+from integrations.base import Batch, CheckResult, Connector, Counts, ItemRef, JobLog, SyncContext
 from integrations.imap.client import open_session
 from integrations.imap.config import ImapConfig
 from integrations.imap.sync import MailboxSync, RetireFolder, message_ref
@@ -84,7 +84,7 @@ class ImapConnector(Connector):
             return message_ref(folder, uidvalidity, uid)
         return None
 
-    def apply(self, batch: Batch) -> Counts:
+    def apply(self, batch: Batch, log: JobLog) -> Counts:
         relink = {
             name: int(state["relink_from"])
             for name, state in (batch.cursor or {}).get("folders", {}).items()

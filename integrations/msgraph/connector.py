@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import cast
 
-from integrations.base import Batch, CheckResult, Connector, Counts, ItemRef, SyncContext
+from integrations.base import Batch, CheckResult, Connector, Counts, ItemRef, JobLog, SyncContext
 from integrations.msgraph.client import GraphClient
 from integrations.msgraph.config import GraphConfig
 from integrations.msgraph.sync import CaseLinks, FullPassDone, HistorySearch, MailboxDelta, Removed
@@ -25,6 +25,7 @@ class GraphConnector(Connector):
     # the secret goes to the sign-in authority; the token made from it to the Graph URL
     destination_fields = ("tenant_id", "client_id", "authority_host", "graph_url")
     default_schedule = "every 15m"
+    searches_history = True  # a case's contact: every folder, all time (sync.HistorySearch)
 
     @property
     def graph(self) -> GraphConfig:
@@ -82,7 +83,7 @@ class GraphConnector(Connector):
                 return ItemRef(f"graph:{gone}", f"removed message ({gone[:16]}…)")
         return None
 
-    def apply(self, batch: Batch) -> Counts:
+    def apply(self, batch: Batch, log: JobLog) -> Counts:
         folders = (batch.cursor or {}).get("folders", {})
         # during a full pass every message seen is marked seen, so that the pass's end retires
         # only what it did not see — including the pass's last page

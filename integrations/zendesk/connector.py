@@ -14,12 +14,15 @@ from integrations.base import (
     Connector,
     Counts,
     ItemRef,
+    JobLog,
     NoLongerThere,
     SyncContext,
 )
 from integrations.errors import Permanent
 from integrations.zendesk.client import Rejected, ZendeskClient
 from integrations.zendesk.config import ZendeskConfig
+from integrations.zendesk.models import Ticket
+from integrations.zendesk.store import upsert_tickets
 from integrations.zendesk.sync import TicketPage, export
 
 
@@ -44,8 +47,6 @@ class ZendeskConnector(Connector):
         finally:
             client.close()
         if me.get("role") != "admin":
-            from integrations.errors import Permanent
-
             raise Permanent(
                 "The token's user must be a Zendesk admin to export tickets: "
                 f"{me.get('email', 'this user')} is a {me.get('role', 'non-admin')}."
@@ -103,9 +104,7 @@ class ZendeskConnector(Connector):
                 return ItemRef(f"zendesk:{ticket_id}", f"ticket #{ticket_id}")
         return None
 
-    def apply(self, batch: Batch) -> Counts:
-        from workspace.tickets import upsert_tickets
-
+    def apply(self, batch: Batch, log: JobLog) -> Counts:
         counts = Counts()
         for page in batch.records:
             if isinstance(page, TicketPage):
@@ -114,8 +113,6 @@ class ZendeskConnector(Connector):
 
     @classmethod
     def stats(cls, connection: Any) -> dict[str, Any]:
-        from workspace.models import Ticket
-
         tickets = Ticket.objects.filter(connection=connection)
         today = timezone.localtime(timezone.now(), connection.tz).replace(
             hour=0, minute=0, second=0, microsecond=0

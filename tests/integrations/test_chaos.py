@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from integrations.models import Connection
+from integrations.zendesk.models import Ticket
 from mail.models import MailMessage
 from sandbox.tls import make_ca
 from sandbox.zendesk import FakeZendesk
@@ -33,7 +34,7 @@ from tests.support.cluster import FAST_CLUSTER, roles
 from tests.support.mailfactory import realistic
 from tests.support.models import FakeRecord
 from tests.support.processes import output_dir, qcluster, wait_for
-from workspace.models import Organization, Ticket
+from workspace.models import Organization
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process, pytest.mark.postgres]
 State = SyncJob.State

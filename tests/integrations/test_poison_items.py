@@ -18,6 +18,8 @@ from django.db import transaction
 from django.urls import reverse
 
 from integrations.models import Connection
+from integrations.zendesk.models import Ticket
+from integrations.zimbra.models import TaskCopy
 from mail.models import MailMessage, MailSource
 from syncqueue import engine
 from syncqueue.models import SkippedItem, SyncJob
@@ -38,8 +40,8 @@ from tests.security.conftest import (  # the providers' fixtures, one definition
 )
 from tests.support.mailfactory import message
 from tests.support.poison import cure, poisoned
-from workspace import tasks
-from workspace.models import Task, Ticket
+from workspace import assignments as host_assignments
+from workspace.models import Task
 
 __all__ = [
     "acme",
@@ -123,10 +125,11 @@ def zimbra_case(request: Any) -> Case:
     ann = request.getfixturevalue("people")[0]
     server.config = {**server.config, "incoming": True}
     server.save()
-    assignments = []
+    made = []
     with transaction.atomic():
         for title in ["one", "two", POISON, "four", "five"]:
-            assignments.append(tasks.assign(Task.objects.create(title=title), ann))
+            made.append(host_assignments.assign(Task.objects.create(title=title), ann))
+    assignments = list(TaskCopy.objects.filter(pk__in=[a.pk for a in made]))
     request.getfixturevalue("work")()  # the pushes
     engine.enqueue(server, SyncJob.Kind.MANUAL)
     request.getfixturevalue("work")()  # first read: tokens

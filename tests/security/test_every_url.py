@@ -36,6 +36,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django_q.models import Schedule
 
 from integrations.models import Connection, UserSwitch
+from integrations.zimbra.models import TaskCopy
 from portal.views import CONFIRM_SALT
 from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
@@ -127,7 +128,8 @@ def world(owner, make_connection) -> dict[str, Model]:
     job = engine.enqueue(conn, SyncJob.Kind.MANUAL)
     SyncLog.objects.create(job=job, connection=conn, message="private log line")
     task = Task.objects.create(title="Olivia's private task", created_by=owner)
-    Assignment.objects.create(task=task, user=owner, uid="owner-task-uid", account=owner.email)
+    assignment = Assignment.objects.create(task=task, user=owner)
+    TaskCopy.objects.create(assignment=assignment, uid="owner-task-uid", account=owner.email)
     UserSwitch.objects.create(user=owner, key="zimbra.tasks", enabled=True)
     return {"connection": conn, "job": job, "task": task}
 
@@ -181,6 +183,7 @@ def fingerprint(owner) -> str:
         list(SyncJob.objects.filter(connection__owner=owner).values().order_by("pk")),
         list(Task.objects.filter(created_by=owner).values().order_by("pk")),
         list(Assignment.objects.filter(user=owner).values().order_by("pk")),
+        list(TaskCopy.objects.filter(assignment__user=owner).values().order_by("pk")),
         list(UserSwitch.objects.filter(user=owner).values().order_by("pk")),
         list(Schedule.objects.values("name", "func", "args").order_by("pk")),
     ]

@@ -15,12 +15,13 @@ from django.db import transaction
 from django.urls import reverse
 
 from integrations.models import UserSwitch
+from integrations.zimbra.models import TaskCopy
 from syncqueue import dispatcher
 from syncqueue.models import SyncJob
 from tests.support.cluster import FAST_CLUSTER
 from tests.support.processes import qcluster, wait_for
-from workspace import tasks
-from workspace.models import Assignment, Task
+from workspace import assignments
+from workspace.models import Task
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 
@@ -87,7 +88,8 @@ def test_confirming_ones_own_other_address_moves_the_tasks(
     UserSwitch.objects.create(user=mallory, key="zimbra.tasks", enabled=True)
     with transaction.atomic():
         task = Task.objects.create(title="Quarterly report")
-        assignment = tasks.assign(task, mallory)
+        assignment = assignments.assign(task, mallory)
+    assignment = TaskCopy.objects.get(pk=assignment.pk)
     old_box, new_box = (
         zimbra.mailboxes["mallory@corp.test"],
         zimbra.mailboxes["mallory.work@corp.test"],
@@ -127,7 +129,7 @@ def test_staff_set_an_address_in_the_admin_and_the_copy_moves(
     zimbra.add_account("ben.new@corp.test")
     with transaction.atomic():
         task = Task.objects.create(title="Fix the printer")
-        tasks.assign(task, ben)
+        assignments.assign(task, ben)
     with qcluster("zimbra-address-staff", SYNC_CA_BUNDLE=zimbra_ca.ca_file, **CLUSTER):
         wait_for(pushes_done, 60, "the first push", every=0.3)
         switch = UserSwitch.objects.get(user=ben, key="zimbra.tasks")
@@ -139,7 +141,7 @@ def test_staff_set_an_address_in_the_admin_and_the_copy_moves(
         )
         assert response.status_code == 302
         wait_for(pushes_done, 60, "the move", every=0.3)
-    assignment = Assignment.objects.get(user=ben)
+    assignment = TaskCopy.objects.get(assignment__user=ben)
     assert assignment.account == "ben.new@corp.test" and assignment.state == "pushed"
     assert not zimbra.mailboxes[ben.email].live
     assert assignment.uid in zimbra.mailboxes["ben.new@corp.test"].tasks

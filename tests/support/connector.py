@@ -19,7 +19,15 @@ from typing import Any
 
 from django.db.models import F
 
-from integrations.base import Batch, CheckResult, Connector, ConnectorConfig, Counts, SyncContext
+from integrations.base import (
+    Batch,
+    CheckResult,
+    Connector,
+    ConnectorConfig,
+    Counts,
+    JobLog,
+    SyncContext,
+)
 from integrations.errors import AuthFailed, CursorReset, Permanent, RateLimited, Transient
 from tests.support.models import FakeRecord, FaultHit, RunSpan
 
@@ -107,7 +115,7 @@ class FakeConnector(Connector):
                     final=True,
                 )
 
-    def apply(self, batch: Batch) -> Counts:
+    def apply(self, batch: Batch, log: JobLog) -> Counts:
         counts = Counts()
         value = f"v{self.config.version}"
         existing = {

@@ -122,7 +122,7 @@ def test_a_case_without_a_mailbox_fails_with_the_reason_and_can_be_retried(
     add_contact(case)
     case.refresh_from_db()
     assert case.sync_state == Case.SyncState.FAILED
-    assert "no Microsoft 365 mailbox connected" in case.sync_error
+    assert "has no mailbox that can search its history connected" in case.sync_error
 
     make_graph_connection()
     assert cases.retry(case) == 1

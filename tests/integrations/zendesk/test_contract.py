@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from integrations.zendesk.models import Ticket
 from tests.support.contract import ConnectorContract, Provider
-from workspace.models import Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from integrations.errors import AuthFailed, Permanent
+from integrations.zendesk.models import Ticket
 from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
-from workspace.models import Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Kind, State = SyncJob.Kind, SyncJob.State

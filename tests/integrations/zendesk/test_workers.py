@@ -7,11 +7,11 @@ from contextlib import ExitStack
 
 import pytest
 
+from integrations.zendesk.models import Ticket
 from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
 from tests.support.cluster import FAST_CLUSTER, finished
 from tests.support.processes import qcluster, wait_for
-from workspace.models import Ticket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 State = SyncJob.State

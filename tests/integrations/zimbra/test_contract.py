@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from django.db import transaction
 
+from integrations.zimbra.models import TaskCopy
 from sandbox.zimbra import ADMIN_NAME
 from tests.support.contract import ConnectorContract, Provider
-from workspace import tasks
-from workspace.models import Assignment, Task
+from workspace import assignments
+from workspace.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,9 +26,12 @@ def provider(zimbra: Any, zimbra_ca: Any, zimbra_server: Any, people: Any, work:
     def seed(count: int) -> None:
         """``count`` tasks assigned to Ann, pushed, then completed by her in Zimbra."""
         with transaction.atomic():
-            made = [tasks.assign(Task.objects.create(title=f"task {i}"), ann) for i in range(count)]
+            made = [
+                assignments.assign(Task.objects.create(title=f"task {i}"), ann)
+                for i in range(count)
+            ]
         work()  # the pushes
-        for assignment in Assignment.objects.filter(pk__in=[a.pk for a in made]):
+        for assignment in TaskCopy.objects.filter(pk__in=[a.pk for a in made]):
             zimbra.edit_in_zimbra(ann.email, assignment.uid, status="COMP", percentComplete="100")
 
     def slow(seconds: float) -> None:

@@ -10,11 +10,13 @@ import pytest
 from django.db import transaction
 
 from integrations.zimbra.config import ZimbraConfig
+from integrations.zimbra.message import build_task
+from integrations.zimbra.models import TaskCopy
 from integrations.zimbra.soap import ZimbraSoap
 from sandbox.zimbra import ADMIN_NAME, ADMIN_PASSWORD, MAIL
 from syncqueue import engine
 from syncqueue.models import SyncJob
-from workspace import tasks
+from workspace import assignments
 from workspace.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,7 +46,8 @@ def test_a_later_change_in_zimbra_wins_because_md_is_asked_for(zimbra, zimbra_se
     ann = people[0]
     with transaction.atomic():
         task = Task.objects.create(title="Report", due_date=date(2026, 12, 1))
-        assignment = tasks.assign(task, ann)
+        assignment = assignments.assign(task, ann)
+    assignment = TaskCopy.objects.get(pk=assignment.pk)
     work()
     engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
     work()
@@ -63,12 +66,13 @@ def test_the_modify_conflict_check_needs_both_ms_and_rev(zimbra, zimbra_server, 
     ann = people[0]
     with transaction.atomic():
         task = Task.objects.create(title="Report")
-        assignment = tasks.assign(task, ann)
+        assignment = assignments.assign(task, ann)
+    assignment = TaskCopy.objects.get(pk=assignment.pk)
     work()
     assignment.refresh_from_db()
     zimbra.edit_in_zimbra(ann.email, assignment.uid, percentComplete="10")
     client = soap(zimbra)
-    message = zimbra_server.build_connector()._message(assignment, task)
+    message = build_task(assignment.uid, task, zimbra_server.build_connector().zimbra.tasks_folder)
     from integrations.zimbra.soap import OutOfDate
 
     with pytest.raises(OutOfDate):  # both sent, one stale: refused

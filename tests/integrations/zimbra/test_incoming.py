@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from django.db import transaction
 
+from integrations.zimbra.models import TaskCopy
 from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
-from workspace import tasks
-from workspace.models import Assignment, Task
+from workspace import assignments
+from workspace.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORDERS = pytest.mark.parametrize("read_first", [True, False], ids=["read-first", "push-first"])
@@ -32,9 +33,10 @@ def new_task(title: str = "Call the supplier") -> Task:
         return Task.objects.create(title=title, due_date=date(2026, 12, 1))
 
 
-def assign(task: Task, *people: Any) -> list[Assignment]:
+def assign(task: Task, *people: Any) -> list[TaskCopy]:
     with transaction.atomic():
-        return [tasks.assign(task, person) for person in people]
+        made = [assignments.assign(task, person) for person in people]
+    return [TaskCopy.objects.get(pk=a.pk) for a in made]  # made when the assignment committed
 
 
 def read_back(server: Any, work: Any) -> SyncJob:
@@ -60,7 +62,7 @@ def logged() -> list[str]:
     return list(SyncLog.objects.values_list("message", flat=True))
 
 
-def remote(zimbra: Any, assignment: Assignment) -> dict[str, str]:
+def remote(zimbra: Any, assignment: TaskCopy) -> dict[str, str]:
     return zimbra.mailboxes[assignment.account].tasks[assignment.uid].comp
 
 
@@ -224,7 +226,7 @@ def test_many_changes_are_read_in_pages(zimbra, incoming_server, people, work):
         assign(new_task(f"Task {n}"), ann)
     work()
     read_back(incoming_server, work)
-    for assignment in Assignment.objects.filter(user=ann):
+    for assignment in TaskCopy.objects.filter(assignment__user=ann):
         zimbra.edit_in_zimbra(ann.email, assignment.uid, status="INPR")
     before = zimbra.operations.count("SyncRequest")
     job = read_back(incoming_server, work)
@@ -267,7 +269,7 @@ def test_a_task_deleted_in_zimbra_but_still_assigned_is_added_again(
 
     with transaction.atomic():  # deleted there again, then unassigned here: no failure
         zimbra.delete_in_zimbra(ann.email, assignment.uid)
-        tasks.unassign(assignment.task, ann)
+        assignments.unassign(assignment.task, ann)
     work()
     assignment.refresh_from_db()
     assert assignment.state == "removed" and not SyncJob.objects.filter(state="failed").exists()

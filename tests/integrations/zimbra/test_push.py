@@ -8,11 +8,12 @@ from datetime import date
 import pytest
 from django.db import transaction
 
+from integrations.zimbra.models import TaskCopy
 from sandbox.zimbra import ADMIN_NAME
 from syncqueue.models import SyncJob
 from tests.conftest import tickets
-from workspace import tasks
-from workspace.models import Assignment, Task
+from workspace import assignments
+from workspace.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 State = SyncJob.State
@@ -29,9 +30,10 @@ def new_task(**fields) -> Task:
         return Task.objects.create(**{**defaults, **fields})
 
 
-def assign(task: Task, user) -> Assignment:
+def assign(task: Task, user) -> TaskCopy:
     with transaction.atomic():
-        return tasks.assign(task, user)
+        made = assignments.assign(task, user)
+    return TaskCopy.objects.get(pk=made.pk)  # made when the assignment committed
 
 
 def box(zimbra, user):
@@ -44,7 +46,7 @@ def test_create_edit_unassign_reach_zimbra_once_each(zimbra, zimbra_server, peop
     assignment = assign(task, ann)
     work()
     assignment.refresh_from_db()
-    assert assignment.state == Assignment.State.PUSHED and assignment.inv_id
+    assert assignment.state == TaskCopy.State.PUSHED and assignment.inv_id
     remote = box(zimbra, ann).tasks[assignment.uid]
     assert remote.comp["name"] == "Call the supplier" and remote.comp["priority"] == "1"
     assert remote.due == "20261201" and remote.description == "About the May invoice"
@@ -66,11 +68,11 @@ def test_create_edit_unassign_reach_zimbra_once_each(zimbra, zimbra_server, peop
     assert box(zimbra, ann).modifies == 1
 
     with transaction.atomic():
-        tasks.unassign(task, ann)
+        assignments.unassign(task, ann)
     work()
     assert assignment.uid not in box(zimbra, ann).live and box(zimbra, ann).cancels == 1
     assignment.refresh_from_db()
-    assert assignment.state == Assignment.State.REMOVED
+    assert assignment.state == TaskCopy.State.REMOVED
 
 
 def test_deleting_a_task_removes_it_for_every_assignee(zimbra, zimbra_server, people, work):
@@ -98,7 +100,7 @@ def test_a_lost_answer_is_retried_without_a_duplicate(zimbra, zimbra_server, peo
     engine.submit_ticket(job.pk)
     work()
     assignment.refresh_from_db()
-    assert assignment.state == Assignment.State.PUSHED
+    assert assignment.state == TaskCopy.State.PUSHED
     assert len(box(zimbra, ann).tasks) == 1  # the retry found the task by our uid
     assert box(zimbra, ann).tasks[assignment.uid].cal_item_id == int(assignment.cal_item_id)
 
@@ -114,7 +116,7 @@ def test_switch_off_means_no_pushes_and_on_pushes_current_tasks(
     work()
     assert not SyncJob.objects.filter(kind="push").exists() and not box(zimbra, ann).tasks
     assignment.refresh_from_db()
-    assert assignment.state == Assignment.State.OFF
+    assert assignment.state == TaskCopy.State.OFF
 
     switch = UserSwitch.objects.get(user=ann)
     switch.enabled = True
@@ -137,7 +139,7 @@ def test_tokens_expiring_mid_batch_are_renewed_once(zimbra, zimbra_server, peopl
     assert all(
         box(zimbra, p).tasks[a.uid].comp["name"] == "Call the supplier today"
         for p in people
-        for a in Assignment.objects.filter(user=p)
+        for a in TaskCopy.objects.filter(assignment__user=p)
     )
     assert SyncJob.objects.filter(state=State.FAILED).count() == 0
 
@@ -176,8 +178,8 @@ def test_a_missing_account_fails_only_that_assignment(zimbra, zimbra_server, peo
     for person in [ghost, *people]:
         assign(task, person)
     work()
-    failed = Assignment.objects.get(user=ghost)
-    assert failed.state == Assignment.State.FAILED
+    failed = TaskCopy.objects.get(assignment__user=ghost)
+    assert failed.state == TaskCopy.State.FAILED
     assert failed.error == "No Zimbra account for ghost@corp.test."
     assert all(len(box(zimbra, p).tasks) == 1 for p in people)
     zimbra_server.refresh_from_db()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workspace.models import Assignment
+from integrations.zimbra.models import TaskCopy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,7 +26,7 @@ def test_create_assign_update_unassign_delete(client, staff, people, zimbra, zim
     status, body = call(client, "post", f"/api/tasks/{task['id']}/assign", {"user": ann.pk})
     assert status == 200 and body["assignees"][0]["user"] == ann.pk
     work()
-    uid = Assignment.objects.get(user=ann).uid
+    uid = TaskCopy.objects.get(assignment__user=ann).uid
     assert zimbra.mailboxes[ann.email].tasks[uid].comp["priority"] == "9"
 
     status, body = call(client, "patch", f"/api/tasks/{task['id']}", {"percent_complete": 150})

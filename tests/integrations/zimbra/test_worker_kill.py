@@ -9,11 +9,12 @@ import signal
 import pytest
 from django.db import transaction
 
+from integrations.zimbra.models import TaskCopy
 from syncqueue import dispatcher
 from syncqueue.models import SyncJob
 from tests.support.processes import qcluster, wait_for
-from workspace import tasks
-from workspace.models import Assignment, Task
+from workspace import assignments
+from workspace.models import Task
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 State = SyncJob.State
@@ -25,7 +26,7 @@ def test_killed_worker_mid_push_creates_no_duplicates(zimbra, zimbra_ca, zimbra_
         for i in range(20):
             task = Task.objects.create(title=f"Task {i}")
             for person in people:
-                tasks.assign(task, person)
+                assignments.assign(task, person)
     env = {
         "SYNC_CA_BUNDLE": zimbra_ca.ca_file,
         "SYNC_WORKERS": 1,
@@ -60,9 +61,9 @@ def test_killed_worker_mid_push_creates_no_duplicates(zimbra, zimbra_ca, zimbra_
         wait_for(all_done, 120, "every push to finish", every=0.5)
 
     assert not SyncJob.objects.filter(kind="push", state=State.FAILED).exists()
-    assert Assignment.objects.filter(state=Assignment.State.PUSHED).count() == 60
+    assert TaskCopy.objects.filter(state=TaskCopy.State.PUSHED).count() == 60
     for person in people:
         box = zimbra.mailboxes[person.email]
         assert len(box.tasks) == 20  # one Zimbra task per assignment, none twice
-        uids = set(Assignment.objects.filter(user=person).values_list("uid", flat=True))
+        uids = set(TaskCopy.objects.filter(assignment__user=person).values_list("uid", flat=True))
         assert set(box.tasks) == uids

@@ -1,13 +1,14 @@
 """A small JSON API for tasks: create, update, assign, unassign, delete; changes reach
-assignees' Zimbra Tasks when the transaction commits.
+assignees' connected task lists when the transaction commits.
 
 Rights are the admin's: a task's creator may read and change it; anyone else needs the model
 permission (view task to read, change task to change or assign, delete task to delete) — without
 it the task answers 404 exactly like one that does not exist. A person assigns only people of
 their own organizations (or themselves); anybody else answers exactly like a user id that does
 not exist, so the API cannot be used to discover accounts. What an answer says about an
-assignee's copy (its state, its error, which carry their Zimbra address and switch) is shown
-only to that assignee and to holders of the change permission.
+assignee's copy in a connected task list (its state, its error, which carry their address
+there and their switch) is shown only to that assignee and to holders of the change
+permission.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django.http import HttpRequest, JsonResponse
 
 from portal.api import api_view, error, too_many
 from syncproject import limits
-from workspace import tasks
+from workspace import assignments
 from workspace.models import Task
 
 EDITABLE = ["title", "description", "due_date", "priority", "status", "percent_complete"]
@@ -41,10 +42,12 @@ def _body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
 
 def _summary(task: Task, viewer: Any) -> dict[str, Any]:
     full = viewer.has_perm("workspace.change_task")
+    active = list(task.assignments.filter(active=True).order_by("pk"))
+    copies = assignments.status_of(active)
     assignees = []
-    for a in task.assignments.filter(active=True).order_by("pk"):
+    for a in active:
         if full or a.user_id == viewer.pk:
-            assignees.append({"user": a.user_id, "state": a.state, "error": a.error})
+            assignees.append({"user": a.user_id, **copies.get(a.pk, {})})
         else:
             assignees.append({"user": a.user_id})
     return {
@@ -159,7 +162,7 @@ def assignees(request: HttpRequest, task_id: int, action: str) -> JsonResponse:
         return error(400, "invalid", "Give an existing user id in 'user'.")
     with transaction.atomic():
         if action == "assign":
-            tasks.assign(found, user)
+            assignments.assign(found, user)
         else:
-            tasks.unassign(found, user)
+            assignments.unassign(found, user)
     return JsonResponse(_summary(found, request.user))

@@ -11,7 +11,7 @@ from django.utils.dateparse import parse_datetime
 
 from integrations.base import Counts
 from integrations.models import Connection
-from workspace.models import Ticket
+from integrations.zendesk.models import Ticket
 
 FIELDS = [
     "subject",

@@ -1,0 +1,85 @@
+"""Zimbra's wire format for tasks: the message a create or modify sends, and what a
+``GetTask``/``SyncResponse`` answer says (docs/protocols.md, Zimbra)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from lxml import etree
+
+from integrations.zimbra.records import Incoming
+from integrations.zimbra.soap import MAIL, element
+
+STATUS = {
+    "need": "NEED",
+    "inprogress": "INPR",
+    "waiting": "WAITING",
+    "deferred": "DEFERRED",
+    "completed": "COMP",
+}
+FROM_STATUS = {zimbra: ours for ours, zimbra in STATUS.items()}
+PRIORITY = {"high": "1", "normal": "5", "low": "9"}
+TRASH = "3"  # Zimbra's Trash folder: a task deleted in the web client moves there
+
+
+def build_task(uid: str, task: Any, folder: str) -> Any:
+    """The ``<m>`` of a CreateTask/ModifyTask for ``task`` under our ``uid``."""
+    m = element("m", l=folder)
+    inv = element("inv")
+    comp = element(
+        "comp",
+        name=task.title,
+        uid=uid,
+        status=STATUS.get(task.status, "NEED"),
+        priority=PRIORITY.get(task.priority, "5"),
+        percentComplete=task.percent_complete,
+        allDay="1",
+    )
+    if task.due_date:
+        comp.append(element("e", d=task.due_date.strftime("%Y%m%d")))
+    comp.append(element("desc", task.description))
+    inv.append(comp)
+    m.append(inv)
+    m.append(element("su", task.title))
+    mp = element("mp", ct="text/plain")
+    mp.append(element("content", task.description))
+    m.append(mp)
+    return m
+
+
+def parse_task(found: etree._Element, assignment_id: int) -> Incoming:
+    """A ``<task>`` read with ``sync="1"`` (else md and ms are missing)."""
+    comp = found.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
+    attrs = comp.attrib if comp is not None else {}
+    try:
+        percent = max(0, min(100, int(attrs.get("percentComplete") or 0)))
+    except ValueError:
+        percent = 0
+    return Incoming(
+        assignment_id=assignment_id,
+        status=FROM_STATUS.get(str(attrs.get("status") or "").upper()),
+        percent=percent,
+        changed_at=datetime.fromtimestamp(int(found.get("md") or 0), tz=UTC),
+        ms=found.get("ms", ""),
+        rev=found.get("rev", ""),
+    )
+
+
+def changed_items(answer: etree._Element) -> Iterator[tuple[str, str | None]]:
+    """(item id, ms) of the tasks a SyncResponse lists. A delta lists ``<task id ms …/>``; a
+    first sync (no token) lists the folder's ids only (``<folder><task ids="257,258"/>``), so
+    their ``ms`` is unknown (None) and each is read."""
+    for item in answer.iter(f"{{{MAIL}}}task"):
+        if item.get("ids") is not None:
+            for item_id in item.get("ids", "").split(","):
+                if item_id:
+                    yield item_id, None
+        elif item.get("id"):
+            yield item.get("id", ""), item.get("ms")
+
+
+def ids_of(answer: Any) -> dict[str, str]:
+    """The ids a CreateTask/ModifyTask answer gives."""
+    return {k: str(answer.get(k, "")) for k in ("calItemId", "invId", "ms", "rev")}

@@ -1,0 +1,151 @@
+"""Outbound: one assignment's task into its person's Zimbra Tasks.
+
+Create carries our own ``uid``, so a retry after a lost answer (or a killed worker) updates
+the same Zimbra task. Modify sends the whole task with the last ``ms``/``rev``; when Zimbra
+says the task changed meanwhile it is re-read and the modify retried (a later change made
+there is kept when reading back is on); when the task is gone there, it is created again. The
+ids Zimbra returns are stored by :mod:`.store` in the engine's transaction together with the
+"pushed" mark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from integrations.base import Batch, SyncContext
+from integrations.errors import Permanent, Transient
+from integrations.zimbra import merge
+from integrations.zimbra.config import ZimbraConfig
+from integrations.zimbra.message import build_task, ids_of, parse_task
+from integrations.zimbra.models import TaskCopy
+from integrations.zimbra.outbound import content_hash, switch_of, zimbra_address
+from integrations.zimbra.records import LeftMailbox, Pushed
+from integrations.zimbra.soap import MAIL, InTrash, ItemGone, OutOfDate, ZimbraSoap, element
+from workspace.models import Task
+
+LABELS = dict(Task.Status.choices)
+
+
+def run(zimbra: ZimbraConfig, soap: ZimbraSoap, ctx: SyncContext) -> Iterator[Batch]:
+    copy = (
+        TaskCopy.objects.select_related("assignment__task", "assignment__user")
+        .filter(pk=ctx.payload.get("assignment"))
+        .first()
+    )
+    if copy is None:
+        yield Batch(final=True, note="The assignment no longer exists; nothing to push.")
+        return
+    task = copy.task
+    wanted = content_hash(task, copy.active)
+    records: list[Any] = []
+    target = zimbra_address(copy.user)
+    held_at = copy.account or copy.user.email
+    if (copy.inv_id or copy.cal_item_id) and held_at.lower() != target.lower():
+        leave(ctx, soap, held_at, copy)
+        records.append(LeftMailbox(copy.pk))
+    account = target
+    if wanted == "absent":
+        if copy.inv_id:
+            with contextlib.suppress(ItemGone):  # already gone in Zimbra: fine
+                soap.call(account, "CancelTask", id=copy.inv_id, comp="0")
+        yield Batch(records=[*records, Pushed(copy.pk, wanted, removed=True)], final=True)
+        return
+    if switch_of(copy.user) is None:
+        yield Batch(records=records, final=True, note=f"{copy.user} turned Zimbra tasks off.")
+        return
+    if wanted == copy.pushed_hash and copy.inv_id:
+        yield Batch(final=True, note="Zimbra already has this version.")
+        return
+    ids = upsert(zimbra, ctx, soap, account, copy, task, records)
+    wanted = content_hash(task, copy.active)  # Zimbra's later status may have won
+    pushed = Pushed(copy.pk, wanted, ids=ids, progress=task.progress(), account=account)
+    yield Batch(records=[*records, pushed], final=True)
+
+
+def leave(ctx: SyncContext, soap: ZimbraSoap, held_at: str, copy: TaskCopy) -> None:
+    """Remove our copy from the mailbox it was pushed to before the person's address
+    changed, and forget its ids (they are numbers in *that* mailbox). A mailbox that cannot be
+    reached any more (no such account, no access) is forgotten without the cancel."""
+    try:
+        if copy.inv_id:
+            soap.call(held_at, "CancelTask", id=copy.inv_id, comp="0")
+    except ItemGone:
+        pass
+    except Permanent as problem:  # (a Transient one is retried: nothing left behind)
+        ctx.log(
+            "warning",
+            f"Could not remove “{copy.task}” from {held_at} ({problem.message}); "
+            "its copy there is forgotten.",
+            assignment=copy.pk,
+        )
+    copy.inv_id = copy.cal_item_id = copy.ms = copy.rev = ""
+    copy.pushed_hash = ""
+    ctx.log(
+        "info",
+        f"{copy.user}'s Zimbra address changed: “{copy.task}” moves from "
+        f"{held_at} to their new mailbox.",
+        assignment=copy.pk,
+    )
+
+
+def upsert(
+    zimbra: ZimbraConfig,
+    ctx: SyncContext,
+    soap: ZimbraSoap,
+    account: str,
+    copy: TaskCopy,
+    task: Any,
+    records: list[Any],
+) -> dict[str, str]:
+    """Create or modify the task in Zimbra; a later change made there (incoming on) is kept,
+    and the record that brings it back to the task is added to ``records``."""
+
+    def create() -> dict[str, str]:
+        message = build_task(copy.uid, task, zimbra.tasks_folder)
+        return ids_of(soap.call(account, "CreateTask", [message]))
+
+    if not copy.inv_id:
+        return create()
+    ms, rev = copy.ms, copy.rev
+    for attempt in (1, 2):
+        try:
+            answer = soap.call(
+                account,
+                "ModifyTask",
+                [build_task(copy.uid, task, zimbra.tasks_folder)],
+                id=copy.inv_id,
+                comp="0",
+                ms=ms,
+                rev=rev,
+            )
+            return ids_of(answer)
+        except InTrash:
+            # deleted in the web client (moved to the Trash), still assigned here: empty that
+            # copy out of the Trash, then create the task again under our uid
+            with contextlib.suppress(ItemGone):
+                soap.call(
+                    account, "ItemAction", [element("action", op="delete", id=copy.cal_item_id)]
+                )
+            return create()
+        except ItemGone:
+            return create()  # deleted in Zimbra: the person still has the task here
+        except OutOfDate:
+            if attempt == 2:
+                raise
+            # md and ms come back only on a sync request (docs/protocols.md, Zimbra)
+            found = soap.call(account, "GetTask", uid=copy.uid, sync="1").find(f"{{{MAIL}}}task")
+            if found is None:
+                raise Transient("Zimbra said the task changed but returned no task.") from None
+            ms, rev = found.get("ms", ""), found.get("rev", "")
+            if not zimbra.incoming:
+                continue  # push only: this application's version is the one
+            remote = parse_task(found, copy.pk)
+            decision = merge.decide(remote, task, merge.base_of(copy))
+            if decision in ("theirs", "theirs-later"):
+                records.append(remote)  # Zimbra's change stays in what we send
+                task.status, task.percent_complete = merge.theirs(remote, task)
+            elif decision == "ours-later":
+                ctx.log("info", merge.kept_ours(task, account, remote, LABELS), assignment=copy.pk)
+    raise AssertionError("unreachable")  # pragma: no cover
