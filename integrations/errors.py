@@ -11,6 +11,8 @@ provider's reply, an error code) and must already be free of secrets.
 | AuthFailed    | fail at once; the connection becomes ``auth_required``                 |
 | Permanent     | fail at once (configuration, permission, bug); no retries              |
 | CursorReset   | drop the cursor (or use ``cursor``) and resync within the same job     |
+
+The decisions themselves live in one pure function, ``syncqueue.policy.after_failure``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""The one HTTP seam for providers spoken to over HTTPS (Microsoft Graph, Zendesk).
+"""The one HTTP seam for providers spoken to over HTTPS (Microsoft Graph, Zendesk, Zimbra's
+SOAP).
 
 Every request has a connect and a read timeout; nothing retries at the transport level (the
 engine decides about retries, by error class); network failures become ``Transient`` and TLS
-verification failures ``Permanent``. Providers map HTTP *statuses* themselves, because each says
+verification failures ``Permanent`` (:func:`transport_errors`). The statuses that mean the
+same everywhere — 429 and a 503 with ``Retry-After`` (slow down), 502/503/504 (try later) —
+are mapped once (:func:`overload_error`); providers map the rest themselves, because each says
 what a 403 means in its own words. ``SYNC_CA_BUNDLE`` adds trust for a private CA (tests, or a
 company's TLS-inspecting proxy).
 """
@@ -11,12 +14,14 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
 from django.conf import settings
 
-from integrations.errors import Permanent, Transient
+from integrations.errors import Permanent, RateLimited, Transient
 
 DEFAULT_TIMEOUT = (10.0, 60.0)
 
@@ -59,6 +64,44 @@ def retry_after(response: requests.Response, default: float = 5.0) -> float:
     return max(0.0, moment.timestamp() - time.time())
 
 
+@contextmanager
+def transport_errors(what: str) -> Iterator[None]:
+    """Map ``requests``' exceptions raised inside the block to our error classes (``what``:
+    "Zimbra", "the Zendesk account acme" …)."""
+    try:
+        yield
+    except requests.exceptions.SSLError as exc:
+        raise Permanent(
+            f"The TLS certificate of {what} could not be verified.", detail=str(exc)[:300]
+        ) from exc
+    except requests.exceptions.Timeout as exc:
+        raise Transient(
+            f"{what[:1].upper()}{what[1:]} did not answer in time.", detail=str(exc)[:300]
+        ) from exc
+    except requests.exceptions.ConnectionError as exc:
+        raise Transient(
+            f"Could not reach {what} (connection failed or dropped).", detail=str(exc)[:300]
+        ) from exc
+    except requests.exceptions.RequestException as exc:
+        raise Transient(f"Request to {what} failed.", detail=str(exc)[:300]) from exc
+
+
+def overload_error(
+    response: requests.Response, what: str, default_wait: float = 5.0
+) -> Transient | None:
+    """The error for a status that means "slow down" or "try later" on any HTTP service:
+    429, or 503 with ``Retry-After`` → ``RateLimited``; 502, 503, 504 → ``Transient``."""
+    status = response.status_code
+    if status == 429 or (status == 503 and "Retry-After" in response.headers):
+        return RateLimited(
+            f"{what[:1].upper()}{what[1:]} is limiting requests (HTTP {status}).",
+            retry_after=retry_after(response, default_wait),
+        )
+    if status in (502, 503, 504):
+        return Transient(f"{what[:1].upper()}{what[1:]} is unavailable (HTTP {status}).")
+    return None
+
+
 class HttpClient:
     """A ``requests.Session`` with timeouts and error mapping; one per connector run."""
 
@@ -74,23 +117,9 @@ class HttpClient:
         self.what = what
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        try:
+        with transport_errors(self.what):
             return self.session.request(method, url, **kwargs)
-        except requests.exceptions.SSLError as exc:
-            raise Permanent(
-                f"The TLS certificate of {self.what} could not be verified.", detail=str(exc)[:300]
-            ) from exc
-        except requests.exceptions.Timeout as exc:
-            raise Transient(
-                f"{self.what.capitalize()} did not answer in time.", detail=str(exc)[:300]
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise Transient(
-                f"Could not reach {self.what} (connection failed or dropped).",
-                detail=str(exc)[:300],
-            ) from exc
-        except requests.exceptions.RequestException as exc:
-            raise Transient(f"Request to {self.what} failed.", detail=str(exc)[:300]) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         self.session.close()

@@ -32,9 +32,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from integrations.errors import Transient
 from integrations.models import Connection
-from syncqueue import engine, heartbeat, notifications, retention
+from syncqueue import engine, heartbeat, notifications, policy, retention
 from syncqueue.locks import hold_lock
 from syncqueue.models import SyncJob, SyncLog
 
@@ -113,52 +112,50 @@ def rescue_dead_worker(worker: str, now: datetime | None = None) -> tuple[int, i
 
 
 def _rescue(which: Q, now: datetime, how: str) -> tuple[int, int]:
-    """Requeue running jobs matching ``which`` from their checkpoint, or fail them when they
-    have used their attempts (a job that kills its worker every time must not loop forever).
-    Each is a conditional UPDATE: when several clusters race, one wins."""
+    """Put running jobs matching ``which`` back as the retry policy decides for a lost worker
+    (``policy.after_failure("WorkerLost", ...)``: the first time at once, from the checkpoint;
+    again after a backoff; failed after ``max_attempts``, as a job that kills its worker every
+    time must not loop forever). Each is a conditional UPDATE: when clusters race, one wins."""
     rescued = failed = 0
     candidates = SyncJob.objects.filter(which, state=State.RUNNING).values_list(
         "pk", "connection_id", "attempts", "max_attempts", "worker_id"
     )
     for pk, connection_id, attempts, max_attempts, worker in candidates:
-        attempts += 1
+        outcome = policy.after_failure(
+            policy.WORKER_LOST, attempts, policy.Limits.from_settings(max_attempts=max_attempts)
+        )
+        cause = f"Worker {worker} {how}"
         with transaction.atomic():
             still = SyncJob.objects.filter(which, pk=pk, state=State.RUNNING, worker_id=worker)
-            if attempts >= max_attempts:
-                message = (
-                    f"The worker running this sync stopped responding {attempts} times; "
-                    "an administrator should look at the logs."
-                )
-                if not still.update(
+            changes: dict[str, Any] = {
+                "attempts": outcome.attempts,
+                "leased_until": None,
+                "worker_id": "",
+                "updated_at": now,
+            }
+            if outcome.state == State.FAILED:
+                changes.update(
                     state=State.FAILED,
-                    attempts=attempts,
                     finished_at=now,
-                    leased_until=None,
-                    worker_id="",
-                    error_class="Transient",
-                    error_message=message,
-                    updated_at=now,
-                ):
-                    continue
+                    error_class=policy.WORKER_LOST,
+                    error_message=outcome.what_next[:500],
+                )
+            else:
+                changes.update(state=outcome.state, run_after=now + timedelta(seconds=outcome.wait))
+            if not still.update(**changes):
+                continue
+            if outcome.job_failed:
                 engine.record_connection_outcome(
-                    connection_id, Transient(message), message, job_failed=True, now=now
+                    connection_id, policy.WORKER_LOST, outcome.what_next, job_failed=True, now=now
                 )
                 engine.announce_finished(pk)
-                level, text = "error", message
+                level, text = "error", f"{cause}. {outcome.what_next}"
                 failed += 1
             else:
-                if not still.update(
-                    state=State.QUEUED,
-                    attempts=attempts,
-                    run_after=now,
-                    leased_until=None,
-                    worker_id="",
-                    updated_at=now,
-                ):
-                    continue
-                level = "warning"
-                text = f"Worker {worker} {how}; resuming from the last checkpoint."
-                engine.submit_ticket(pk)
+                if outcome.state == State.QUEUED:
+                    engine.submit_ticket(pk)
+                next_step = outcome.what_next[:1].lower() + outcome.what_next[1:]
+                level, text = "warning", f"{cause}; {next_step}"
                 rescued += 1
             SyncLog.objects.create(
                 job_id=pk, connection_id=connection_id, level=level, message=text

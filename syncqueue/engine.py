@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import random
 import threading
 import time
 import traceback
@@ -60,7 +59,6 @@ from integrations.base import (
     Unreadable,
 )
 from integrations.errors import (
-    AuthFailed,
     CursorReset,
     Permanent,
     RateLimited,
@@ -68,7 +66,7 @@ from integrations.errors import (
     Transient,
 )
 from integrations.models import Connection
-from syncqueue import heartbeat, identity, lease, notifications
+from syncqueue import heartbeat, identity, lease, notifications, policy
 from syncqueue.models import SkippedItem, SyncJob, SyncLog
 from syncqueue.redact import redact, secret_values
 from syncqueue.signals import job_finished
@@ -82,7 +80,6 @@ Priority = SyncJob.Priority
 TICKET_FUNC = "syncqueue.tasks.run_sync_job"
 CLAIM_ROUNDS = 50
 _NOT_FETCHED = object()
-MAX_RESETS_PER_SLICE = 2
 
 # Stream kinds share one waiting job per connection: they all mean "bring the mirror up to date".
 STREAM_KEY = "sync"
@@ -137,10 +134,8 @@ def default_dedupe_key(kind: str) -> str:
 
 
 def backoff_seconds(failed_attempts: int) -> float:
-    """Exponential backoff with 'equal jitter': half fixed, half random, capped."""
-    delay = settings.SYNC_RETRY_BASE_SECONDS * 2 ** max(0, failed_attempts - 1)
-    delay = min(delay, settings.SYNC_RETRY_MAX_SECONDS)
-    return delay / 2 + random.uniform(0, delay / 2)
+    """The retry delay after ``failed_attempts`` (``policy.backoff_seconds`` on settings)."""
+    return policy.backoff_seconds(failed_attempts, policy.Limits.from_settings())
 
 
 # --- Enqueue -------------------------------------------------------------------------------------
@@ -521,7 +516,7 @@ def _run_batches(run: _Run, connector: Connector) -> bool:
             return True
         except CursorReset as reset:
             resets += 1
-            if resets > MAX_RESETS_PER_SLICE:
+            if resets > policy.MAX_RESETS_PER_SLICE:
                 raise Transient(
                     "The provider kept rejecting the sync position; the sync will be retried.",
                     detail=reset.message,
@@ -533,7 +528,7 @@ def _run_batches(run: _Run, connector: Connector) -> bool:
             )
         except RateLimited as limited:
             wait = limited.retry_after
-            if wait > settings.SYNC_INLINE_WAIT_MAX or time.monotonic() + wait >= run.deadline:
+            if not policy.wait_inline(wait, run.deadline - time.monotonic(), _limits(run)):
                 raise
             run.log("info", f"Rate limited by the provider; waiting {wait:g}s.", wait=wait)
             time.sleep(wait)
@@ -853,65 +848,61 @@ def _scrub(run: _Run, text: str) -> str:
     return redact(text, values)
 
 
+def _limits(run: _Run) -> policy.Limits:
+    return policy.Limits.from_settings(max_attempts=run.job.max_attempts)
+
+
 def _fail(run: _Run, exc: SyncError) -> None:
-    """Record a failed slice: retry later or fail the job, and update the connection's health."""
+    """Record a failed slice as the retry policy decides (``syncqueue.policy``): retry later
+    or fail the job; and update the connection's health."""
     job = run.job
     now = timezone.now()
     message = _scrub(run, exc.message)[:500]
     detail = _scrub(run, "\n".join(p for p in (exc.code, exc.detail) if p))
     with transaction.atomic():
         current = SyncJob.objects.filter(pk=job.pk).values_list("attempts", flat=True).first()
-        attempts = (current or 0) + (0 if isinstance(exc, RateLimited) else 1)
+        outcome = policy.after_failure(
+            exc.error_class,
+            current or 0,
+            _limits(run),
+            retry_after=getattr(exc, "retry_after", 0.0),
+        )
         common = {
             "error_class": exc.error_class,
-            "error_message": message,
+            "error_message": _outcome(message, outcome.what_next),
             "error_detail": detail,
             "worker_id": "",
+            "attempts": outcome.attempts,
         }
-        if isinstance(exc, RateLimited):
-            wait = exc.retry_after + random.uniform(0, 1)
-            common["error_message"] = _outcome(
-                message, f"Resuming in {_duration(wait)}, as the service asked."
-            )
-            ok = _release(
-                run, state=State.RETRYING, run_after=now + timedelta(seconds=wait), **common
-            )
-            run.log("info", f"Rate limited; resuming in {wait:.0f}s without spending an attempt.")
-            job_failed = False
-        elif isinstance(exc, Transient | InternalError) and attempts < job.max_attempts:
-            wait = backoff_seconds(attempts)
-            common["error_message"] = _outcome(
-                message,
-                f"Trying again in {_duration(wait)} (attempt {attempts + 1} of "
-                f"{job.max_attempts}).",
-            )
-            ok = _release(
-                run,
-                state=State.RETRYING,
-                attempts=attempts,
-                run_after=now + timedelta(seconds=wait),
-                **common,
-            )
-            run.log(
-                "warning",
-                f"{exc.error_class}: {message} Retry {attempts + 1} of "
-                f"{job.max_attempts} in {wait:.0f}s.",
-                detail=detail[:2000],
-                retry_in=round(wait),
-            )
-            job_failed = False
-        else:
-            if isinstance(exc, Transient | InternalError):
-                common["error_message"] = _outcome(
-                    message, f"Stopped after {attempts} attempts; it is not tried again by itself."
-                )
-            ok = _release(run, state=State.FAILED, attempts=attempts, finished_at=now, **common)
+        if outcome.state == State.FAILED:
+            ok = _release(run, state=State.FAILED, finished_at=now, **common)
             announce_finished(job.pk)
             run.log("error", f"{exc.error_class}: {message}", detail=detail[:2000])
-            job_failed = True
+        else:
+            ok = _release(
+                run,
+                state=outcome.state,
+                run_after=now + timedelta(seconds=outcome.wait),
+                **common,
+            )
+            if isinstance(exc, RateLimited):
+                run.log(
+                    "info",
+                    f"Rate limited; resuming in {outcome.wait:.0f}s without spending an attempt.",
+                )
+            else:
+                run.log(
+                    "warning",
+                    f"{exc.error_class}: {message} Retry {outcome.attempts + 1} of "
+                    f"{job.max_attempts} in {outcome.wait:.0f}s.",
+                    detail=detail[:2000],
+                    retry_in=round(outcome.wait),
+                )
         if not ok:
             return
-        record_connection_outcome(run.connection.pk, exc, message, job_failed=job_failed, now=now)
+        record_connection_outcome(
+            run.connection.pk, exc.error_class, message, job_failed=outcome.job_failed, now=now
+        )
         run.flush_logs()
     log.warning(
         "Job %s (%s) on connection %s: %s: %s",
@@ -926,55 +917,40 @@ def _fail(run: _Run, exc: SyncError) -> None:
 def _outcome(message: str, what_next: str) -> str:
     """The job's error as people read it: the cause, then what happens next — true for the
     state the job is left in (a failed job never says it will be retried)."""
-    return f"{message.rstrip()} {what_next}"[:500]
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} seconds"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} minutes"
-    return f"{seconds / 3600:.1f} hours"
+    return f"{message.rstrip()} {what_next}".strip()[:500]
 
 
 def record_connection_outcome(
-    connection_id: int, exc: SyncError, message: str, *, job_failed: bool, now: datetime
+    connection_id: int, error_class: str, message: str, *, job_failed: bool, now: datetime
 ) -> None:
-    """Update a connection's health after a failed attempt (inside the caller's transaction).
-
-    A retried attempt marks it degraded. A failed job counts towards ``consecutive_failures``:
-    at ``SYNC_FAILING_AFTER`` it is failing, at ``SYNC_DISABLE_AFTER`` it is disabled with the
-    reason. Authentication failures mark it ``auth_required`` at once and stop its schedule until
-    someone fixes the credentials. Becoming ``auth_required`` or disabled is mailed to the owner
-    after commit (``syncqueue.notifications``).
-    """
-    if isinstance(exc, RateLimited):
-        return
+    """Update a connection's health after a failed attempt (inside the caller's transaction),
+    as ``policy.health_after`` decides. Becoming ``auth_required`` or disabled is mailed to the
+    owner after commit (``syncqueue.notifications``)."""
     conn = Connection.objects.select_for_update().get(pk=connection_id)
+    health = policy.health_after(
+        conn.status,
+        conn.consecutive_failures,
+        error_class,
+        job_failed,
+        policy.Limits.from_settings(),
+    )
+    if health is None:
+        return
     was_status, was_enabled = conn.status, conn.enabled
     conn.last_error = message
+    conn.status = health.status
     fields = ["last_error", "status", "updated_at"]
-    if isinstance(exc, AuthFailed):
-        conn.status = Connection.Status.AUTH_REQUIRED
-    elif conn.status == Connection.Status.OK:
-        conn.status = Connection.Status.DEGRADED
     if job_failed:
-        conn.consecutive_failures += 1
+        conn.consecutive_failures = health.consecutive_failures
         conn.last_attempt_at = now
         fields += ["consecutive_failures", "last_attempt_at", "next_sync_at"]
-        if conn.consecutive_failures >= settings.SYNC_DISABLE_AFTER:
+        if health.disabled:
             conn.enabled = False
-            conn.status = Connection.Status.DISABLED
             conn.disabled_reason = (
                 f"Turned off after {conn.consecutive_failures} failed syncs in a row. "
                 f"Last error: {message}"
             )[:300]
             fields += ["enabled", "disabled_reason"]
-        elif (
-            conn.consecutive_failures >= settings.SYNC_FAILING_AFTER
-            and conn.status != Connection.Status.AUTH_REQUIRED
-        ):
-            conn.status = Connection.Status.FAILING
         conn.next_sync_at = conn.compute_next_sync(now)
     conn.save(update_fields=fields)
     notifications.connection_changed(conn, was_status=was_status, was_enabled=was_enabled)

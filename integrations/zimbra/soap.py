@@ -21,8 +21,8 @@ import zeep
 from lxml import etree
 from zeep.transports import Transport
 
-from integrations.errors import AuthFailed, Permanent, RateLimited, Transient
-from integrations.http import Session, retry_after
+from integrations.errors import AuthFailed, Permanent, Transient
+from integrations.http import Session, overload_error, transport_errors
 from integrations.zimbra.config import ZimbraConfig
 
 WSDL = Path(__file__).with_name("zimbra.wsdl")
@@ -213,32 +213,30 @@ class ZimbraSoap:
     ) -> etree._Element:
         header = {"context": {"authToken": token, "nosession": ""} if token else {}}
         self.calls += 1
-        try:
+        with transport_errors("the Zimbra server"):
             response = getattr(service, op)(_value_1=children, _attr_1=attrs, _soapheaders=header)
-        except requests.exceptions.SSLError as exc:
-            raise Permanent(
-                "The Zimbra server's TLS certificate could not be verified.", detail=str(exc)[:300]
-            ) from exc
-        except requests.exceptions.Timeout as exc:
-            raise Transient("Zimbra did not answer in time.", detail=str(exc)[:300]) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise Transient(
-                "Could not reach Zimbra (connection failed or dropped).", detail=str(exc)[:300]
-            ) from exc
         return _answer(response)
 
 
 def _answer(response: requests.Response) -> etree._Element:
     status = response.status_code
-    if status == 429 or (status == 503 and "Retry-After" in response.headers):
-        raise RateLimited(
-            f"Zimbra is limiting requests (HTTP {status}).", retry_after=retry_after(response)
-        )
-    if status in (429, 502, 503, 504):
-        raise Transient(f"Zimbra is unavailable (HTTP {status}).")
+    overloaded = overload_error(response, "Zimbra")
+    if overloaded is not None:
+        raise overloaded
     try:
         root = etree.fromstring(response.content)
     except etree.XMLSyntaxError as exc:
+        if status == 404:  # e.g. a web server's page: the SOAP URL points elsewhere
+            raise Permanent(
+                "No Zimbra SOAP service answers at this address (HTTP 404): check the URL.",
+                detail=response.text[:300],
+            ) from exc
+        if status in (401, 403):  # Zimbra answers faults in SOAP: this is something in front
+            raise Permanent(
+                f"Something in front of Zimbra refused the request (HTTP {status}), before "
+                "Zimbra read it: check the URL and any proxy.",
+                detail=response.text[:300],
+            ) from exc
         raise Transient(
             f"Zimbra gave an unreadable answer (HTTP {status}).", detail=response.text[:300]
         ) from exc

@@ -245,7 +245,7 @@ def test_a_rolled_back_failure_sends_nothing(make_connection, mailoutbox):
     conn = make_connection()
     with pytest.raises(RuntimeError), transaction.atomic():
         engine.record_connection_outcome(
-            conn.pk, AuthFailed("Rejected."), "Rejected.", job_failed=True, now=timezone.now()
+            conn.pk, "AuthFailed", "Rejected.", job_failed=True, now=timezone.now()
         )
         raise RuntimeError("the worker died")
     assert mailoutbox == []
