@@ -39,7 +39,7 @@ def free_port() -> int:
 
 
 def prepare(clients: int, per_client: int) -> list[tuple[str, list[int]]]:
-    from bench.engine import setup_django
+    from bench.harness import setup_django
 
     setup_django()
     from django.contrib.auth import get_user_model

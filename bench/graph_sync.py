@@ -68,13 +68,13 @@ def main() -> None:
     parser.add_argument("--connection", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        from bench.engine import run_job_phase
+        from bench.harness import run_job_phase
 
         print(json.dumps(run_job_phase(args.phase, args.connection)))
         return
 
     var = Path(os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-graph-")))
-    from bench.engine import job_phase_child, setup_django
+    from bench.harness import job_phase_child, setup_django
 
     setup_django()
     from django.contrib.auth import get_user_model

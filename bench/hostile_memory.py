@@ -51,7 +51,7 @@ def hostile_messages(count: int) -> list[bytes]:
 
 
 def sync_mailbox(dovecot: object, user: str, extra: list[bytes], ordinary: int) -> dict:
-    from bench.engine import job_phase_child
+    from bench.harness import job_phase_child
     from bench.imap_sync import build_maildir
     from integrations.models import Connection
 
@@ -84,13 +84,13 @@ def main() -> None:
     parser.add_argument("--connection", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        from bench.engine import run_job_phase
+        from bench.harness import run_job_phase
 
         print(json.dumps(run_job_phase(args.phase, args.connection)))
         return
 
     os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-hostile-"))
-    from bench.engine import setup_django
+    from bench.harness import setup_django
 
     setup_django()
     from sandbox.dovecot import Dovecot

@@ -74,14 +74,14 @@ def main() -> None:
     parser.add_argument("--connection", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        from bench.engine import run_job_phase
+        from bench.harness import run_job_phase
 
         print(json.dumps(run_job_phase(args.phase, args.connection)))
         return
 
     os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-imap-"))
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    from bench.engine import job_phase_child, setup_django
+    from bench.harness import job_phase_child, setup_django
 
     setup_django()
     from integrations.models import Connection

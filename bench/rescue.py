@@ -29,23 +29,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import setup_django  # noqa: E402
+from bench.harness import setup_django  # noqa: E402
 
 
 def busy_jobs() -> list[Any]:
     from syncqueue.models import SyncJob
 
     return list(SyncJob.objects.filter(state=SyncJob.State.RUNNING).exclude(worker_id=""))
-
-
-def wait(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def rescued(job_id: int, old_worker: str) -> bool:
@@ -61,7 +51,7 @@ def bench(kills: int, cluster_kills: int, seed: int) -> dict[str, Any]:
 
     from syncqueue import engine
     from syncqueue.models import SyncJob
-    from tests.support.processes import qcluster
+    from tests.support.processes import descendants, qcluster, wait_for
 
     rng = random.Random(seed)
     conns = make_long_connections(4)
@@ -78,7 +68,9 @@ def bench(kills: int, cluster_kills: int, seed: int) -> dict[str, Any]:
         plan = ["worker"] * kills + ["cluster"] * cluster_kills
         rng.shuffle(plan)
         for what in plan:
-            jobs = wait(lambda: busy_jobs() if len(busy_jobs()) >= 2 else None, 120, "busy jobs")
+            jobs = wait_for(
+                lambda: busy_jobs() if len(busy_jobs()) >= 2 else None, 120, "busy jobs"
+            )
             time.sleep(rng.uniform(0, 10))  # kill at a random point between lease renewals
             jobs = busy_jobs()
             if what == "worker":
@@ -98,7 +90,9 @@ def bench(kills: int, cluster_kills: int, seed: int) -> dict[str, Any]:
                 generation += 1
                 clusters[name] = stack.enter_context(qcluster(f"rescue-{name}-{generation}", **env))
             for job in victims:
-                wait(lambda j=job: rescued(j.pk, j.worker_id), 300, f"job {job.pk} to run again")
+                wait_for(
+                    lambda j=job: rescued(j.pk, j.worker_id), 300, f"job {job.pk} to run again"
+                )
                 latency = time.monotonic() - killed_at
                 (worker_latencies if what == "worker" else cluster_latencies).append(latency)
     every = worker_latencies + cluster_latencies
@@ -127,12 +121,6 @@ def bench(kills: int, cluster_kills: int, seed: int) -> dict[str, Any]:
         "target_median_s": 60,
         "target_max_s": 90,
     }
-
-
-def descendants(pid: int) -> set[int]:
-    from tests.support.processes import descendants as below
-
-    return below(pid)
 
 
 def make_long_connections(count: int) -> list[Any]:

@@ -30,7 +30,7 @@ def run_phase() -> dict[str, Any]:
     import django
 
     django.setup()
-    from bench.engine import peak_rss_mb
+    from bench.harness import peak_rss_mb
     from syncqueue import engine
     from syncqueue.heartbeat import prepare_worker_process
     from syncqueue.models import SyncJob
@@ -49,7 +49,7 @@ def run_phase() -> dict[str, Any]:
 
 
 def child(env: dict[str, str]) -> dict[str, Any]:
-    from bench.engine import run_phase_child
+    from bench.harness import run_phase_child
 
     return run_phase_child(__file__, env=env)
 
@@ -64,7 +64,7 @@ def main() -> None:
         return
 
     var = Path(os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-zm-")))
-    from bench.engine import setup_django
+    from bench.harness import setup_django
 
     setup_django()
     from django.contrib.auth import get_user_model

@@ -23,8 +23,19 @@ from django.conf import settings
 
 from integrations.errors import Permanent, Transient
 
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (a name or an address; no lookup)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class HostNotAllowed(Permanent):

@@ -1,4 +1,4 @@
-"""The demo behind ``make demo`` (``manage.py serve --demo``): the bundled local protocol servers,
+"""The demo behind ``make demo`` (``manage.py demo``): the bundled local protocol servers,
 a demo organization with people, connections, tasks and a case, and a little activity every few
 seconds, so the admin dashboard, the settings page and the case page fill with real syncs.
 

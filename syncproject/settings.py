@@ -129,7 +129,8 @@ INSTALLED_APPS = [
     "integrations.zimbra",
     "mail",
     "portal",
-    "syncproject.management.apps.SyncProjectConfig",  # the project's commands (env_docs)
+    "sandbox",  # local protocol servers and the demo (manage.py demo); unused in production
+    "syncproject",  # the project's own commands (env_docs)
 ]
 
 MIDDLEWARE = [

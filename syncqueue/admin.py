@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from syncqueue import engine
+from syncqueue import control, engine
 from syncqueue.admin_display import badge, progress_bar, relative, shown
 from syncqueue.models import SkippedItem, SyncJob, SyncLog, WorkerHeartbeat
 
@@ -188,7 +188,7 @@ class SyncJobAdmin(ReadOnlyAdmin):
         done = 0
         for job in queryset.select_related("connection"):
             try:
-                retried = engine.retry_job(job)
+                retried = control.retry_job(job)
             except engine.ConnectionDisabled as exc:
                 self.message_user(request, f"Job {job.pk}: {exc.message}", messages.WARNING)
                 continue
@@ -205,7 +205,7 @@ class SyncJobAdmin(ReadOnlyAdmin):
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[SyncJob]) -> None:
         outcome = {"cancelled": 0, "stopping": 0, "finished": 0}
         for job in queryset:
-            result = engine.cancel_job(job)
+            result = control.cancel_job(job)
             outcome[result] += 1
             if result != "finished":
                 self.log_change(request, job, f"Cancel requested: {result}.")
@@ -280,8 +280,6 @@ class SkippedItemAdmin(ReadOnlyAdmin):
                 request, "Retrying needs the permission to change connections.", messages.ERROR
             )
             return
-        from syncqueue import control
-
         items = queryset.filter(state=SkippedItem.State.OPEN).select_related("connection")
         # the oldest tries come first in the next sync's bounded retry list
         items.update(last_tried_at=timezone.now() - timedelta(days=3650))

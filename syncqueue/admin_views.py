@@ -11,8 +11,8 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
+from syncqueue import control, engine
 from syncqueue import dashboard as data
-from syncqueue import engine
 from syncqueue.heartbeat import START_COMMAND, clusters, worker_status
 from syncqueue.models import SyncJob
 from syncqueue.stats import queue_stats
@@ -55,7 +55,7 @@ def retry_group(request: HttpRequest) -> HttpResponse:
     retried = []
     for job in SyncJob.objects.filter(pk__in=group.job_ids).select_related("connection"):
         try:
-            if engine.retry_job(job):
+            if control.retry_job(job):
                 retried.append(job.pk)
         except engine.ConnectionDisabled:
             continue

@@ -1,5 +1,6 @@
-"""What people can do to connections: one implementation behind the admin, the settings page,
-the JSON API and the commands, so the rules (and their error messages) are the same everywhere.
+"""What people can do to connections and jobs: one implementation behind the admin, the settings
+page, the JSON API and the commands, so the rules (and their error messages) are the same
+everywhere.
 
 Every function takes the acting user (``None`` for the system) and returns what happened; errors
 that people can fix are raised as ``ControlError`` with a plain-language message.
@@ -15,9 +16,10 @@ from django.utils import timezone
 from integrations.models import Connection
 from integrations.schedule import InvalidSchedule, parse_schedule
 from syncqueue import engine
-from syncqueue.models import SyncJob
+from syncqueue.models import SyncJob, SyncLog
 
 Status = Connection.Status
+State = SyncJob.State
 
 
 class ControlError(Exception):
@@ -107,7 +109,7 @@ def disable(conn: Connection, reason: str, *, by_staff: bool = True) -> int:
         )
         cancelled = 0
         for job in SyncJob.objects.filter(connection=conn, state__in=SyncJob.ACTIVE):
-            cancelled += engine.cancel_job(job) == "cancelled"
+            cancelled += cancel_job(job) == "cancelled"
     return cancelled
 
 
@@ -154,3 +156,59 @@ def schedule(conn: Connection, action: str, interval: str | None = None, user: A
     raise ControlError(
         f"Unknown schedule action {action!r}: use start, stop, trigger or update-interval."
     )
+
+
+# --- Jobs ---------------------------------------------------------------------------------------
+
+
+def retry_job(job: SyncJob) -> bool:
+    """Queue a failed or cancelled job again, keeping its checkpoint; False if not possible."""
+    if not job.connection.enabled:
+        raise engine.ConnectionDisabled(f"{job.connection.name} is turned off.")
+    now = timezone.now()
+    with transaction.atomic():
+        done = SyncJob.objects.filter(pk=job.pk, state__in=[State.FAILED, State.CANCELLED]).update(
+            state=State.QUEUED,
+            attempts=0,
+            run_after=now,
+            finished_at=None,
+            cancel_requested=False,
+            error_class="",
+            error_message="",
+            error_detail="",
+            updated_at=now,
+        )
+        if done:
+            SyncLog.objects.create(
+                job=job,
+                connection=job.connection,
+                level="info",
+                message="Queued again by request; resuming from the checkpoint.",
+            )
+            engine.submit_ticket(job.pk)
+    return bool(done)
+
+
+def cancel_job(job: SyncJob) -> str:
+    """Cancel a waiting job now, or ask a running one to stop at its next batch boundary.
+
+    Returns ``"cancelled"``, ``"stopping"`` or ``"finished"`` (nothing to cancel).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if SyncJob.objects.filter(pk=job.pk, state__in=SyncJob.WAITING).update(
+            state=State.CANCELLED, finished_at=now, updated_at=now
+        ):
+            engine.announce_finished(job.pk)
+            SyncLog.objects.create(
+                job=job,
+                connection_id=job.connection_id,
+                level="warning",
+                message="Cancelled before it ran.",
+            )
+            return "cancelled"
+        if SyncJob.objects.filter(pk=job.pk, state=State.RUNNING).update(
+            cancel_requested=True, updated_at=now
+        ):
+            return "stopping"
+    return "finished"

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from syncqueue import identity
 from syncqueue.models import EngineLock
 
 
@@ -19,10 +20,8 @@ def hold_lock(name: str, *, seconds: int, release: bool = True) -> Iterator[bool
 
     With ``release=False`` the lock simply expires: a cheap "at most once every N seconds".
     """
-    from syncqueue.engine import worker_id
-
     now = timezone.now()
-    holder = worker_id()
+    holder = identity.process()
     try:
         with transaction.atomic():
             EngineLock.objects.get_or_create(name=name)

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from integrations.models import Connection
-from syncqueue import engine
+from syncqueue import control, engine
 from syncqueue.models import SyncJob
 from workspace.models import Case, CaseContact, CaseMessage, history_mailboxes
 
@@ -55,7 +55,7 @@ def queue_history(contact: CaseContact, user: Any = None) -> list[SyncJob]:
 def retry(case: Case, user: Any = None) -> int:
     """Queue the case's failed history searches again (or search afresh if none exist)."""
     failed = SyncJob.objects.filter(kind=HISTORICAL, payload__case=case.pk, state=State.FAILED)
-    retried = sum(engine.retry_job(job) for job in failed.select_related("connection"))
+    retried = sum(control.retry_job(job) for job in failed.select_related("connection"))
     if not retried and not history_jobs(case).exists():
         for contact in case.contacts.all():
             retried += len(queue_history(contact, user))

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Literal
 
 from django.conf import settings
 from pydantic import Field, field_validator, model_validator
 
 from integrations.base import ConnectorConfig
-
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+from integrations.netguard import is_loopback
 
 
 class ImapConfig(ConnectorConfig):

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from integrations.base import ConnectorConfig
-from integrations.imap.config import is_loopback
+from integrations.netguard import is_loopback
 
 
 class ZimbraConfig(ConnectorConfig):

@@ -10,8 +10,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import OrmQ
 
+from integrations.base import SyncContext
 from integrations.models import Connection
 from syncqueue import dispatcher, engine, retention
+from syncqueue.engine.run import _commit
+from syncqueue.engine.state import _Run
 from syncqueue.heartbeat import worker_status
 from syncqueue.models import SyncJob, SyncLog, WorkerHeartbeat
 from tests.support.models import FakeRecord
@@ -104,10 +107,10 @@ def test_expired_lease_is_rescued_and_resumes_from_the_checkpoint(make_connectio
     from tests.support.connector import FakeConnector
 
     connector = FakeConnector(conn)
-    batches = connector.sync(engine.SyncContext(job.pk, job.kind, {}, {}, {}))
-    dead = engine._Run(claimed, conn, "dead-worker", 0, [])
+    batches = connector.sync(SyncContext(job.pk, job.kind, {}, {}, {}))
+    dead = _Run(claimed, conn, "dead-worker", 0, [])
     for _ in range(2):
-        engine._commit(dead, connector, next(batches))
+        _commit(dead, connector, next(batches))
     SyncJob.objects.filter(pk=job.pk).update(leased_until=ago(seconds=1))
 
     report = dispatcher.dispatch()

@@ -8,7 +8,8 @@ import pytest
 from django.utils import timezone
 
 from integrations.models import Connection
-from syncqueue import engine
+from syncqueue import control, engine
+from syncqueue.engine.run import _execute
 from syncqueue.models import SyncJob, SyncLog
 from tests.support.models import FakeRecord, RunSpan
 
@@ -68,7 +69,7 @@ def test_a_long_job_continues_over_slices_from_its_checkpoint(make_connection, w
     assert set(FakeRecord.objects.values_list("writes", flat=True)) == {1}
 
 
-def test_transient_error_retries_with_backoff_from_the_checkpoint(make_connection, work):
+def test_transient_error_retries_with_backoff_from_the_checkpoint(make_connection, work, settings):
     conn = make_connection(config={"total": 20, "batch": 5, "faults": [fault("transient", 10)]})
     job = engine.enqueue(conn, Kind.MANUAL)
     work()
@@ -76,7 +77,7 @@ def test_transient_error_retries_with_backoff_from_the_checkpoint(make_connectio
     conn.refresh_from_db()
     assert job.state == State.RETRYING and job.attempts == 1
     assert job.error_class == "Transient"
-    base = engine.settings.SYNC_RETRY_BASE_SECONDS
+    base = settings.SYNC_RETRY_BASE_SECONDS
     wait = (job.run_after - timezone.now()).total_seconds()
     assert base / 2 - 2 <= wait <= base
     assert conn.status == Status.DEGRADED and conn.cursor == {"pos": 10}
@@ -236,12 +237,12 @@ def test_success_after_failures_resets_health(make_connection, work):
 
 def test_cancel_waiting_job_and_running_job_at_batch_boundary(make_connection, work):
     waiting = engine.enqueue(make_connection(name="w"), Kind.MANUAL)
-    assert engine.cancel_job(waiting) == "cancelled"
+    assert control.cancel_job(waiting) == "cancelled"
 
     conn = make_connection(name="r", config={"total": 20, "batch": 5})
     job = engine.enqueue(conn, Kind.MANUAL)
     claimed = engine.claim_next("w1")
-    assert engine.cancel_job(job) == "stopping"
+    assert control.cancel_job(job) == "stopping"
     assert engine.execute(claimed) == "cancelled"
     job.refresh_from_db()
     assert job.state == State.CANCELLED
@@ -254,8 +255,8 @@ def test_retry_requeues_a_failed_job_keeping_its_checkpoint(make_connection, wor
     work()
     job.refresh_from_db()
     assert job.state == State.FAILED
-    assert engine.retry_job(job) is True
-    assert engine.retry_job(job) is False  # already queued
+    assert control.retry_job(job) is True
+    assert control.retry_job(job) is False  # already queued
     work()
     job.refresh_from_db()
     assert job.state == State.SUCCEEDED and job.created_count == 10
@@ -292,7 +293,7 @@ def test_a_slice_stops_before_its_next_batch_once_its_lease_keeper_lost_the_job(
     claimed = engine.claim_next("slow")
     lost = threading.Event()
     lost.set()
-    assert engine._execute(claimed, None, lost) == "lease lost"
+    assert _execute(claimed, None, lost) == "lease lost"
     job.refresh_from_db()
     assert job.state == SyncJob.State.RUNNING and not FakeRecord.objects.exists()
 

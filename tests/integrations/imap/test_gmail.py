@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mail.models import MailMessage
+from sandbox.gmail import ALL_MAIL, FakeGmail, GmailMessage
 from syncqueue import engine
 from syncqueue.models import SyncJob
-from tests.support.fake_gmail import ALL_MAIL, FakeGmail, GmailMessage
 from tests.support.mailfactory import message
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -29,7 +29,7 @@ def _tokens(text: str) -> list[str]:
 class FakeGmail:
     """``with FakeGmail(messages) as server:`` listens on ``server.port`` (127.0.0.1)."""
 
-    def __init__(self, messages: list[GmailMessage], password: str = "app-password"):
+    def __init__(self, messages: list[GmailMessage], password: str = "app-password"):  # noqa: S107 - a fake server
         self.messages = {uid: m for uid, m in enumerate(messages, start=1)}
         self.password = password
         self.commands: list[str] = []

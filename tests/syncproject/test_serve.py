@@ -1,5 +1,7 @@
-"""``manage.py serve --demo`` (``make demo``) as a newcomer runs it: up and syncing in seconds,
-and Ctrl-C stops everything it started — web server, workers, demo servers, Dovecot."""
+"""``make run`` (``manage.py serve``) and ``make demo`` (``manage.py demo``) as people run them:
+up and syncing in seconds, Ctrl-C stops everything they started — web server, workers, demo
+servers, Dovecot — workers that stop proving they work are restarted, and a taken port is
+named before anything starts."""
 
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def test_the_demo_starts_syncs_and_stops_everything(tmp_path):
     before = dovecot_masters()
     log = (output_dir() / "serve-demo.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--demo"],
+        [sys.executable, "manage.py", "demo"],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -159,3 +161,28 @@ def test_make_run_restarts_workers_that_stop_proving_they_work(tmp_path):
     assert third != second
     alive = {pid for pid in started if Path(f"/proc/{pid}").exists()}
     assert not {p for p in alive if "State:\tZ" not in Path(f"/proc/{p}/status").read_text()}
+
+
+def test_a_taken_port_is_named_and_nothing_starts(tmp_path):
+    import socket
+
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(SYNC_VAR_DIR=str(tmp_path), PORT=str(port))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        done = subprocess.run(
+            [sys.executable, "manage.py", "serve"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode != 0
+    assert f"Port {port} on 127.0.0.1 is in use" in done.stderr
+    assert f"PORT={port + 1} make run" in done.stderr
+    assert not (tmp_path / "db.sqlite3").exists()  # not even migrated: nothing was started

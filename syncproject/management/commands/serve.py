@@ -11,10 +11,9 @@ process group is killed and it is started again (a killed slice is rescued from 
 checkpoint), and the command says so. If the web server dies, everything stops and the command
 exits non-zero: no silent half-running product.
 
-``--demo`` (``make demo``, which points it at an empty database under ``var/demo``) also starts
-the bundled local Graph, Zendesk, Zimbra and Dovecot servers on 127.0.0.1, fills the database
-with a demo organization (``sandbox/demo.py``) and keeps changing things a little; stopping the
-command stops them too.
+The port is checked first: if it is taken the command says so and starts nothing (no second
+set of workers). ``manage.py demo`` (``make demo``, in the sandbox app) runs the same with local
+demo servers and data.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,58 +48,25 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=settings.SERVE_HOST)
         parser.add_argument("--port", type=int, default=settings.SERVE_PORT)
         parser.add_argument("--web-workers", type=int, default=2)
-        parser.add_argument(
-            "--demo",
-            action="store_true",
-            help="Start local demo servers and fill an empty database with demo data.",
-        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.check_port(options["host"], options["port"])
         call_command("migrate", interactive=False, verbosity=0)
         login = self.ensure_admin()
-        demo = self.start_demo(options["host"]) if options["demo"] else None
-        try:
-            self.run(options, login, demo)
-        finally:
-            if demo is not None:
-                demo.stop()
+        self.run(options, login)
 
-    def start_demo(self, host: str) -> Any:
-        from integrations.imap.config import is_loopback
-        from integrations.models import Connection
-        from sandbox.demo import PASSWORD, Demo
+    def check_port(self, host: str, port: int) -> None:
+        """Refuse to start anything when the port is taken (another ``make run``?)."""
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise CommandError(
+                    f"Port {port} on {host} is in use ({exc.strerror}): another 'make run' may "
+                    f"be running. Stop it, or choose another port: PORT={port + 1} make run"
+                ) from None
 
-        if not is_loopback(host):
-            raise CommandError(
-                f"The demo's passwords are public: it only listens on 127.0.0.1 (not {host})."
-            )
-        if Connection.objects.exists():
-            raise CommandError(
-                "The demo needs an empty database: run it with 'make demo' (it uses var/demo)."
-            )
-        demo = Demo(Path(settings.VAR_DIR))
-        environment = demo.start()
-        os.environ.update(environment)  # the workers and the web server inherit it
-        for name, value in environment.items():
-            setattr(settings, name, value)
-        try:
-            seeded = demo.seed()
-        except BaseException:
-            demo.stop()
-            raise
-        demo.run_activity()
-        people = ", ".join(seeded["people"])
-        self.stdout.write(
-            f"Demo: local Graph, Zendesk and Zimbra servers are running on 127.0.0.1"
-            f"{' with a private Dovecot' if demo.dovecot else ''}.\n"
-            f"  People: {people} (password '{PASSWORD}') — their page is /settings/sync/\n"
-            f"  Case:   /admin/workspace/case/{seeded['case']}/change/\n"
-        )
-        for note in demo.notes:
-            self.stdout.write(self.style.WARNING(f"  {note}"))
-        return demo
-
-    def run(self, options: dict[str, Any], login: str, demo: Any) -> None:
+    def run(self, options: dict[str, Any], login: str) -> None:
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         web = [
             sys.executable,

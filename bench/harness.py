@@ -1,0 +1,161 @@
+"""What every benchmark needs: a fresh database, a child process for a measured phase, test
+connections, and draining a queue through a real qcluster. (The benchmarks themselves are the
+other files in bench/.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started its program (VmHWM; unlike
+    ``ru_maxrss`` it does not include the parent's memory from before ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_job_phase(kind: str, connection_id: int) -> dict[str, Any]:
+    """In a ``--phase`` child: queue one job of ``kind`` on the connection (``"queued"``: run
+    what is already queued) and work until nothing is claimable, as a fresh worker process
+    would. Returns the job's outcome, the time taken and this process's peak memory."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+
+    django.setup()
+    from integrations.models import Connection
+    from syncqueue import engine
+    from syncqueue.heartbeat import prepare_worker_process
+    from syncqueue.models import SyncJob
+
+    prepare_worker_process()  # as a qcluster worker does when it starts
+    conn = Connection.objects.get(pk=connection_id)
+    start = time.perf_counter()
+    if kind != "queued":
+        engine.enqueue(conn, kind)
+    while engine.process_ticket() != "nothing to claim":
+        pass
+    elapsed = time.perf_counter() - start
+    job = SyncJob.objects.filter(connection=conn).order_by("-id").first()
+    assert job is not None
+    return {
+        "state": job.state,
+        "error": job.error_message,
+        "seconds": elapsed,
+        "done": job.progress_done,
+        "created": job.created_count,
+        "slices": job.slices,
+        "peak_rss_mb": peak_rss_mb(),
+        "finished": job.state == SyncJob.State.SUCCEEDED,
+    }
+
+
+def job_phase_child(
+    script: str, kind: str, connection_id: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``run_job_phase`` through ``script --phase KIND --connection ID`` in a new process."""
+    return run_phase_child(script, kind, "--connection", str(connection_id), env=env)
+
+
+def run_phase_child(script: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``script --phase ARGS`` in a fresh process (as a worker would start) and return the
+    JSON object its last output line holds; exits when the phase reports it did not finish."""
+    out = subprocess.run(
+        [sys.executable, script, "--phase", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result.get("finished", True) or result.get("unfinished"):
+        raise SystemExit(f"{' '.join(args) or 'phase'} did not succeed: {result}")
+    return result
+
+
+def setup_django() -> None:
+    """Configure Django on a fresh database: SQLite in a temporary directory, or a new
+    PostgreSQL database named after DATABASE_URL (dropped and recreated)."""
+    os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-"))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"  # the test connector drives jobs
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        fresh_postgres_database(connection.settings_dict)
+    call_command("migrate", verbosity=0)
+
+
+def fresh_postgres_database(conf: dict[str, Any]) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        host=conf["HOST"],
+        port=conf["PORT"],
+        user=conf["USER"],
+        password=conf["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(conf["NAME"])))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(conf["NAME"])))
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def make_connections(count: int, total: int = 1, **fields: Any) -> list[Any]:
+    """``count`` connections of the test kind whose remote side has ``total`` items."""
+    from integrations.models import Connection
+
+    template = Connection(kind="fake", name="bench", config={"total": total, "batch": 1})
+    template.set_secrets({"password": "bench-password"})
+    conns = [
+        Connection(
+            kind="fake", name=f"bench {i}", config=template.config, secret=template.secret, **fields
+        )
+        for i in range(count)
+    ]
+    Connection.objects.bulk_create(conns, batch_size=1000)
+    return list(Connection.objects.order_by("id"))
+
+
+def drain(
+    cluster_env: dict[str, Any], done: Any, total: int, what: str, stock: bool = False
+) -> float:
+    """Start a qcluster, return items/s measured from the first to the last completion."""
+    from tests.support.processes import qcluster
+
+    with qcluster(f"bench-{what}", stock=stock, **cluster_env):
+        first_at = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            count = done()
+            now = time.perf_counter()
+            if count and first_at is None:
+                first_at, first_count = now, count
+            if count >= total:
+                break
+            time.sleep(0.02)
+        else:
+            raise SystemExit(f"{what}: timed out with {done()} of {total} done")
+    elapsed = max(now - first_at, 1e-6)
+    return (total - first_count) / elapsed

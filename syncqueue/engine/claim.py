@@ -1,0 +1,121 @@
+"""Claim: the most urgent runnable job, marked running with a lease in one conditional UPDATE
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL); a partial unique index refuses a second running job
+of one connection."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.db import connection as db
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
+
+from syncqueue import identity
+from syncqueue.models import SyncJob
+
+log = logging.getLogger("syncqueue.engine")
+
+State = SyncJob.State
+Kind = SyncJob.Kind
+Priority = SyncJob.Priority
+
+
+CLAIM_ROUNDS = 50
+
+
+def worker_id() -> str:
+    """Identity of this process in leases and heartbeats (``syncqueue.identity``)."""
+    return identity.process()
+
+
+def runnable_jobs(now: datetime) -> QuerySet[SyncJob]:
+    """Queued jobs that may start now: due, and their connection has nothing running.
+
+    Only ``queued`` is claimable: a ``retrying`` job is backing off and is moved back to
+    ``queued`` when its time comes (``requeue_due_retries``). Keeping the claim condition a single
+    equality lets SQLite walk the partial index in claim order instead of sorting every waiting
+    job on each claim.
+    """
+    running = SyncJob.objects.filter(connection_id=OuterRef("connection_id"), state=State.RUNNING)
+    return SyncJob.objects.filter(state=State.QUEUED, run_after__lte=now).exclude(Exists(running))
+
+
+def requeue_due_retries(now: datetime) -> int:
+    """Move retrying jobs whose backoff is over back into the queue (tickets come separately)."""
+    return SyncJob.objects.filter(state=State.RETRYING, run_after__lte=now).update(
+        state=State.QUEUED, updated_at=now
+    )
+
+
+def _claim_sql(vendor: str) -> str:
+    """One statement that picks the most urgent runnable job and marks it running.
+
+    Written as SQL because it is the hottest statement of the engine (the ORM version took three
+    round trips and ten times the CPU) and because PostgreSQL's ``SKIP LOCKED`` lets racing
+    clusters pass over each other's rows. The state literals match the partial indexes, so
+    SQLite walks ``syncjob_claim_idx`` in claim order.
+    """
+    table = SyncJob._meta.db_table
+    skip_locked = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
+    # The only interpolations are the model's table name and a fixed clause: no input.
+    return f"""
+        UPDATE {table}
+           SET state = 'running', worker_id = %s, leased_until = %s,
+               started_at = COALESCE(started_at, %s), slices = slices + 1, updated_at = %s
+         WHERE state = 'queued' AND id = (
+               SELECT c.id FROM {table} c
+                WHERE c.state = 'queued' AND c.run_after <= %s
+                  AND NOT EXISTS (SELECT 1 FROM {table} r
+                                   WHERE r.connection_id = c.connection_id
+                                     AND r.state = 'running')
+                ORDER BY c.priority DESC, c.run_after, c.id
+                LIMIT 1{skip_locked})
+     RETURNING id"""  # noqa: S608
+
+
+def _anything_queued(now: datetime) -> bool:
+    """Cheap, lock-free pre-check: is any job queued and due at all?"""
+    table = SyncJob._meta.db_table
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE state = 'queued' AND run_after <= %s LIMIT 1",  # noqa: S608
+            [db.ops.adapt_datetimefield_value(now)],
+        )
+        return cursor.fetchone() is not None
+
+
+def claim_next(worker: str | None = None, *, peek: bool = True) -> SyncJob | None:
+    """Claim the most urgent runnable job; None if there is none.
+
+    The claim is a conditional UPDATE: if another worker took the chosen row first it changes
+    nothing, and if another job of the same connection started a moment ago the partial unique
+    index refuses it. Either way this worker looks again, so it never returns "nothing" while
+    a job it could run is queued.
+    """
+    worker = worker or worker_id()
+    sql = _claim_sql(db.vendor)
+    for _ in range(CLAIM_ROUNDS):
+        now = timezone.now()
+        if peek and not _anything_queued(now):
+            return None  # the common case for surplus tickets: a read, no write lock
+        stamp = db.ops.adapt_datetimefield_value(now)
+        lease = db.ops.adapt_datetimefield_value(
+            now + timedelta(seconds=settings.SYNC_LEASE_SECONDS)
+        )
+        try:
+            # One statement is atomic on its own; no BEGIN/COMMIT round trips needed.
+            with db.cursor() as cursor:
+                cursor.execute(sql, [worker, lease, stamp, stamp, stamp])
+                row = cursor.fetchone()
+        except IntegrityError:
+            continue  # another job of the same connection started a moment ago
+        if row is not None:
+            return SyncJob.objects.select_related("connection", "connection__organization").get(
+                pk=row[0]
+            )
+        if not runnable_jobs(now).exists():
+            return None
+    return None

@@ -1,0 +1,147 @@
+"""Enqueue: a ``SyncJob`` and, in the same transaction, its ticket (a django-q2 task carrying
+only the job id). A second request for the same work returns the waiting job, raising its
+priority if needed."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import connection as db
+from django.db import transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from integrations.errors import (
+    Permanent,
+)
+from integrations.models import Connection
+from syncqueue.models import SyncJob
+
+log = logging.getLogger("syncqueue.engine")
+
+State = SyncJob.State
+Kind = SyncJob.Kind
+Priority = SyncJob.Priority
+
+
+TICKET_FUNC = "syncqueue.entrypoints.run_sync_job"
+
+
+# Stream kinds share one waiting job per connection: they all mean "bring the mirror up to date".
+STREAM_KEY = "sync"
+
+
+_DEFAULT_PRIORITY = {
+    Kind.INITIAL: Priority.SCHEDULED,
+    Kind.INCREMENTAL: Priority.SCHEDULED,
+    Kind.MANUAL: Priority.MANUAL,
+    Kind.FULL_RESYNC: Priority.MANUAL,
+    Kind.PUSH: Priority.PUSH,
+    Kind.HISTORICAL: Priority.BACKGROUND,
+}
+
+
+class ConnectionDisabled(Permanent):
+    """Work was requested for a connection that is turned off."""
+
+
+def default_dedupe_key(kind: str) -> str:
+    if kind in (Kind.INITIAL, Kind.INCREMENTAL, Kind.MANUAL):
+        return STREAM_KEY
+    return kind
+
+
+def submit_ticket(job_id: int | None) -> None:
+    """Write a django-q2 task that makes a worker claim work. Carries an id, never a secret."""
+    async_task(TICKET_FUNC, job_id, task_name=f"sync-job-{job_id or 'any'}", group="sync")
+
+
+def enqueue(
+    connection: Connection,
+    kind: str,
+    *,
+    priority: int | None = None,
+    payload: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+    requested_by: Any = None,
+    coalesce_running: bool | None = None,
+) -> SyncJob:
+    """Queue work for ``connection`` and return its job; returns in milliseconds.
+
+    A waiting job with the same ``dedupe_key`` (stream syncs share one) is returned instead of a
+    new one — a second "Sync now" gets the same job — and is promoted to the higher priority.
+    Stream, resync and history jobs also coalesce with a *running* job (it will see the new
+    data); push jobs do not, because the running push may carry an older state.
+
+    Raises ``ConnectionDisabled`` for a disabled connection.
+    """
+    kind = Kind(kind)
+    if not connection.enabled:
+        raise ConnectionDisabled(
+            f"{connection.name} is turned off"
+            + (f": {connection.disabled_reason}" if connection.disabled_reason else ".")
+        )
+    if payload and not all(isinstance(v, int | str | bool | None) for v in payload.values()):
+        raise ValueError("Job payloads hold ids and flags only, never objects or credentials.")
+    priority = _DEFAULT_PRIORITY[kind] if priority is None else priority
+    key = dedupe_key or default_dedupe_key(kind)
+    if coalesce_running is None:
+        coalesce_running = kind != Kind.PUSH
+    now = timezone.now()
+    states = SyncJob.ACTIVE if coalesce_running else SyncJob.WAITING
+    waiting = SyncJob.objects.filter(
+        connection=connection, dedupe_key=key, state__in=states
+    ).order_by("id")
+    # The common repeated click: the job already waits and needs no promotion. Answer from a
+    # plain read, without taking SQLite's single write lock.
+    existing = waiting.first()
+    if existing is not None and not _promotion(existing, kind, priority, now):
+        return existing
+    with transaction.atomic():
+        # Serialise enqueues per connection so two clicks cannot both create a job. SQLite has
+        # no row locks; its IMMEDIATE transactions already serialise writers.
+        if db.features.has_select_for_update:
+            list(Connection.objects.select_for_update().filter(pk=connection.pk).values_list("pk"))
+        existing = waiting.first()
+        if existing is not None:
+            return _promote(existing, kind, priority, now)
+        job = SyncJob.objects.create(
+            connection=connection,
+            kind=kind,
+            dedupe_key=key,
+            priority=priority,
+            payload=payload or {},
+            requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+            run_after=now,
+            max_attempts=settings.SYNC_MAX_ATTEMPTS,
+        )
+        submit_ticket(job.pk)
+    return job
+
+
+def _promotion(job: SyncJob, kind: str, priority: int, now: datetime) -> dict[str, Any]:
+    """What merging a new request into ``job`` changes: a higher priority; and a person's
+    "Sync now" skips a retry's backoff."""
+    updates: dict[str, Any] = {}
+    if priority > job.priority:
+        updates["priority"] = priority
+        if kind == Kind.MANUAL and job.kind == Kind.INCREMENTAL:
+            updates["kind"] = Kind.MANUAL
+    if kind == Kind.MANUAL and job.state == State.RETRYING:
+        updates.update(state=State.QUEUED, run_after=now)
+    return updates
+
+
+def _promote(job: SyncJob, kind: str, priority: int, now: datetime) -> SyncJob:
+    """Merge a new request into an existing job (inside the enqueue transaction)."""
+    updates = _promotion(job, kind, priority, now)
+    if updates:
+        SyncJob.objects.filter(pk=job.pk, state=job.state).update(**updates, updated_at=now)
+        for field_name, value in updates.items():
+            setattr(job, field_name, value)
+        if job.state == State.QUEUED:
+            submit_ticket(job.pk)
+    return job
