@@ -145,7 +145,7 @@ def drain(
     from tests.support.processes import qcluster
 
     with qcluster(f"bench-{what}", stock=stock, **cluster_env):
-        first_at = None
+        first_at: float | None = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             count = done()
@@ -157,5 +157,6 @@ def drain(
             time.sleep(0.02)
         else:
             raise SystemExit(f"{what}: timed out with {done()} of {total} done")
+    assert first_at is not None, f"{what}: nothing completed"
     elapsed = max(now - first_at, 1e-6)
     return (total - first_count) / elapsed

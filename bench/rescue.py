@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def bench(kills: int, cluster_kills: int, seed: int) -> dict[str, Any]:
     conns = make_long_connections(4)
     for conn in conns:
         engine.enqueue(conn, SyncJob.Kind.MANUAL)
-    env = {"LOG_LEVEL": "WARNING"}  # everything else (but SYNC_MAX_ATTEMPTS): shipped defaults
+    # everything else (but SYNC_MAX_ATTEMPTS): shipped defaults
+    env: dict[str, Any] = {"LOG_LEVEL": "WARNING"}
     worker_latencies: list[float] = []
     cluster_latencies: list[float] = []
     with ExitStack() as stack:
@@ -90,9 +92,7 @@ def bench(kills: int, cluster_kills: int, seed: int) -> dict[str, Any]:
                 generation += 1
                 clusters[name] = stack.enter_context(qcluster(f"rescue-{name}-{generation}", **env))
             for job in victims:
-                wait_for(
-                    lambda j=job: rescued(j.pk, j.worker_id), 300, f"job {job.pk} to run again"
-                )
+                wait_for(partial(rescued, job.pk, job.worker_id), 300, f"job {job.pk} to run again")
                 latency = time.monotonic() - killed_at
                 (worker_latencies if what == "worker" else cluster_latencies).append(latency)
     every = worker_latencies + cluster_latencies

@@ -7,10 +7,11 @@ joined, and the running job's progress comes from subqueries.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -99,13 +100,13 @@ class ConnectionForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = kind_choices()
+        cast(forms.ChoiceField, self.fields["kind"]).choices = kind_choices()
 
     def clean_config(self) -> dict[str, Any]:
         return self.cleaned_data.get("config") or {}
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         kind = data.get("kind")
         if kind and "config" in data:
             try:
@@ -304,12 +305,12 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Running")
     def running(self, conn: Connection) -> str:
-        if conn.running_job is None:
+        # annotated by get_queryset
+        job, done, total = (getattr(conn, f"running_{n}") for n in ("job", "done", "total"))
+        if job is None:
             return "—"
-        url = reverse("admin:syncqueue_syncjob_change", args=[conn.running_job])
-        return format_html(
-            '<a href="{}">{}</a>', url, progress_bar(conn.running_done, conn.running_total)
-        )
+        url = reverse("admin:syncqueue_syncjob_change", args=[job])
+        return format_html('<a href="{}">{}</a>', url, progress_bar(done, total))
 
     @admin.display(description="Fails", ordering="consecutive_failures")
     def fails(self, conn: Connection) -> int:
@@ -409,7 +410,7 @@ class ConnectionAdmin(admin.ModelAdmin):
                     "connections": queryset,
                     "action": "full_resync",
                     "opts": self.model._meta,
-                    "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                    "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
                 },
             )
         for conn in queryset:
@@ -468,7 +469,7 @@ class ConnectionAdmin(admin.ModelAdmin):
                     "form": form,
                     "action": "disable",
                     "opts": self.model._meta,
-                    "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                    "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
                 },
             )
         reason = form.cleaned_data["reason"]

@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -199,8 +199,13 @@ class SyncContext:
         return self.deadline - time.monotonic()
 
 
-class Connector:
-    """Base class for connectors; subclasses set the class attributes and implement methods."""
+ConfigT = TypeVar("ConfigT", bound="ConnectorConfig")
+
+
+class Connector(Generic[ConfigT]):
+    """Base class for connectors; subclasses set the class attributes and implement methods.
+
+    ``Connector[ImapConfig]`` says which ``Config`` model ``self.config`` is."""
 
     kind: ClassVar[str]
     label: ClassVar[str]
@@ -224,7 +229,7 @@ class Connector:
 
     def __init__(self, connection: Connection, secrets: Mapping[str, Any] | None = None) -> None:
         self.connection = connection
-        self.config = self.validate_config(connection.config)
+        self.config: ConfigT = cast(ConfigT, self.validate_config(connection.config))
         self._secrets = secrets
 
     @property

@@ -44,7 +44,7 @@ class ConnectionSettingsForm(forms.Form):
         raise NotImplementedError
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if not self.errors:
             from integrations.registry import get_connector_class
 

@@ -300,7 +300,7 @@ class Connection(models.Model):
     @cached_property
     def tz(self) -> ZoneInfo:
         """Time zone for cron schedules: the organization's, else the site's."""
-        name = self.organization.timezone if self.organization_id else settings.TIME_ZONE
+        name = self.organization.timezone if self.organization else settings.TIME_ZONE
         return ZoneInfo(name)
 
     @property

@@ -94,7 +94,7 @@ def checked_address(host: str, port: int) -> str:
         raise Transient(
             f"The server {host} could not be found. Check the name.", detail=str(exc)
         ) from exc
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in found]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in found]
     # Every address must pass: a name that also resolves inside the network is refused as a
     # whole, so which address a later connection picks cannot matter.
     if not addresses or not all(address_allowed(a) for a in addresses):

@@ -24,8 +24,7 @@ SOURCE_PREVIEW_BYTES = 4000
 
 class AttachmentInline(admin.TabularInline):
     model = MailAttachment
-    fields = ["filename_shown", "content_type", "size", "inline", "file", "note"]
-    readonly_fields = fields
+    fields = readonly_fields = ("filename_shown", "content_type", "size", "inline", "file", "note")
     extra = 0
     max_num = 0
     can_delete = False

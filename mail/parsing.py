@@ -112,7 +112,7 @@ def _stdlib_leaves(raw: bytes, defects: list[str]) -> tuple[Message, list[Leaf],
         part = stack.pop()
         payload = part.get_payload()
         if isinstance(payload, list) and part.get_content_maintype() == "multipart":
-            stack.extend(reversed(payload))
+            stack.extend(p for p in reversed(payload) if isinstance(p, Message))
             continue
         if len(leaves) >= MAX_PARTS:
             more = True
@@ -120,7 +120,7 @@ def _stdlib_leaves(raw: bytes, defects: list[str]) -> tuple[Message, list[Leaf],
         problems = sorted({type(d).__name__ for d in part.defects})
         if isinstance(payload, list):  # message/rfc822: keep the attached message whole
             try:
-                data = payload[0].as_bytes() if payload else b""
+                data = payload[0].as_bytes() if payload and isinstance(payload[0], Message) else b""
             except Exception:
                 data = b""
                 problems.append("attached message could not be re-serialized")

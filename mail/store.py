@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.core.files.base import ContentFile
@@ -76,6 +77,10 @@ def _held(connection: Connection, *args: Any, **filters: Any) -> QuerySet[MailMe
     return MailMessage.objects.filter(*args, connection=connection, **filters).order_by()
 
 
+def _constant(value: Any, _ignored: Any) -> Any:
+    return value
+
+
 def _json(value: Any) -> str:
     return "[]" if value == [] else json.dumps(value)  # most lists (flags, cc) are empty
 
@@ -99,13 +104,13 @@ class _RowInserter:
     def __call__(self, rows: list[dict[str, Any]]) -> None:
         ops = db.ops
         now = ops.adapt_datetimefield_value(timezone.now())
-        converters = []
+        converters: list[tuple[str, Callable[[Any], Any] | None]] = []
         for model_field in self.fields:
             name = model_field.attname
             if isinstance(model_field, models.DateTimeField) and (
                 model_field.auto_now or model_field.auto_now_add
             ):
-                converters.append((name, lambda v, now=now: now))
+                converters.append((name, partial(_constant, now)))
             elif isinstance(model_field, models.DateTimeField):
                 converters.append((name, ops.adapt_datetimefield_value))
             elif isinstance(model_field, models.JSONField):
@@ -113,7 +118,7 @@ class _RowInserter:
             else:
                 converters.append((name, None))
         params = [
-            [conv(row.get(name)) if conv else row.get(name) for name, conv in converters]
+            [row.get(name) if conv is None else conv(row.get(name)) for name, conv in converters]
             for row in rows
         ]
         with db.cursor() as cursor:
@@ -312,10 +317,10 @@ def upsert_messages(
         movable: dict[str, list[MailMessage]] = defaultdict(list)
         if old is not None:
             prints = [i.parsed.fingerprint(i.size) for i in group if i.uid not in existing]
-            for row in _held(
+            for held in _held(
                 connection, folder=folder, uidvalidity=old, fingerprint__in=prints
             ).only("id", "fingerprint", "flags", "labels", "deleted"):
-                movable[row.fingerprint].append(row)
+                movable[held.fingerprint].append(held)
         for item in group:
             row = existing.get(item.uid)
             if row is None and old is not None:
@@ -369,7 +374,7 @@ def apply_flag_changes(connection: Connection, changes: Sequence[FlagChange]) ->
     for row in _held(connection, query).only(
         "id", "folder", "uidvalidity", "uid", "flags", "labels"
     ):
-        change = wanted[(row.folder, row.uidvalidity, row.uid)]
+        change = wanted[(row.folder, row.uidvalidity, row.uid)]  # type: ignore[index]  # filtered on all three
         labels = row.labels if change.labels is None else change.labels
         if row.flags != change.flags or row.labels != labels:
             row.flags, row.labels = change.flags, labels
@@ -405,11 +410,8 @@ def retire_old_uidvalidity(connection: Connection, folder: str, uidvalidity: int
 
 def known_uids(connection: Connection, folder: str, uidvalidity: int) -> set[int]:
     """UIDs we hold (not deleted) for a folder, for expunge detection."""
-    return set(
-        _held(connection, folder=folder, uidvalidity=uidvalidity, deleted=False).values_list(
-            "uid", flat=True
-        )
-    )
+    held = _held(connection, folder=folder, uidvalidity=uidvalidity, deleted=False)
+    return {uid for uid in held.values_list("uid", flat=True) if uid is not None}
 
 
 def upsert_remote(

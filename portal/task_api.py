@@ -24,6 +24,7 @@ from django.http import HttpRequest, JsonResponse
 
 from portal.api import api_view, error, too_many
 from syncproject import limits
+from syncproject.requests import SignedInRequest
 from workspace import assignments
 from workspace.models import Task
 
@@ -76,7 +77,7 @@ def _save(task: Task, body: dict[str, Any]) -> JsonResponse | None:
 PERMISSION = {"GET": "view_task", "PATCH": "change_task", "POST": "change_task"}
 
 
-def _own(request: HttpRequest, task_id: int) -> Task | None:
+def _own(request: SignedInRequest, task_id: int) -> Task | None:
     """The task if this person may do ``request.method`` to it, else None (answered 404)."""
     task = Task.objects.filter(pk=task_id).first()
     if task is None:
@@ -105,7 +106,7 @@ def assignable_users(requester: Any, task: Task) -> Any:
 
 
 @api_view("POST")
-def create(request: HttpRequest) -> JsonResponse:
+def create(request: SignedInRequest) -> JsonResponse:
     body = _body(request)
     if isinstance(body, JsonResponse):
         return body
@@ -122,7 +123,7 @@ def create(request: HttpRequest) -> JsonResponse:
 
 
 @api_view("GET", "PATCH", "DELETE")
-def task(request: HttpRequest, task_id: int) -> JsonResponse:
+def task(request: SignedInRequest, task_id: int) -> JsonResponse:
     found = _own(request, task_id)
     if found is None:
         return error(404, "not_found", "No such task.")
@@ -144,7 +145,7 @@ def task(request: HttpRequest, task_id: int) -> JsonResponse:
 
 
 @api_view("POST")
-def assignees(request: HttpRequest, task_id: int, action: str) -> JsonResponse:
+def assignees(request: SignedInRequest, task_id: int, action: str) -> JsonResponse:
     """``POST …/assign`` or ``…/unassign`` with ``{"user": <id>}``."""
     found = _own(request, task_id)
     if found is None or action not in ("assign", "unassign"):

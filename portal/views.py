@@ -29,6 +29,7 @@ from integrations.probe import probe
 from integrations.registry import available, get_connector_class
 from portal.status import can_edit, current_job, job_summary, notice
 from syncproject import limits
+from syncproject.requests import SignedInRequest
 from syncqueue import control
 from syncqueue.heartbeat import worker_status
 
@@ -41,7 +42,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(reverse(SETTINGS))
 
 
-def _own(request: HttpRequest, connection_id: int) -> Connection:
+def _own(request: SignedInRequest, connection_id: int) -> Connection:
     conn = Connection.objects.filter(pk=connection_id, owner=request.user).first()
     if conn is None:
         raise Http404("No such connection.")
@@ -72,7 +73,7 @@ def _shown_value(switch: PersonalSwitch, row: UserSwitch | None) -> str:
 
 
 @login_required
-def settings_page(request: HttpRequest) -> HttpResponse:
+def settings_page(request: SignedInRequest) -> HttpResponse:
     workers = worker_status()
     rows = []
     for conn in Connection.objects.filter(owner=request.user).select_related("organization"):
@@ -109,7 +110,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def set_enabled(request: HttpRequest, connection_id: int) -> HttpResponse:
+def set_enabled(request: SignedInRequest, connection_id: int) -> HttpResponse:
     conn = _own(request, connection_id)
     try:
         if request.POST.get("enabled") == "on":
@@ -125,7 +126,7 @@ def set_enabled(request: HttpRequest, connection_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def sync_now(request: HttpRequest, connection_id: int) -> HttpResponse:
+def sync_now(request: SignedInRequest, connection_id: int) -> HttpResponse:
     conn = _own(request, connection_id)
     limited = limits.hit(request, "sync_now")
     try:
@@ -143,7 +144,7 @@ def sync_now(request: HttpRequest, connection_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def save_switches(request: HttpRequest) -> HttpResponse:
+def save_switches(request: SignedInRequest) -> HttpResponse:
     """Switches are saved as ticked. A value that names an address (whose mailbox a switch
     writes to) is never taken as typed: a confirmation link is mailed to that address, and the
     value changes only when its owner opens the link signed in as this person."""
@@ -173,7 +174,7 @@ CONFIRM_SALT = "syncproject.switch-address"
 CONFIRM_MAX_AGE = 2 * 24 * 3600
 
 
-def ask_to_confirm(request: HttpRequest, switch: PersonalSwitch, address: str) -> None:
+def ask_to_confirm(request: SignedInRequest, switch: PersonalSwitch, address: str) -> None:
     """Mail a confirmation link to ``address``; the page says what happens next."""
     try:
         validate_email(address)
@@ -206,7 +207,7 @@ def ask_to_confirm(request: HttpRequest, switch: PersonalSwitch, address: str) -
 
 
 @login_required
-def confirm_address(request: HttpRequest, token: str) -> HttpResponse:
+def confirm_address(request: SignedInRequest, token: str) -> HttpResponse:
     """The link from the confirmation mail: GET shows what will change, POST changes it. Only
     the person who asked (signed in) can confirm; a mail scanner opening the link changes
     nothing."""
@@ -240,17 +241,17 @@ def _form_class(kind: str) -> Any:
 
 
 @login_required
-def connect(request: HttpRequest, kind: str) -> HttpResponse:
+def connect(request: SignedInRequest, kind: str) -> HttpResponse:
     return _edit(request, _form_class(kind), None)
 
 
 @login_required
-def edit(request: HttpRequest, connection_id: int) -> HttpResponse:
+def edit(request: SignedInRequest, connection_id: int) -> HttpResponse:
     conn = _own(request, connection_id)
     return _edit(request, _form_class(conn.kind), conn)
 
 
-def _edit(request: HttpRequest, form_class: Any, conn: Connection | None) -> HttpResponse:
+def _edit(request: SignedInRequest, form_class: Any, conn: Connection | None) -> HttpResponse:
     """Test the connection with what was typed in, and save only when the test passes."""
     form = form_class(request.POST or None, instance=conn)
     result = None

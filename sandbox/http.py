@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from sandbox.tls import TestCA
@@ -61,7 +61,7 @@ class _Server(ThreadingHTTPServer):
             except (ssl.SSLError, OSError):
                 return
         try:
-            self.RequestHandlerClass(request, client_address, self)
+            self.RequestHandlerClass(request, client_address, self)  # type: ignore[arg-type]
         finally:
             if self.tls is not None:
                 with contextlib.suppress(OSError):
@@ -173,7 +173,7 @@ class LocalServer:
         scheme = "https" if self.ca else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
 
-    def start(self) -> LocalServer:
+    def start(self) -> Self:
         context = self.ca.server_context() if self.ca else None
         self._server = _Server(self, context)
         self._thread = threading.Thread(
@@ -188,7 +188,7 @@ class LocalServer:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -334,7 +334,9 @@ class FakeZendesk(LocalServer):
             )
             page = ordered[:per_page]
             end = len(ordered) <= per_page
-            last = (page[-1]["generated_timestamp"], page[-1]["id"]) if page else position
+            last: tuple[int, int] = (
+                (page[-1]["generated_timestamp"], page[-1]["id"]) if page else position
+            )
             users = {
                 uid: account.users[uid]
                 for t in page

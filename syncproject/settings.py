@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -27,12 +28,14 @@ from syncproject.env import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# a checkout keeps its state in <checkout>/var; an installed package in ./var of where it runs
+_CHECKOUT = (BASE_DIR / "manage.py").exists()
 VAR_DIR = Path(
     env_str(
         "SYNC_VAR_DIR",
-        str(BASE_DIR / "var"),
+        str((BASE_DIR if _CHECKOUT else Path.cwd()) / "var"),
         "Directory for local state: the SQLite database, development keys, stored attachments.",
-        doc_default="<project>/var",
+        doc_default="<checkout>/var (an installed package: ./var)",
     )
 )
 
@@ -182,7 +185,8 @@ WSGI_APPLICATION = "syncproject.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # the project's own pages and admin overrides; each app keeps its templates
+        "DIRS": [Path(__file__).resolve().parent / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -248,7 +252,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Redis, e.g. redis://127.0.0.1:6379/1.
 CACHE_URL = env_str("CACHE_URL", "", "Redis URL for the shared cache; empty = the database.")
 if CACHE_URL:
-    CACHES = {
+    CACHES: dict[str, dict[str, Any]] = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
     }
     RATELIMIT_USE_CACHE = "default"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
@@ -27,7 +27,8 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list.order_by()[: LOG_COUNT_CAP + 1].count()
+        rows = cast(QuerySet[Any], self.object_list)
+        return rows.order_by()[: LOG_COUNT_CAP + 1].count()
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -62,8 +63,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class SyncLogInline(admin.TabularInline):
     model = SyncLog
-    fields = ["created_at", "level", "message", "data"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "level", "message", "data")
     extra = 0
     max_num = 0
     can_delete = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
@@ -61,7 +63,7 @@ def retry_group(request: HttpRequest) -> HttpResponse:
             continue
     if retried:
         LogEntry.objects.log_actions(
-            request.user.pk,
+            cast(int, request.user.pk),
             SyncJob.objects.filter(pk__in=retried),
             CHANGE,
             change_message=f"Retried with its failure group: {group.error_class}: "

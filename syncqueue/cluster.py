@@ -142,7 +142,7 @@ def retirable_worker(
         slots[slot] = BUSY
         return item
 
-    task_queue.get = get  # type: ignore[method-assign]
+    task_queue.get = get
 
     def on_pre_execute(**kwargs: Any) -> None:
         started.value += 1
@@ -292,7 +292,7 @@ def syscalls_visible() -> bool:
     try:
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
-            if in_syscall([child.pid], "read", reader):  # type: ignore[list-item]
+            if in_syscall([child.pid], "read", reader):
                 return True
             time.sleep(0.01)
         return False
@@ -351,6 +351,15 @@ class _OldGeneration:
 class SafeSentinel(Sentinel):
     """django-q2's Sentinel that heals a frozen cluster (see the module docstring)."""
 
+    # set by Sentinel (django-q2 has no type information); workers carry extra attributes
+    # (timer, started, slots, slot) so the pool holds Any
+    pool: list[Any]
+    task_queue: Queue
+    result_queue: Queue
+    event_out: EventType
+    pusher: Any
+    monitor: Any
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Sentinel.__init__ ends in start() -> guard(), so our state comes first.
         self.generation = 0
@@ -398,7 +407,7 @@ class SafeSentinel(Sentinel):
     def spawn_worker(self) -> None:
         timer = Value("f", -1)
         started = Value("L", 0, lock=False)
-        taken = {p.slot for p in self.pool + self.dying if p.slots is self.slots}  # type: ignore[attr-defined]
+        taken = {p.slot for p in self.pool + self.dying if p.slots is self.slots}
         slot = next(i for i in range(len(self.slots)) if i not in taken)
         self.slots[slot] = EMPTY  # until the new worker says it is ready
         process = self._process(
@@ -512,7 +521,7 @@ class SafeSentinel(Sentinel):
         return now - since
 
     def tasks_started(self) -> int:
-        return sum(p.started.value for p in self.pool + self.retiring)  # type: ignore[attr-defined]
+        return sum(p.started.value for p in self.pool + self.retiring)
 
     def stalls(self, now: float) -> dict[str, float]:
         """How long each stall condition has held: tickets waiting with a worker free and none
@@ -817,15 +826,15 @@ class SafeSentinel(Sentinel):
                 break
             now = time.monotonic()
             for p in alive:
-                t = p.timer.get_obj().value  # type: ignore[attr-defined]
+                t = p.timer.get_obj().value
                 if t == 0:
                     p.terminate()
                 elif t < 0 and not busy(p):
                     # an idle worker that cannot read its STOP (orphaned lock): retire it
-                    since = idle_since.setdefault(p.pid, now)  # type: ignore[arg-type]
+                    since = idle_since.setdefault(p.pid, now)
                     if now - since > 3:
                         with contextlib.suppress(ProcessLookupError):
-                            os.kill(p.pid, RETIRE_SIGNAL)  # type: ignore[arg-type]
+                            os.kill(p.pid, RETIRE_SIGNAL)
                     if now - since > 3 + RETIRE_GRACE:
                         p.kill()
             self.tend_old()

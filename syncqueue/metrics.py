@@ -80,24 +80,24 @@ class SyncCollector:
 
     def _finished(self, now: datetime) -> Iterator[Metric]:
         """Outcome counts and a duration histogram of jobs finished in the window, in one
-        grouped query: the database counts each bucket (``duration <= le``)."""
+        grouped query: the database counts each bucket (``took <= le``)."""
         duration = ExpressionWrapper(
             F("finished_at") - F("started_at"), output_field=DurationField()
         )
         started = Q(started_at__isnull=False)
         buckets = {
-            f"le_{i}": Count("id", filter=started & Q(duration__lte=timedelta(seconds=bound)))
+            f"le_{i}": Count("id", filter=started & Q(took__lte=timedelta(seconds=bound)))
             for i, bound in enumerate(DURATION_BUCKETS)
         }
         rows = (
             SyncJob.objects.filter(finished_at__gte=now - WINDOW, state__in=OUTCOMES)
             .order_by()
-            .annotate(duration=duration)
+            .annotate(took=duration)
             .values("kind", "state")
             .annotate(
                 n=Count("id"),
                 timed=Count("id", filter=started),
-                total=Sum("duration", filter=started),
+                total=Sum("took", filter=started),
                 **buckets,
             )
         )

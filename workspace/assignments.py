@@ -8,7 +8,7 @@ assignments; several quick edits of one task become one announcement per commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 
@@ -57,7 +57,8 @@ def status_of(assignments: list[Assignment]) -> dict[int, dict[str, Any]]:
     """What connected task lists say about each assignee's copy (state, error)."""
     found: dict[int, dict[str, Any]] = {}
     for _, answer in assignee_status.send(sender=Assignment, assignments=assignments):
-        for pk, status in (answer or {}).items():
+        answered = cast(dict[int, dict[str, Any]], answer or {})
+        for pk, status in answered.items():
             found.setdefault(pk, {}).update(status)
     return found
 

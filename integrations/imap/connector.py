@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 
@@ -15,7 +15,7 @@ from mail import store
 from mail.store import FetchedMessage, FlagChange
 
 
-class ImapConnector(Connector):
+class ImapConnector(Connector[ImapConfig]):
     kind = "imap"
     label = "IMAP mailbox"
     Config = ImapConfig
@@ -34,7 +34,7 @@ class ImapConnector(Connector):
 
     @property
     def imap(self) -> ImapConfig:
-        return cast(ImapConfig, self.config)
+        return self.config
 
     def _public_only(self) -> bool:
         """A mailbox of an ordinary user: its server must be on the public internet (or in a

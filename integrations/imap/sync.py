@@ -364,12 +364,12 @@ class MailboxSync:
     def run(self) -> Iterator[Batch]:
         if self.ctx.retry:
             yield from self.retry_skipped()
-        plans = []
+        changed = []
         for name in self.folder_names():
             status = self.status(name)
             if not self.unchanged(self.folders.get(name), status):
-                plans.append((name, status))
-        plans = [self.plan(name, status) for name, status in plans]
+                changed.append((name, status))
+        plans = [self.plan(name, status) for name, status in changed]
         total = self.done + sum(len(p.new_uids) for p in plans)
         for index, plan in enumerate(plans):
             last_folder = index == len(plans) - 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from typing import cast
 
 from integrations.base import Batch, CheckResult, Connector, Counts, ItemRef, JobLog, SyncContext
 from integrations.msgraph.client import GraphClient
@@ -17,7 +16,7 @@ from mail.store import FetchedMessage
 from workspace.cases import link_messages
 
 
-class GraphConnector(Connector):
+class GraphConnector(Connector[GraphConfig]):
     kind = "msgraph"
     label = "Microsoft 365 mailbox"
     Config = GraphConfig
@@ -29,7 +28,7 @@ class GraphConnector(Connector):
 
     @property
     def graph(self) -> GraphConfig:
-        return cast(GraphConfig, self.config)
+        return self.config
 
     def check(self) -> CheckResult:
         """Get a token, read the mailbox's owner and count its folders."""

@@ -430,7 +430,8 @@ class HistorySearch(GraphSync):
         from workspace.models import CaseContact
 
         payload = self.ctx.payload
-        contact = CaseContact.objects.filter(pk=payload.get("contact")).first()
+        contact_id = payload.get("contact")
+        contact = CaseContact.objects.filter(pk=contact_id).first() if contact_id else None
         if contact is None:
             return  # the contact was removed from the case meanwhile: nothing to do
         email = contact.email

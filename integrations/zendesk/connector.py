@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 from django.utils import timezone
 
@@ -26,7 +26,7 @@ from integrations.zendesk.store import upsert_tickets
 from integrations.zendesk.sync import TicketPage, export
 
 
-class ZendeskConnector(Connector):
+class ZendeskConnector(Connector[ZendeskConfig]):
     kind = "zendesk"
     label = "Zendesk tickets"
     Config = ZendeskConfig
@@ -37,7 +37,7 @@ class ZendeskConnector(Connector):
 
     @property
     def zendesk(self) -> ZendeskConfig:
-        return cast(ZendeskConfig, self.config)
+        return self.config
 
     def check(self) -> CheckResult:
         """Authenticate and confirm the user may export (admins only)."""

@@ -10,7 +10,6 @@ a push, from the host's ``assignments_changed``) and :mod:`.soap` (the protocol 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
 
 from integrations.base import (
     Batch,
@@ -29,7 +28,7 @@ from integrations.zimbra.records import GoneThere, Incoming, LeftMailbox, Pushed
 from integrations.zimbra.soap import ZimbraSoap
 
 
-class ZimbraConnector(Connector):
+class ZimbraConnector(Connector[ZimbraConfig]):
     kind = "zimbra"
     label = "Zimbra server (tasks)"
     Config = ZimbraConfig
@@ -48,7 +47,7 @@ class ZimbraConnector(Connector):
 
     @property
     def zimbra(self) -> ZimbraConfig:
-        return cast(ZimbraConfig, self.config)
+        return self.config
 
     def soap(self) -> ZimbraSoap:
         return ZimbraSoap(self.zimbra, self.secrets)

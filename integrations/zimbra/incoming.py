@@ -9,17 +9,26 @@ stored by :mod:`.store`). A task deleted in Zimbra that is still assigned here i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from integrations.base import Batch, NoLongerThere, SyncContext, read_each
+from integrations.base import Batch, ItemRef, NoLongerThere, SyncContext, read_each
 from integrations.errors import AuthFailed, Permanent, RateLimited, Transient
 from integrations.models import Connection
 from integrations.zimbra.config import ZimbraConfig
 from integrations.zimbra.message import TRASH, changed_items, parse_task
 from integrations.zimbra.models import TaskCopy
 from integrations.zimbra.outbound import Watched, watched_copies
-from integrations.zimbra.records import GoneThere, assignment_ref
+from integrations.zimbra.records import GoneThere, Incoming, assignment_ref
 from integrations.zimbra.soap import MAIL, ItemGone, SyncTokenGone, ZimbraSoap
+
+
+def _same(ref: ItemRef, _item: Any) -> ItemRef:
+    return ref
+
+
+def _parse(assignment_id: int, task: Any) -> Incoming:
+    return parse_task(task, assignment_id)
 
 
 def run(
@@ -76,9 +85,7 @@ def retry_skipped(ctx: SyncContext, soap: ZimbraSoap) -> Iterator[Batch]:
         if found is not None and found.get("l") == TRASH:
             records.append(GoneThere(row.pk))
         elif found is not None:
-            records += read_each(
-                [found], lambda _, ref=ref: ref, lambda task, pk=row.pk: parse_task(task, pk)
-            )
+            records += read_each([found], partial(_same, ref), partial(_parse, row.pk))
     if records:
         yield Batch(records=records, note="skipped tasks read again")
 
@@ -134,8 +141,8 @@ def read_folder(
             elif found is not None:
                 records += read_each(
                     [found],
-                    lambda _, known=known: assignment_ref(known.assignment_id),
-                    lambda task, known=known: parse_task(task, known.assignment_id),
+                    partial(_same, assignment_ref(known.assignment_id)),
+                    partial(_parse, known.assignment_id),
                 )
         deleted = answer.find(f"{{{MAIL}}}deleted")
         for item_id in (deleted.get("ids", "") if deleted is not None else "").split(","):

@@ -52,7 +52,7 @@ def build_task(uid: str, task: Any, folder: str) -> Any:
 def parse_task(found: etree._Element, assignment_id: int) -> Incoming:
     """A ``<task>`` read with ``sync="1"`` (else md and ms are missing)."""
     comp = found.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
-    attrs = comp.attrib if comp is not None else {}
+    attrs = {str(k): str(v) for k, v in comp.attrib.items()} if comp is not None else {}
     try:
         percent = max(0, min(100, int(attrs.get("percentComplete") or 0)))
     except ValueError:

@@ -246,7 +246,7 @@ def _answer(response: requests.Response) -> etree._Element:
         raise Transient(f"Zimbra gave an empty answer (HTTP {status}).")
     if etree.QName(first).localname == "Fault":
         code = first.findtext(".//{urn:zimbra}Code") or "service.FAILURE"
-        reason = " ".join(t.strip() for t in first.itertext() if t.strip())[:300]
+        reason = " ".join(str(t).strip() for t in first.itertext() if str(t).strip())[:300]
         raise ZimbraFault(code, reason)
     return first
 

@@ -73,7 +73,7 @@ def _current(assignment_id: int) -> TaskCopy | None:
 def apply_incoming(record: Incoming, counts: Counts, log: JobLog) -> None:
     """Three-way merge of status and percent complete (:mod:`.merge`)."""
     row = _current(record.assignment_id)
-    if row is None:
+    if row is None or row.task_id is None:
         counts.unchanged += 1
         return
     task = Task.objects.select_for_update().get(pk=row.task_id)

@@ -10,7 +10,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
@@ -198,7 +198,11 @@ def _run_batches(run: _Run, connector: Connector) -> bool:
                 _commit(run, connector, batch)
                 if time.monotonic() >= run.deadline:
                     return False
-                batch = _advance(run, batches) if following is _NOT_FETCHED else following
+                batch = (
+                    _advance(run, batches)
+                    if following is _NOT_FETCHED
+                    else cast("Batch | None", following)
+                )
             _commit(run, connector, Batch(), finish=True)
             return True
         except CursorReset as reset:
@@ -220,7 +224,10 @@ def _run_batches(run: _Run, connector: Connector) -> bool:
             run.log("info", f"Rate limited by the provider; waiting {wait:g}s.", wait=wait)
             time.sleep(wait)
         finally:
-            batches.close()  # lets the connector's finally blocks log out / close sockets
+            # a generator's close() lets the connector's finally blocks log out / close sockets
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
 
 def _advance(run: _Run, batches: Iterator[Batch]) -> Batch | None:

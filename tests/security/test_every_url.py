@@ -221,7 +221,7 @@ def client_for(user) -> Client:
     return client
 
 
-def test_every_url_as_every_persona(routes, owner, outsider, bare_staff):
+def test_every_url_as_every_persona(routes, owner, outsider, bare_staff) -> None:
     assert len(routes) > 100  # the URLconf really was walked (admin included)
     problems: list[str] = []
     for route in routes:

@@ -54,7 +54,7 @@ def _error(name: str, retry_after: float) -> Exception:
     }[name]
 
 
-class FakeConnector(Connector):
+class FakeConnector(Connector[FakeConfig]):
     kind = "fake"
     label = "Fake"
     Config = FakeConfig
@@ -81,6 +81,7 @@ class FakeConnector(Connector):
         if not self.config.track_runs:
             yield
             return
+        assert ctx.job_id is not None, "runs are tracked only inside a job"
         span = RunSpan.objects.create(
             connection=self.connection, job_id=ctx.job_id, pid=os.getpid(), started=time.time()
         )

@@ -72,7 +72,7 @@ def test_lock_is_held_for_a_transaction_and_released_at_commit_and_rollback(wrap
     assert lock_is_free(path)
 
 
-def test_a_second_writer_waits_its_turn_instead_of_failing(wrapper):
+def test_a_second_writer_waits_its_turn_instead_of_failing(wrapper) -> None:
     make, _ = wrapper
     first = make()
     first.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection as db
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 Kind, State = SyncJob.Kind, SyncJob.State
 
 
-def ago(**kw) -> timezone.datetime:
+def ago(**kw) -> datetime:
     return timezone.now() - timedelta(**kw)
 
 

@@ -67,7 +67,6 @@ class Command(BaseCommand):
                 ) from None
 
     def run(self, options: dict[str, Any], login: str) -> None:
-        manage = str(Path(settings.BASE_DIR) / "manage.py")
         web = [
             sys.executable,
             "-m",
@@ -86,7 +85,7 @@ class Command(BaseCommand):
         ]
         # Each in its own process group, so stopping reaches the workers qcluster forks too.
         processes = {
-            "workers": Workers([sys.executable, manage, "qcluster"], self.stderr),
+            "workers": Workers([sys.executable, "-m", "syncproject", "qcluster"], self.stderr),
             "web": Process(web),
         }
         url = f"http://{options['host']}:{options['port']}"

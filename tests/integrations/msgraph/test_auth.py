@@ -46,7 +46,7 @@ def test_a_rejected_token_gets_one_fresh_token_and_one_retry(make_graph_connecti
 )
 def test_each_credential_problem_has_its_own_message(
     make_graph_connection, graph, mailbox, change, error, message
-):
+) -> None:
     kwargs: dict = {}
     if change == "wrong secret":
         kwargs["secret"] = "not-the-secret"

@@ -55,6 +55,7 @@ def read_and_push(server: Any, work: Any, read_first: bool) -> None:
     push = SyncJob.objects.filter(kind="push").latest("id")
     read.refresh_from_db()
     assert read.state == push.state == SyncJob.State.SUCCEEDED
+    assert read.started_at is not None and push.started_at is not None
     assert (read.started_at < push.started_at) == read_first
 
 
