@@ -1,5 +1,6 @@
-"""Shared fixtures: personas (owner, outsider, staff), connection factories, and an in-process
-worker loop for engine tests that do not need a real qcluster."""
+"""Shared fixtures: personas (owner, outsider, staff), connection factories, an in-process
+worker loop for engine tests that do not need a real qcluster, and the test CA that local HTTPS
+servers use."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+
+from sandbox.tls import TestCA, make_ca
+from tests.support.processes import output_dir
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop vs. the ORM
 
@@ -83,7 +87,7 @@ def work() -> Callable[..., list[str]]:
     from syncqueue.engine import process_ticket
 
     def run(limit: int = 200) -> list[str]:
-        results = []
+        results: list[str] = []
         for _ in range(limit):
             outcome = process_ticket()
             if outcome == "nothing to claim":
@@ -100,6 +104,13 @@ def tickets() -> list[dict[str, Any]]:
     from django_q.signing import SignedPackage
 
     return [SignedPackage.loads(row.payload) for row in OrmQ.objects.order_by("id")]
+
+
+@pytest.fixture(scope="session")
+def test_ca() -> TestCA:
+    """The private CA (and server certificate) every local HTTPS server of the suite uses;
+    ``tests.support.servers.serving`` makes the code under test trust it."""
+    return make_ca(output_dir() / "test-ca")
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +199,7 @@ def screenshot() -> Callable[..., str]:
     ``UPDATE_SCREENSHOTS=1`` the ones the README shows (``docs=True``) go to docs/screenshots."""
     import shutil
 
-    from tests.support.processes import ROOT, output_dir
+    from tests.support.processes import ROOT
 
     def take(page: Any, name: str, docs: bool = False) -> str:
         folder = output_dir() / "screenshots"

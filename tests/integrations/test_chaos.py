@@ -19,22 +19,24 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from integrations.models import Connection
 from integrations.zendesk.models import Ticket
 from mail.models import MailMessage
-from sandbox.tls import make_ca
 from sandbox.zendesk import FakeZendesk
 from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
 from tests.support.cluster import FAST_CLUSTER, roles
 from tests.support.mailfactory import realistic
 from tests.support.models import FakeRecord
-from tests.support.processes import output_dir, qcluster, wait_for
+from tests.support.processes import qcluster, wait_for
 from workspace.models import Organization
+
+if TYPE_CHECKING:  # at run time pytest would take the class TestCA for tests to collect
+    from sandbox.tls import TestCA
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process, pytest.mark.postgres]
 State = SyncJob.State
@@ -74,8 +76,7 @@ class Clusters:
 
 
 @contextmanager
-def fake_zendesk(settings: Any) -> Iterator[FakeZendesk]:
-    ca = make_ca(output_dir() / "test-ca")
+def fake_zendesk(settings: Any, ca: TestCA) -> Iterator[FakeZendesk]:
     server = FakeZendesk(ca, rate=None).start()
     settings.SYNC_CA_BUNDLE = str(ca.ca_file)
     settings.ZENDESK_BASE_URL = server.base_url
@@ -85,12 +86,12 @@ def fake_zendesk(settings: Any) -> Iterator[FakeZendesk]:
         server.stop()
 
 
-def test_chaos_loses_and_duplicates_nothing(dovecot, settings):
+def test_chaos_loses_and_duplicates_nothing(dovecot, settings, test_ca) -> None:
     rng = random.Random(SEED)
     settings.SYNC_MAX_ATTEMPTS = 100  # kills count as attempts; these jobs must not give up
     org = Organization.objects.create(name="Chaos", slug="chaos")
     with ExitStack() as stack:
-        zendesk = stack.enter_context(fake_zendesk(settings))
+        zendesk = stack.enter_context(fake_zendesk(settings, test_ca))
         env = {
             **FAST_CLUSTER,
             "SYNC_WORKERS": 2,
@@ -182,17 +183,17 @@ def test_chaos_loses_and_duplicates_nothing(dovecot, settings):
             if now >= next_kill and not restart_at:
                 next_kill = now + rng.uniform(2, 5)
                 if rng.random() < 0.25:
-                    busy = {name for name, __, is_busy in clusters.workers() if is_busy}
-                    name = rng.choice(sorted(busy or clusters.procs))
+                    busy_clusters = {name for name, __, is_busy in clusters.workers() if is_busy}
+                    name = rng.choice(sorted(busy_clusters or clusters.procs))
                     watching += running_on_cluster(clusters.procs[name].pid, now)
                     clusters.kill(name)
                     restart_at[name] = now + 1
                     kills["cluster"] += 1
                 else:
                     candidates = clusters.workers()
-                    busy = [c for c in candidates if c[2]]
-                    if busy or candidates:
-                        __, pid, __ = rng.choice(busy or candidates)
+                    busy_workers = [c for c in candidates if c[2]]
+                    if busy_workers or candidates:
+                        pid = rng.choice(busy_workers or candidates)[1]
                         watching += running_on_worker(pid, now)
                         os.kill(pid, signal.SIGKILL)
                         kills["worker"] += 1
@@ -255,22 +256,22 @@ def test_chaos_loses_and_duplicates_nothing(dovecot, settings):
         assert job.state == State.SUCCEEDED, (job.connection.name, job.error_message)
     for conn_id, user in mailboxes.items():
         on_server = server_message_ids(dovecot, user)
-        stored = list(
+        stored_mail = list(
             MailMessage.objects.filter(connection_id=conn_id, deleted=False).values_list(
                 "message_id", flat=True
             )
         )
-        assert len(stored) == len(on_server), "lost or duplicated mail"
-        assert sorted(stored) == sorted(on_server)
+        assert len(stored_mail) == len(on_server), "lost or duplicated mail"
+        assert sorted(stored_mail) == sorted(on_server)
     for conn in long_syncs:
         records = FakeRecord.objects.filter(connection=conn)
         assert sorted(records.values_list("key", flat=True)) == list(range(1, LONG_ITEMS + 1))
         assert set(records.values_list("writes", flat=True)) == {1}  # nothing written twice
     for conn_id, account in desks.items():
-        stored = dict(
+        stored_tickets = dict(
             Ticket.objects.filter(connection_id=conn_id).values_list("zendesk_id", "subject")
         )
-        assert stored == {tid: t["subject"] for tid, t in account.tickets.items()}
+        assert stored_tickets == {tid: t["subject"] for tid, t in account.tickets.items()}
     assert latencies and max(latencies) < 90
 
 

@@ -26,16 +26,13 @@ from syncqueue.models import SkippedItem, SyncJob
 from tests.security.conftest import (  # the providers' fixtures, one definition each
     acme,
     graph,
-    graph_ca,
     mailbox,
     make_graph_connection,
     make_zendesk_connection,
     organization,
     people,
     zendesk,
-    zendesk_ca,
     zimbra,
-    zimbra_ca,
     zimbra_server,
 )
 from tests.support.mailfactory import message
@@ -46,16 +43,13 @@ from workspace.models import Task
 __all__ = [
     "acme",
     "graph",
-    "graph_ca",
     "mailbox",
     "make_graph_connection",
     "make_zendesk_connection",
     "organization",
     "people",
     "zendesk",
-    "zendesk_ca",
     "zimbra",
-    "zimbra_ca",
     "zimbra_server",
 ]
 

@@ -8,10 +8,11 @@ import pytest
 
 from mail.models import MailMessage, MailSource
 from mail.parsing import ParsedMessage, parse_message
-from syncqueue import dispatcher, engine
+from syncqueue import engine
 from syncqueue.models import SyncJob
 from tests.mail.hostile import Case, corpus
-from tests.support.processes import qcluster, wait_for
+from tests.support.cluster import FAST_CLUSTER, wait_finished
+from tests.support.processes import qcluster
 
 CASES = corpus()
 # The server rewrites these on the way out (line ends to CRLF, NUL to 0x80), so only the
@@ -82,18 +83,15 @@ def test_each_hostile_message_parses_right_or_says_what_it_guessed(case):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.process
-def test_the_corpus_through_dovecot_and_a_real_qcluster(dovecot, imap_user, make_imap_connection):
+def test_the_corpus_through_dovecot_and_a_real_qcluster(
+    dovecot, imap_user, make_imap_connection
+) -> None:
     dovecot.drop(imap_user, [case.raw for case in CASES])
     conn = make_imap_connection(batch_size=25)
     first = engine.enqueue(conn, SyncJob.Kind.INITIAL)
-
-    def synced() -> SyncJob | None:
-        dispatcher.dispatch()
-        return SyncJob.objects.filter(pk=first.pk, state__in=SyncJob.FINISHED).first()
-
-    env = {"SYNC_WORKERS": 2, "SYNC_Q_POLL": 0.05, "MAIL_MAX_ATTACHMENT_BYTES": 10_000_000}
+    env = {**FAST_CLUSTER, "MAIL_MAX_ATTACHMENT_BYTES": 10_000_000}
     with qcluster("hostile", **env):
-        job = wait_for(synced, 120, "the first sync of the hostile corpus", every=0.5)
+        job = wait_finished(first, 120, every=0.5)
     assert (job.state, job.error_class, job.skipped_items) == ("succeeded", "", 0), (
         job.error_message
     )
@@ -119,12 +117,6 @@ def test_the_corpus_through_dovecot_and_a_real_qcluster(dovecot, imap_user, make
 
     again = engine.enqueue(conn, SyncJob.Kind.MANUAL)
     with qcluster("hostile-again", **env):
-        wait_for(
-            lambda: SyncJob.objects.filter(pk=again.pk, state__in=SyncJob.FINISHED).exists(),
-            60,
-            "the second sync",
-            every=0.3,
-        )
-    again.refresh_from_db()
+        again = wait_finished(again, 60, dispatch=False)
     assert again.state == "succeeded" and again.created_count == 0
     assert MailMessage.objects.filter(connection=conn).count() == len(CASES)

@@ -9,29 +9,25 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from tests.integrations.msgraph.conftest import graph, graph_ca, mailbox, make_graph_connection
+from tests.integrations.msgraph.conftest import graph, mailbox, make_graph_connection
 from tests.integrations.zendesk.conftest import (
     acme,
     make_zendesk_connection,
     organization,
     zendesk,
-    zendesk_ca,
 )
-from tests.integrations.zimbra.conftest import people, zimbra, zimbra_ca, zimbra_server
+from tests.integrations.zimbra.conftest import people, zimbra, zimbra_server
 
 __all__ = [
     "acme",
     "graph",
-    "graph_ca",
     "mailbox",
     "make_graph_connection",
     "make_zendesk_connection",
     "organization",
     "people",
     "zendesk",
-    "zendesk_ca",
     "zimbra",
-    "zimbra_ca",
     "zimbra_server",
 ]
 

@@ -48,10 +48,10 @@ def elsewhere(kind: str, listener: Listener, settings: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stored(request, make_connection, organization, zendesk_ca, settings) -> Connection:
+def stored(request, make_connection, organization, test_ca, settings) -> Connection:
     """A connection of the parametrized kind with its secret stored (its servers need not
     exist: nothing in these tests may contact them)."""
-    settings.SYNC_CA_BUNDLE = str(zendesk_ca.ca_file)
+    settings.SYNC_CA_BUNDLE = str(test_ca.ca_file)
     kind = request.param
     config = {
         "imap": {"host": "imap.example.com", "username": "olivia", "security": "ssl"},

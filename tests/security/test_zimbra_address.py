@@ -48,7 +48,7 @@ def save_switch(client, address: str) -> None:
 
 
 def test_an_address_is_not_taken_as_typed(
-    client, mallory, people, zimbra, zimbra_ca, zimbra_server, settings
+    client, mallory, people, zimbra, test_ca, zimbra_server, settings
 ):
     ann = people[0]
     client.force_login(mallory)
@@ -66,7 +66,7 @@ def test_an_address_is_not_taken_as_typed(
         json.dumps({"user": mallory.pk}),
         content_type="application/json",
     )
-    with qcluster("zimbra-address", SYNC_CA_BUNDLE=zimbra_ca.ca_file, **CLUSTER):
+    with qcluster("zimbra-address", SYNC_CA_BUNDLE=test_ca.ca_file, **CLUSTER):
         wait_for(pushes_done, 60, "the push to finish", every=0.3)
     assert not zimbra.mailboxes[ann.email].tasks  # nothing planted in Ann's mailbox
     assert [t.comp["name"] for t in zimbra.mailboxes["mallory@corp.test"].tasks.values()] == [
@@ -83,7 +83,7 @@ def test_an_address_is_not_taken_as_typed(
 
 
 def test_confirming_ones_own_other_address_moves_the_tasks(
-    client, mallory, zimbra, zimbra_ca, zimbra_server
+    client, mallory, zimbra, test_ca, zimbra_server
 ):
     UserSwitch.objects.create(user=mallory, key="zimbra.tasks", enabled=True)
     with transaction.atomic():
@@ -94,7 +94,7 @@ def test_confirming_ones_own_other_address_moves_the_tasks(
         zimbra.mailboxes["mallory@corp.test"],
         zimbra.mailboxes["mallory.work@corp.test"],
     )
-    with qcluster("zimbra-address-move", SYNC_CA_BUNDLE=zimbra_ca.ca_file, **CLUSTER):
+    with qcluster("zimbra-address-move", SYNC_CA_BUNDLE=test_ca.ca_file, **CLUSTER):
         wait_for(pushes_done, 60, "the first push", every=0.3)
         assignment.refresh_from_db()
         first_ids = (assignment.cal_item_id, assignment.inv_id)
@@ -123,14 +123,14 @@ def test_confirming_ones_own_other_address_moves_the_tasks(
 
 
 def test_staff_set_an_address_in_the_admin_and_the_copy_moves(
-    client, staff, people, zimbra, zimbra_ca, zimbra_server
+    client, staff, people, zimbra, test_ca, zimbra_server
 ):
     ben = people[1]
     zimbra.add_account("ben.new@corp.test")
     with transaction.atomic():
         task = Task.objects.create(title="Fix the printer")
         assignments.assign(task, ben)
-    with qcluster("zimbra-address-staff", SYNC_CA_BUNDLE=zimbra_ca.ca_file, **CLUSTER):
+    with qcluster("zimbra-address-staff", SYNC_CA_BUNDLE=test_ca.ca_file, **CLUSTER):
         wait_for(pushes_done, 60, "the first push", every=0.3)
         switch = UserSwitch.objects.get(user=ben, key="zimbra.tasks")
         client.force_login(staff)

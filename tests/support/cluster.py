@@ -30,15 +30,23 @@ FAST_CLUSTER: dict[str, Any] = {
 }
 
 
-def finished(*job_ids: int) -> list[SyncJob] | None:
-    """The jobs, once all have finished (runs a dispatcher pass each time: rescues, tickets)."""
-    dispatcher.dispatch()
+def finished(*job_ids: int, dispatch: bool = True) -> list[SyncJob] | None:
+    """The jobs, once all have finished. Each call first runs a dispatcher pass (rescues,
+    tickets), unless ``dispatch`` is false: then the jobs must get there with only what the
+    clusters do themselves."""
+    if dispatch:
+        dispatcher.dispatch()
     jobs = list(SyncJob.objects.filter(pk__in=job_ids, state__in=SyncJob.FINISHED))
     return jobs if len(jobs) == len(job_ids) else None
 
 
-def wait_finished(job: SyncJob, timeout: float = 120) -> SyncJob:
-    found = wait_for(lambda: finished(job.pk), timeout, f"job {job.pk} to finish", every=0.3)
+def wait_finished(
+    job: SyncJob, timeout: float = 120, *, dispatch: bool = True, every: float = 0.3
+) -> SyncJob:
+    """``job`` once it has finished (see :func:`finished`); fails after ``timeout`` seconds."""
+    found = wait_for(
+        lambda: finished(job.pk, dispatch=dispatch), timeout, f"job {job.pk} to finish", every
+    )
     return found[0]
 
 
@@ -51,9 +59,14 @@ def running_with(job: SyncJob, progress: int) -> SyncJob | None:
     )
 
 
+def worker_pid(job: SyncJob) -> int:
+    """The pid of the worker process running ``job`` (the end of the lease's worker id)."""
+    return int(job.worker_id.rsplit(":", 1)[1])
+
+
 def kill_worker_of(job: SyncJob) -> int:
-    """SIGKILL the worker process running ``job`` (its id is in the lease); returns its pid."""
-    pid = int(job.worker_id.rsplit(":", 1)[1])
+    """SIGKILL the worker process running ``job``; returns its pid."""
+    pid = worker_pid(job)
     os.kill(pid, signal.SIGKILL)
     return pid
 

@@ -31,6 +31,7 @@ from integrations.models import Connection
 from syncqueue import engine
 from syncqueue.models import SyncJob
 from tests.support.cluster import FAST_CLUSTER, kill_worker_of, running_with, wait_finished
+from tests.support.jobs import sync_once
 from tests.support.processes import qcluster, wait_for
 
 
@@ -48,13 +49,6 @@ class Provider:
     slow: Callable[[float], None] = lambda seconds: None  # every answer takes this long
     cluster_env: dict[str, Any] = field(default_factory=dict)  # for qcluster processes
     kill_items: int = 600  # items for the kill test (enough for several batches)
-
-
-def sync(conn: Connection, work: Callable[..., Any], kind: str = SyncJob.Kind.MANUAL) -> SyncJob:
-    job = engine.enqueue(conn, kind)
-    work()
-    job.refresh_from_db()
-    return job
 
 
 def assert_mirror(provider: Provider, conn: Connection, count: int) -> None:
@@ -78,7 +72,7 @@ class ConnectorContract:
         conn.refresh_from_db()
         with pytest.raises(AuthFailed):
             conn.build_connector().check()
-        job = sync(conn, work)
+        job = sync_once(conn, work)
         conn.refresh_from_db()
         assert (job.state, job.error_class, job.attempts) == ("failed", "AuthFailed", 1)
         assert conn.status == Connection.Status.AUTH_REQUIRED and conn.next_sync_at is None
@@ -109,10 +103,10 @@ class ConnectorContract:
     def test_a_lost_sync_position_resyncs_completely(self, provider: Provider, work: Any) -> None:
         provider.seed(12)
         conn = provider.connect()
-        assert sync(conn, work).state == "succeeded"
+        assert sync_once(conn, work).state == "succeeded"
         provider.forget_position()
         provider.seed(3)
-        job = sync(conn, work)
+        job = sync_once(conn, work)
         assert job.state == "succeeded", (job.error_class, job.error_message)
         assert_mirror(provider, conn, 15)
 
@@ -124,11 +118,11 @@ class ConnectorContract:
         provider.disorder()
         provider.seed(40)
         conn = provider.connect()
-        job = sync(conn, work, SyncJob.Kind.INITIAL)
+        job = sync_once(conn, work, SyncJob.Kind.INITIAL)
         assert job.state == "succeeded", (job.error_class, job.error_message)
         assert_mirror(provider, conn, 40)
         provider.seed(10)
-        assert sync(conn, work).state == "succeeded"
+        assert sync_once(conn, work).state == "succeeded"
         assert_mirror(provider, conn, 50)
 
     @pytest.mark.process

@@ -26,6 +26,7 @@ from django.utils import timezone
 from integrations.models import Connection
 from syncqueue import dispatcher
 from syncqueue.models import SyncJob
+from tests.support.cluster import FAST_CLUSTER
 from tests.support.models import FakeRecord, FaultHit, RunSpan
 from tests.support.processes import descendants, output_dir, qcluster, wait_for
 
@@ -33,15 +34,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process, pyte
 State = SyncJob.State
 CONNECTIONS = int(os.environ.get("LOAD_CONNECTIONS", "1000"))
 SPREAD = float(os.environ.get("LOAD_SPREAD", "20"))  # seconds over which they come due
-WORKERS = {
-    "SYNC_WORKERS": 2,
-    "SYNC_TASK_TIMEOUT": 6,
-    "SYNC_TASK_RETRY": 10,
-    "SYNC_SLICE_SECONDS": 4,
-    "SYNC_LEASE_SECONDS": 8,
-    "SYNC_RETRY_BASE_SECONDS": 1,
-    "SYNC_Q_POLL": 0.05,
-}
+WORKERS = {**FAST_CLUSTER, "SYNC_WORKERS": 2}
 
 
 def make_connections(owner) -> dict[int, str]:

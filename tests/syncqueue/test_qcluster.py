@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 import time
 from datetime import timedelta
 
@@ -12,51 +10,39 @@ import pytest
 from django.utils import timezone
 from django_q.models import Failure, OrmQ
 
-from syncqueue import dispatcher, engine
+from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
+from tests.support.cluster import (
+    FAST_CLUSTER,
+    kill_worker_of,
+    running_with,
+    wait_finished,
+    worker_pid,
+)
 from tests.support.models import FakeRecord, RunSpan
 from tests.support.processes import descendants, qcluster, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 Kind, State = SyncJob.Kind, SyncJob.State
 
-# Small numbers so the behaviour shows in seconds; the rules between them are the real ones
-# (slice < timeout < retry, lease > timeout).
-FAST = {
-    "SYNC_TASK_TIMEOUT": 6,
-    "SYNC_TASK_RETRY": 10,
-    "SYNC_SLICE_SECONDS": 4,
-    "SYNC_LEASE_SECONDS": 8,
-    "SYNC_Q_POLL": 0.05,
-}
-
-
-def finished(job_id: int, run_dispatcher: bool = False) -> SyncJob | None:
-    if run_dispatcher:  # normally a django-q2 schedule every minute; here faster
-        dispatcher.dispatch()
-    return SyncJob.objects.filter(pk=job_id, state__in=SyncJob.FINISHED).first()
+# The suite's fast settings, with two workers per cluster (the default) so that one cluster runs
+# jobs side by side, and a full dispatcher pass only once a minute (the default): the jobs below
+# must get done by what the clusters do themselves (slices re-queue, waiting jobs get their
+# tickets), not by a frequent pass topping tickets up. Only the kill test runs passes itself.
+FAST = {**FAST_CLUSTER, "SYNC_WORKERS": 2, "SYNC_DISPATCH_INTERVAL": 60}
 
 
 def test_killed_worker_job_is_rescued_and_resumes_from_its_checkpoint(make_connection):
     conn = make_connection(config={"total": 40, "batch": 5, "delay": 0.4})
     job = engine.enqueue(conn, Kind.MANUAL)
     with qcluster("kill", **FAST) as cluster:
-        running = wait_for(
-            lambda: (
-                SyncJob.objects.filter(pk=job.pk, state=State.RUNNING, progress_done__gte=10)
-                .exclude(worker_id="")
-                .first()
-            ),
-            30,
-            "two committed batches",
-        )
-        pid = int(running.worker_id.rsplit(":", 1)[1])
-        assert pid in descendants(cluster.pid)
-        os.kill(pid, signal.SIGKILL)
+        running = wait_for(lambda: running_with(job, 10), 30, "two committed batches")
+        assert worker_pid(running) in descendants(cluster.pid)
+        pid = kill_worker_of(running)
         committed_at_kill = FakeRecord.objects.filter(connection=conn).count()
         assert 10 <= committed_at_kill < 40
 
-        final = wait_for(lambda: finished(job.pk, True), 60, "the rescued job", every=0.5)
+        final = wait_finished(job, 60, every=0.5)  # with dispatcher passes (rescues)
 
     assert final.state == State.SUCCEEDED, final.error_message
     assert final.attempts == 1  # the kill counted once; the rest ran from the checkpoint
@@ -71,10 +57,11 @@ def test_killed_worker_job_is_rescued_and_resumes_from_its_checkpoint(make_conne
 def test_job_longer_than_the_task_timeout_completes_through_slices(make_connection):
     conn = make_connection(config={"total": 32, "batch": 2, "delay": 0.5})  # about 8 s of work
     job = engine.enqueue(conn, Kind.MANUAL)
-    with qcluster("slices", **{**FAST, "SYNC_SLICE_SECONDS": 2}):
-        final = wait_for(lambda: finished(job.pk), 60, "the long job")
+    slices = {**FAST, "SYNC_TASK_TIMEOUT": 6, "SYNC_SLICE_SECONDS": 2}  # the job outlasts a task
+    with qcluster("slices", **slices):
+        final = wait_finished(job, 60, dispatch=False)
     assert final.state == State.SUCCEEDED, final.error_message
-    assert final.duration > timedelta(seconds=FAST["SYNC_TASK_TIMEOUT"])
+    assert final.duration > timedelta(seconds=slices["SYNC_TASK_TIMEOUT"])
     assert final.slices >= 3 and final.attempts == 0
     assert not Failure.objects.exists()  # django-q2 never had to kill a task
     assert set(FakeRecord.objects.values_list("writes", flat=True)) == {1}
@@ -115,13 +102,7 @@ def test_a_busy_cluster_does_not_hold_tickets_an_idle_cluster_could_run(make_con
     # Stock django-q2 fetches tickets whenever its in-memory queue has room, even with every
     # worker busy: the ticket then waits for the end of a slice while another cluster idles.
     # Ours fetches only for a free worker (syncqueue.cluster.gated_pusher).
-    one = {
-        **FAST,
-        "SYNC_WORKERS": 1,
-        "SYNC_TASK_TIMEOUT": 10,
-        "SYNC_TASK_RETRY": 15,
-        "SYNC_SLICE_SECONDS": 8,
-    }
+    one = {**FAST, "SYNC_WORKERS": 1, "SYNC_SLICE_SECONDS": 8}
     long = engine.enqueue(
         make_connection(name="long", config={"total": 60, "batch": 1, "delay": 0.5}), Kind.MANUAL
     )
@@ -138,7 +119,7 @@ def test_a_busy_cluster_does_not_hold_tickets_an_idle_cluster_could_run(make_con
         now = timezone.now()
         taken = [q.name() for q in OrmQ.objects.all() if q.lock > now]
         with qcluster("idle", **one) as idle:
-            done = wait_for(lambda: finished(short.pk), 20, "the short job")
+            done = wait_finished(short, 20, dispatch=False)
             idle_pids, busy_pids = descendants(idle.pid), descendants(busy.pid)
     # Only the long job's own ticket is held: the short job's stayed for a free worker.
     assert taken == [f"sync-job-{long.pk}"]

@@ -13,20 +13,14 @@ from integrations.models import Connection
 from mail.models import MailAttachment, MailMessage
 from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
+from tests.support.jobs import sync_once
 from tests.support.mailfactory import MALFORMED, message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Kind, State = SyncJob.Kind, SyncJob.State
 
 
-def sync(conn: Connection, work, kind: str = Kind.MANUAL) -> SyncJob:
-    job = engine.enqueue(conn, kind)
-    work()
-    job.refresh_from_db()
-    return job
-
-
-def stored(conn: Connection, **filters) -> dict[int, MailMessage]:
+def stored(conn: Connection, **filters) -> dict[int | None, MailMessage]:
     return {m.uid: m for m in MailMessage.objects.filter(connection=conn, **filters)}
 
 
@@ -36,7 +30,7 @@ def test_initial_sync_mirrors_the_mailbox(make_imap_connection, dovecot, imap_us
         [message(subject=f"Message {i}", body=f"Body {i}") for i in range(12)],
     )
     conn = make_imap_connection(batch_size=5)
-    job = sync(conn, work, Kind.INITIAL)
+    job = sync_once(conn, work, Kind.INITIAL)
 
     assert job.state == State.SUCCEEDED, job.error_message
     assert (job.created_count, job.progress_done, job.progress_total) == (12, 12, 12)
@@ -63,35 +57,35 @@ def test_default_window_is_the_last_30_days(make_imap_connection, dovecot, imap_
     dovecot.deliver(imap_user, [message(subject="old")], when=now - dt.timedelta(days=90))
     dovecot.deliver(imap_user, [message(subject="recent")], when=now - dt.timedelta(days=2))
     conn = make_imap_connection(history_days=30)
-    sync(conn, work, Kind.INITIAL)
+    sync_once(conn, work, Kind.INITIAL)
     assert [m.subject for m in stored(conn).values()] == ["recent"]
     # later syncs bring new mail (any date) but never the history outside the window
     dovecot.deliver(imap_user, [message(subject="new")])
-    sync(conn, work)
+    sync_once(conn, work)
     assert sorted(m.subject for m in stored(conn).values()) == ["new", "recent"]
 
     everything = make_imap_connection(history_days=None)
-    sync(everything, work, Kind.INITIAL)
+    sync_once(everything, work, Kind.INITIAL)
     assert sorted(m.subject for m in stored(everything).values()) == ["new", "old", "recent"]
 
 
 def test_incremental_sync_fetches_only_new_mail(make_imap_connection, dovecot, imap_user, work):
     dovecot.deliver(imap_user, [message(subject=f"a{i}") for i in range(3)])
     conn = make_imap_connection()
-    sync(conn, work)
+    sync_once(conn, work)
     new = dovecot.deliver(imap_user, [message(subject=f"b{i}") for i in range(2)])
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     assert (job.created_count, job.updated_count, job.progress_total) == (2, 0, 2)
     assert set(new) <= set(stored(conn))
 
 
 def test_unchanged_folders_are_skipped_after_a_status_probe(
     make_imap_connection, dovecot, imap_user, work, monkeypatch
-):
+) -> None:
     dovecot.deliver(imap_user, [message()])
     conn = make_imap_connection(folders=["INBOX", "Archive"])
     dovecot.deliver(imap_user, [message(subject="archived")], folder="Archive")
-    sync(conn, work)
+    sync_once(conn, work)
     selected: list[str] = []
     original = IMAPClient.select_folder
 
@@ -101,23 +95,23 @@ def test_unchanged_folders_are_skipped_after_a_status_probe(
         return original(self, folder, readonly=readonly)
 
     monkeypatch.setattr(IMAPClient, "select_folder", spy)
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     assert job.state == State.SUCCEEDED and selected == []  # no folder was even opened
     dovecot.deliver(imap_user, [message(subject="only the archive changed")], folder="Archive")
-    sync(conn, work)
+    sync_once(conn, work)
     assert set(selected) == {"Archive"}
 
 
 def test_flag_changes_come_back_with_condstore(make_imap_connection, dovecot, imap_user, work):
     [uid] = dovecot.deliver(imap_user, [message()])
     conn = make_imap_connection()
-    sync(conn, work)
+    sync_once(conn, work)
     assert stored(conn)[uid].flags == []
     client = dovecot.client(imap_user)
     client.select_folder("INBOX")
     client.add_flags([uid], [b"\\Flagged", b"\\Seen"])
     client.logout()
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     assert job.updated_count == 1
     assert stored(conn)[uid].flags == ["\\Flagged", "\\Seen"]
 
@@ -133,13 +127,13 @@ def test_flag_changes_without_condstore_use_the_bounded_fallback(
         lambda self: tuple(c for c in original(self) if c not in (b"CONDSTORE", b"QRESYNC")),
     )
     conn = make_imap_connection(flag_window=2)
-    sync(conn, work)
+    sync_once(conn, work)
     client = dovecot.client(imap_user)
     client.select_folder("INBOX")
     client.add_flags(uids, [b"\\Answered"])
     client.logout()
     dovecot.deliver(imap_user, [message(subject="wake the probe")])
-    sync(conn, work)
+    sync_once(conn, work)
     mirror = stored(conn)
     # only the newest `flag_window` messages held before this sync are re-checked
     assert [mirror[u].flags for u in uids] == [[], [], [], ["\\Answered"], ["\\Answered"]]
@@ -150,13 +144,13 @@ def test_expunged_messages_are_marked_deleted_not_destroyed(
 ):
     uids = dovecot.deliver(imap_user, [message(subject=str(i)) for i in range(4)])
     conn = make_imap_connection()
-    sync(conn, work)
+    sync_once(conn, work)
     client = dovecot.client(imap_user)
     client.select_folder("INBOX")
     client.delete_messages(uids[1:3])
     client.expunge()
     client.logout()
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     assert job.deleted_count == 2
     mirror = stored(conn)
     assert len(mirror) == 4
@@ -169,7 +163,7 @@ def test_changed_uidvalidity_resyncs_the_folder_without_duplicates(
 ):
     uids = dovecot.deliver(imap_user, [message(subject=str(i)) for i in range(6)])
     conn = make_imap_connection()
-    sync(conn, work)
+    sync_once(conn, work)
     ids_before = set(MailMessage.objects.filter(connection=conn).values_list("id", flat=True))
     # the server renumbers: UIDVALIDITY changes and one message is gone meanwhile
     client = dovecot.client(imap_user)
@@ -179,7 +173,7 @@ def test_changed_uidvalidity_resyncs_the_folder_without_duplicates(
     client.logout()
     new_validity = dovecot.bump_uidvalidity(imap_user)
 
-    job = sync(conn, work)
+    job = sync_once(conn, work)
 
     assert job.state == State.SUCCEEDED
     rows = MailMessage.objects.filter(connection=conn)
@@ -198,10 +192,10 @@ def test_the_server_is_never_changed_by_any_sync(make_imap_connection, dovecot, 
     before = dovecot.server_view(imap_user)
     conn = make_imap_connection(batch_size=2)
     for kind in (Kind.INITIAL, Kind.MANUAL, Kind.FULL_RESYNC):
-        sync(conn, work, kind)
+        sync_once(conn, work, kind)
     dovecot.deliver(imap_user, [message(subject="new")])
     after_delivery = dovecot.server_view(imap_user)
-    sync(conn, work)
+    sync_once(conn, work)
     assert dovecot.server_view(imap_user) == after_delivery
     assert {u: f for u, f in after_delivery.items() if u in before} == before
     assert all(b"\\Seen" not in flags for flags in after_delivery.values())
@@ -223,7 +217,7 @@ def test_attachments_are_stored_with_metadata_and_limits(
         ],
     )
     conn = make_imap_connection()
-    sync(conn, work)
+    sync_once(conn, work)
     msg = MailMessage.objects.get(connection=conn)
     assert msg.has_attachments and msg.truncated
     small = msg.attachments.get(filename="small.pdf")
@@ -239,7 +233,7 @@ def test_oversized_message_is_stored_from_its_beginning_and_marked(
     settings.MAIL_MAX_MESSAGE_BYTES = 20_000
     dovecot.deliver(imap_user, [message(subject="huge", body="y" * 60_000)])
     conn = make_imap_connection()
-    sync(conn, work)
+    sync_once(conn, work)
     msg = MailMessage.objects.get(connection=conn)
     assert msg.subject == "huge" and msg.truncated and msg.size > 60_000
     assert any("cut to the first" in d for d in msg.defects)
@@ -248,7 +242,7 @@ def test_oversized_message_is_stored_from_its_beginning_and_marked(
 def test_malformed_mail_is_all_accounted_for(make_imap_connection, dovecot, imap_user, work):
     uids = dovecot.deliver(imap_user, list(MALFORMED.values()))
     conn = make_imap_connection(batch_size=4)
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     assert job.state == State.SUCCEEDED, job.error_message
     mirror = stored(conn)
     assert sorted(mirror) == uids  # every one stored, none lost
@@ -267,9 +261,9 @@ def test_a_second_fetch_of_the_same_batch_stores_nothing_twice(
 ):
     dovecot.deliver(imap_user, [message(subject=str(i)) for i in range(3)])
     conn = make_imap_connection()
-    sync(conn, work)
+    sync_once(conn, work)
     Connection.objects.filter(pk=conn.pk).update(cursor={})  # as if the checkpoint was lost
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     assert (job.created_count, job.unchanged_count) == (0, 3)
     assert MailMessage.objects.filter(connection=conn).count() == 3
     assert MailAttachment.objects.count() == 0
@@ -279,7 +273,7 @@ def test_wrong_password_fails_once_and_asks_for_new_credentials(
     make_imap_connection, work, settings
 ):
     conn = make_imap_connection(password="not-the-password")
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     conn.refresh_from_db()
     assert job.state == State.FAILED and job.attempts == 1 and job.error_class == "AuthFailed"
     assert conn.status == Connection.Status.AUTH_REQUIRED
@@ -291,7 +285,7 @@ def test_unreachable_server_is_transient(make_imap_connection, work):
     from sandbox.dovecot import free_port
 
     conn = make_imap_connection(port=free_port())
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     assert job.state == State.RETRYING and job.error_class == "Transient"
     assert "refused the connection" in job.error_message
 
@@ -300,12 +294,12 @@ def test_a_message_moved_between_synced_folders(make_imap_connection, dovecot, i
     [uid] = dovecot.deliver(imap_user, [message(subject="to be filed")])
     dovecot.deliver(imap_user, [message(subject="already filed")], folder="Archive")
     conn = make_imap_connection(folders=["INBOX", "Archive"])
-    sync(conn, work)
+    sync_once(conn, work)
     client = dovecot.client(imap_user)
     client.select_folder("INBOX")
     client.move([uid], "Archive")
     client.logout()
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     assert (job.created_count, job.deleted_count) == (1, 1)
     rows = MailMessage.objects.filter(connection=conn, subject="to be filed")
     assert sorted((m.folder, m.deleted) for m in rows) == [("Archive", False), ("INBOX", True)]

@@ -8,24 +8,16 @@ from typing import Any
 import pytest
 
 from sandbox.graph import CLIENT_ID, CLIENT_SECRET, FakeGraph, Mailbox
-from sandbox.tls import TestCA, make_ca
-from tests.support.processes import output_dir
+from sandbox.tls import TestCA
+from tests.support.servers import serving
 
 MAILBOX = "megan@contoso.com"
 
 
-@pytest.fixture(scope="session")
-def graph_ca() -> TestCA:
-    return make_ca(output_dir() / "test-ca")
-
-
 @pytest.fixture
-def graph(graph_ca: TestCA, settings: Any) -> Iterator[FakeGraph]:
-    settings.SYNC_CA_BUNDLE = str(graph_ca.ca_file)
-    server = FakeGraph(graph_ca).start()
-    yield server
-    server.stop()
-    assert not server.errors, server.errors
+def graph(test_ca: TestCA, settings: Any) -> Iterator[FakeGraph]:
+    with serving(FakeGraph(test_ca), settings) as server:
+        yield server
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ cap of $search, links each message once, and shows the case's state from the job
 
 from __future__ import annotations
 
-import os
-import signal
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,8 +10,9 @@ from django.db import transaction
 
 from mail.models import MailMessage
 from sandbox.graph import CLIENT_ID
-from syncqueue import dispatcher, engine
+from syncqueue import engine
 from syncqueue.models import SyncJob
+from tests.support.cluster import FAST_CLUSTER, kill_worker_of, running_with, wait_finished
 from tests.support.processes import qcluster, wait_for
 from workspace import cases
 from workspace.models import Case, CaseContact, CaseMessage
@@ -169,41 +168,21 @@ def test_a_failed_search_shows_why_and_the_admin_retries_it(
 
 @pytest.mark.process
 def test_a_killed_worker_resumes_the_history_search_without_duplicate_links(
-    make_graph_connection, graph, graph_ca, mailbox, case
+    make_graph_connection, graph, test_ca, mailbox, case
 ):
     expected = correspondence(graph, mailbox, 2500)
     graph.latency = 0.02
     make_graph_connection()
     add_contact(case)
     job = SyncJob.objects.get(kind=SyncJob.Kind.HISTORICAL)
-    env = {
-        "SYNC_CA_BUNDLE": graph_ca.ca_file,
-        "SYNC_TASK_TIMEOUT": 10,
-        "SYNC_TASK_RETRY": 15,
-        "SYNC_SLICE_SECONDS": 4,
-        "SYNC_LEASE_SECONDS": 12,
-        "SYNC_RETRY_BASE_SECONDS": 1,
-        "SYNC_Q_POLL": 0.05,
-    }
+    env = {**FAST_CLUSTER, "SYNC_CA_BUNDLE": test_ca.ca_file}
     with qcluster("graph-kill", **env):
         running = wait_for(
-            lambda: (
-                SyncJob.objects.filter(pk=job.pk, state=State.RUNNING, progress_done__gte=300)
-                .exclude(worker_id="")
-                .first()
-            ),
-            90,
-            "the history search to be under way",
-            every=0.02,
+            lambda: running_with(job, 300), 90, "the history search to be under way", every=0.02
         )
-        os.kill(int(running.worker_id.rsplit(":", 1)[1]), signal.SIGKILL)
+        kill_worker_of(running)
         assert 0 < CaseMessage.objects.filter(case=case).count() < 2500
-
-        def finished() -> SyncJob | None:
-            dispatcher.dispatch()
-            return SyncJob.objects.filter(pk=job.pk, state__in=SyncJob.FINISHED).first()
-
-        final = wait_for(finished, 180, "the rescued history search", every=0.5)
+        final = wait_finished(job, 180, every=0.5)
 
     assert final.state == State.SUCCEEDED, final.error_message
     assert final.attempts == 1

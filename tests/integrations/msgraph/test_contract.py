@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def provider(graph: Any, graph_ca: Any, mailbox: Any, make_graph_connection: Any) -> Provider:
+def provider(graph: Any, test_ca: Any, mailbox: Any, make_graph_connection: Any) -> Provider:
     made: list[int] = [0]
 
     def seed(count: int) -> None:
@@ -46,7 +46,7 @@ def provider(graph: Any, graph_ca: Any, mailbox: Any, make_graph_connection: Any
         throttle=lambda seconds: graph.throttle(seconds),
         disorder=disorder,
         slow=slow,
-        cluster_env={"SYNC_CA_BUNDLE": graph_ca.ca_file},
+        cluster_env={"SYNC_CA_BUNDLE": test_ca.ca_file},
         kill_items=400,
     )
 

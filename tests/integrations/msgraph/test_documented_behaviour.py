@@ -11,20 +11,12 @@ import pytest
 from django.db import transaction
 
 from mail.models import MailAttachment, MailMessage
-from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
 from tests.integrations.msgraph.test_case_history import CONTACT, linked
+from tests.support.jobs import sync_once
 from workspace.models import Case, CaseContact
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def sync(conn, work, kind=SyncJob.Kind.MANUAL) -> SyncJob:
-    job = engine.enqueue(conn, kind)
-    work()
-    job.refresh_from_db()
-    assert job.state == "succeeded", (job.error_class, job.error_message)
-    return job
 
 
 def test_an_update_with_only_the_changed_property_keeps_the_others(
@@ -32,10 +24,10 @@ def test_an_update_with_only_the_changed_property_keeps_the_others(
 ):
     message = graph.add_message(mailbox, folder="Projects", categories=("Blue",), is_read=False)
     conn = make_graph_connection()
-    sync(conn, work)
+    sync_once(conn, work, succeed=True)
     graph.update_message(mailbox, message, flag={"flagStatus": "flagged"})
     graph.update_message(mailbox, message, isRead=True)  # the update says isRead and flag only
-    sync(conn, work)
+    sync_once(conn, work, succeed=True)
     row = MailMessage.objects.get(connection=conn, remote_id=message)
     assert row.folder == mailbox.folder_id("Projects")  # not emptied by a missing parentFolderId
     assert row.labels == ["Blue"]  # not emptied by missing categories
@@ -48,7 +40,7 @@ def test_repeated_and_shuffled_delta_items_store_each_message_once(
     graph.repeat = 0.5  # half the items come twice, in any order
     ids = {graph.add_message(mailbox, subject=f"m{i}") for i in range(60)}
     conn = make_graph_connection(page_size=7)
-    job = sync(conn, work, SyncJob.Kind.INITIAL)
+    job = sync_once(conn, work, SyncJob.Kind.INITIAL, succeed=True)
     stored = list(MailMessage.objects.filter(connection=conn).values_list("remote_id", flat=True))
     assert sorted(stored) == sorted(ids)
     assert job.progress_done == job.progress_total  # repeats are not counted as new work
@@ -60,10 +52,10 @@ def test_a_full_pass_after_a_reset_retires_only_what_it_did_not_see(
     kept = {graph.add_message(mailbox, subject=f"k{i}") for i in range(25)}
     gone = graph.add_message(mailbox, subject="deleted while the token was lost")
     conn = make_graph_connection(page_size=4)
-    sync(conn, work)
+    sync_once(conn, work, succeed=True)
     graph.forget_sync_state()
     graph.delete_message(mailbox, gone)
-    sync(conn, work)
+    sync_once(conn, work, succeed=True)
     rows = MailMessage.objects.filter(connection=conn)
     assert set(rows.filter(deleted=False).values_list("remote_id", flat=True)) == kept
     assert list(rows.filter(deleted=True).values_list("remote_id", flat=True)) == [gone]
@@ -80,7 +72,7 @@ def test_reference_and_item_attachments_do_not_fail_the_mailbox(
         embedded=(("Forwarded: kickoff", "Kickoff notes"),),
     )
     conn = make_graph_connection()
-    sync(conn, work)
+    sync_once(conn, work, succeed=True)
     row = MailMessage.objects.get(connection=conn, remote_id=message)
     found = {a.filename: a for a in MailAttachment.objects.filter(message=row)}
     assert found["plan.pdf"].file and found["plan.pdf"].size == len(b"%PDF-1.4 plan")
@@ -96,7 +88,7 @@ def test_search_folders_are_not_synced(make_graph_connection, graph, mailbox, wo
     graph.add_message(mailbox, folder="Projects", subject="important")
     graph.add_search_folder(mailbox, "High importance", sources=("Projects",))
     conn = make_graph_connection()
-    sync(conn, work)
+    sync_once(conn, work, succeed=True)
     assert MailMessage.objects.filter(connection=conn).count() == 1  # not twice
     conn.refresh_from_db()
     names = {state.get("name") for state in conn.cursor["folders"].values()}

@@ -11,16 +11,10 @@ from django.utils import timezone
 from mail.models import MailAttachment, MailMessage
 from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
+from tests.support.jobs import sync_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Kind, State = SyncJob.Kind, SyncJob.State
-
-
-def sync(conn, work, kind: str = Kind.MANUAL) -> SyncJob:
-    job = engine.enqueue(conn, kind)
-    work()
-    job.refresh_from_db()
-    return job
 
 
 def mirror(conn) -> dict[str, MailMessage]:
@@ -47,7 +41,7 @@ def test_first_sync_mirrors_every_folder(make_graph_connection, graph, mailbox, 
         categories=("Blue category",),
     )
     conn = make_graph_connection(page_size=5)
-    job = sync(conn, work, Kind.INITIAL)
+    job = sync_once(conn, work, Kind.INITIAL)
 
     assert job.state == State.SUCCEEDED, job.error_message
     stored = mirror(conn)
@@ -80,14 +74,14 @@ def test_first_sync_mirrors_every_folder(make_graph_connection, graph, mailbox, 
 def test_later_syncs_bring_only_changes(make_graph_connection, graph, mailbox, work):
     first = [graph.add_message(mailbox, subject=f"m{i}") for i in range(12)]
     conn = make_graph_connection(page_size=5)
-    sync(conn, work, Kind.INITIAL)
+    sync_once(conn, work, Kind.INITIAL)
     requests_before = len(graph.requests)
 
     new = graph.add_message(mailbox, subject="new one")
     graph.update_message(mailbox, first[0], isRead=True, flag={"flagStatus": "flagged"})
     graph.move_message(mailbox, first[1], "Projects")
     graph.delete_message(mailbox, first[2])
-    job = sync(conn, work)
+    job = sync_once(conn, work)
 
     assert job.state == State.SUCCEEDED, job.error_message
     stored = mirror(conn)
@@ -107,12 +101,12 @@ def test_a_forgotten_delta_link_resyncs_that_folder_without_duplicates(
 ):
     ids = [graph.add_message(mailbox, subject=f"m{i}") for i in range(9)]
     conn = make_graph_connection(page_size=4)
-    sync(conn, work, Kind.INITIAL)
+    sync_once(conn, work, Kind.INITIAL)
     graph.delete_message(mailbox, ids[0])
     added = graph.add_message(mailbox, subject="while we were away")
     graph.forget_sync_state()  # the stored deltaLinks now answer 410 SyncStateNotFound
 
-    job = sync(conn, work)
+    job = sync_once(conn, work)
 
     assert job.state == State.SUCCEEDED, job.error_message
     stored = mirror(conn)
@@ -134,7 +128,7 @@ def test_a_429_storm_is_waited_out_without_spending_attempts(
     )
     busy = graph.fault(r"/mailFolders\?", 503, times=1, retry_after=1)
     conn = make_graph_connection(page_size=5)
-    job = sync(conn, work, Kind.INITIAL)
+    job = sync_once(conn, work, Kind.INITIAL)
 
     assert job.state == State.SUCCEEDED, job.error_message
     assert (storm.hits, busy.hits) == (3, 1)
@@ -171,7 +165,7 @@ def test_a_sync_outlives_its_tokens(make_graph_connection, graph, mailbox, work)
     conn = make_graph_connection(page_size=5)
     revoke.start()
     try:
-        job = sync(conn, work, Kind.INITIAL)
+        job = sync_once(conn, work, Kind.INITIAL)
     finally:
         revoke.cancel()
 

@@ -8,25 +8,17 @@ from typing import Any
 
 import pytest
 
-from sandbox.tls import TestCA, make_ca
+from sandbox.tls import TestCA
 from sandbox.zendesk import Account, FakeZendesk
-from tests.support.processes import output_dir
-
-
-@pytest.fixture(scope="session")
-def zendesk_ca() -> TestCA:
-    return make_ca(output_dir() / "test-ca")
+from tests.support.servers import serving
 
 
 @pytest.fixture
-def zendesk(zendesk_ca: TestCA, settings: Any) -> Iterator[FakeZendesk]:
-    server = FakeZendesk(zendesk_ca, rate=None).start()
-    settings.SYNC_CA_BUNDLE = str(zendesk_ca.ca_file)
-    settings.ZENDESK_BASE_URL = server.base_url
-    settings.ZENDESK_EXPORT_RATE = (0, 60.0)
-    yield server
-    server.stop()
-    assert not server.errors, server.errors
+def zendesk(test_ca: TestCA, settings: Any) -> Iterator[FakeZendesk]:
+    with serving(FakeZendesk(test_ca, rate=None), settings) as server:
+        settings.ZENDESK_BASE_URL = server.base_url
+        settings.ZENDESK_EXPORT_RATE = (0, 60.0)
+        yield server
 
 
 @pytest.fixture

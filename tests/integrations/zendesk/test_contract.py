@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def provider(zendesk: Any, zendesk_ca: Any, acme: Any, make_zendesk_connection: Any) -> Provider:
+def provider(zendesk: Any, test_ca: Any, acme: Any, make_zendesk_connection: Any) -> Provider:
     def seed(count: int) -> None:
         for i in range(count):
             zendesk.add_ticket(acme, f"ticket {i}")
@@ -39,7 +39,7 @@ def provider(zendesk: Any, zendesk_ca: Any, acme: Any, make_zendesk_connection: 
         disorder=None,  # the export is ordered by generated_timestamp
         slow=slow,
         cluster_env={
-            "SYNC_CA_BUNDLE": zendesk_ca.ca_file,
+            "SYNC_CA_BUNDLE": test_ca.ca_file,
             "ZENDESK_BASE_URL": zendesk.base_url,
             "ZENDESK_EXPORT_RATE": "0/60",
         },

@@ -11,19 +11,12 @@ import pytest
 
 from integrations.errors import AuthFailed, Permanent
 from integrations.zendesk.models import Ticket
-from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog
+from tests.support.jobs import sync_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Kind, State = SyncJob.Kind, SyncJob.State
 DAY = 86400
-
-
-def sync(conn, work, kind: str = Kind.MANUAL) -> SyncJob:
-    job = engine.enqueue(conn, kind)
-    work()
-    job.refresh_from_db()
-    return job
 
 
 def tickets(conn) -> dict[int, Ticket]:
@@ -52,7 +45,7 @@ def test_first_sync_exports_the_last_7_days_with_names_and_all_support_types(
     by_ai = zendesk.add_ticket(acme, "Answered by the AI agent", ai_agent=True)
     conn = make_zendesk_connection()
 
-    job = sync(conn, work, Kind.INITIAL)
+    job = sync_once(conn, work, Kind.INITIAL)
 
     assert job.state == State.SUCCEEDED, job.error_message
     stored = tickets(conn)
@@ -74,7 +67,7 @@ def test_first_sync_exports_the_last_7_days_with_names_and_all_support_types(
 def test_later_syncs_continue_from_the_cursor(make_zendesk_connection, zendesk, acme, work):
     ids = [zendesk.add_ticket(acme, f"T{i}") for i in range(10)]
     conn = make_zendesk_connection()
-    sync(conn, work, Kind.INITIAL)
+    sync_once(conn, work, Kind.INITIAL)
     conn.refresh_from_db()
     stored_cursor = conn.cursor["after_cursor"]
 
@@ -82,7 +75,7 @@ def test_later_syncs_continue_from_the_cursor(make_zendesk_connection, zendesk, 
     zendesk.delete_ticket(acme, ids[1])
     added = zendesk.add_ticket(acme, "New")
     zendesk.requests.clear()
-    job = sync(conn, work)
+    job = sync_once(conn, work)
 
     assert job.state == State.SUCCEEDED, job.error_message
     assert (job.created_count, job.updated_count, job.deleted_count) == (1, 1, 1)
@@ -97,7 +90,7 @@ def test_later_syncs_continue_from_the_cursor(make_zendesk_connection, zendesk, 
     assert stored[ids[1]].raw["subject"] == "SCRUBBED"
     assert added in stored and len(stored) == 11
 
-    job = sync(conn, work)  # nothing changed: one request, nothing written
+    job = sync_once(conn, work)  # nothing changed: one request, nothing written
     assert (job.created_count, job.updated_count, job.deleted_count) == (0, 0, 0)
 
 
@@ -114,7 +107,7 @@ def test_first_run_can_start_at_a_date_or_take_everything(
 
 
 def tickets_after(conn, work) -> dict[int, Ticket]:
-    job = sync(conn, work, Kind.INITIAL)
+    job = sync_once(conn, work, Kind.INITIAL)
     assert job.state == State.SUCCEEDED, job.error_message
     return tickets(conn)
 
@@ -124,13 +117,13 @@ def test_a_rejected_cursor_falls_back_to_the_last_change_with_an_overlap(
 ):
     ids = [zendesk.add_ticket(acme, f"T{i}") for i in range(5)]
     conn = make_zendesk_connection()
-    sync(conn, work, Kind.INITIAL)
+    sync_once(conn, work, Kind.INITIAL)
     conn.refresh_from_db()
     type(conn).objects.filter(pk=conn.pk).update(cursor={**conn.cursor, "after_cursor": "bm9wZQ"})
     added = zendesk.add_ticket(acme, "after the cursor broke")
     zendesk.requests.clear()
 
-    job = sync(conn, work)
+    job = sync_once(conn, work)
 
     assert job.state == State.SUCCEEDED, job.error_message
     assert set(tickets(conn)) == {*ids, added}  # the overlap re-read the last ones: no dupes
@@ -144,7 +137,7 @@ def test_a_rejected_cursor_falls_back_to_the_last_change_with_an_overlap(
 def test_a_too_recent_start_is_caught_up_not_an_error(make_zendesk_connection, zendesk, acme, work):
     conn = make_zendesk_connection()
     type(conn).objects.filter(pk=conn.pk).update(cursor={"start_time": int(time.time())})
-    job = sync(conn, work)
+    job = sync_once(conn, work)
     assert job.state == State.SUCCEEDED, job.error_message
 
 
@@ -156,7 +149,9 @@ def test_a_too_recent_start_is_caught_up_not_an_error(make_zendesk_connection, z
         ("unknown subdomain", Permanent, "There is no Zendesk account at nowhere.zendesk.com"),
     ],
 )
-def test_errors_are_explained(make_zendesk_connection, zendesk, acme, work, case, error, message):
+def test_errors_are_explained(
+    make_zendesk_connection, zendesk, acme, work, case, error, message
+) -> None:
     kwargs: dict = {}
     if case == "wrong token":
         kwargs["token"] = "wrong"
@@ -167,7 +162,7 @@ def test_errors_are_explained(make_zendesk_connection, zendesk, acme, work, case
     conn = make_zendesk_connection(**kwargs)
     with pytest.raises(error, match=message):
         conn.build_connector().check()
-    job = sync(conn, work, Kind.INITIAL)
+    job = sync_once(conn, work, Kind.INITIAL)
     assert job.state == State.FAILED and job.error_class == error.__name__
     assert message in job.error_message and "wrong" not in job.error_detail
 
@@ -175,7 +170,7 @@ def test_errors_are_explained(make_zendesk_connection, zendesk, acme, work, case
 def test_server_errors_are_transient(make_zendesk_connection, zendesk, acme, work):
     zendesk.fault(r"cursor\.json", 502, times=1)
     conn = make_zendesk_connection()
-    job = sync(conn, work, Kind.INITIAL)
+    job = sync_once(conn, work, Kind.INITIAL)
     assert job.state == State.RETRYING and job.error_class == "Transient"
 
 
@@ -185,7 +180,7 @@ def test_429_waits_without_spending_an_attempt(make_zendesk_connection, zendesk,
         r"cursor\.json", 429, times=2, retry_after=1, body={"error": "APIRateLimitExceeded"}
     )
     conn = make_zendesk_connection()
-    job = sync(conn, work, Kind.INITIAL)
+    job = sync_once(conn, work, Kind.INITIAL)
     assert job.state == State.SUCCEEDED and job.attempts == 0
     assert set(tickets(conn)) == set(ids)
 

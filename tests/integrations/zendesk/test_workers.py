@@ -18,16 +18,16 @@ State = SyncJob.State
 CLUSTER = FAST_CLUSTER
 
 
-def env(zendesk, zendesk_ca, rate: str = "0/60") -> dict:
+def env(zendesk, test_ca, rate: str = "0/60") -> dict:
     return {
         **CLUSTER,
-        "SYNC_CA_BUNDLE": zendesk_ca.ca_file,
+        "SYNC_CA_BUNDLE": test_ca.ca_file,
         "ZENDESK_BASE_URL": zendesk.base_url,
         "ZENDESK_EXPORT_RATE": rate,
     }
 
 
-def test_two_clusters_share_one_rate_budget(make_zendesk_connection, zendesk, zendesk_ca, acme):
+def test_two_clusters_share_one_rate_budget(make_zendesk_connection, zendesk, test_ca, acme):
     # The server allows 4 export requests per 1.5 s; the product is told 4 per 2 s (a margin
     # for requests in flight). Two connections to the same account, each on its own cluster.
     zendesk.rate = (4, 1.5)
@@ -38,7 +38,7 @@ def test_two_clusters_share_one_rate_budget(make_zendesk_connection, zendesk, ze
     jobs = [engine.enqueue(c, SyncJob.Kind.INITIAL).pk for c in (first, second)]
     with ExitStack() as stack:
         for name in ("zendesk-a", "zendesk-b"):
-            stack.enter_context(qcluster(name, **env(zendesk, zendesk_ca, "4/2")))
+            stack.enter_context(qcluster(name, **env(zendesk, test_ca, "4/2")))
         done = wait_for(lambda: finished(*jobs), 120, "both exports", every=0.5)
 
     assert all(job.state == State.SUCCEEDED for job in done), [j.error_message for j in done]

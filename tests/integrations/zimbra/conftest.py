@@ -7,26 +7,18 @@ from typing import Any
 
 import pytest
 
-from sandbox.tls import TestCA, make_ca
+from sandbox.tls import TestCA
 from sandbox.zimbra import ADMIN_NAME, ADMIN_PASSWORD, FakeZimbra
-from tests.support.processes import output_dir
-
-
-@pytest.fixture(scope="session")
-def zimbra_ca() -> TestCA:
-    return make_ca(output_dir() / "test-ca")
+from tests.support.servers import serving
 
 
 @pytest.fixture
-def zimbra(zimbra_ca: TestCA, settings: Any) -> Iterator[FakeZimbra]:
+def zimbra(test_ca: TestCA, settings: Any) -> Iterator[FakeZimbra]:
     from integrations.zimbra import soap
 
     soap._tokens.clear()  # a fresh process as far as cached tokens go
-    server = FakeZimbra(zimbra_ca).start()
-    settings.SYNC_CA_BUNDLE = str(zimbra_ca.ca_file)
-    yield server
-    server.stop()
-    assert not server.errors, server.errors
+    with serving(FakeZimbra(test_ca), settings) as server:
+        yield server
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def provider(zimbra: Any, zimbra_ca: Any, zimbra_server: Any, people: Any, work: Any) -> Provider:
+def provider(zimbra: Any, test_ca: Any, zimbra_server: Any, people: Any, work: Any) -> Provider:
     ann = people[0]
     zimbra_server.config = {**zimbra_server.config, "incoming": True, "incoming_page": 20}
     zimbra_server.save()
@@ -48,7 +48,7 @@ def provider(zimbra: Any, zimbra_ca: Any, zimbra_server: Any, people: Any, work:
         throttle=lambda seconds: zimbra.throttle(seconds),
         disorder=None,
         slow=slow,
-        cluster_env={"SYNC_CA_BUNDLE": zimbra_ca.ca_file},
+        cluster_env={"SYNC_CA_BUNDLE": test_ca.ca_file},
         kill_items=200,
     )
 

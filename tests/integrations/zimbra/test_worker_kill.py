@@ -3,15 +3,12 @@ exactly once."""
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 from django.db import transaction
 
 from integrations.zimbra.models import TaskCopy
-from syncqueue import dispatcher
 from syncqueue.models import SyncJob
+from tests.support.cluster import FAST_CLUSTER, finished, kill_worker_of
 from tests.support.processes import qcluster, wait_for
 from workspace import assignments
 from workspace.models import Task
@@ -20,23 +17,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 State = SyncJob.State
 
 
-def test_killed_worker_mid_push_creates_no_duplicates(zimbra, zimbra_ca, zimbra_server, people):
+def test_killed_worker_mid_push_creates_no_duplicates(zimbra, test_ca, zimbra_server, people):
     zimbra.delay = 0.03
     with transaction.atomic():
         for i in range(20):
             task = Task.objects.create(title=f"Task {i}")
             for person in people:
                 assignments.assign(task, person)
-    env = {
-        "SYNC_CA_BUNDLE": zimbra_ca.ca_file,
-        "SYNC_WORKERS": 1,
-        "SYNC_TASK_TIMEOUT": 10,
-        "SYNC_TASK_RETRY": 15,
-        "SYNC_SLICE_SECONDS": 4,
-        "SYNC_LEASE_SECONDS": 12,
-        "SYNC_RETRY_BASE_SECONDS": 1,
-        "SYNC_Q_POLL": 0.05,
-    }
+    env = {**FAST_CLUSTER, "SYNC_CA_BUNDLE": test_ca.ca_file}
     with qcluster("zimbra-kill", **env):
         running = wait_for(
             lambda: (
@@ -50,15 +38,9 @@ def test_killed_worker_mid_push_creates_no_duplicates(zimbra, zimbra_ca, zimbra_
             "pushes to be under way",
             every=0.01,
         )
-        os.kill(int(running.worker_id.rsplit(":", 1)[1]), signal.SIGKILL)
-
-        def all_done() -> bool:
-            dispatcher.dispatch()
-            return (
-                not SyncJob.objects.filter(kind="push").exclude(state__in=SyncJob.FINISHED).exists()
-            )
-
-        wait_for(all_done, 120, "every push to finish", every=0.5)
+        kill_worker_of(running)
+        pushes = SyncJob.objects.filter(kind="push").values_list("pk", flat=True)
+        wait_for(lambda: finished(*pushes.all()), 120, "every push to finish", every=0.5)
 
     assert not SyncJob.objects.filter(kind="push", state=State.FAILED).exists()
     assert TaskCopy.objects.filter(state=TaskCopy.State.PUSHED).count() == 60
