@@ -14,8 +14,10 @@ import json
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -53,6 +55,11 @@ class _Server(ThreadingHTTPServer):
         self.app = app
         self.tls = tls
         super().__init__(("127.0.0.1", 0), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # the client went away mid-answer (a killed worker): not a server bug
+        super().handle_error(request, client_address)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.tls is not None:
@@ -93,6 +100,9 @@ class Response:
     body: bytes | str | dict[str, Any] | list[Any] = b""
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = ""
+    #: an answer streamed in pieces (``Transfer-Encoding: chunked``) instead of ``body``, each
+    #: piece sent as it is produced: a large document arriving over a slow network
+    stream: Iterable[bytes] | None = None
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, dict | list):
@@ -141,11 +151,24 @@ class _Handler(BaseHTTPRequestHandler):
         data, content_type = response.encoded()
         self.send_response(response.status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
+        if response.stream is None:
+            self.send_header("Content-Length", str(len(data)))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if response.stream is None:
+            self.wfile.write(data)
+            return
+        try:
+            for piece in response.stream:
+                if piece:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away (e.g. a killed worker)
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
