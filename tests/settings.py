@@ -22,6 +22,8 @@ from syncproject.settings import DATABASES, INSTALLED_APPS, SYNC_EXTRA_CONNECTOR
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.support"]
 SYNC_EXTRA_CONNECTORS = {**SYNC_EXTRA_CONNECTORS, "fake": "tests.support.connector.FakeConnector"}
+INSTALLED_APPS += ["tests.calfeed"]  # a fifth provider: one package and these two lines
+SYNC_EXTRA_CONNECTORS["calfeed"] = "tests.calfeed.connector.CalFeedConnector"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if "sqlite" in DATABASES["default"]["ENGINE"]:
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
