@@ -279,7 +279,11 @@ class ConnectionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Connection, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if getattr(form, "secrets_replaced", False):
-            control.credentials_replaced(obj)
+            resumed = control.credentials_replaced(obj, request.user)
+            if resumed is not None:
+                self.message_user(
+                    request, f"New credentials saved; sync queued (job {resumed.pk})."
+                )
         job = control.after_save(obj, created=not change, user=request.user)
         if job is not None:
             self.message_user(request, f"Initial sync queued (job {job.pk}).")

@@ -240,6 +240,21 @@ class Connector(Generic[ConfigT]):
         return self._secrets
 
     @classmethod
+    def serves(cls, user: Any) -> bool:
+        """Whether this provider's ``personal_switches`` apply to ``user``: an enabled shared
+        connection of this kind exists — the company's (no organization) or one of the
+        person's organizations'. No such connection, no switch on the settings page."""
+        from django.db.models import Q
+
+        from integrations.models import Connection
+
+        return (
+            Connection.objects.filter(kind=cls.kind, enabled=True, owner=None)
+            .filter(Q(organization=None) | Q(organization__members=user))
+            .exists()
+        )
+
+    @classmethod
     def validate_config(cls, data: Mapping[str, Any]) -> ConnectorConfig:
         """Return the validated config; raises ``ConfigError`` naming each bad field."""
         try:

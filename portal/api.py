@@ -116,6 +116,8 @@ def sync(request: HttpRequest, connection_id: int) -> JsonResponse:
         return too_many(limited)
     try:
         job = control.sync_now(conn, request.user)
+    except control.NeedsCredentials as exc:
+        return error(409, "credentials_required", str(exc))
     except control.ControlError as exc:
         return error(409, "connection_disabled", str(exc))
     return JsonResponse({"job_id": job.pk, "state": job.state, "queue": _queue()}, status=202)

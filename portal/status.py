@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.utils import timezone
 
 from integrations.errors import SyncError
 from integrations.models import Connection
 from syncproject.safetext import neutral
+from syncproject.timewords import next_sync, relative
 from syncqueue.heartbeat import WorkerStatus
 from syncqueue.models import SyncJob
 
@@ -35,12 +35,13 @@ def can_edit(conn: Connection) -> bool:
 def _what_next(conn: Connection, job: SyncJob | None) -> str:
     """What happens next, true for the state the last job is in."""
     if job is not None and job.state == SyncJob.State.RETRYING:
-        return f"It is tried again {naturaltime(job.run_after)}; nothing to do for now."
+        when = relative(job.run_after) if job.run_after > timezone.now() else "any moment now"
+        return f"It is tried again {when}; nothing to do for now."
     if job is not None and job.state in (SyncJob.State.QUEUED, SyncJob.State.RUNNING):
         return "A new attempt is under way."
     if conn.scheduled and conn.next_sync_at:
         return (
-            f"It stopped trying; the next scheduled sync ({naturaltime(conn.next_sync_at)}) "
+            f"It stopped trying; the next scheduled sync ({next_sync(conn)}) "
             "tries again, or use Sync now."
         )
     return "It stopped trying; use Sync now to try again."

@@ -49,11 +49,15 @@ def _own(request: SignedInRequest, connection_id: int) -> Connection:
     return conn
 
 
-def personal_switches() -> list[PersonalSwitch]:
+def personal_switches(user: Any) -> list[PersonalSwitch]:
+    """The switches of providers that serve this person (e.g. Zimbra's only where a Zimbra
+    connection exists for them)."""
     found: dict[str, PersonalSwitch] = {}
     for kind in available():
-        for switch in get_connector_class(kind).personal_switches:
-            found.setdefault(switch.key, switch)
+        connector = get_connector_class(kind)
+        if connector.personal_switches and connector.serves(user):
+            for switch in connector.personal_switches:
+                found.setdefault(switch.key, switch)
     return list(found.values())
 
 
@@ -94,7 +98,7 @@ def settings_page(request: SignedInRequest) -> HttpResponse:
             "enabled": stored[switch.key].enabled if switch.key in stored else False,
             "value": _shown_value(switch, stored.get(switch.key)),
         }
-        for switch in personal_switches()
+        for switch in personal_switches(request.user)
     ]
     return render(
         request,
@@ -150,7 +154,7 @@ def save_switches(request: SignedInRequest) -> HttpResponse:
     value changes only when its owner opens the link signed in as this person."""
     to_confirm: list[tuple[PersonalSwitch, str]] = []
     with transaction.atomic():
-        for switch in personal_switches():
+        for switch in personal_switches(request.user):
             row = UserSwitch.objects.filter(user=request.user, key=switch.key).first()
             row = row or UserSwitch(user=request.user, key=switch.key)
             row.enabled = request.POST.get(f"switch-{switch.key}") == "on"
@@ -215,7 +219,7 @@ def confirm_address(request: SignedInRequest, token: str) -> HttpResponse:
         claim = signing.loads(token, salt=CONFIRM_SALT, max_age=CONFIRM_MAX_AGE)
     except signing.BadSignature:
         raise Http404("This confirmation link is not valid (or more than two days old).") from None
-    switch = next((s for s in personal_switches() if s.key == claim.get("k")), None)
+    switch = next((s for s in personal_switches(request.user) if s.key == claim.get("k")), None)
     if switch is None or claim.get("u") != request.user.pk:
         raise Http404("This confirmation link is not for the account you are signed in with.")
     address = str(claim.get("v", ""))
@@ -272,9 +276,11 @@ def _edit(request: SignedInRequest, form_class: Any, conn: Connection | None) ->
         else:
             created = candidate.pk is None
             candidate.save()
-            control.credentials_replaced(candidate)
+            resumed = control.credentials_replaced(candidate, request.user)
             control.after_save(candidate, created=created, user=request.user)
             note = " The first sync has started." if created else ""
+            if resumed is not None:
+                note = " Syncing has resumed: a sync has started."
             messages.success(request, f"Connection test passed: {result.message}{note}")
             return HttpResponseRedirect(reverse(SETTINGS) + f"#connection-{candidate.pk}")
     label = get_connector_class(form_class.kind).label

@@ -477,6 +477,12 @@ SYNC_ALERT_NO_SUCCESS_MINUTES = env_int(
     "Dashboard alert when no job succeeded for this long while connections are enabled.",
     minimum=5,
 )
+SYNC_ALERT_GRACE_SECONDS = env_int(
+    "SYNC_ALERT_GRACE_SECONDS",
+    120,
+    "An alert is mailed only once it has been on this long (no false alarms while starting).",
+    minimum=0,
+)
 SYNC_ENCRYPTION_KEYS = [
     key
     for key in re.split(

@@ -192,6 +192,9 @@ class SyncJobAdmin(ReadOnlyAdmin):
             except engine.ConnectionDisabled as exc:
                 self.message_user(request, f"Job {job.pk}: {exc.message}", messages.WARNING)
                 continue
+            except control.NeedsCredentials as exc:
+                self.message_user(request, f"Job {job.pk}: {exc}", messages.WARNING)
+                continue
             if retried:
                 done += 1
                 self.log_change(request, job, "Retried: queued again from its checkpoint.")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.timesince import timesince, timeuntil
 
+from syncproject import timewords
 from syncproject.safetext import neutral as shown  # remote text, shown not obeyed
 
 __all__ = ["badge", "progress_bar", "relative", "shown"]
@@ -38,12 +37,7 @@ def badge(value: str, label: str) -> SafeString:
 
 
 def relative(moment: datetime | None, empty: str = "never") -> str:
-    if moment is None:
-        return empty
-    now = timezone.now()
-    if moment <= now:
-        return f"{timesince(moment, now).split(',')[0]} ago"
-    return f"in {timeuntil(moment, now).split(',')[0]}"
+    return timewords.relative(moment, empty)
 
 
 def progress_bar(done: int | None, total: int | None) -> SafeString | str:

@@ -54,11 +54,13 @@ def retry_group(request: HttpRequest) -> HttpResponse:
     if group is None:
         messages.warning(request, "That failure group is gone (already retried or expired).")
         return HttpResponseRedirect(target)
-    retried = []
+    retried, blocked = [], []
     for job in SyncJob.objects.filter(pk__in=group.job_ids).select_related("connection"):
         try:
             if control.retry_job(job):
                 retried.append(job.pk)
+        except control.NeedsCredentials:
+            blocked.append(job.connection.name)
         except engine.ConnectionDisabled:
             continue
     if retried:
@@ -67,10 +69,17 @@ def retry_group(request: HttpRequest) -> HttpResponse:
             SyncJob.objects.filter(pk__in=retried),
             CHANGE,
             change_message=f"Retried with its failure group: {group.error_class}: "
-            f"{group.message[:120]}",
+            f"{group.example[:120]}",
         )
-    text = f"Queued {len(retried)} job(s) of “{group.message[:80]}” again."
-    if len(retried) < group.count:
-        text += f" {group.count - len(retried)} could not be retried (connection turned off)."
-    messages.success(request, text)
+    text = f"Queued {len(retried)} job(s) of “{group.example[:80]}” again."
+    if blocked:
+        names = ", ".join(sorted(set(blocked))[:5])
+        text += (
+            f" {len(blocked)} not retried: their connection needs new credentials first "
+            f"({names}); saving them starts a sync."
+        )
+    off = group.count - len(retried) - len(blocked)
+    if off > 0:
+        text += f" {off} could not be retried (connection turned off)."
+    (messages.success if retried else messages.warning)(request, text)
     return HttpResponseRedirect(target)

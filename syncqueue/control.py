@@ -26,6 +26,18 @@ class ControlError(Exception):
     """A request that cannot be done as asked; the message says why."""
 
 
+class NeedsCredentials(ControlError):
+    """The connection waits for new credentials: a sync now could only fail the same way."""
+
+
+def _refuse_without_credentials(conn: Connection) -> None:
+    if conn.status == Status.AUTH_REQUIRED:
+        raise NeedsCredentials(
+            f"{conn.name} needs new credentials first: enter them in the connection's settings "
+            "and save; it syncs at once."
+        )
+
+
 def _save(conn: Connection, *fields: str) -> None:
     conn.save(update_fields=[*fields, "updated_at"])
 
@@ -41,7 +53,9 @@ def after_save(conn: Connection, *, created: bool, user: Any = None) -> SyncJob 
 
 
 def sync_now(conn: Connection, user: Any = None, *, full: bool = False) -> SyncJob:
-    """Queue a manual sync (or a full resync); a second request returns the waiting job."""
+    """Queue a manual sync (or a full resync); a second request returns the waiting job.
+    Refused (``NeedsCredentials``) while the connection waits for new credentials."""
+    _refuse_without_credentials(conn)
     try:
         return engine.enqueue(
             conn, SyncJob.Kind.FULL_RESYNC if full else SyncJob.Kind.MANUAL, requested_by=user
@@ -113,14 +127,21 @@ def disable(conn: Connection, reason: str, *, by_staff: bool = True) -> int:
     return cancelled
 
 
-def credentials_replaced(conn: Connection) -> None:
-    """New credentials: a connection waiting for re-authentication may run again."""
-    if conn.status == Status.AUTH_REQUIRED:
-        conn.status = Status.OK
-        conn.last_error = ""
-        _save(conn, "status", "last_error")
-        conn.next_sync_at = conn.compute_next_sync()
-        _save(conn, "next_sync_at")
+def credentials_replaced(conn: Connection, user: Any = None) -> SyncJob | None:
+    """New credentials: a connection waiting for re-authentication runs again at once (the
+    page promised "syncing resumes at once"); returns that sync, if one was queued."""
+    if conn.status != Status.AUTH_REQUIRED:
+        return None
+    conn.status = Status.OK
+    conn.last_error = ""
+    conn.next_sync_at = conn.compute_next_sync()
+    _save(conn, "status", "last_error", "next_sync_at")
+    if not conn.enabled or conn.pk is None:
+        return None
+    try:
+        return engine.enqueue(conn, SyncJob.Kind.MANUAL, requested_by=user)
+    except engine.ConnectionDisabled:
+        return None
 
 
 def schedule(conn: Connection, action: str, interval: str | None = None, user: Any = None) -> Any:
@@ -162,7 +183,9 @@ def schedule(conn: Connection, action: str, interval: str | None = None, user: A
 
 
 def retry_job(job: SyncJob) -> bool:
-    """Queue a failed or cancelled job again, keeping its checkpoint; False if not possible."""
+    """Queue a failed or cancelled job again, keeping its checkpoint; False if not possible.
+    Refused (``NeedsCredentials``) while the connection waits for new credentials."""
+    _refuse_without_credentials(job.connection)
     if not job.connection.enabled:
         raise engine.ConnectionDisabled(f"{job.connection.name} is turned off.")
     now = timezone.now()

@@ -74,8 +74,9 @@ def alerts(stats: dict[str, Any] | None = None, workers: WorkerStatus | None = N
         )
     quiet = timedelta(minutes=settings.SYNC_ALERT_NO_SUCCESS_MINUTES)
     enabled = Connection.objects.filter(enabled=True)
+    # only connections that existed for the whole window could have been expected to succeed
     if (
-        enabled.exists()
+        enabled.filter(created_at__lte=now - quiet).exists()
         and not SyncJob.objects.filter(state=State.SUCCEEDED, finished_at__gte=now - quiet).exists()
     ):
         found.append(
@@ -113,6 +114,8 @@ class FailureGroup:
     last_seen: datetime | None = None
     job_ids: list[int] = field(default_factory=list)
     connections: dict[int, str] = field(default_factory=dict)
+    #: the newest real message of the group (``message`` is its shape, used to group)
+    example: str = ""
 
     @property
     def key(self) -> str:
@@ -144,6 +147,7 @@ def failure_groups(since: timedelta = FAILURE_WINDOW) -> list[FailureGroup]:
         group.last_seen = finished
         group.job_ids.append(pk)
         group.connections[conn_id] = conn_name
+        group.example = message or group.message
     return sorted(groups.values(), key=lambda g: (-g.count, g.kind))
 
 

@@ -97,7 +97,14 @@ def check_alerts(now: datetime | None = None, current: list[Alert] | None = None
     for key, state in known.items():
         if state.active and key not in on:
             AlertState.objects.filter(key=key, active=True).update(active=False, cleared_at=now)
-    due = AlertState.objects.exclude(active=F("notified_active")).filter(_quiet_over(now))
+    # an alert is mailed once it has been on for the grace period (a starting system has no
+    # heartbeat for a few seconds); one that cleared before it was mailed is never mailed
+    grace = now - timedelta(seconds=settings.SYNC_ALERT_GRACE_SECONDS)
+    due = (
+        AlertState.objects.exclude(active=F("notified_active"))
+        .filter(_quiet_over(now))
+        .exclude(active=True, started_at__gt=grace)
+    )
     return sum(_tell_staff(state, on.get(state.key), now) for state in due)
 
 

@@ -25,5 +25,7 @@ SYNC_EXTRA_CONNECTORS = {**SYNC_EXTRA_CONNECTORS, "fake": "tests.support.connect
 INSTALLED_APPS += ["tests.calfeed"]  # a fifth provider: one package and these two lines
 SYNC_EXTRA_CONNECTORS["calfeed"] = "tests.calfeed.connector.CalFeedConnector"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# alert mails without the start-up grace period (tests/syncqueue/test_notifications.py sets it)
+SYNC_ALERT_GRACE_SECONDS = 0
 if "sqlite" in DATABASES["default"]["ENGINE"]:
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}

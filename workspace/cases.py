@@ -55,7 +55,12 @@ def queue_history(contact: CaseContact, user: Any = None) -> list[SyncJob]:
 def retry(case: Case, user: Any = None) -> int:
     """Queue the case's failed history searches again (or search afresh if none exist)."""
     failed = SyncJob.objects.filter(kind=HISTORICAL, payload__case=case.pk, state=State.FAILED)
-    retried = sum(control.retry_job(job) for job in failed.select_related("connection"))
+    retried = 0
+    for job in failed.select_related("connection"):
+        try:
+            retried += control.retry_job(job)
+        except (control.ControlError, engine.ConnectionDisabled):
+            continue  # that mailbox waits for new credentials or was turned off
     if not retried and not history_jobs(case).exists():
         for contact in case.contacts.all():
             retried += len(queue_history(contact, user))

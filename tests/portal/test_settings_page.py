@@ -97,7 +97,9 @@ def test_rejected_password_message_for_imap(client, owner, make_connection):
     assert "Change settings" in page
 
 
-def test_personal_switches(client, owner, monkeypatch):
+def test_personal_switches(client, owner, outsider, monkeypatch, make_connection):
+    from workspace.models import Organization
+
     monkeypatch.setattr(
         FakeConnector,
         "personal_switches",
@@ -108,7 +110,16 @@ def test_personal_switches(client, owner, monkeypatch):
         ),
     )
     login(client, owner)
-    assert "Add tasks assigned to me to my fake list" in client.get(SETTINGS).content.decode()
+    label = "Add tasks assigned to me to my fake list"
+    assert label not in client.get(SETTINGS).content.decode()  # no such server: no switch
+    acme = Organization.objects.create(name="Acme", slug="acme")
+    acme.members.add(owner)
+    server = make_connection(name="Acme's fake server", owner=None, organization=acme)
+    assert label in client.get(SETTINGS).content.decode()  # one for my organization
+    assert label not in login(Client(), outsider).get(SETTINGS).content.decode()
+    Connection.objects.filter(pk=server.pk).update(organization=None)  # the company's own
+    assert label in login(Client(), outsider).get(SETTINGS).content.decode()
+    assert label in client.get(SETTINGS).content.decode()
     client.post(f"{SETTINGS}switches/", {"switch-fake.tasks": "on", "value-fake.tasks": "o@x"})
     switch = UserSwitch.objects.get(user=owner, key="fake.tasks")
     assert switch.enabled and switch.value == "o@x"

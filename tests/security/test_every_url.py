@@ -131,6 +131,18 @@ def world(owner, make_connection) -> dict[str, Model]:
     assignment = Assignment.objects.create(task=task, user=owner)
     TaskCopy.objects.create(assignment=assignment, uid="owner-task-uid", account=owner.email)
     UserSwitch.objects.create(user=owner, key="zimbra.tasks", enabled=True)
+    make_connection(  # the company's Zimbra: its switch is offered only when one exists
+        kind="zimbra",
+        name="Company Zimbra",
+        owner=None,
+        config={
+            "soap_url": "https://zimbra.example.com/service/soap",
+            "admin_url": "https://zimbra.example.com:7071/service/admin/soap",
+            "admin_name": "admin@example.com",
+        },
+        secrets={"admin_password": SECRET_VALUE},
+        schedule="",
+    )
     return {"connection": conn, "job": job, "task": task}
 
 

@@ -355,3 +355,31 @@ def test_retry_this_group(admin_client_for, make_connection, work, staff):
     assert LogEntry.objects.filter(user=staff).count() == 3
     work()  # the fault fired once per connection: now they succeed
     assert SyncJob.objects.filter(state=State.SUCCEEDED).count() == 3
+
+
+def test_a_failure_group_shows_a_real_message_and_skips_connections_needing_credentials(
+    admin_client_for, make_connection, work
+):
+    from syncqueue.dashboard import failure_groups
+
+    conns = [
+        make_connection(name=f"c{i}", config={"faults": [{"at": 0, "error": "permanent"}]})
+        for i in range(2)
+    ]
+    for conn in conns:
+        engine.enqueue(conn, Kind.MANUAL)
+    work()
+    real = SyncJob.objects.filter(state=State.FAILED).latest("pk").error_message
+    [group] = failure_groups()
+    assert group.example == real
+    page = admin_client_for.get(DASHBOARD).content.decode()
+    assert f">{real}</td>" in page  # people read a real message, the grouping key is a tooltip
+
+    Connection.objects.filter(pk=conns[0].pk).update(status="auth_required")
+    response = admin_client_for.post(
+        reverse("admin:sync_retry_group"), {"group": group.key}, follow=True
+    )
+    text = response.content.decode()
+    assert "Queued 1 job(s)" in text
+    assert "1 not retried: their connection needs new credentials first (c0)" in text
+    assert SyncJob.objects.filter(state=State.QUEUED).count() == 1

@@ -55,6 +55,26 @@ def test_an_alert_mails_staff_once_when_it_starts(staff, mailoutbox):
     assert f"{SITE}/admin/dashboard/" in mail.body
 
 
+def test_an_alert_is_mailed_only_after_the_grace_period(staff, mailoutbox, settings):
+    """A starting system has no heartbeat for a few seconds: no false alarm for that."""
+    settings.SYNC_ALERT_GRACE_SECONDS = 120
+    workers_down = Alert("workers", "Background workers have never run, so no sync will happen.")
+    assert notifications.check_alerts(at(0), [workers_down]) == 0
+    assert notifications.check_alerts(at(0.5), []) == 0  # the first heartbeat came: cleared
+    assert notifications.check_alerts(at(1), [BACKLOG]) == 0
+    assert notifications.check_alerts(at(2.5), [BACKLOG]) == 0  # on for 90 s: not yet
+    assert notifications.check_alerts(at(3.5), [BACKLOG]) == 1  # on for 150 s: mailed
+    assert [m.subject for m in mailoutbox] == ["Alert: 150 jobs are waiting (alert above 100)."]
+    assert notifications.check_alerts(at(40), []) == 1  # its clearing is mailed as usual
+
+
+def test_no_success_alert_waits_for_connections_older_than_the_window(make_connection):
+    conn = make_connection()
+    assert "no_success" not in {a.key for a in dashboard.alerts()}  # created just now
+    Connection.objects.filter(pk=conn.pk).update(created_at=timezone.now() - timedelta(minutes=61))
+    assert "no_success" in {a.key for a in dashboard.alerts()}
+
+
 def test_a_cleared_alert_mails_resolved_with_how_long_it_lasted(staff, mailoutbox):
     notifications.check_alerts(at(0), [BACKLOG])
     assert notifications.check_alerts(at(20), []) == 1

@@ -27,8 +27,9 @@
     field(card, "notice-message").textContent = data.health.message || "";
     field(card, "notice-action").textContent = data.health.action || "";
     field(card, "last-success").textContent = relative(data.last_success_at) || "not yet";
+    const due = data.next_sync_at && new Date(data.next_sync_at) <= new Date();
     field(card, "next-sync").textContent = !data.enabled ? "off"
-      : relative(data.next_sync_at) || "not scheduled";
+      : due ? "due — waiting for a worker" : relative(data.next_sync_at) || "not scheduled";
     const job = data.job;
     const box = field(card, "job");
     box.hidden = !job;

@@ -19,6 +19,7 @@ demo servers and data.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -34,11 +35,38 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connection
 
 from syncqueue import watchdog
 
 GRACE_SECONDS = 30
 START_GRACE = 60  # seconds a starting qcluster gets before its first watchdog ping
+
+
+def database_unreachable(exc: Exception) -> str:
+    """One plain line for a database that cannot be reached, with what to do."""
+    db = connection.settings_dict
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+    if connection.vendor == "sqlite":
+        return f"Cannot open the SQLite database {db['NAME']}: {reason}. Check SYNC_VAR_DIR."
+    where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    return (
+        f"Cannot reach the database {where} ({reason}). Start PostgreSQL there or fix "
+        "DATABASE_URL (docs/deployment.md, 'Database: PostgreSQL'); unset DATABASE_URL to use "
+        "the embedded SQLite database."
+    )
+
+
+def admin_password_file() -> Path:
+    """``var/admin-password`` for the default SQLite database; another database gets its own
+    file, so a run on PostgreSQL never shows the password of the SQLite one (or back)."""
+    db = connection.settings_dict
+    default = Path(settings.VAR_DIR) / "db.sqlite3"
+    if connection.vendor == "sqlite" and Path(str(db["NAME"])).resolve() == default.resolve():
+        return Path(settings.VAR_DIR) / "admin-password"
+    identity = f"{connection.vendor}:{db.get('HOST')}:{db.get('PORT')}:{db['NAME']}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
+    return Path(settings.VAR_DIR) / f"admin-password-{connection.vendor}-{digest}"
 
 
 class Command(BaseCommand):
@@ -51,6 +79,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.check_port(options["host"], options["port"])
+        try:
+            connection.ensure_connection()
+        except DatabaseError as exc:
+            raise CommandError(database_unreachable(exc)) from None
         call_command("migrate", interactive=False, verbosity=0)
         login = self.ensure_admin()
         self.run(options, login)
@@ -108,16 +140,20 @@ class Command(BaseCommand):
             logging.getLogger(__name__).exception("Notifications failed")
 
     def ensure_admin(self) -> str:
-        """Create the first superuser if there is none; return how to log in."""
+        """Create the first superuser if there is none; return how to log in. The generated
+        password is kept per database, and shown only while it is still admin's password."""
         users = get_user_model().objects
-        password_file = Path(settings.VAR_DIR) / "admin-password"
+        password_file = admin_password_file()
         if not users.filter(is_superuser=True).exists():
             password = settings.SERVE_ADMIN_PASSWORD or secrets.token_urlsafe(12)
             users.create_superuser("admin", "admin@localhost", password)
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
         if password_file.exists():
-            return f"user admin, password {password_file.read_text().strip()}"
+            password = password_file.read_text().strip()
+            admin = users.filter(username="admin", is_superuser=True).first()
+            if admin is not None and admin.check_password(password):
+                return f"user admin, password {password}"
         return "log in with your superuser account"
 
     def supervise(self, processes: dict[str, Any]) -> None:
