@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from integrations.errors import SyncError
 from integrations.models import Connection, UserSwitch
@@ -25,10 +25,11 @@ from integrations.probe import probe
 from integrations.registry import available, get_connector_class, kind_choices
 from syncproject import limits
 from syncqueue import control
-from syncqueue.admin_display import badge, progress_bar, relative
+from syncqueue.admin_display import badge, duration_words, progress_bar, relative
 from syncqueue.models import SyncJob
 
 TEST_LIMIT = 5  # connection tests run inside the request; keep them few
+RECENT_RUNS = 12  # lines of the connection page's sync history
 
 
 def _secret_names(conn: Connection | None) -> list[str]:
@@ -232,9 +233,11 @@ class ConnectionAdmin(admin.ModelAdmin):
         "schedule_words",
         "data_stats",
         "cursor_summary",
+        "recent_runs",
         "skipped_link",
         "jobs_link",
         "created_at",
+        "cursor_raw",
     ]
     actions = [
         "sync_now",
@@ -260,8 +263,10 @@ class ConnectionAdmin(admin.ModelAdmin):
             ("Credentials", {"fields": ["credentials", *secrets]}),
         ]
         if obj is not None:
-            health = [f for f in self.readonly_fields if f != "credentials"]
-            sets.append(("Health", {"fields": health}))
+            internal = ("credentials", "cursor_raw")
+            health = [f for f in self.readonly_fields if f not in internal]
+            sets.append(("Health and history", {"fields": health}))
+            sets.append(("Internals", {"classes": ["collapse"], "fields": ["cursor_raw"]}))
         return sets
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
@@ -351,8 +356,62 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Sync position")
     def cursor_summary(self, conn: Connection) -> str:
-        text = json.dumps(conn.cursor)
-        return text[:300] + ("…" if len(text) > 300 else "")
+        if not conn.cursor:
+            return "Not synced yet: the next sync starts from the beginning."
+        try:
+            lines = conn.connector_class.describe_position(conn.cursor)
+        except Exception:  # an unknown kind or an old cursor shape: say so, do not break
+            lines = []
+        if not lines:
+            return "Kept (this provider does not describe it; see Internals)."
+        return format_html_join("", "<div>{}</div>", ((line,) for line in lines[:50]))
+
+    @admin.display(description="Sync position as stored")
+    def cursor_raw(self, conn: Connection) -> str:
+        text = json.dumps(conn.cursor, indent=1)
+        return format_html("<pre>{}</pre>", text[:4000] + ("…" if len(text) > 4000 else ""))
+
+    @admin.display(description="Recent syncs")
+    def recent_runs(self, conn: Connection) -> str:
+        """The last runs, one line each (start, duration, outcome, counts, error class)."""
+        jobs = list(SyncJob.objects.filter(connection=conn).order_by("-pk")[:RECENT_RUNS])
+        if not jobs:
+            return "None yet."
+        rows = []
+        for job in jobs:
+            counts = ", ".join(
+                f"{n} {label}"
+                for n, label in (
+                    (job.created_count, "new"),
+                    (job.updated_count, "changed"),
+                    (job.deleted_count, "deleted"),
+                    (job.skipped_items, "skipped"),
+                )
+                if n
+            )
+            rows.append(
+                (
+                    reverse("admin:syncqueue_syncjob_change", args=[job.pk]),
+                    job.pk,
+                    job.get_kind_display(),
+                    relative(job.started_at or job.created_at),
+                    duration_words(job),
+                    badge(job.state, job.get_state_display()),
+                    counts or "no changes",
+                    job.error_class or "",
+                )
+            )
+        body = format_html_join(
+            "",
+            '<tr><td><a href="{}">#{}</a> {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td></tr>",
+            rows,
+        )
+        return format_html(
+            '<table class="sync-timeline"><thead><tr><th>Job</th><th>Started</th><th>Took</th>'
+            "<th>Outcome</th><th>Counts</th><th>Error</th></tr></thead><tbody>{}</tbody></table>",
+            body,
+        )
 
     @admin.display(description="Skipped items")
     def skipped_link(self, conn: Connection) -> str:

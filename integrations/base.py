@@ -80,11 +80,13 @@ class Counts:
 class Batch:
     """One unit of work yielded by ``sync``/``push``, committed atomically by the engine.
 
-    ``cursor``/``checkpoint`` replace the stored state when not None. ``done``/``total`` are the
-    job's absolute progress after this batch, when the connector knows them. ``final`` says
-    "this is my last batch": the engine then checks that the generator is indeed finished and
-    commits the batch and the job's success in one transaction (one write fewer per job). It
-    is only a hint — if more batches follow, they are committed as usual.
+    ``cursor``/``checkpoint`` replace the stored state when not None. ``note`` is an event for
+    the job's log; ``progress`` says where the sync is and replaces the job's position.
+    ``done``/``total`` are the job's absolute progress after this batch, when the connector
+    knows them. ``final`` says "this is my last batch": the engine then checks that the
+    generator is indeed finished and commits the batch and the job's success in one
+    transaction (one write fewer per job). It is only a hint — if more batches follow, they are
+    committed as usual.
     """
 
     records: Sequence[Any] = ()
@@ -94,6 +96,9 @@ class Batch:
     done: int | None = None
     total: int | None = None
     note: str = ""
+    #: where the sync is now, in the provider's words ("INBOX: up to UID 43,300"): kept on the
+    #: job (its position), not written to the log — the log keeps events (``note``)
+    progress: str = ""
     final: bool = False
 
 
@@ -279,8 +284,15 @@ class Connector(Generic[ConfigT]):
 
     @classmethod
     def stats(cls, connection: Connection) -> dict[str, Any]:
-        """Figures about the synced data for the admin (e.g. ticket counts); none by default."""
+        """Figures about the synced data for the admin, in the provider's terms (messages and
+        folders, tickets, tasks); none by default."""
         return {}
+
+    @classmethod
+    def describe_position(cls, cursor: Mapping[str, Any]) -> list[str]:
+        """The stored sync position in words, one line per stream (e.g. "INBOX: up to UID
+        43,300, UIDVALIDITY 1712…"); the admin shows these instead of the raw cursor."""
+        return []
 
     def check(self) -> CheckResult:
         """Probe reachability and credentials cheaply."""

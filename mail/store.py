@@ -491,3 +491,19 @@ def retire_unseen(connection: Connection, folder: str, since: datetime) -> int:
     return _held(connection, folder=folder, deleted=False, updated_at__lt=since).update(
         deleted=True, deleted_at=timezone.now()
     )
+
+
+def mail_stats(connection: Connection) -> dict[str, Any]:
+    """Messages and folders held for a mailbox connection (the admin's "Synced data")."""
+    from django.db.models import Count, Q
+
+    held = MailMessage.objects.filter(connection=connection).aggregate(
+        live=Count("id", filter=Q(deleted=False)),
+        gone=Count("id", filter=Q(deleted=True)),
+        in_folders=Count("folder", distinct=True, filter=Q(deleted=False)),
+    )
+    return {
+        "Messages": held["live"],
+        "Folders": held["in_folders"],
+        "Deleted on the server (kept here)": held["gone"],
+    }

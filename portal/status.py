@@ -76,7 +76,12 @@ def notice(conn: Connection, workers: WorkerStatus, job: SyncJob | None = None) 
                 message.rstrip(".") + " — update it below.",
                 "Enter the current password and save; syncing resumes at once.",
             )
-        return Notice("error", message, "Ask your administrator to renew the credentials.")
+        return Notice(
+            "error",
+            "The service no longer accepts the credentials your administrator set up for this "
+            "connection.",
+            "Your administrator has been told; syncing resumes by itself once they are renewed.",
+        )
     if conn.status == Status.FAILING:
         return Notice(
             "error",

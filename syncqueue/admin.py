@@ -7,16 +7,17 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from syncqueue import control, engine
-from syncqueue.admin_display import badge, progress_bar, relative, shown
+from syncqueue.admin_display import badge, duration_words, progress_bar, relative, shown
 from syncqueue.models import SkippedItem, SyncJob, SyncLog, WorkerHeartbeat
 
 LOG_COUNT_CAP = 10_000
@@ -108,6 +109,7 @@ class SyncJobAdmin(ReadOnlyAdmin):
                     "attempts_shown",
                     "run_after",
                     "progress",
+                    "position",
                     "counts",
                     "duration_shown",
                     "requested_by",
@@ -176,8 +178,7 @@ class SyncJobAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Duration")
     def duration_shown(self, job: SyncJob) -> str:
-        duration = job.duration
-        return f"{duration.total_seconds():.1f} s" if duration else "—"
+        return duration_words(job)
 
     @admin.display(description="Error")
     def short_error(self, job: SyncJob) -> str:
@@ -318,12 +319,39 @@ class SyncLogAdmin(ReadOnlyAdmin):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(ReadOnlyAdmin):
-    list_display = ["name", "seen_at", "seen"]
+    """Each cluster (and the dispatcher) as its last heartbeat says: alive, stopped cleanly or
+    gone, and which syncs its workers run now. Rows of processes gone for a day are pruned by
+    the dispatcher."""
+
+    list_display = ["name", "alive", "seen", "running_now"]
     ordering = ["-seen_at"]
+
+    @admin.display(description="State")
+    def alive(self, beat: WorkerHeartbeat) -> str:
+        if (beat.info or {}).get("stopped"):
+            return badge("stopped", "stopped cleanly")
+        age = (timezone.now() - beat.seen_at).total_seconds()
+        if age <= settings.SYNC_HEARTBEAT_STALE_SECONDS:
+            return badge("ok", "alive")
+        return badge("failed", "gone")
 
     @admin.display(description="Seen")
     def seen(self, beat: WorkerHeartbeat) -> str:
         return relative(beat.seen_at)
+
+    @admin.display(description="Running now")
+    def running_now(self, beat: WorkerHeartbeat) -> str:
+        ids = (beat.info or {}).get("worker_ids") or []
+        jobs = SyncJob.objects.filter(state=SyncJob.State.RUNNING, worker_id__in=ids)
+        links = [
+            format_html(
+                '<a href="{}">{}</a>',
+                reverse("admin:syncqueue_syncjob_change", args=[job.pk]),
+                f"{job.connection.name} (job {job.pk})",
+            )
+            for job in jobs.select_related("connection")
+        ]
+        return format_html_join(", ", "{}", ((link,) for link in links)) if links else "—"
 
 
 # --- django-q2's own admin: read-only except for superusers ------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -38,6 +39,20 @@ def badge(value: str, label: str) -> SafeString:
 
 def relative(moment: datetime | None, empty: str = "never") -> str:
     return timewords.relative(moment, empty)
+
+
+def duration_words(job: Any) -> str:
+    """How long a finished job took ("0.4 s", "3 min 20 s"); "running" or "—" otherwise."""
+    duration = job.duration
+    if duration is None:
+        return "running" if job.state == "running" else "—"
+    seconds = duration.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def progress_bar(done: int | None, total: int | None) -> SafeString | str:

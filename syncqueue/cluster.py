@@ -733,6 +733,7 @@ class SafeSentinel(Sentinel):
                 kind="cluster",
                 pid=os.getpid(),
                 workers=len(self.pool),
+                worker_ids=[identity.process(p.pid) for p in self.pool if p.pid],
                 busy=working,
                 generation=self.generation,
                 heals=self.heal_log,

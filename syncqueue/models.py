@@ -79,6 +79,12 @@ class SyncJob(models.Model):
         default=False, help_text="Stop at the next batch boundary."
     )
     progress_done = models.PositiveIntegerField(default=0, help_text="Items processed.")
+    position = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Where the sync is now, in the provider's words (e.g. 'INBOX: up to UID "
+        "43,300'); progress lives here, the log keeps events.",
+    )
     progress_total = models.PositiveIntegerField(
         null=True, blank=True, help_text="Items expected, when known."
     )
@@ -154,7 +160,7 @@ class SyncJob(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.get_kind_display()} of {self.connection_id} ({self.state})"
+        return f"#{self.pk} {self.get_kind_display()} of {self.connection.name} ({self.state})"
 
     @property
     def is_finished(self) -> bool:

@@ -219,6 +219,14 @@ def send_pending_notices(now: datetime | None = None) -> int:
     return sum(send_connection_notice(pk, now) for pk in pending.values_list("pk", flat=True))
 
 
+def _owner_can_fix(conn: Connection) -> bool:
+    """The owner edits this connection's settings (its provider has a settings-page form)."""
+    try:
+        return bool(conn.connector_class.settings_form)
+    except Exception:  # an unknown kind: staff's business
+        return False
+
+
 def _connection_mail(conn: Connection, problem: str) -> tuple[str, str, list[str]] | None:
     """(subject, body, recipients) for a connection still in ``problem``; None if it is not, or
     if there is nobody to tell."""
@@ -237,6 +245,14 @@ def _connection_mail(conn: Connection, problem: str) -> tuple[str, str, list[str
         reason = conn.last_error or "The service rejected the credentials."
         what = "the service no longer accepts its sign-in details, so nothing syncs."
         todo = "Open it here and enter the current password (or sign in again); syncing resumes:"
+        if owner is not None and not _owner_can_fix(conn):
+            # set up by staff (an app registration, a server account): the owner can do
+            # nothing about it, and the provider's wording names app internals
+            reason = "The service no longer accepts the credentials your administrator set up."
+            todo = (
+                "Your administrator has been told and renews them; syncing resumes by itself. "
+                "You can follow it here:"
+            )
     if owner is None:
         recipients = staff_emails()
         link = absolute_url(reverse("admin:integrations_connection_change", args=[conn.pk]))

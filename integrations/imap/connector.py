@@ -54,6 +54,24 @@ class ImapConnector(Connector[ImapConfig]):
             read_timeout=min(self.imap.read_timeout, 4 * wait) if probe else None,
         )
 
+    @classmethod
+    def stats(cls, connection: Any) -> dict[str, Any]:
+        return store.mail_stats(connection)
+
+    @classmethod
+    def describe_position(cls, cursor: Mapping[str, Any]) -> list[str]:
+        lines = []
+        for name, state in sorted((cursor.get("folders") or {}).items()):
+            if "uidvalidity" not in state:
+                lines.append(f"{name}: first sync not finished")
+                continue
+            line = f"{name}: up to UID {int(state.get('last_uid') or 0):,}"
+            line += f", UIDVALIDITY {state['uidvalidity']}"
+            if state.get("highestmodseq"):
+                line += f", flags as of MODSEQ {state['highestmodseq']}"
+            lines.append(line)
+        return lines
+
     def check(self) -> CheckResult:
         """Connect, sign in and look at every configured folder (one clear error each)."""
         with self._session(probe=True) as client:

@@ -397,8 +397,11 @@ class MailboxSync:
                     cursor=copy.deepcopy(self.cursor),
                     done=self.done,
                     total=total,
-                    note=f"{plan.name}: {len(messages)} messages up to UID {upto}"
-                    + (f", {defects} with defects (stored as well as possible)" if defects else ""),
+                    progress=f"{plan.name}: up to UID {upto:,}",
+                    note=f"{plan.name}: {defects} message(s) up to UID {upto} had defects "
+                    "(stored as well as possible)"
+                    if defects
+                    else "",
                 )
         records: list[Any] = []
         deleted: list[tuple[str, int, int]] = []

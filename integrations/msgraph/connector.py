@@ -3,9 +3,10 @@ mailbox with delta queries; history jobs search a case contact's mail and link i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from integrations.base import Batch, CheckResult, Connector, Counts, ItemRef, JobLog, SyncContext
 from integrations.msgraph.client import GraphClient
@@ -29,6 +30,25 @@ class GraphConnector(Connector[GraphConfig]):
     @property
     def graph(self) -> GraphConfig:
         return self.config
+
+    @classmethod
+    def stats(cls, connection: Any) -> dict[str, Any]:
+        return store.mail_stats(connection)
+
+    @classmethod
+    def describe_position(cls, cursor: Mapping[str, Any]) -> list[str]:
+        lines = []
+        for state in (cursor.get("folders") or {}).values():
+            name = state.get("name") or "(unnamed folder)"
+            if state.get("next") and state.get("delta"):
+                lines.append(f"{name}: a full pass is under way (after a reset)")
+            elif state.get("next"):
+                lines.append(f"{name}: first pass under way")
+            elif state.get("delta"):
+                lines.append(f"{name}: caught up; the next sync asks for changes only")
+            else:
+                lines.append(f"{name}: not synced yet")
+        return sorted(lines)
 
     def check(self) -> CheckResult:
         """Get a token, read the mailbox's owner and count its folders."""

@@ -464,10 +464,7 @@ class HistorySearch(GraphSync):
                 checkpoint=copy.deepcopy(checkpoint),
                 done=checkpoint["found"],
                 final=not windows,
-                note=f"{len(items)} message(s) with {email} received "
-                f"{start:%Y-%m-%d} to {end:%Y-%m-%d}"
-                if items
-                else "",
+                progress=f"{email}: searched {start:%Y-%m-%d} to {end:%Y-%m-%d}",
             )
 
     def one_day_by_role(self, email: str, start: datetime, end: datetime) -> list[dict[str, Any]]:

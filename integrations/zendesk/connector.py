@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils import timezone
@@ -110,6 +111,21 @@ class ZendeskConnector(Connector[ZendeskConfig]):
             if isinstance(page, TicketPage):
                 counts += upsert_tickets(self.connection, page.tickets, page.users)
         return counts
+
+    @classmethod
+    def describe_position(cls, cursor: Mapping[str, Any]) -> list[str]:
+        newest = int(cursor.get("max_generated") or 0)
+        if not newest and not cursor.get("start_time"):
+            return []
+        when = (
+            f"{datetime.fromtimestamp(newest, UTC):%Y-%m-%d %H:%M} UTC"
+            if newest
+            else f"{datetime.fromtimestamp(int(cursor['start_time']), UTC):%Y-%m-%d} (start)"
+        )
+        line = f"Tickets: exported up to changes of {when}"
+        if cursor.get("after_cursor"):
+            line += "; the next sync continues from Zendesk's export cursor"
+        return [line]
 
     @classmethod
     def stats(cls, connection: Any) -> dict[str, Any]:

@@ -9,7 +9,8 @@ a push, from the host's ``assignments_changed``) and :mod:`.soap` (the protocol 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from integrations.base import (
     Batch,
@@ -51,6 +52,29 @@ class ZimbraConnector(Connector[ZimbraConfig]):
 
     def soap(self) -> ZimbraSoap:
         return ZimbraSoap(self.zimbra, self.secrets)
+
+    @classmethod
+    def stats(cls, connection: Any) -> dict[str, Any]:
+        from django.db.models import Count
+
+        from integrations.zimbra.models import TaskCopy
+
+        states = dict(
+            TaskCopy.objects.filter(assignment__isnull=False)
+            .values_list("state")
+            .annotate(n=Count("pk"))
+            .values_list("state", "n")
+        )
+        labels = dict(TaskCopy.State.choices)
+        return {f"Task copies {labels.get(k, k).lower()}": n for k, n in sorted(states.items())}
+
+    @classmethod
+    def describe_position(cls, cursor: Mapping[str, Any]) -> list[str]:
+        tokens = cursor.get("tokens") or {}
+        return [
+            f"{account}: changes read up to token {token}"
+            for account, token in sorted(tokens.items())
+        ]
 
     def check(self) -> CheckResult:
         self.soap().admin_token(fresh=True)

@@ -286,6 +286,8 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
             updates["progress_total"] = batch.total
         if batch.checkpoint is not None:
             updates["checkpoint"] = batch.checkpoint
+        if batch.progress:
+            updates["position"] = batch.progress[:200]
         if finish:
             updates.update(state=State.SUCCEEDED, finished_at=now, leased_until=None, worker_id="")
             announce_finished(job.pk)

@@ -61,6 +61,14 @@ class FakeConnector(Connector[FakeConfig]):
     secret_fields = ("password",)
     default_schedule = "every 15m"
 
+    @classmethod
+    def stats(cls, connection: Any) -> dict[str, Any]:
+        return {"Items": FakeRecord.objects.filter(connection=connection).count()}
+
+    @classmethod
+    def describe_position(cls, cursor: Any) -> list[str]:
+        return [f"Items: up to {int(cursor.get('pos', 0)):,}"] if "pos" in cursor else []
+
     def check(self) -> CheckResult:
         if self.config.check_error:
             raise _error(self.config.check_error, 1)

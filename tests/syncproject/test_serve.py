@@ -111,6 +111,7 @@ def test_the_demo_starts_syncs_and_stops_everything(tmp_path):
     assert health(url) is None
     text = (output_dir() / "serve-demo.log").read_text()
     assert "People: alice, bob (password 'demo')" in text and "Stopped." in text
+    assert "Stopping" in text.split("People:", 1)[1]  # Ctrl-C says what it waits for at once
 
 
 def qcluster_main(serve_pid: int) -> int | None:

@@ -331,7 +331,7 @@ def test_dashboard_lists_clusters_heals_and_alerts_on_a_lost_one(admin_client_fo
         name="cluster:w3:30", seen_at=now - timedelta(minutes=5), info={"stopped": True}
     )
     page = admin_client_for.get(DASHBOARD).content.decode()
-    assert "1 of 2" in page and "1 time; last 2\xa0minutes ago: task_queue._rlock" in page
+    assert "1 of 2" in page and "1 time; last 2 minutes ago: task_queue._rlock" in page
     assert "1 worker cluster(s) stopped proving they work without shutting down: w2:20" in page
     assert "stopped cleanly" in page and "w3:30 (" not in page
 
@@ -383,3 +383,41 @@ def test_a_failure_group_shows_a_real_message_and_skips_connections_needing_cred
     assert "Queued 1 job(s)" in text
     assert "1 not retried: their connection needs new credentials first (c0)" in text
     assert SyncJob.objects.filter(state=State.QUEUED).count() == 1
+
+
+def test_the_connection_page_says_what_was_synced_where_it_is_and_its_history(
+    admin_client_for, make_connection, work
+):
+    conn = make_connection(name="History", config={"total": 12, "batch": 5})
+    engine.enqueue(conn, Kind.INITIAL)
+    work()
+    failing = make_connection(name="Broken", config={"faults": [{"at": 0, "error": "permanent"}]})
+    engine.enqueue(failing, Kind.MANUAL)
+    work()
+    page = admin_client_for.get(
+        reverse("admin:integrations_connection_change", args=[conn.pk])
+    ).content.decode()
+    assert "Items: 12" in page  # synced data in the provider's terms
+    assert "<div>Items: up to 12</div>" in page  # the position in words, not JSON
+    assert 'class="sync-timeline"' in page and "12 new" in page and "Initial sync" in page
+    broken = admin_client_for.get(
+        reverse("admin:integrations_connection_change", args=[failing.pk])
+    ).content.decode()
+    assert "Permanent" in broken and "Not synced yet" in broken
+
+
+def test_heartbeats_say_alive_or_gone_and_what_runs_now(admin_client_for, make_connection):
+    conn = make_connection(name="Busy one")
+    job = engine.enqueue(conn, Kind.MANUAL)
+    SyncJob.objects.filter(pk=job.pk).update(state=State.RUNNING, worker_id="w1:101")
+    WorkerHeartbeat.objects.create(
+        name="cluster:w1:100", seen_at=timezone.now(), info={"worker_ids": ["w1:101"]}
+    )
+    WorkerHeartbeat.objects.create(
+        name="cluster:w2:200", seen_at=timezone.now() - timedelta(hours=2), info={}
+    )
+    page = admin_client_for.get(
+        reverse("admin:syncqueue_workerheartbeat_changelist")
+    ).content.decode()
+    assert "alive" in page and "gone" in page
+    assert f"Busy one (job {job.pk})" in page

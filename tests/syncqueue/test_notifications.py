@@ -165,6 +165,8 @@ def test_auth_failure_mails_the_owner_once_with_reason_and_link(
         "_error",
         lambda name, retry_after: AuthFailed(f"Login with {password} was rejected."),
     )
+    # the owner edits this kind on the settings page (as for an IMAP mailbox)
+    monkeypatch.setattr(fake_connector.FakeConnector, "settings_form", "a form")
     conn = make_connection(name="Sales inbox", config={"faults": [fault("auth")]})
     engine.enqueue(conn, Kind.MANUAL)
     work()
@@ -182,6 +184,25 @@ def test_auth_failure_mails_the_owner_once_with_reason_and_link(
     engine.enqueue(conn, Kind.MANUAL)  # fails again while already auth_required
     work()
     assert len(mailoutbox) == 1
+
+
+def test_an_owner_who_cannot_fix_the_credentials_is_told_the_administrator_does(
+    make_connection, work, mailoutbox, monkeypatch
+):
+    monkeypatch.setattr(
+        fake_connector,
+        "_error",
+        lambda name, retry_after: AuthFailed(
+            "AADSTS7000215: invalid client secret for client 3f2a-…; enter the current secret."
+        ),
+    )
+    conn = make_connection(name="Team mailbox", config={"faults": [fault("auth")]})
+    engine.enqueue(conn, Kind.MANUAL)
+    work()
+    [mail] = mailoutbox
+    assert "Your administrator has been told" in mail.body
+    assert "AADSTS" not in mail.body and "client" not in mail.body  # no app internals
+    assert "enter the current password" not in mail.body  # nothing they could do
 
 
 def test_a_connection_that_breaks_again_soon_is_mailed_after_the_interval(

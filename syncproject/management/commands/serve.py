@@ -156,6 +156,25 @@ class Command(BaseCommand):
                 return f"user admin, password {password}"
         return "log in with your superuser account"
 
+    def stopping_words(self) -> str:
+        """What Ctrl-C waits for, said at once (not 12 silent seconds)."""
+        try:
+            from syncqueue.models import SyncJob
+
+            running = list(
+                SyncJob.objects.filter(state=SyncJob.State.RUNNING)
+                .select_related("connection")
+                .values_list("connection__name", flat=True)[:5]
+            )
+        except DatabaseError:
+            running = []
+        if not running:
+            return "Stopping the web server and the workers…"
+        return (
+            f"Stopping: waiting up to {GRACE_SECONDS} s for the running sync(s) to reach a "
+            f"checkpoint ({', '.join(running)}); they continue from there on the next start…"
+        )
+
     def supervise(self, processes: dict[str, Any]) -> None:
         stopping = False
 
@@ -177,6 +196,7 @@ class Command(BaseCommand):
                     next_notice = time.monotonic() + 30
                 time.sleep(0.5)
         finally:
+            self.stdout.write(self.stopping_words())
             for proc in processes.values():
                 proc.terminate()
             deadline = time.monotonic() + GRACE_SECONDS
