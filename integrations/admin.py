@@ -7,18 +7,29 @@ joined, and the running job's progress comes from subqueries.
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Q, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from pydantic import ValidationError
 
+from integrations.base import Connector
+from integrations.config_form import (
+    config_fields,
+    field_errors,
+    initial_values,
+    is_advanced,
+    label_for,
+    to_config,
+)
 from integrations.errors import SyncError
 from integrations.models import Connection, UserSwitch
 from integrations.probe import probe
@@ -32,17 +43,6 @@ TEST_LIMIT = 5  # connection tests run inside the request; keep them few
 RECENT_RUNS = 12  # lines of the connection page's sync history
 
 
-def _secret_names(conn: Connection | None) -> list[str]:
-    """The secrets a connection's kind keeps; for a new connection, those of every kind."""
-    kinds = [conn.kind] if conn is not None and conn.pk else list(available())
-    names: list[str] = []
-    for kind in kinds:
-        for name in get_connector_class(kind).secret_fields:
-            if name not in names:
-                names.append(name)
-    return names
-
-
 def _secret_field(name: str, conn: Connection | None) -> forms.CharField:
     stored, unusable = False, False
     if conn is not None and conn.pk and conn.secret:
@@ -50,7 +50,6 @@ def _secret_field(name: str, conn: Connection | None) -> forms.CharField:
             stored = name in conn.get_secrets()
         except SyncError:
             unusable = True
-    users = [k for k in available() if name in get_connector_class(k).secret_fields]
     if unusable:
         help_text = (
             "The stored credentials cannot be used (encryption key missing, or the server "
@@ -64,83 +63,119 @@ def _secret_field(name: str, conn: Connection | None) -> forms.CharField:
     else:
         help_text = "Nothing stored yet."
     return forms.CharField(
-        label=f"Replace {name.replace('_', ' ')}",
+        label=f"Replace {label_for(name, capitalize=False)}"
+        if conn is not None and conn.pk
+        else label_for(name),
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=help_text
-        + ("" if conn is not None and conn.pk else f" Used by: {', '.join(users)}."),
+        help_text=help_text,
     )
+
+
+BASE_FIELDS = [
+    "name",
+    "owner",
+    "organization",
+    "enabled",
+    "disabled_reason",
+    "disabled_by_staff",
+    "schedule",
+    "scheduled",
+]
 
 
 class ConnectionForm(forms.ModelForm):
-    """Kind from the registry, config as JSON checked by the provider's schema, and one
-    "replace ..." field per secret: left empty, the stored value is kept; it is never shown."""
+    """One provider's connection: its own settings as labelled fields (``config_form``) and
+    one field per secret it keeps — left empty, the stored value is kept; it is never shown.
+    ``connection_form_for(kind)`` makes the form of a kind."""
 
-    kind = forms.ChoiceField(help_text="Which provider this connection talks to.")
-    config = forms.JSONField(
-        required=False,  # the provider's schema decides what is required
-        widget=forms.Textarea(attrs={"rows": 10, "cols": 80}),
-        help_text="Non-secret settings as JSON, checked against the provider's schema.",
-    )
+    connector: type[Connector]
 
     class Meta:
         model = Connection
-        fields = [
-            "name",
-            "kind",
-            "owner",
-            "organization",
-            "config",
-            "enabled",
-            "disabled_reason",
-            "disabled_by_staff",
-            "schedule",
-            "scheduled",
-        ]
+        fields = BASE_FIELDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cast(forms.ChoiceField, self.fields["kind"]).choices = kind_choices()
+        if self.instance.pk:
+            self.initial.update(initial_values(self.connector.Config, self.instance.config))
+        else:
+            self.instance.kind = self.connector.kind  # shown as "Kind" on the add page
+            self.initial.setdefault("schedule", self.connector.default_schedule)
 
-    def clean_config(self) -> dict[str, Any]:
-        return self.cleaned_data.get("config") or {}
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        kind = data.get("kind")
-        if kind and "config" in data:
-            try:
-                get_connector_class(kind).validate_config(data["config"] or {})
-            except SyncError as exc:
-                self.add_error("config", exc.message)
-                return data
-            entered = {
-                name[len("secret_") :]: value
-                for name, value in data.items()
-                if name.startswith("secret_")
-            }
-            problem = self.instance.destination_problem(kind, data["config"] or {}, entered)
-            if problem:
-                names = [f"secret_{n}" for n in get_connector_class(kind).secret_fields]
-                self.add_error(next((n for n in names if n in self.fields), None), problem)
-        return data
-
-    def save(self, commit: bool = True) -> Connection:
-        conn = super().save(commit=False)
-        secrets = {
+    def entered_secrets(self) -> dict[str, Any]:
+        return {
             name[len("secret_") :]: value
             for name, value in self.cleaned_data.items()
             if name.startswith("secret_") and value
         }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        config_model = self.connector.Config
+        stored = self.instance.config if self.instance.pk else {}
+        config = to_config(config_model, data, stored)
+        try:
+            config_model.model_validate(config)
+        except ValidationError as exc:
+            per_field, general = field_errors(exc)
+            for field, problems in per_field.items():
+                self.add_error(field if field in self.fields else None, problems)
+            for problem in general:
+                self.add_error(None, problem)
+            return data
+        self.config = config
+        problem = self.instance.destination_problem(
+            self.connector.kind, config, self.entered_secrets()
+        )
+        if problem:
+            names = [f"secret_{n}" for n in self.connector.secret_fields]
+            self.add_error(next((n for n in names if n in self.fields), None), problem)
+        return data
+
+    def _post_clean(self) -> None:
+        # the model's own checks (Connection.clean) see the kind and settings being saved
+        self.instance.kind = self.connector.kind
+        if hasattr(self, "config"):
+            self.instance.config = self.config
+        super()._post_clean()  # type: ignore[misc]  # private in Django, absent from the stubs
+
+    def _update_errors(self, errors: Any) -> None:
+        # the model reports settings problems on "config", which this form shows as fields
+        if hasattr(errors, "error_dict") and "config" in errors.error_dict:
+            if hasattr(self, "config"):  # not already reported field by field
+                self.add_error(None, errors.error_dict.pop("config"))
+            else:
+                errors.error_dict.pop("config")
+            if not errors.error_dict:
+                return
+        super()._update_errors(errors)  # type: ignore[misc]  # private in Django, absent from the stubs
+
+    def save(self, commit: bool = True) -> Connection:
+        conn = super().save(commit=False)
+        conn.kind = self.connector.kind
+        conn.config = self.config
+        secrets = self.entered_secrets()
         self.secrets_replaced = bool(secrets)
         if secrets:
             conn.set_secrets(secrets)
         if "enabled" in self.changed_data:  # staff's on/off binds the owner (see control)
             conn.disabled_by_staff = not conn.enabled
+        if not conn.pk and not conn.schedule:
+            conn.schedule = self.connector.default_schedule
         if commit:
             conn.save()
         return conn
+
+
+def connection_form_for(kind: str, conn: Connection | None) -> type[ConnectionForm]:
+    connector = get_connector_class(kind)
+    fields: dict[str, Any] = {"connector": connector, **config_fields(connector.Config)}
+    fields.update({f"secret_{name}": _secret_field(name, conn) for name in connector.secret_fields})
+    return type(f"{connector.__name__}Form", (ConnectionForm,), fields)
 
 
 class HasErrorFilter(admin.SimpleListFilter):
@@ -197,6 +232,7 @@ class ReasonForm(forms.Form):
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
+    change_form_template = "admin/integrations/connection/change_form.html"
     list_display = [
         "name",
         "kind",
@@ -249,25 +285,168 @@ class ConnectionAdmin(admin.ModelAdmin):
         "disable",
     ]
 
+    # --- adding and editing: choose the kind, then that provider's own fields ---------------
+    def kind_for(self, request: HttpRequest, obj: Connection | None) -> str:
+        """The kind being edited: the connection's, or on the add page ``?kind=``."""
+        if obj is not None and obj.pk:
+            return obj.kind
+        kind = request.GET.get("kind", "")
+        if kind not in available():
+            raise Http404("Choose the kind of connection first.")
+        return kind
+
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
-        extra = {f"secret_{name}": _secret_field(name, obj) for name in _secret_names(obj)}
-        kwargs["form"] = type("ConnectionForm", (ConnectionForm,), extra)
+        kwargs["form"] = connection_form_for(self.kind_for(request, obj), obj)
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
-        secrets = [f"secret_{name}" for name in _secret_names(obj)]
+        connector = get_connector_class(self.kind_for(request, obj))
+        main: list[str] = []
+        advanced: list[str] = []
+        for name, info in connector.Config.model_fields.items():
+            (advanced if is_advanced(name, info) else main).append(f"cfg_{name}")
+        secrets = [f"secret_{name}" for name in connector.secret_fields]
         sets: list[Any] = [
-            (None, {"fields": ConnectionForm.Meta.fields}),
+            (None, {"fields": ["name", "kind_shown", "owner", "organization"]}),
+            (f"{connector.label}: settings", {"fields": main}),
+        ]
+        if advanced:
+            sets.append(("Advanced settings", {"classes": ["collapse"], "fields": advanced}))
+        sets += [
             ("Credentials", {"fields": ["credentials", *secrets]}),
+            (
+                "Schedule and state",
+                {"fields": ["schedule", "scheduled", "enabled", "disabled_reason"]},
+            ),
         ]
         if obj is not None:
-            internal = ("credentials", "cursor_raw")
+            internal = ("credentials", "cursor_raw", "kind_shown")
             health = [f for f in self.readonly_fields if f not in internal]
             sets.append(("Health and history", {"fields": health}))
             sets.append(("Internals", {"classes": ["collapse"], "fields": ["cursor_raw"]}))
         return sets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*self.readonly_fields, "kind_shown"]
+
+    def kind_shown(self, conn: Connection) -> str:
+        return get_connector_class(conn.kind).label if conn.kind in available() else conn.kind
+
+    kind_shown.short_description = "Kind"  # type: ignore[attr-defined]
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        if request.GET.get("kind") not in available():
+            if not self.has_add_permission(request):
+                raise PermissionDenied
+            return self.choose_kind(request)
+        kind = request.GET["kind"]
+        context = {
+            **(extra_context or {}),
+            "test_url": reverse("admin:integrations_connection_test_new") + f"?kind={kind}",
+            "title": f"Add a connection: {get_connector_class(kind).label}",
+        }
+        return super().add_view(request, form_url, context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        context = {
+            **(extra_context or {}),
+            "test_url": reverse("admin:integrations_connection_test", args=[object_id]),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def choose_kind(self, request: HttpRequest) -> HttpResponse:
+        """Step one of adding a connection (as Django's user admin does it in two steps)."""
+        kinds = []
+        for kind in sorted(available()):
+            connector = get_connector_class(kind)
+            about = (connector.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            kinds.append(
+                {
+                    "kind": kind,
+                    "label": connector.label,
+                    "about": about,
+                    "url": reverse("admin:integrations_connection_add") + f"?kind={kind}",
+                }
+            )
+        return TemplateResponse(
+            request,
+            "admin/integrations/connection/choose_kind.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Add a connection: which kind?",
+                "kinds": kinds,
+                "opts": self.model._meta,
+            },
+        )
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        return [
+            path("add/test/", view(self.test_view), name="integrations_connection_test_new"),
+            path(
+                "<path:object_id>/test/",
+                view(self.test_view),
+                name="integrations_connection_test",
+            ),
+            *super().get_urls(),
+        ]
+
+    def test_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
+        """ "Test connection" on the add/change form: what was typed in, tested before saving
+        (nothing is saved). Answers JSON to the page's script, a small page without it."""
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        obj = self.get_object(request, object_id) if object_id else None
+        if object_id and obj is None:
+            raise Http404("No such connection.")
+        allowed = (
+            self.has_change_permission(request, obj)
+            if obj is not None
+            else self.has_add_permission(request)
+        )
+        if not allowed:
+            raise PermissionDenied
+        kind = self.kind_for(request, obj)
+        form = connection_form_for(kind, obj)(request.POST, instance=obj or Connection())
+        ok, message = False, ""
+        if not form.is_valid():
+            problems = [
+                f"{form.fields[f].label if f in form.fields else 'Form'}: {' '.join(map(str, e))}"
+                for f, e in form.errors.items()
+            ]
+            message = "Not tested — fix these first: " + "; ".join(problems)
+        else:
+            candidate = form.save(commit=False)
+            limited = limits.hit(request, "connection_test")
+            try:
+                if limited is not None:
+                    raise limits.Busy(limited.message)
+                result = probe(candidate)
+            except limits.Busy as exc:
+                message = exc.message
+            except SyncError as exc:
+                message = f"Connection test failed ({exc.error_class}): {exc.message}"
+            else:
+                ok, message = True, f"Connection test passed: {result.message} (not saved yet)"
+        if request.headers.get("X-Requested-With") == "fetch":
+            return JsonResponse({"ok": ok, "message": message})
+        return TemplateResponse(
+            request,
+            "admin/integrations/connection/test_result.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Connection test",
+                "ok": ok,
+                "message": message,
+                "opts": self.model._meta,
+            },
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
         running = SyncJob.objects.filter(connection=OuterRef("pk"), state=SyncJob.State.RUNNING)

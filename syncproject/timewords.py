@@ -20,6 +20,9 @@ def relative(moment: datetime | None, empty: str = "never", now: datetime | None
     seconds = (moment - now).total_seconds()
     if abs(seconds) < JUST_NOW_SECONDS:
         return "just now"
+    if abs(seconds) < 60:  # Django's timesince says "0 minutes" here
+        count = int(abs(seconds))
+        return f"{count} seconds ago" if seconds < 0 else f"in {count} seconds"
     if seconds < 0:
         return f"{_largest_unit(timesince(moment, now))} ago"
     return f"in {_largest_unit(timeuntil(moment, now))}"

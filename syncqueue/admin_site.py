@@ -15,6 +15,9 @@ class SyncAdminSite(admin.AdminSite):
     site_title = "syncproject"
     index_title = "Sync control room"
     index_template = "admin/sync_index.html"
+    # the app list lives on the index and in the breadcrumbs: list pages get the whole width
+    # (with the sidebar, a 1280 px screen cut the connections list after "Next run")
+    enable_nav_sidebar = False
 
     def get_urls(self) -> list[Any]:
         from syncqueue import admin_views

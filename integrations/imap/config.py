@@ -19,7 +19,7 @@ class ImapConfig(ConnectorConfig):
     folders: list[str] = Field(default_factory=lambda: ["INBOX"], min_length=1)
     all_folders: bool = False
     history_days: int | None = Field(
-        default=30, ge=1, description="Initial sync covers this many days; null = all mail."
+        default=30, ge=1, description="Initial sync covers this many days; empty = all mail."
     )
     batch_size: int = Field(default=500, ge=1, le=5000)
     connect_timeout: float = Field(default=10.0, gt=0, le=300)

@@ -17,7 +17,7 @@ class ZendeskConfig(ConnectorConfig):
     subdomain: str = Field(description="The account's subdomain: 'acme' for acme.zendesk.com.")
     email: str = Field(default="", max_length=320, description="Admin's email (API token auth).")
     history_days: int | None = Field(
-        default=7, ge=1, description="First sync covers this many days; null = every ticket."
+        default=7, ge=1, description="First sync covers this many days; empty = every ticket."
     )
     start_date: date | None = Field(default=None, description="First sync from this date.")
     per_page: int = Field(default=500, ge=1, le=1000)

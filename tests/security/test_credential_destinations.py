@@ -8,7 +8,6 @@ no connection, let alone a password. Typing the secret again in the same form is
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from django.urls import reverse
 
 from integrations import crypto
 from integrations.models import Connection, CredentialsNotForThisServer
+from tests.support.admin_forms import connection_form
 from tests.support.listener import Listener
 
 pytestmark = pytest.mark.django_db
@@ -78,24 +78,6 @@ def stored(request, make_connection, organization, test_ca, settings) -> Connect
     )
 
 
-def admin_form(conn: Connection, **changes: Any) -> dict[str, Any]:
-    data = {
-        "name": conn.name,
-        "kind": conn.kind,
-        "owner": conn.owner_id or "",
-        "organization": conn.organization_id or "",
-        "config": json.dumps(conn.config),
-        "disabled_reason": conn.disabled_reason,
-        "schedule": conn.schedule,
-        "_save": "Save",
-    }
-    if conn.enabled:
-        data["enabled"] = "on"
-    if conn.scheduled:
-        data["scheduled"] = "on"
-    return {**data, **changes}
-
-
 KINDS = ["imap", "msgraph", "zendesk", "zimbra"]
 
 
@@ -106,7 +88,7 @@ def test_admin_refuses_a_new_destination_without_the_secret(
     client.force_login(staff)
     url = reverse("admin:integrations_connection_change", args=[stored.pk])
     config = {**stored.config, **elsewhere(stored.kind, listener, settings)}
-    response = client.post(url, admin_form(stored, config=json.dumps(config)))
+    response = client.post(url, connection_form(stored, config=config))
     assert response.status_code == 200  # the form again, with the error
     errors = response.context["adminform"].form.errors
     secret_errors = " ".join(errors.get(f"secret_{SECRET[stored.kind]}", []))
@@ -136,7 +118,7 @@ def test_admin_accepts_a_new_destination_with_the_secret_typed_again(
     client.force_login(staff)
     url = reverse("admin:integrations_connection_change", args=[stored.pk])
     config = {**stored.config, **elsewhere(stored.kind, listener, settings)}
-    form = admin_form(stored, config=json.dumps(config))
+    form = connection_form(stored, config=config)
     form[f"secret_{SECRET[stored.kind]}"] = "a-new-secret-value"
     response = client.post(url, form)
     assert response.status_code == 302, response.context["adminform"].form.errors
@@ -203,7 +185,7 @@ def test_the_settings_page_and_admin_store_a_secret_again_after_the_key_was_lost
     client.force_login(staff)
     url = reverse("admin:integrations_connection_change", args=[conn.pk])
     assert "cannot be used" in client.get(url).content.decode()
-    response = client.post(url, admin_form(conn, secret_password="new-password"))
+    response = client.post(url, connection_form(conn, secret_password="new-password"))
     assert response.status_code == 302
     conn.refresh_from_db()
     assert conn.get_secrets() == {"password": "new-password"}

@@ -24,6 +24,8 @@ NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
         (-timedelta(days=2, hours=3), "2 days ago"),
         (timedelta(seconds=2), "just now"),
         (-timedelta(seconds=3), "just now"),
+        (-timedelta(seconds=46), "46 seconds ago"),
+        (timedelta(seconds=20), "in 20 seconds"),
     ],
 )
 def test_relative(offset: timedelta, words: str) -> None:

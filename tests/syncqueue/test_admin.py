@@ -16,6 +16,7 @@ from django.utils import timezone
 from integrations.models import Connection
 from syncqueue import engine
 from syncqueue.models import SyncJob, SyncLog, WorkerHeartbeat
+from tests.support.admin_forms import connection_form
 
 pytestmark = pytest.mark.django_db
 Kind, State = SyncJob.Kind, SyncJob.State
@@ -178,62 +179,71 @@ def test_secrets_are_never_shown_and_only_replaced(admin_client_for, make_connec
     page = admin_client_for.get(url).content.decode()
     assert "do-not-show-me-1234" not in page and conn.secret not in page
     assert "Replace password" in page and "Stored, encrypted" in page
-    form = {
-        "name": "Renamed",
-        "kind": "fake",
-        "owner": conn.owner_id,
-        "organization": "",
-        "config": '{"total": 3}',
-        "enabled": "on",
-        "disabled_reason": "",
-        "schedule": "",
-        "scheduled": "on",
-        "secret_password": "",
-    }
+    form = connection_form(conn, name="Renamed", cfg_total="3", secret_password="")
     response = admin_client_for.post(url, form)
     assert response.status_code == 302, response.content.decode()[:2000]
     conn.refresh_from_db()
     assert conn.name == "Renamed" and conn.get_secrets() == {"password": "do-not-show-me-1234"}
+    assert conn.config["total"] == 3
     admin_client_for.post(url, {**form, "secret_password": "new-one-5678"})
     conn.refresh_from_db()
     assert conn.get_secrets() == {"password": "new-one-5678"}
 
 
-def test_invalid_config_is_refused_with_the_schema_message(admin_client_for, make_connection):
+def test_a_bad_setting_is_refused_on_its_own_field(admin_client_for, make_connection):
     conn = make_connection()
     url = reverse("admin:integrations_connection_change", args=[conn.pk])
-    page = admin_client_for.post(
-        url,
-        {
-            "name": "x",
-            "kind": "fake",
-            "owner": conn.owner_id,
-            "config": '{"total": "lots"}',
-            "schedule": "* * *",
-            "scheduled": "on",
-        },
-    ).content.decode()
-    assert "total" in page and "5 fields" in page
+    response = admin_client_for.post(url, connection_form(conn, cfg_total="lots"))
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["cfg_total"] and "whole number" in errors["cfg_total"][0]
 
 
-def test_adding_a_connection_queues_its_initial_sync(admin_client_for, owner):
+def test_adding_a_connection_is_two_steps_with_the_providers_own_fields(admin_client_for, owner):
+    add = reverse("admin:integrations_connection_add")
+    chooser = admin_client_for.get(add).content.decode()
+    assert f"{add}?kind=imap" in chooser and f"{add}?kind=zendesk" in chooser
+    imap = admin_client_for.get(f"{add}?kind=imap").content.decode()
+    assert 'name="cfg_host"' in imap and 'name="secret_password"' in imap
+    assert 'name="config"' not in imap and "api_token" not in imap  # no JSON, no foreign fields
+    assert "Test connection" in imap
     response = admin_client_for.post(
-        reverse("admin:integrations_connection_add"),
+        f"{add}?kind=fake",
         {
             "name": "New",
-            "kind": "fake",
             "owner": owner.pk,
-            "config": "{}",
+            "cfg_total": "7",
             "enabled": "on",
             "schedule": "every 30m",
             "scheduled": "on",
             "secret_password": "pw",
         },
     )
-    assert response.status_code == 302
+    assert response.status_code == 302, response.context["adminform"].form.errors
     conn = Connection.objects.get(name="New")
+    assert conn.kind == "fake" and conn.config["total"] == 7
     assert conn.get_secrets() == {"password": "pw"} and conn.next_sync_at is not None
     assert SyncJob.objects.get(connection=conn).kind == Kind.INITIAL
+
+
+def test_test_connection_runs_before_saving(admin_client_for, owner, make_connection):
+    test_new = reverse("admin:integrations_connection_test_new") + "?kind=fake"
+    form = {"name": "Trial", "owner": owner.pk, "cfg_total": "4", "secret_password": "pw"}
+    bad = admin_client_for.post(
+        test_new, {**form, "cfg_check_error": "auth"}, HTTP_X_REQUESTED_WITH="fetch"
+    ).json()
+    assert bad == {
+        "ok": False,
+        "message": "Connection test failed (AuthFailed): The fake server rejected the password.",
+    }
+    good = admin_client_for.post(test_new, form, HTTP_X_REQUESTED_WITH="fetch").json()
+    assert good["ok"] and "4 items" in good["message"] and "not saved yet" in good["message"]
+    page = admin_client_for.post(test_new, form).content.decode()  # without JavaScript
+    assert "Connection test passed" in page and "Go back to the form" in page
+    assert not Connection.objects.exists()  # nothing was saved
+    conn = make_connection(name="Stored")
+    test_it = reverse("admin:integrations_connection_test", args=[conn.pk])
+    answer = admin_client_for.post(test_it, connection_form(conn), HTTP_X_REQUESTED_WITH="fetch")
+    assert answer.json()["ok"]
 
 
 def test_job_retry_and_cancel_actions(admin_client_for, make_connection, staff):
