@@ -28,7 +28,9 @@ from integrations.config_form import (
     initial_values,
     is_advanced,
     label_for,
+    normalized,
     to_config,
+    unknown_keys,
 )
 from integrations.errors import SyncError
 from integrations.models import Connection, UserSwitch
@@ -119,7 +121,7 @@ class ConnectionForm(forms.ModelForm):
         stored = self.instance.config if self.instance.pk else {}
         config = to_config(config_model, data, stored)
         try:
-            config_model.model_validate(config)
+            config = normalized(config_model, config)
         except ValidationError as exc:
             per_field, general = field_errors(exc)
             for field, problems in per_field.items():
@@ -354,10 +356,9 @@ class ConnectionAdmin(admin.ModelAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
-        context = {
-            **(extra_context or {}),
-            "test_url": reverse("admin:integrations_connection_test", args=[object_id]),
-        }
+        context = dict(extra_context or {})
+        if self.has_change_permission(request):
+            context["test_url"] = reverse("admin:integrations_connection_test", args=[object_id])
         return super().change_view(request, object_id, form_url, context)
 
     def choose_kind(self, request: HttpRequest) -> HttpResponse:
@@ -461,7 +462,15 @@ class ConnectionAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: Connection, form: Any, change: bool) -> None:
+        stored = Connection.objects.filter(pk=obj.pk).values_list("config", flat=True).first()
+        dropped = unknown_keys(form.connector.Config, stored or {}) if change else []
         super().save_model(request, obj, form, change)
+        if dropped:
+            self.message_user(
+                request,
+                f"Settings this provider no longer uses were removed: {', '.join(dropped)}.",
+                messages.WARNING,
+            )
         if getattr(form, "secrets_replaced", False):
             resumed = control.credentials_replaced(obj, request.user)
             if resumed is not None:

@@ -128,7 +128,9 @@ def to_config(
     """The config dict from cleaned form data: ``base`` (the stored config, so keys the form
     does not show survive) updated with every field; an empty optional field is its default
     (or ``None``), lists are one value per line."""
-    result = dict(base or {})
+    # keys the provider no longer knows are dropped (its config forbids them: kept, they would
+    # block every save); see ``unknown_keys``
+    result = {k: v for k, v in (base or {}).items() if k in config.model_fields}
     for name, info in config.model_fields.items():
         key = PREFIX + name
         if key not in cleaned:
@@ -136,17 +138,32 @@ def to_config(
         value = cleaned[key]
         kind, optional = _plain_type(info.annotation)
         if _line_list(kind):
-            value = [line.strip() for line in str(value or "").splitlines() if line.strip()]
+            value = [line for line in str(value or "").splitlines() if line.strip()]
+        default = _default(info)
+        if name not in result and default is not PydanticUndefined and value == default:
+            continue  # left at its default: not frozen into the stored config
         if value in (None, "", []) and not info.is_required():
             if optional and value != []:
-                result[name] = None
-            else:
-                result.pop(name, None)  # the default applies
+                result[name] = None  # emptied on purpose: "none" (e.g. all history)
+            elif name in result:
+                result[name] = default  # stored before: stays stored, as the default
             continue
         if isinstance(value, date):
             value = value.isoformat()
         result[name] = value
     return result
+
+
+def unknown_keys(config: type[BaseModel], stored: Mapping[str, Any]) -> list[str]:
+    """Stored keys the provider no longer knows (dropped on the next save)."""
+    return sorted(k for k in stored if k not in config.model_fields)
+
+
+def normalized(config: type[BaseModel], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as the provider reads them (numbers as numbers, dates as ISO text), keeping
+    only the keys given."""
+    dumped = config.model_validate(dict(values)).model_dump(mode="json")
+    return {k: dumped[k] for k in values}
 
 
 def field_errors(exc: ValidationError) -> tuple[dict[str, list[str]], list[str]]:

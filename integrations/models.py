@@ -259,6 +259,10 @@ class Connection(models.Model):
                 current, sealed_for = crypto.open_secrets(self.secret)
             except SyncError:
                 current, sealed_for = {}, None
+            if sealed_for is None and self.pk:  # sealed before that rule: the saved settings
+                saved = Connection.objects.filter(pk=self.pk).values("kind", "config").first()
+                if saved is not None:
+                    sealed_for = self.destination(saved["kind"], saved["config"])
             if sealed_for is not None and sealed_for != self.destination():
                 current = {}
         current.update({k: v for k, v in values.items() if v not in (None, "")})

@@ -331,9 +331,12 @@ class WorkerHeartbeatAdmin(ReadOnlyAdmin):
         if (beat.info or {}).get("stopped"):
             return badge("stopped", "stopped cleanly")
         age = (timezone.now() - beat.seen_at).total_seconds()
-        if age <= settings.SYNC_HEARTBEAT_STALE_SECONDS:
-            return badge("ok", "alive")
-        return badge("failed", "gone")
+        fresh = age <= settings.SYNC_HEARTBEAT_STALE_SECONDS
+        if beat.name.startswith("worker:"):
+            # a worker process beats when it runs a ticket: quiet means idle, not dead (its
+            # cluster's row says whether the cluster lives)
+            return badge("ok", "working") if fresh else badge("stopped", "idle")
+        return badge("ok", "alive") if fresh else badge("failed", "gone")
 
     @admin.display(description="Seen")
     def seen(self, beat: WorkerHeartbeat) -> str:

@@ -89,9 +89,12 @@ def check_alerts(now: datetime | None = None, current: list[Alert] | None = None
                 pass  # another dispatcher recorded it a moment ago
         elif not state.active:
             changes: dict[str, Any] = {"active": True, "message": alert.message[:500]}
-            if not state.notified_active:
+            off_for = now - state.cleared_at if state.cleared_at is not None else None
+            flapping = off_for is not None and off_for.total_seconds() < _grace_seconds()
+            if not state.notified_active and not flapping:
                 # Staff were told it cleared (or nothing yet): a new episode. Otherwise it flapped
-                # inside the quiet period and, for staff, has been on since the first start.
+                # (inside the quiet period, or off for less than the grace period) and has been
+                # on since the first start: an alert that keeps coming back is mailed.
                 changes["started_at"] = now
             AlertState.objects.filter(key=key, active=False).update(**changes)
     for key, state in known.items():
@@ -99,13 +102,17 @@ def check_alerts(now: datetime | None = None, current: list[Alert] | None = None
             AlertState.objects.filter(key=key, active=True).update(active=False, cleared_at=now)
     # an alert is mailed once it has been on for the grace period (a starting system has no
     # heartbeat for a few seconds); one that cleared before it was mailed is never mailed
-    grace = now - timedelta(seconds=settings.SYNC_ALERT_GRACE_SECONDS)
+    on_since = now - timedelta(seconds=_grace_seconds())
     due = (
         AlertState.objects.exclude(active=F("notified_active"))
         .filter(_quiet_over(now))
-        .exclude(active=True, started_at__gt=grace)
+        .exclude(active=True, started_at__gt=on_since)
     )
     return sum(_tell_staff(state, on.get(state.key), now) for state in due)
+
+
+def _grace_seconds() -> int:
+    return int(settings.SYNC_ALERT_GRACE_SECONDS)
 
 
 def _tell_staff(state: AlertState, alert: Alert | None, now: datetime) -> int:

@@ -40,6 +40,28 @@ class FeedConfig(ConnectorConfig):
         return value
 
 
+class _Framed:
+    """The document's lines, noting whether it opened and closed as a VCALENDAR."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self.lines = lines
+        self.opened = self.closed = False
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.lines:
+            text = (line or "").strip().upper()
+            if text:
+                if not self.opened and text != "BEGIN:VCALENDAR":
+                    return  # not a calendar at all
+                self.opened = True
+                self.closed = text == "END:VCALENDAR"
+            yield line
+
+    @property
+    def complete(self) -> bool:
+        return self.opened and self.closed
+
+
 def _ref(props: dict[str, str]) -> ItemRef:
     uid = props.get("UID", "").strip() or "?"
     return ItemRef(f"calfeed:{uid}", f"event {uid}")
@@ -112,7 +134,8 @@ class CalFeedConnector(Connector[FeedConfig]):
         seen: set[str] = set()
         position = 0  # events of this document taken so far, in its order
         pending: list[dict[str, str]] = []
-        for props in vevents(answer.iter_lines(decode_unicode=True)):
+        document = _Framed(answer.iter_lines(decode_unicode=True))
+        for props in vevents(document):
             uid = props.get("UID", "").strip()
             if "RECURRENCE-ID" in props or (uid and uid in seen):
                 continue  # an override of one occurrence, or the same event again
@@ -127,6 +150,12 @@ class CalFeedConnector(Connector[FeedConfig]):
                 pending = []
         if pending:
             yield self._batch(pending, etag, position)
+        if not document.complete:
+            # a sign-in page, or a body cut short: retiring what it lacks would delete events
+            raise Transient(
+                "The calendar feed's answer was not a whole iCalendar document "
+                "(BEGIN:VCALENDAR … END:VCALENDAR); nothing was marked removed."
+            )
         yield Batch(
             records=[Retire(frozenset(seen))],
             cursor={"etag": etag},

@@ -105,3 +105,19 @@ def test_an_event_without_uid_is_a_skipped_item_and_removed_events_are_retired(
     # event-1 could not be read this time: it is not in the pass's UIDs, so it is retired too
     assert live == {f"event-{i}@feed.test" for i in (2, 3, 4)}
     assert FeedEvent.objects.filter(connection=conn, deleted=True).count() == 2
+
+
+@pytest.mark.django_db
+def test_an_answer_that_is_not_a_whole_calendar_removes_nothing(
+    provider: Provider, feed: FakeFeed, work: Any
+) -> None:
+    from tests.support.jobs import sync_once
+
+    feed.add_events(3)
+    conn = provider.connect()
+    assert sync_once(conn, work).state == "succeeded"
+    feed.add_events(1)  # a new version, then the server answers with a sign-in page
+    feed.fault(r"\.ics", 200, body="<html>Please sign in</html>", times=5)
+    job = sync_once(conn, work)
+    assert job.error_class == "Transient" and "not a whole iCalendar document" in job.error_message
+    assert len(provider.stored(conn)) == 3  # nothing was retired

@@ -217,3 +217,25 @@ def test_a_message_names_what_changed(make_connection):
     assert "(host)" in problem
     entered = {"password": "x"}
     assert conn.destination_problem("imap", {**conn.config, "host": "evil.example"}, entered) == ""
+
+
+def test_an_unsealed_secret_is_not_carried_to_a_new_destination_with_another_one(
+    make_connection: Any,
+) -> None:
+    """A secret stored before sealing existed, a new authority host and only the *other*
+    secret typed in: the stored client secret must not come along to the new host."""
+    from integrations import crypto
+
+    conn = make_connection(
+        kind="msgraph",
+        config={"tenant_id": "t", "client_id": "c", "mailbox": "m@x.test"},
+        secrets={"client_secret": "placeholder"},
+    )
+    Connection.objects.filter(pk=conn.pk).update(
+        secret=crypto.encrypt_secrets({"client_secret": "the-real-one"}, None)  # unsealed
+    )
+    conn.refresh_from_db()
+    conn.config = {**conn.config, "authority_host": "https://elsewhere.example.net"}
+    assert conn.destination_problem("msgraph", conn.config, {"private_key": "junk"}) == ""
+    conn.set_secrets({"private_key": "junk"})
+    assert conn.get_secrets() == {"private_key": "junk"}  # the client secret stayed behind

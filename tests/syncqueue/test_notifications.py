@@ -313,3 +313,16 @@ def test_a_shared_database_without_a_secret_key_is_warned_about(settings):
     assert [w.id for w in check_shared_secret_key()] == ["syncqueue.W005"]
     settings.DATABASE_URL = ""
     assert check_shared_secret_key() == []
+
+
+def test_an_alert_that_keeps_coming_back_is_mailed(staff, mailoutbox, settings):
+    """On 90 s, off 30 s, again and again (a crash-looping worker): never two minutes in one
+    go, but it is one episode and staff hear of it."""
+    settings.SYNC_ALERT_GRACE_SECONDS = 120
+    sent = 0
+    for cycle in range(4):
+        start = cycle * 2
+        sent += notifications.check_alerts(at(start), [BACKLOG])
+        sent += notifications.check_alerts(at(start + 1), [BACKLOG])
+        sent += notifications.check_alerts(at(start + 1.5), [])  # off for 30 s
+    assert sent == 1 and len(mailoutbox) == 1

@@ -90,6 +90,8 @@ class Command(BaseCommand):
     def check_port(self, host: str, port: int) -> None:
         """Refuse to start anything when the port is taken (another ``make run``?)."""
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # as gunicorn binds: a previous run's connections in TIME_WAIT do not count
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError as exc:
