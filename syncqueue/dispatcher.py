@@ -33,7 +33,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from integrations.models import Connection
-from syncqueue import engine, heartbeat, notifications, policy, retention
+from syncqueue import engine, heartbeat, notifications, policy, retention, stats
 from syncqueue.locks import hold_lock
 from syncqueue.models import SyncJob, SyncLog
 
@@ -74,6 +74,7 @@ def dispatch(now: datetime | None = None) -> DispatchReport:
         report.retries = engine.requeue_due_retries(now)
         report.enqueued, report.already_queued = enqueue_due(now)
         report.tickets = top_up_tickets(now)
+        stats.refresh_if_expensive()
     with hold_lock("prune", seconds=int(PRUNE_EVERY.total_seconds()), release=False) as due:
         if due:
             report.pruned = retention.prune(now)

@@ -6,10 +6,10 @@ django-q2's own Success/Failure rows are pruned on the same clock. Logs go with 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Q, Window
-from django.db.models.functions import RowNumber
+from django.db import connection, transaction
 from django_q.models import Failure, Success
 
 from syncqueue.models import SyncJob
@@ -18,25 +18,48 @@ State = SyncJob.State
 CHUNK = 500
 
 
+def expired_job_ids(now: datetime) -> list[int]:
+    """Finished jobs past their time that are not among their connection's newest
+    ``SYNC_KEEP_JOBS`` finished jobs. The rank is over *all* finished jobs of a connection and
+    the time test comes after it (filtering first would keep the newest old jobs as well)."""
+    table = connection.ops.quote_name(SyncJob._meta.db_table)
+    finished = list(SyncJob.FINISHED)
+    sql = f"""
+        SELECT id FROM (
+            SELECT id, state, finished_at,
+                   ROW_NUMBER() OVER (PARTITION BY connection_id ORDER BY id DESC) AS newest
+            FROM {table}
+            WHERE state IN ({", ".join(["%s"] * len(finished))})
+        ) ranked
+        WHERE newest > %s
+          AND ((state IN (%s, %s) AND finished_at < %s) OR (state = %s AND finished_at < %s))
+        ORDER BY id
+    """  # noqa: S608 - the table name is ours, every value is a parameter
+    params: list[Any] = [
+        *finished,
+        settings.SYNC_KEEP_JOBS,
+        State.SUCCEEDED,
+        State.CANCELLED,
+        now - timedelta(days=settings.SYNC_KEEP_SUCCEEDED_DAYS),
+        State.FAILED,
+        now - timedelta(days=settings.SYNC_KEEP_FAILED_DAYS),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
 def prune(now: datetime) -> dict[str, int]:
-    """Delete expired history; returns how many rows of each kind went."""
+    """Delete expired history in chunks of ``CHUNK`` jobs, each in its own short transaction
+    (a claim never waits long behind it); returns how many rows of each kind went."""
     succeeded_cutoff = now - timedelta(days=settings.SYNC_KEEP_SUCCEEDED_DAYS)
     failed_cutoff = now - timedelta(days=settings.SYNC_KEEP_FAILED_DAYS)
-    ranked = SyncJob.objects.filter(state__in=SyncJob.FINISHED).annotate(
-        rank=Window(RowNumber(), partition_by=[F("connection_id")], order_by=F("id").desc())
-    )
-    expired = ranked.filter(rank__gt=settings.SYNC_KEEP_JOBS).filter(
-        Q(state__in=[State.SUCCEEDED, State.CANCELLED], finished_at__lt=succeeded_cutoff)
-        | Q(state=State.FAILED, finished_at__lt=failed_cutoff)
-    )
-    ids = list(expired.values_list("id", flat=True))
+    ids = expired_job_ids(now)
     jobs = 0
     for start in range(0, len(ids), CHUNK):
-        jobs += (
-            SyncJob.objects.filter(id__in=ids[start : start + CHUNK])
-            .delete()[1]
-            .get("syncqueue.SyncJob", 0)
-        )
+        with transaction.atomic():  # logs go with their jobs; skipped items forget the job
+            deleted = SyncJob.objects.filter(id__in=ids[start : start + CHUNK]).delete()[1]
+            jobs += deleted.get("syncqueue.SyncJob", 0)
     return {
         "jobs": jobs,
         "q_successes": Success.objects.filter(stopped__lt=succeeded_cutoff).delete()[0],

@@ -99,8 +99,10 @@ def claim_next(worker: str | None = None, *, peek: bool = True) -> SyncJob | Non
     sql = _claim_sql(db.vendor)
     for _ in range(CLAIM_ROUNDS):
         now = timezone.now()
-        if peek and not _anything_queued(now):
-            return None  # the common case for surplus tickets: a read, no write lock
+        # SQLite: the common case for surplus tickets is answered by a read, without the single
+        # write lock. PostgreSQL's claim skips locked rows and blocks nobody: no pre-check.
+        if peek and db.vendor == "sqlite" and not _anything_queued(now):
+            return None
         stamp = db.ops.adapt_datetimefield_value(now)
         lease = db.ops.adapt_datetimefield_value(
             now + timedelta(seconds=settings.SYNC_LEASE_SECONDS)
@@ -116,6 +118,8 @@ def claim_next(worker: str | None = None, *, peek: bool = True) -> SyncJob | Non
             return SyncJob.objects.select_related("connection", "connection__organization").get(
                 pk=row[0]
             )
-        if not runnable_jobs(now).exists():
+        # Nothing claimed. SQLite runs writers one at a time, so nothing was runnable. On
+        # PostgreSQL a racing cluster may have taken the chosen row first: look again if so.
+        if db.vendor == "sqlite" or not runnable_jobs(now).exists():
             return None
     return None

@@ -95,11 +95,13 @@ def enqueue(
     waiting = SyncJob.objects.filter(
         connection=connection, dedupe_key=key, state__in=states
     ).order_by("id")
-    # The common repeated click: the job already waits and needs no promotion. Answer from a
-    # plain read, without taking SQLite's single write lock.
-    existing = waiting.first()
-    if existing is not None and not _promotion(existing, kind, priority, now):
-        return existing
+    # SQLite: the common repeated click (the job already waits and needs no promotion) is
+    # answered from a plain read, without taking the single write lock. PostgreSQL's row lock
+    # below is cheap and blocks only this connection's enqueues: no read before it.
+    if db.vendor == "sqlite":
+        existing = waiting.first()
+        if existing is not None and not _promotion(existing, kind, priority, now):
+            return existing
     with transaction.atomic():
         # Serialise enqueues per connection so two clicks cannot both create a job. SQLite has
         # no row locks; its IMMEDIATE transactions already serialise writers.

@@ -3,6 +3,7 @@ the retry policy (``syncqueue.policy``) says what happens next."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from datetime import timedelta
 from typing import Any
@@ -29,13 +30,27 @@ Kind = SyncJob.Kind
 Priority = SyncJob.Priority
 
 
-def announce_finished(job_id: int) -> None:
-    """Send ``job_finished`` once the current transaction commits (see syncqueue.signals)."""
+def announce_finished(
+    job_id: int, *, job: SyncJob | None = None, updates: dict[str, Any] | None = None
+) -> None:
+    """Send ``job_finished`` once the current transaction commits (see syncqueue.signals).
+
+    The engine passes the job it holds and the ``updates`` it committed, so the hot path does
+    not read the row back; other callers let it be read after the commit."""
+    if not job_finished.has_listeners(SyncJob):
+        return
 
     def send() -> None:
-        job = SyncJob.objects.select_related("connection").filter(pk=job_id).first()
         if job is not None:
-            job_finished.send(sender=SyncJob, job=job)
+            finished = copy.copy(job)
+            for name, value in (updates or {}).items():
+                setattr(finished, name, value)
+        else:
+            found = SyncJob.objects.select_related("connection").filter(pk=job_id).first()
+            if found is None:
+                return
+            finished = found
+        job_finished.send(sender=SyncJob, job=finished)
 
     transaction.on_commit(send)
 

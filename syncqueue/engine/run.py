@@ -261,9 +261,11 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
     job, conn = run.job, run.connection
     now = timezone.now()
     with transaction.atomic():
-        if db.vendor == "postgresql" and not _holds(run, lock=True):
+        writes = bool(batch.records or batch.deleted)
+        if db.vendor == "postgresql" and writes and not _holds(run, lock=True):
             # Rescued meanwhile: do not race the new holder on the same rows (SQLite writers
-            # are serialized; the conditional UPDATE below rolls back a lost slice there).
+            # are serialized; the conditional UPDATE below rolls back a lost slice there, as it
+            # does for a batch that stores nothing).
             raise _CancelRequested if _is_cancelled(job.pk, run.worker) else _LeaseLost
         skipped_before = run.skipped
         counts = _store(run, connector, batch)
@@ -290,7 +292,7 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
             updates["position"] = batch.progress[:200]
         if finish:
             updates.update(state=State.SUCCEEDED, finished_at=now, leased_until=None, worker_id="")
-            announce_finished(job.pk)
+            announce_finished(job.pk, job=job, updates=updates)
         else:
             updates["leased_until"] = now + timedelta(seconds=settings.SYNC_LEASE_SECONDS)
         owned = SyncJob.objects.filter(

@@ -218,6 +218,35 @@ def test_only_one_dispatcher_pass_at_a_time(db):
     assert not dispatcher.dispatch().skipped
 
 
+def test_retention_keeps_exactly_the_newest_n_and_what_is_recent(make_connection, settings):
+    """The newest SYNC_KEEP_JOBS finished jobs of a connection count across all its jobs:
+    once newer ones exist, every expired old job goes (not the newest few old ones too)."""
+    settings.SYNC_KEEP_JOBS = 2
+    settings.SYNC_KEEP_SUCCEEDED_DAYS = 7
+    settings.SYNC_KEEP_FAILED_DAYS = 30
+    conn, other = make_connection(), make_connection(name="other")
+
+    def job(on: Connection, state: str, days: float) -> SyncJob:
+        return SyncJob.objects.create(
+            connection=on,
+            kind=Kind.MANUAL,
+            dedupe_key="sync",
+            state=state,
+            run_after=ago(days=days),
+            finished_at=ago(days=days),
+        )
+
+    old = [job(conn, State.SUCCEEDED, d) for d in (12, 11, 10)]
+    recent = [job(conn, State.SUCCEEDED, d) for d in (3, 2, 1)]  # newer than the old ones
+    failed_recently = job(conn, State.FAILED, 20)  # newer id, within the failure window
+    lonely_old = [job(other, State.SUCCEEDED, d) for d in (30, 29)]  # its newest two: kept
+
+    assert sorted(retention.expired_job_ids(timezone.now())) == sorted(j.pk for j in old)
+    retention.prune(timezone.now())
+    remaining = set(SyncJob.objects.values_list("pk", flat=True))
+    assert remaining == {*(j.pk for j in recent), failed_recently.pk, *(j.pk for j in lonely_old)}
+
+
 def test_retention_keeps_recent_jobs_and_failures_longer(make_connection, settings):
     settings.SYNC_KEEP_JOBS = 2
     settings.SYNC_KEEP_SUCCEEDED_DAYS = 7

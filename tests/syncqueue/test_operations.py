@@ -8,8 +8,11 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError
+from django.db import connection as db
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from syncqueue import engine
 from syncqueue.checks import q_cluster_problems
 from syncqueue.models import SyncJob, WorkerHeartbeat
 
@@ -197,3 +200,26 @@ def test_migrate_removes_the_old_dispatcher_schedule():
     Schedule.objects.create(name=LEGACY_DISPATCH_SCHEDULE, func="syncqueue.tasks.dispatch")
     call_command("migrate", verbosity=0)
     assert not Schedule.objects.filter(name=LEGACY_DISPATCH_SCHEDULE).exists()
+
+
+def test_an_expensive_24_hour_count_is_served_from_the_dispatchers_refresh(
+    make_connection, monkeypatch
+):
+    from django.core.cache import cache
+
+    from syncqueue import dispatcher, stats
+
+    conn = make_connection()
+    job = engine.enqueue(conn, SyncJob.Kind.MANUAL)
+    SyncJob.objects.filter(pk=job.pk).update(state="failed", finished_at=timezone.now())
+    cache.delete(stats.OUTCOMES_KEY)
+    assert stats.queue_stats()["failed"] == 1  # cheap: counted every time
+    monkeypatch.setattr(stats, "CHEAP_SECONDS", -1.0)  # as if history were huge
+    stats.outcomes_24h(refresh=True)
+    other = engine.enqueue(make_connection(name="b"), SyncJob.Kind.MANUAL)
+    SyncJob.objects.filter(pk=other.pk).update(state="failed", finished_at=timezone.now())
+    with CaptureQueriesContext(db) as pages:
+        assert stats.queue_stats()["failed"] == 1  # the last count: no scan of history
+    assert not any("finished_at" in q["sql"] for q in pages.captured_queries)
+    dispatcher.dispatch()  # its pass refreshes the count
+    assert stats.queue_stats()["failed"] == 2
