@@ -599,5 +599,15 @@ LOGGING = {
     "loggers": {"axes": {"level": "WARNING"}},
 }
 
+SYNC_BROKER_URL = env_str(
+    "SYNC_BROKER_URL",
+    "",
+    "Redis URL for django-q2's tickets, e.g. redis://127.0.0.1:6379/0 (needs the 'redis' "
+    "extra); empty = the database (ORM broker). See 'Beyond one database's broker'.",
+)
+if SYNC_BROKER_URL:
+    del Q_CLUSTER["orm"]
+    Q_CLUSTER["redis"] = SYNC_BROKER_URL
+
 # django-q2 warns at import when timeout is missing; ours is always set, the check enforces it.
 warnings.filterwarnings("ignore", message=".*retry.*timeout.*", module="django_q.*")

@@ -15,11 +15,12 @@ def q_cluster_problems(q: dict[str, Any], slice_seconds: float, lease_seconds: i
     """Check a Q_CLUSTER dict against the rules; returned as Django check messages."""
     errors: list[Any] = []
     timeout, retry = q.get("timeout"), q.get("retry", 60)
-    if q.get("orm") != "default":
+    if q.get("orm") != "default" and not q.get("redis"):
         errors.append(
             Error(
-                "Q_CLUSTER must use the ORM broker on the default database "
-                "('orm': 'default'): jobs and their tickets commit together.",
+                "Q_CLUSTER must use the ORM broker on the default database ('orm': 'default', "
+                "jobs and their tickets commit together) or Redis (SYNC_BROKER_URL): the "
+                "dispatcher counts the waiting tickets only there.",
                 id="syncqueue.E001",
             )
         )

@@ -30,10 +30,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django_q.models import OrmQ
 
 from integrations.models import Connection
-from syncqueue import engine, heartbeat, notifications, policy, retention, stats
+from syncqueue import broker, engine, heartbeat, notifications, policy, retention, stats
 from syncqueue.locks import hold_lock
 from syncqueue.models import SyncJob, SyncLog
 
@@ -219,11 +218,9 @@ def top_up_tickets(now: datetime) -> int:
     runnable = engine.runnable_jobs(now).count()
     if not runnable:
         return 0
-    # Tickets not yet taken by a cluster (a taken one is locked into the future). Measured at
-    # this instant, so tickets written earlier in this pass count.
-    waiting_tickets = OrmQ.objects.filter(
-        key=settings.Q_CLUSTER["name"], lock__lte=timezone.now()
-    ).count()
+    # Tickets not yet taken by a worker, in whichever broker carries them. Measured at this
+    # instant, so tickets written earlier in this pass count.
+    waiting_tickets = broker.waiting_tickets()
     missing = min(runnable - waiting_tickets, MAX_TICKETS_PER_PASS)
     for _ in range(max(0, missing)):
         engine.submit_ticket(None)

@@ -18,6 +18,7 @@ from integrations.errors import (
     Permanent,
 )
 from integrations.models import Connection
+from syncqueue import broker
 from syncqueue.models import SyncJob
 
 log = logging.getLogger("syncqueue.engine")
@@ -55,8 +56,18 @@ def default_dedupe_key(kind: str) -> str:
 
 
 def submit_ticket(job_id: int | None) -> None:
-    """Write a django-q2 task that makes a worker claim work. Carries an id, never a secret."""
-    async_task(TICKET_FUNC, job_id, task_name=f"sync-job-{job_id or 'any'}", group="sync")
+    """Write a django-q2 task that makes a worker claim work. Carries an id, never a secret.
+
+    With the ORM broker the ticket commits with the caller's transaction; another broker gets
+    it once that transaction has committed (``syncqueue.broker``)."""
+
+    def send() -> None:
+        async_task(TICKET_FUNC, job_id, task_name=f"sync-job-{job_id or 'any'}", group="sync")
+
+    if broker.tickets_commit_with_jobs():
+        send()
+    else:
+        transaction.on_commit(send)
 
 
 def enqueue(

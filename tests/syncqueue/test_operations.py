@@ -51,6 +51,11 @@ def test_checks_refuse_a_broken_q_cluster(change, expected):
     assert expected in ids({**GOOD, **change})
 
 
+def test_redis_tickets_pass_the_broker_check():
+    redis = {k: v for k, v in GOOD.items() if k != "orm"} | {"redis": "redis://127.0.0.1:1/0"}
+    assert ids(redis) == []
+
+
 def test_checks_refuse_slices_near_the_timeout_and_short_leases():
     assert ids(GOOD, slice_seconds=290) == ["syncqueue.E007"]
     assert ids(GOOD, lease=20) == ["syncqueue.E008"]  # renewed every 7.5 s: two misses kill it
