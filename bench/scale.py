@@ -171,7 +171,7 @@ def measure_retention() -> dict[str, Any]:
 
 
 def run_jobs(count: int) -> dict[str, Any]:
-    """``count`` no-op jobs through the engine in this process (claim, run, commit)."""
+    """``count`` small jobs (four batches each) through the engine in this process."""
     from django.db import connection
 
     from integrations.models import Connection
@@ -181,6 +181,8 @@ def run_jobs(count: int) -> dict[str, Any]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_reset_single_table_counters('syncqueue_syncjob'::regclass)")
     ids = list(Connection.objects.order_by("id").values_list("pk", flat=True)[100 : 100 + count])
+    # four batches each (test connector): batch commits and lease renewals, not only claims
+    Connection.objects.filter(pk__in=ids).update(config={"total": 20, "batch": 5})
     start = time.perf_counter()
     for conn in Connection.objects.filter(pk__in=ids):
         engine.enqueue(conn, SyncJob.Kind.MANUAL)

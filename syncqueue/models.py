@@ -149,8 +149,11 @@ class SyncJob(models.Model):
             ),
             # Each state-specific index is partial with an equality condition, so SQLite's
             # planner (no statistics by default) never prefers a generic state index and sorts.
+            # Running jobs (few) by id, not by lease: a lease renewal or a batch commit then
+            # changes no indexed column, so PostgreSQL can update the row in place (HOT)
+            # instead of adding an entry to every index each time.
             models.Index(
-                fields=["leased_until"], condition=Q(state="running"), name="syncjob_running_idx"
+                fields=["id"], condition=Q(state="running"), name="syncjob_running_id_idx"
             ),
             models.Index(
                 fields=["run_after"], condition=Q(state="retrying"), name="syncjob_retrying_idx"
