@@ -2,7 +2,8 @@
 
 1. rescues running jobs whose lease expired (their worker died) from their checkpoint;
 2. puts retrying jobs whose backoff is over back in the queue;
-3. queues a sync for every connection that is due (one indexed query, bulk writes);
+3. queues a sync for every connection that is due (indexed, in batches, bulk writes; every
+   cluster's dispatcher does this part each tick, sharing the due connections safely);
 4. makes sure every runnable job has a ticket — due retries, jobs that waited behind a running
    job of their connection, tickets lost with a killed worker;
 5. writes the dispatcher heartbeat;
@@ -93,9 +94,12 @@ def tick(now: datetime | None = None) -> DispatchReport:
     with hold_lock("dispatch-due", seconds=interval, release=False) as due:
         if due:
             return dispatch(now)
-    report = DispatchReport(skipped="rescues only; the next full pass is not due")
-    # Safe without the dispatcher lock: each rescue is a conditional UPDATE that one wins.
+    report = DispatchReport(skipped="rescues and due syncs only; the full pass is not due")
+    # Safe without the dispatcher lock: each rescue is a conditional UPDATE that one wins, and
+    # due connections are taken in batches no two dispatchers share (enqueue_due). So every
+    # cluster queues due syncs each tick: the work is shared and a due sync waits seconds.
     report.rescued, report.failed_after_rescue = rescue_expired(now)
+    report.enqueued, report.already_queued = enqueue_due(now)
     return report
 
 
@@ -165,21 +169,40 @@ def _rescue(which: Q, now: datetime, how: str) -> tuple[int, int]:
     return rescued, failed
 
 
+DUE_BATCH = 500
+
+
 def enqueue_due(now: datetime) -> tuple[int, int]:
-    """Queue a scheduled sync for each due connection. Returns (queued, already waiting)."""
-    due = list(
-        Connection.objects.filter(next_sync_at__lte=now, enabled=True, scheduled=True)
-        .select_related("organization")
-        .order_by("next_sync_at")[: settings.SYNC_DISPATCH_LIMIT]
-    )
-    if not due:
-        return 0, 0
+    """Queue a scheduled sync for each due connection, in batches; returns (queued, already
+    waiting). Safe to run in several dispatchers at once: each batch takes its due connections
+    with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite runs writers one at a time), so the
+    clusters share the work and none queues a connection twice. The cost follows the number due,
+    not the number of connections (the partial index on ``next_sync_at``)."""
+    queued = waiting = 0
+    while queued + waiting < settings.SYNC_DISPATCH_LIMIT:
+        batch = min(DUE_BATCH, settings.SYNC_DISPATCH_LIMIT - queued - waiting)
+        new, already = _enqueue_due_batch(now, batch)
+        queued, waiting = queued + new, waiting + already
+        if new + already < batch:
+            break
+    return queued, waiting
+
+
+def _enqueue_due_batch(now: datetime, limit: int) -> tuple[int, int]:
     with transaction.atomic():
+        due_rows = (
+            Connection.objects.filter(next_sync_at__lte=now, enabled=True, scheduled=True)
+            .select_related("organization")
+            .order_by("next_sync_at")
+        )
+        if transaction.get_connection().features.has_select_for_update_skip_locked:
+            due_rows = due_rows.select_for_update(skip_locked=True, of=("self",))
+        due = list(due_rows[:limit])
+        if not due:
+            return 0, 0
         busy = set(
             SyncJob.objects.filter(
-                connection__next_sync_at__lte=now,
-                connection__enabled=True,
-                connection__scheduled=True,
+                connection_id__in=[conn.pk for conn in due],
                 dedupe_key=engine.STREAM_KEY,
                 state__in=SyncJob.ACTIVE,
             ).values_list("connection_id", flat=True)

@@ -159,8 +159,67 @@ def test_tick_makes_one_full_pass_per_interval_and_rescues_in_between(make_conne
     job = engine.enqueue(make_connection(), Kind.MANUAL)
     engine.claim_next("gone:1")
     SyncJob.objects.filter(pk=job.pk).update(leased_until=ago(seconds=1))
-    second = dispatcher.tick()  # another cluster, seconds later: rescues only
-    assert second.skipped.startswith("rescues only") and second.rescued == 1
+    due = make_connection(name="due", schedule="*/15 * * * *", next_sync_at=ago(seconds=1))
+    second = dispatcher.tick()  # another cluster, seconds later: rescues and due syncs only
+    assert second.skipped.startswith("rescues and due syncs only") and second.rescued == 1
+    assert second.enqueued == 1 and SyncJob.objects.filter(connection=due).count() == 1
+
+
+def test_dispatchers_share_due_connections_and_queue_each_once(make_connection, settings):
+    """Several clusters' dispatchers at once: batches taken with SKIP LOCKED (PostgreSQL) or one
+    writer at a time (SQLite); every due connection gets exactly one job."""
+    import threading
+
+    from django.db import connection as db
+
+    settings.SYNC_DISPATCH_LIMIT = 10_000
+    monkey = dispatcher.DUE_BATCH
+    dispatcher.DUE_BATCH = 7  # many small batches, so the dispatchers interleave
+    try:
+        conns = make_connections_due(make_connection, 60)
+        results: list[tuple[int, int]] = []
+
+        def run() -> None:
+            try:
+                results.append(dispatcher.enqueue_due(timezone.now()))
+            finally:
+                db.close()
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        dispatcher.DUE_BATCH = monkey
+    assert sum(queued for queued, _ in results) == 60
+    per_connection = {c.pk: SyncJob.objects.filter(connection=c).count() for c in conns}
+    assert set(per_connection.values()) == {1}
+
+
+def make_connections_due(make_connection, count: int) -> list[Connection]:
+    return [
+        make_connection(name=f"due{i}", schedule="*/15 * * * *", next_sync_at=ago(seconds=5))
+        for i in range(count)
+    ]
+
+
+def test_a_pass_costs_the_same_whatever_the_number_not_due(make_connection):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    def statements() -> int:
+        with CaptureQueriesContext(db) as captured:
+            dispatcher.enqueue_due(timezone.now())
+        return len(captured.captured_queries)
+
+    make_connections_due(make_connection, 3)
+    later = timezone.now() + timedelta(hours=1)
+    few = statements()
+    make_connections_due(make_connection, 3)
+    for i in range(200):
+        make_connection(name=f"later{i}", schedule="*/15 * * * *", next_sync_at=later)
+    assert statements() == few
 
 
 def test_lease_renewal_touches_only_a_job_this_worker_still_holds(make_connection, settings):
