@@ -102,7 +102,8 @@ def measure_pages() -> dict[str, Any]:
     WorkerHeartbeat.objects.create(
         name="cluster:bench:1", seen_at=__import__("django").utils.timezone.now()
     )
-    cache.delete(stats.OUTCOMES_KEY)
+    for name in ("outcomes-24h", "failure-groups", "hourly-outcomes", "failing-connections"):
+        cache.delete(stats._key(name))
     first = time.perf_counter()
     stats.queue_stats()  # the first call counts the day (as the dispatcher does each pass)
     first_ms = (time.perf_counter() - first) * 1000
@@ -121,8 +122,12 @@ def measure_pages() -> dict[str, Any]:
         answer = client.post(f"/api/connections/{next(targets)}/sync")
         assert answer.status_code == 202, answer.content
 
+    cold = time.perf_counter()
+    dashboard()  # computes its figures over history once (then the dispatcher keeps them)
+    cold_ms = (time.perf_counter() - cold) * 1000
     return {
         "queue_stats_first_call_ms": round(first_ms, 1),
+        "dashboard_first_call_ms": round(cold_ms, 1),
         "queue_stats": timed(stats.queue_stats, 50),
         "healthz_detailed": timed(healthz, 50),
         "dashboard": timed(dashboard, 10),
@@ -135,7 +140,8 @@ def measure_dispatch(due: int) -> dict[str, Any]:
 
     from syncqueue import dispatcher
 
-    with connection.cursor() as cursor:  # make ``due`` connections due now
+    with connection.cursor() as cursor:  # nothing due but ``due`` connections, due now
+        cursor.execute("UPDATE integrations_connection SET next_sync_at = now() + interval '1 day'")
         cursor.execute(
             "UPDATE integrations_connection SET next_sync_at = now() - interval '1 second' "
             "WHERE id IN (SELECT id FROM integrations_connection ORDER BY id DESC LIMIT %s)",
@@ -180,6 +186,7 @@ def run_jobs(count: int) -> dict[str, Any]:
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_reset_single_table_counters('syncqueue_syncjob'::regclass)")
+    SyncJob.objects.filter(state__in=SyncJob.WAITING).update(state="cancelled")  # ours only
     ids = list(Connection.objects.order_by("id").values_list("pk", flat=True)[100 : 100 + count])
     # four batches each (test connector): batch commits and lease renewals, not only claims
     Connection.objects.filter(pk__in=ids).update(config={"total": 20, "batch": 5})

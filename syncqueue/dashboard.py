@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from integrations.models import Connection
+from syncqueue import stats
 from syncqueue.heartbeat import WorkerStatus, clusters, worker_status
 from syncqueue.models import SyncJob, SyncLog
 from syncqueue.stats import queue_stats
@@ -123,8 +124,13 @@ class FailureGroup:
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def failure_groups(since: timedelta = FAILURE_WINDOW) -> list[FailureGroup]:
-    """Failed jobs of the window grouped by connection kind + error class + message shape."""
+def failure_groups() -> list[FailureGroup]:
+    """Failed jobs of the last 7 days grouped by connection kind + error class + message shape
+    (a ``stats.rollup``: at scale, the last grouping, at most a dispatcher pass old)."""
+    return stats.rollup("failure-groups", _failure_groups)
+
+
+def _failure_groups(since: timedelta = FAILURE_WINDOW) -> list[FailureGroup]:
     groups: dict[tuple[str, str, str], FailureGroup] = {}
     rows = (
         SyncJob.objects.filter(state=State.FAILED, finished_at__gte=timezone.now() - since)
@@ -155,8 +161,12 @@ def find_group(key: str) -> FailureGroup | None:
     return next((g for g in failure_groups() if g.key == key), None)
 
 
-def hourly_outcomes(hours: int = 24) -> list[dict[str, Any]]:
-    """Per hour: jobs succeeded, jobs failed, and attempts that were retried."""
+def hourly_outcomes() -> list[dict[str, Any]]:
+    """Per hour of the last 24: jobs succeeded, jobs failed, attempts retried (a rollup)."""
+    return stats.rollup("hourly-outcomes", _hourly_outcomes)
+
+
+def _hourly_outcomes(hours: int = 24) -> list[dict[str, Any]]:
     now = timezone.now()
     start = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
     buckets: dict[datetime, dict[str, int]] = defaultdict(
@@ -237,8 +247,12 @@ def outcomes_svg(rows: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def failing_connections(limit: int = 10) -> list[Connection]:
-    """Connections with the most failed jobs in the window."""
+def failing_connections() -> list[Connection]:
+    """Connections with the most failed jobs in the last 7 days (a rollup)."""
+    return stats.rollup("failing-connections", _failing_connections)
+
+
+def _failing_connections(limit: int = 10) -> list[Connection]:
     since = timezone.now() - FAILURE_WINDOW
     return list(
         Connection.objects.annotate(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.core.cache import cache
 from django.db.models import Count, Min
@@ -13,48 +14,63 @@ from django.utils import timezone
 from syncqueue.models import SyncJob
 
 State = SyncJob.State
+T = TypeVar("T")
 
 
-OUTCOMES_KEY = "syncqueue:outcomes-24h"
-#: below this the 24-hour count is simply recomputed (a small installation sees exact numbers)
+#: below this a figure over history is simply recomputed (a small installation sees exact
+#: numbers at once)
 CHEAP_SECONDS = 0.05
-#: a count that costs more is served from the last one, refreshed by every dispatcher pass
-OUTCOMES_MAX_AGE = 300
+#: a figure that costs more is served from the last one, refreshed by every dispatcher pass
+ROLLUP_MAX_AGE = 300
+ROLLUPS: dict[str, Callable[[], Any]] = {}
 
 
-def outcomes_24h(now: datetime | None = None, *, refresh: bool = False) -> dict[str, int]:
-    """Jobs finished in the last 24 hours by state.
+def _key(name: str) -> str:
+    return f"syncqueue:rollup:{name}"
 
-    Counting them scans a day of history (about a second at 100,000 connections), so it must
-    not run on every /healthz, dashboard view or "Sync now": once the count is expensive, pages
-    get the last one (at most a dispatcher pass old; ``refresh`` recomputes it, as the
-    dispatcher does each pass). While it is cheap it is recomputed every time."""
-    cached = cache.get(OUTCOMES_KEY)
+
+def rollup(name: str, compute: Callable[[], T], *, refresh: bool = False) -> T:
+    """``compute()`` (a figure over history: a day of outcomes, a week of failures) — or, once
+    computing it is expensive (about a second at 100,000 connections), its last value, at most
+    a dispatcher pass old: /healthz, the dashboard and "Sync now" must not scan history on
+    every request. ``refresh`` recomputes, as the dispatcher does each pass
+    (``refresh_if_expensive``)."""
+    ROLLUPS.setdefault(name, compute)
+    cached = cache.get(_key(name))
     if (
         not refresh
         and cached is not None
         and cached["cost"] >= CHEAP_SECONDS
-        and time.time() - cached["at"] < OUTCOMES_MAX_AGE
+        and time.time() - cached["at"] < ROLLUP_MAX_AGE
     ):
-        return dict(cached["counts"])
-    now = now or timezone.now()
+        return cast(T, cached["value"])
     started = time.perf_counter()
-    counts = dict(
-        SyncJob.objects.filter(finished_at__gte=now - timedelta(hours=24))
+    value = compute()
+    cost = time.perf_counter() - started
+    cache.set(_key(name), {"value": value, "cost": cost, "at": time.time()}, ROLLUP_MAX_AGE)
+    return value
+
+
+def refresh_if_expensive() -> None:
+    """The dispatcher's part: keep the expensive figures fresh for the pages."""
+    for name, compute in list(ROLLUPS.items()):
+        cached = cache.get(_key(name))
+        if cached is not None and cached["cost"] >= CHEAP_SECONDS:
+            rollup(name, compute, refresh=True)
+
+
+def outcomes_24h() -> dict[str, int]:
+    """Jobs finished in the last 24 hours by state (a ``rollup``)."""
+    return rollup("outcomes-24h", _count_outcomes_24h)
+
+
+def _count_outcomes_24h() -> dict[str, int]:
+    return dict(
+        SyncJob.objects.filter(finished_at__gte=timezone.now() - timedelta(hours=24))
         .values_list("state")
         .annotate(n=Count("id"))
         .values_list("state", "n")
     )
-    cost = time.perf_counter() - started
-    cache.set(OUTCOMES_KEY, {"counts": counts, "cost": cost, "at": time.time()}, OUTCOMES_MAX_AGE)
-    return counts
-
-
-def refresh_if_expensive() -> None:
-    """The dispatcher's part: keep an expensive 24-hour count fresh for the pages."""
-    cached = cache.get(OUTCOMES_KEY)
-    if cached is not None and cached["cost"] >= CHEAP_SECONDS:
-        outcomes_24h(refresh=True)
 
 
 def queue_stats(now: datetime | None = None) -> dict[str, Any]:
@@ -64,7 +80,7 @@ def queue_stats(now: datetime | None = None) -> dict[str, Any]:
     outcomes come from ``outcomes_24h``."""
     now = now or timezone.now()
     jobs = SyncJob.objects
-    recent = outcomes_24h(now)
+    recent = outcomes_24h()
     oldest = jobs.filter(state=State.QUEUED).aggregate(oldest=Min("run_after"))["oldest"]
     return {
         "waiting": jobs.filter(state=State.QUEUED).count(),

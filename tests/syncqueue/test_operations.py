@@ -217,10 +217,10 @@ def test_an_expensive_24_hour_count_is_served_from_the_dispatchers_refresh(
     conn = make_connection()
     job = engine.enqueue(conn, SyncJob.Kind.MANUAL)
     SyncJob.objects.filter(pk=job.pk).update(state="failed", finished_at=timezone.now())
-    cache.delete(stats.OUTCOMES_KEY)
+    cache.delete(stats._key("outcomes-24h"))
     assert stats.queue_stats()["failed"] == 1  # cheap: counted every time
     monkeypatch.setattr(stats, "CHEAP_SECONDS", -1.0)  # as if history were huge
-    stats.outcomes_24h(refresh=True)
+    stats.rollup("outcomes-24h", stats._count_outcomes_24h, refresh=True)
     other = engine.enqueue(make_connection(name="b"), SyncJob.Kind.MANUAL)
     SyncJob.objects.filter(pk=other.pk).update(state="failed", finished_at=timezone.now())
     with CaptureQueriesContext(db) as pages:
