@@ -333,10 +333,9 @@ class ConnectionAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return [*self.readonly_fields, "kind_shown"]
 
+    @admin.display(description="Kind")
     def kind_shown(self, conn: Connection) -> str:
         return get_connector_class(conn.kind).label if conn.kind in available() else conn.kind
-
-    kind_shown.short_description = "Kind"  # type: ignore[attr-defined]
 
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: Any = None

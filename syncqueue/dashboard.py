@@ -130,6 +130,7 @@ def failure_groups() -> list[FailureGroup]:
     return stats.rollup("failure-groups", _failure_groups)
 
 
+@stats.rollup_of("failure-groups")
 def _failure_groups(since: timedelta = FAILURE_WINDOW) -> list[FailureGroup]:
     groups: dict[tuple[str, str, str], FailureGroup] = {}
     rows = (
@@ -166,6 +167,7 @@ def hourly_outcomes() -> list[dict[str, Any]]:
     return stats.rollup("hourly-outcomes", _hourly_outcomes)
 
 
+@stats.rollup_of("hourly-outcomes")
 def _hourly_outcomes(hours: int = 24) -> list[dict[str, Any]]:
     now = timezone.now()
     start = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
@@ -252,6 +254,7 @@ def failing_connections() -> list[Connection]:
     return stats.rollup("failing-connections", _failing_connections)
 
 
+@stats.rollup_of("failing-connections")
 def _failing_connections(limit: int = 10) -> list[Connection]:
     since = timezone.now() - FAILURE_WINDOW
     return list(

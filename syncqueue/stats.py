@@ -35,7 +35,6 @@ def rollup(name: str, compute: Callable[[], T], *, refresh: bool = False) -> T:
     a dispatcher pass old: /healthz, the dashboard and "Sync now" must not scan history on
     every request. ``refresh`` recomputes, as the dispatcher does each pass
     (``refresh_if_expensive``)."""
-    ROLLUPS.setdefault(name, compute)
     cached = cache.get(_key(name))
     if (
         not refresh
@@ -51,6 +50,17 @@ def rollup(name: str, compute: Callable[[], T], *, refresh: bool = False) -> T:
     return value
 
 
+def rollup_of(name: str) -> Callable[[Callable[[], T]], Callable[[], T]]:
+    """Register a figure's computation at import, so every dispatcher process knows it and
+    can keep it fresh (``refresh_if_expensive``), whether or not it ever served a page."""
+
+    def register(compute: Callable[[], T]) -> Callable[[], T]:
+        ROLLUPS[name] = compute
+        return compute
+
+    return register
+
+
 def refresh_if_expensive() -> None:
     """The dispatcher's part: keep the expensive figures fresh for the pages."""
     for name, compute in list(ROLLUPS.items()):
@@ -64,6 +74,7 @@ def outcomes_24h() -> dict[str, int]:
     return rollup("outcomes-24h", _count_outcomes_24h)
 
 
+@rollup_of("outcomes-24h")
 def _count_outcomes_24h() -> dict[str, int]:
     return dict(
         SyncJob.objects.filter(finished_at__gte=timezone.now() - timedelta(hours=24))

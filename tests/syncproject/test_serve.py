@@ -38,6 +38,15 @@ def dovecot_masters() -> set[int]:
 TOKEN = "demo-test-metrics-token"
 
 
+def serve_env(var_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    """``make run``'s environment on a fresh machine: the embedded default (no DATABASE_URL,
+    the product's settings), its own var directory and port."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    return {**env, "SYNC_VAR_DIR": str(var_dir), "PORT": str(port), **extra}
+
+
 def _running(pids: set[int]) -> dict[int, str]:
     """The processes among ``pids`` that still run (not zombies), with their command lines."""
     found = {}
@@ -74,15 +83,7 @@ def health(url: str) -> dict | None:
 
 def test_the_demo_starts_syncs_and_stops_everything(tmp_path):
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
-    }
-    env.update(
-        SYNC_VAR_DIR=str(tmp_path),
-        SYNC_ADMIN_PASSWORD="demo",
-        PORT=str(port),
-        SYNC_METRICS_TOKEN=TOKEN,
-    )
+    env = serve_env(tmp_path, port, SYNC_ADMIN_PASSWORD="demo", SYNC_METRICS_TOKEN=TOKEN)
     before = dovecot_masters()
     log = (output_dir() / "serve-demo.log").open("wb")
     proc = subprocess.Popen(
@@ -129,13 +130,10 @@ def qcluster_main(serve_pid: int) -> int | None:
 
 def test_make_run_restarts_workers_that_stop_proving_they_work(tmp_path):
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
-    }
-    env.update(
-        SYNC_VAR_DIR=str(tmp_path),
+    env = serve_env(
+        tmp_path,
+        port,
         SYNC_ADMIN_PASSWORD="pw",
-        PORT=str(port),
         SYNC_METRICS_TOKEN=TOKEN,
         SYNC_WATCHDOG_SECONDS="6",
         SYNC_CLUSTER_BEAT_SECONDS="1",
@@ -187,10 +185,7 @@ def test_a_taken_port_is_named_and_nothing_starts(tmp_path):
     import socket
 
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
-    }
-    env.update(SYNC_VAR_DIR=str(tmp_path), PORT=str(port))
+    env = serve_env(tmp_path, port)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()

@@ -212,19 +212,23 @@ def test_an_expensive_24_hour_count_is_served_from_the_dispatchers_refresh(
 ):
     from django.core.cache import cache
 
-    from syncqueue import dispatcher, stats
+    from syncqueue import dashboard, dispatcher, stats
 
     conn = make_connection()
     job = engine.enqueue(conn, SyncJob.Kind.MANUAL)
     SyncJob.objects.filter(pk=job.pk).update(state="failed", finished_at=timezone.now())
-    cache.delete(stats._key("outcomes-24h"))
+    for name in stats.ROLLUPS:
+        cache.delete(stats._key(name))
     assert stats.queue_stats()["failed"] == 1  # cheap: counted every time
     monkeypatch.setattr(stats, "CHEAP_SECONDS", -1.0)  # as if history were huge
     stats.rollup("outcomes-24h", stats._count_outcomes_24h, refresh=True)
+    assert [g.count for g in dashboard.failure_groups()] == [1]  # the dashboard's, cached
     other = engine.enqueue(make_connection(name="b"), SyncJob.Kind.MANUAL)
     SyncJob.objects.filter(pk=other.pk).update(state="failed", finished_at=timezone.now())
     with CaptureQueriesContext(db) as pages:
         assert stats.queue_stats()["failed"] == 1  # the last count: no scan of history
     assert not any("finished_at" in q["sql"] for q in pages.captured_queries)
-    dispatcher.dispatch()  # its pass refreshes the count
+    assert [g.count for g in dashboard.failure_groups()] == [1]
+    dispatcher.dispatch()  # its pass refreshes the counts, the dashboard's figures included
     assert stats.queue_stats()["failed"] == 2
+    assert [g.count for g in dashboard.failure_groups()] == [2]
