@@ -53,6 +53,7 @@ import contextlib
 import logging
 import os
 import platform
+import select
 import signal
 import struct
 import time
@@ -81,6 +82,7 @@ from django_q.status import Stat
 from django_q.worker import worker
 
 from syncqueue import identity, watchdog
+from syncqueue.broker import take_tickets, tickets_commit_with_jobs
 
 log = logging.getLogger("syncqueue.cluster")
 
@@ -90,7 +92,7 @@ RETIRE_GRACE = 5.0  # seconds an idle retiring worker gets between SIGUSR1 and S
 HEAL_WINDOW = 600.0  # SYNC_CLUSTER_MAX_HEALS counts generations within this many seconds
 GIVE_UP_EXIT_CODE = 3
 UNHEALTHY_AFTER = 5.0  # seconds a stall condition may hold before the cluster stops beating
-GATE_POLL = 0.01  # seconds the pusher waits for a free worker (a read of shared memory)
+GATE_POLL = 0.05  # longest the pusher waits for a free worker without being woken
 EMPTY, IDLE, BUSY = 0, 1, 2  # a worker slot's state
 _SYSCALLS = {
     "x86_64": {"read": 0, "write": 1, "futex": 202},
@@ -127,14 +129,17 @@ def retirable_worker(
     started: Any,
     slots: Any,
     slot: int,
+    wake: int,
 ) -> None:
     """django-q2's worker plus: its state in ``slots[slot]`` (busy from the moment it takes a
-    ticket, which is what the pusher's gate and the stall detector read), a count of started
-    tasks (the timer stays -1 during a task without timeout), and a quiet exit on
+    ticket, which is what the pusher's gate and the stall detector read; a byte written to the
+    ``wake`` pipe when it is free again wakes the pusher at once), a count of started tasks
+    (the timer stays -1 during a task without timeout), and a quiet exit on
     :data:`RETIRE_SIGNAL` when no task runs (SystemExit -> normal exit -> the result queue's
     feeder thread is joined, so results already put are flushed). No lock anywhere: a killed
     process cannot leave one taken."""
     slots[slot] = IDLE
+    notify(wake)
     take = task_queue.get
 
     def get(*args: Any, **kwargs: Any) -> Any:
@@ -149,6 +154,7 @@ def retirable_worker(
 
     def on_post_execute(**kwargs: Any) -> None:
         slots[slot] = IDLE
+        notify(wake)
 
     def on_retire(signum: int, frame: Any) -> None:
         if slots[slot] != BUSY and timer.get_obj().value < 0:  # -1 idle, -2 recycling
@@ -170,15 +176,42 @@ def counting_monitor(result_queue: Queue, broker: Any, saved: Any) -> None:
     monitor(result_queue, broker)
 
 
-def gated_pusher(task_queue: Queue, event: EventType, broker: Any, polled: Any, slots: Any) -> None:
+def notify(wake: int) -> None:
+    """Wake the pusher: one byte into a non-blocking pipe. No lock, so a process killed here
+    leaves nothing taken; a full pipe already means "wake up"."""
+    with contextlib.suppress(BlockingIOError, OSError):
+        os.write(wake, b"\0")
+
+
+def wait_for_wake(wake: int, seconds: float) -> None:
+    """Sleep until a worker writes to the wake pipe (or ``seconds`` pass), then empty it."""
+    ready, _, _ = select.select([wake], [], [], seconds)
+    if ready:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.read(wake, 4096)
+
+
+def wake_pipe() -> tuple[int, int]:
+    """(read end, write end), both non-blocking, inherited by the cluster's children."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    return read, write
+
+
+def gated_pusher(
+    task_queue: Queue, event: EventType, broker: Any, polled: Any, slots: Any, wake: int
+) -> None:
     """django-q2's pusher, taking tickets from the database only for workers that are free.
 
     Stock django-q2 fetches ``bulk`` tickets whenever its in-memory queue has room: a cluster
     whose workers are all busy for minutes holds tickets that an idle worker of another cluster
     could run now (a rescued sync waited up to a whole slice that way). Here a ticket is
     fetched only when a worker of this cluster is free to take it, as pg-boss and BullMQ
-    workers do. It also counts its polls: a pusher stuck anywhere stops counting."""
+    workers do. A worker that becomes free wakes it through a pipe, so the gate costs no
+    polling delay. It also counts its polls: a pusher stuck anywhere stops counting."""
     dequeue = broker.dequeue
+    orm = tickets_commit_with_jobs()  # our one-statement dequeue; else the broker's own
     bulk = Conf.BULK
     counter = task_queue.size.count.get_obj()  # read without the lock
 
@@ -189,9 +222,11 @@ def gated_pusher(task_queue: Queue, event: EventType, broker: Any, polled: Any, 
                 return None  # stopping or replaced: fetch nothing more
             free = sum(1 for state in slots if state == IDLE) - counter.value
             if free > 0:
+                if orm:
+                    return take_tickets(min(bulk, free))
                 Conf.BULK = min(bulk, free)  # this process's copy; read per dequeue
                 return dequeue()
-            time.sleep(GATE_POLL)
+            wait_for_wake(wake, GATE_POLL)
 
     broker.dequeue = gated
     pusher(task_queue, event, broker)
@@ -372,6 +407,7 @@ class SafeSentinel(Sentinel):
         self.polled = Value("L", 0, lock=False)
         # per generation; twice the pool, so a timed-out worker that is still dying keeps its own
         self.slots = Array("b", 2 * max(1, Conf.WORKERS), lock=False)
+        self.wake_read, self.wake_write = wake_pipe()  # shared by every generation
         self.stall_seconds = float(settings.SYNC_STALL_SECONDS)
         self.max_heals = int(settings.SYNC_CLUSTER_MAX_HEALS)
         self.beat_every = float(settings.SYNC_CLUSTER_BEAT_SECONDS)
@@ -419,6 +455,7 @@ class SafeSentinel(Sentinel):
             started,
             self.slots,
             slot,
+            self.wake_write,
         )
         process.daemon = Conf.DAEMONIZE_WORKERS
         process.timer = timer  # type: ignore[attr-defined]
@@ -434,7 +471,13 @@ class SafeSentinel(Sentinel):
 
     def spawn_pusher(self) -> BaseProcess:
         process = self._process(
-            gated_pusher, self.task_queue, self.event_out, self.broker, self.polled, self.slots
+            gated_pusher,
+            self.task_queue,
+            self.event_out,
+            self.broker,
+            self.polled,
+            self.slots,
+            self.wake_read,
         )
         process.start()
         return process

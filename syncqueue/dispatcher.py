@@ -219,7 +219,9 @@ def _enqueue_due_batch(now: datetime, limit: int) -> tuple[int, int]:
             for conn in due
             if conn.pk not in busy
         ]
-        SyncJob.objects.bulk_create(jobs, batch_size=500)
+        # A "Sync now" committed after this pass's read may have queued the same new job:
+        # the one_new_job_per_stream index refuses the duplicate, which is simply not made.
+        SyncJob.objects.bulk_create(jobs, batch_size=500, ignore_conflicts=True)
         for conn in due:
             # From *now*: a window missed while workers were down runs once, not N times.
             conn.next_sync_at = conn.compute_next_sync(now)

@@ -139,6 +139,15 @@ class SyncJob(models.Model):
                 condition=Q(state="running"),
                 name="one_running_job_per_connection",
             ),
+            # At most one never-started job per connection and stream: what lets enqueue be
+            # one INSERT … ON CONFLICT DO NOTHING on PostgreSQL instead of lock, read, write.
+            # A job that has run a slice (slices > 0) and waits again is not covered: a push
+            # job may wait behind a running push of the same connection.
+            models.UniqueConstraint(
+                fields=["connection", "dedupe_key"],
+                condition=Q(state="queued", slices=0),
+                name="one_new_job_per_stream",
+            ),
         ]
         indexes = [
             # Claim order: the most urgent queued job first.

@@ -5,6 +5,7 @@ priority if needed."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,8 @@ from django.conf import settings
 from django.db import connection as db
 from django.db import transaction
 from django.utils import timezone
+from django_q.conf import Conf
+from django_q.models import OrmQ
 from django_q.tasks import async_task
 
 from integrations.errors import (
@@ -19,6 +22,7 @@ from integrations.errors import (
 )
 from integrations.models import Connection
 from syncqueue import broker
+from syncqueue.engine.rows import columns, from_row
 from syncqueue.models import SyncJob
 
 log = logging.getLogger("syncqueue.engine")
@@ -109,6 +113,25 @@ def enqueue(
     # SQLite: the common repeated click (the job already waits and needs no promotion) is
     # answered from a plain read, without taking the single write lock. PostgreSQL's row lock
     # below is cheap and blocks only this connection's enqueues: no read before it.
+    if db.vendor == "postgresql" and not Conf.SYNC:
+        job = SyncJob(
+            connection=connection,
+            kind=kind,
+            dedupe_key=key,
+            priority=priority,
+            payload=payload or {},
+            requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+            run_after=now,
+            max_attempts=settings.SYNC_MAX_ATTEMPTS,
+        )
+        made, found = _insert_or_find(job, states)
+        if made is not None:
+            if not broker.tickets_commit_with_jobs():
+                submit_ticket(made.pk)
+            return made
+        if found is not None and not _promotion(found, kind, priority, now):
+            return found
+        # A promotion, or another enqueue inserted the same job a moment ago: the locked path.
     if db.vendor == "sqlite":
         existing = waiting.first()
         if existing is not None and not _promotion(existing, kind, priority, now):
@@ -133,6 +156,74 @@ def enqueue(
         )
         submit_ticket(job.pk)
     return job
+
+
+class _Capture:
+    """A stand-in broker for ``async_task``: keeps the signed ticket instead of sending it."""
+
+    list_key = Conf.CLUSTER_NAME
+    package = ""
+
+    def enqueue(self, package: str) -> str:
+        self.package = package
+        return "(written with its job)"
+
+
+def _ticket_package(connection_id: int) -> str:
+    """A ticket signed exactly as ``async_task`` signs it, to be written by our own INSERT."""
+    capture = _Capture()
+    async_task(
+        TICKET_FUNC,
+        None,
+        task_name=f"sync-connection-{connection_id}",
+        group="sync",
+        broker=capture,
+    )
+    return capture.package
+
+
+def _insert_or_find(job: SyncJob, states: Sequence[str]) -> tuple[SyncJob | None, SyncJob | None]:
+    """PostgreSQL: in one statement (one round trip, atomic on its own), return the waiting job
+    this request merges into, or insert ``job`` and — with the ORM broker — its ticket.
+
+    Returns (inserted, found); both None when another enqueue inserted the same job between
+    this statement's snapshot and its insert (the ``one_new_job_per_stream`` index refused it).
+    """
+    table = SyncJob._meta.db_table
+    fields = [f for f in SyncJob._meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(job, True), db) for f in fields]
+    names = ", ".join(db.ops.quote_name(f.column) for f in fields)
+    every = columns(SyncJob)
+    ticket, ticket_params = "", []
+    if broker.tickets_commit_with_jobs():
+        queue = OrmQ._meta.db_table
+        ticket = (
+            f", ticket AS (INSERT INTO {queue} (key, payload, lock) SELECT %s, %s, %s FROM made)"  # noqa: S608
+        )
+        ticket_params = [Conf.CLUSTER_NAME, _ticket_package(job.connection_id), job.run_after]
+    # Interpolated: table and column names from the model, placeholders; values are parameters.
+    sql = f"""
+        WITH found AS (
+            SELECT {every} FROM {table}
+             WHERE connection_id = %s AND dedupe_key = %s AND state = ANY(%s)
+             ORDER BY id LIMIT 1
+        ), made AS (
+            INSERT INTO {table} ({names})
+            SELECT {", ".join(["%s"] * len(values))} WHERE NOT EXISTS (SELECT 1 FROM found)
+            ON CONFLICT (connection_id, dedupe_key) WHERE state = 'queued' AND slices = 0
+            DO NOTHING
+            RETURNING {every}
+        ){ticket}
+        SELECT true, {every} FROM made UNION ALL SELECT false, {every} FROM found"""  # noqa: S608
+    params = [job.connection_id, job.dedupe_key, list(states), *values, *ticket_params]
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    result = from_row(SyncJob, row[1:], "j")
+    result.connection = job.connection
+    return (result, None) if row[0] else (None, result)
 
 
 def _promotion(job: SyncJob, kind: str, priority: int, now: datetime) -> dict[str, Any]:

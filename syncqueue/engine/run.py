@@ -31,7 +31,7 @@ from integrations.errors import (
     Transient,
 )
 from integrations.models import Connection
-from syncqueue import heartbeat, lease, policy
+from syncqueue import broker, heartbeat, lease, policy
 from syncqueue.engine.claim import claim_next, runnable_jobs
 from syncqueue.engine.enqueue import submit_ticket
 from syncqueue.engine.items import _store
@@ -66,6 +66,8 @@ def process_ticket(job_id: int | None = None) -> str:
         job = claim_next(peek=not outcomes)  # after a success, expect more work: skip the peek
         if job is None:
             break
+        if outcomes:
+            broker.absorb_ticket()  # this job's own ticket would find nothing: withdraw one
         outcomes.append(f"job {job.pk}: {execute(job, deadline=deadline)}")
         if deadline - time.monotonic() < budget / 2:
             # Out of budget with work possibly left (e.g. a job that waited for the one this
