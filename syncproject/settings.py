@@ -444,6 +444,22 @@ SYNC_HEARTBEAT_STALE_SECONDS = env_int(
     "Workers count as down when no cluster or worker proved it works for this long.",
     minimum=10,
 )
+SYNC_IDLE_RENEW_SECONDS = env_int(
+    "SYNC_IDLE_RENEW_SECONDS",
+    1200,
+    "The IMAP listener ends and restarts IDLE this often (RFC 2177: at most 29 minutes).",
+    minimum=30,
+)
+SYNC_LISTEN_RECONCILE_SECONDS = env_float(
+    "SYNC_LISTEN_RECONCILE_SECONDS",
+    10.0,
+    "How often the listener looks for mailboxes to start or stop watching, and beats.",
+)
+SYNC_LISTEN_MAX_BACKOFF = env_float(
+    "SYNC_LISTEN_MAX_BACKOFF",
+    300.0,
+    "Longest wait (seconds, with jitter) before the listener reconnects a dropped mailbox.",
+)
 SYNC_DISPATCH_LIMIT = env_int(
     "SYNC_DISPATCH_LIMIT", 20000, "Most connections enqueued by one dispatcher pass.", minimum=1
 )

@@ -19,7 +19,7 @@ from django.utils.html import escape
 
 from integrations.models import Connection
 from syncqueue import stats
-from syncqueue.heartbeat import WorkerStatus, clusters, worker_status
+from syncqueue.heartbeat import WorkerStatus, clusters, listener_status, worker_status
 from syncqueue.models import SyncJob, SyncLog
 from syncqueue.stats import queue_stats
 
@@ -88,6 +88,8 @@ def alerts(stats: dict[str, Any] | None = None, workers: WorkerStatus | None = N
                 "although connections are enabled.",
             )
         )
+    if not listener_status().alive and enabled.filter(kind="imap").exists():
+        found.append(Alert("listener", listener_status().message))
     reauth = enabled.filter(status=Connection.Status.AUTH_REQUIRED).count()
     if reauth:
         found.append(

@@ -31,6 +31,8 @@ from syncqueue.models import WorkerHeartbeat
 log = logging.getLogger(__name__)
 DISPATCHER = "dispatcher"
 CLUSTER_PREFIX = "cluster:"
+LISTENER_PREFIX = "listener:"  # the IMAP IDLE listener (integrations.imap.listener)
+LISTEN_COMMAND = "python manage.py sync_listen"
 START_COMMAND = "python manage.py qcluster"
 _WORKER_BEAT_EVERY = 15.0  # seconds between heartbeats from one busy worker process
 _last_worker_beat = 0.0
@@ -90,8 +92,59 @@ class WorkerStatus:
 
 
 def proofs_of_work() -> QuerySet[WorkerHeartbeat]:
-    """Heartbeats of clusters and workers (not the dispatcher's)."""
-    return WorkerHeartbeat.objects.exclude(name=DISPATCHER)
+    """Heartbeats of clusters and workers (not the dispatcher's, nor the listener's)."""
+    return WorkerHeartbeat.objects.exclude(name=DISPATCHER).exclude(
+        name__startswith=LISTENER_PREFIX
+    )
+
+
+@dataclass(frozen=True)
+class ListenerStatus:
+    """The IMAP IDLE listener, from its newest heartbeat."""
+
+    alive: bool
+    last_seen: datetime | None
+    age_seconds: float | None
+    watched: int
+    idling: int
+
+    @property
+    def message(self) -> str:
+        if self.alive:
+            return (
+                f"The IMAP listener watches {self.watched} folder(s), {self.idling} in IDLE "
+                f"(last heartbeat {self.age_seconds:.0f}s ago): new mail arrives within seconds."
+            )
+        if self.last_seen is None:
+            return (
+                "No IMAP listener has run: IMAP mail arrives on the schedule only. "
+                f"Start one with: {LISTEN_COMMAND}"
+            )
+        minutes = (self.age_seconds or 0) / 60
+        return (
+            f"The IMAP listener is not running (last heartbeat {minutes:.0f} minutes ago): IMAP "
+            f"mail arrives on the schedule only. Start it with: {LISTEN_COMMAND}"
+        )
+
+
+def listener_status(now: datetime | None = None) -> ListenerStatus:
+    """Liveness of the IMAP listener(s): alive if any beat recently and did not stop."""
+    now = now or timezone.now()
+    rows = list(WorkerHeartbeat.objects.filter(name__startswith=LISTENER_PREFIX))
+    live = [r for r in rows if not r.info.get("stopped")]
+    newest = max((r.seen_at for r in rows), default=None)
+    fresh = [
+        r
+        for r in live
+        if (now - r.seen_at).total_seconds() <= settings.SYNC_HEARTBEAT_STALE_SECONDS
+    ]
+    return ListenerStatus(
+        alive=bool(fresh),
+        last_seen=newest,
+        age_seconds=(now - newest).total_seconds() if newest else None,
+        watched=sum(int(r.info.get("watched", 0)) for r in fresh),
+        idling=sum(int(r.info.get("idling", 0)) for r in fresh),
+    )
 
 
 def worker_status(now: datetime | None = None) -> WorkerStatus:

@@ -31,6 +31,7 @@ class SyncJob(models.Model):
         FULL_RESYNC = "full_resync", "Full resync"
         PUSH = "push", "Push"
         HISTORICAL = "historical", "History sync"
+        NOTIFIED = "notified", "Change notification"
 
     class Priority(models.IntegerChoices):
         BACKGROUND = 0, "Background"

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from syncqueue import metrics as sync_metrics
-from syncqueue.heartbeat import worker_status
+from syncqueue.heartbeat import listener_status, worker_status
 from syncqueue.stats import queue_stats
 
 
@@ -67,8 +67,21 @@ def healthz(request: HttpRequest) -> JsonResponse:
             "message": workers.message,
         },
         "queue": stats,
+        # push is an addition: polling carries on without it, so it never fails the check
+        "listener": _listener(),
     }
     return JsonResponse(body, status=status)
+
+
+def _listener() -> dict[str, object]:
+    listener = listener_status()
+    return {
+        "alive": listener.alive,
+        "watched": listener.watched,
+        "idling": listener.idling,
+        "last_heartbeat": listener.last_seen.isoformat() if listener.last_seen else None,
+        "message": listener.message,
+    }
 
 
 @never_cache

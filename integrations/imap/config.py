@@ -24,6 +24,15 @@ class ImapConfig(ConnectorConfig):
     batch_size: int = Field(default=500, ge=1, le=5000)
     connect_timeout: float = Field(default=10.0, gt=0, le=300)
     read_timeout: float = Field(default=120.0, gt=0, le=3600)
+    idle: bool = Field(
+        default=True,
+        description="Watch with IMAP IDLE so new mail arrives within seconds (if the server "
+        "offers IDLE); the schedule still polls as a safety net.",
+    )
+    idle_folders: list[str] = Field(
+        default_factory=lambda: ["INBOX"],
+        description="Folders watched with IDLE (one server session each).",
+    )
     flag_window: int = Field(
         default=2000, ge=0, description="Without CONDSTORE: re-check flags of this many newest."
     )

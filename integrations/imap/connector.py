@@ -54,6 +54,11 @@ class ImapConnector(Connector[ImapConfig]):
             read_timeout=min(self.imap.read_timeout, 4 * wait) if probe else None,
         )
 
+    def session(self) -> Any:
+        """A logged-in session (a context manager) with the sync's own rules: credentials,
+        TLS, and the public-address check for servers an ordinary user typed in."""
+        return self._session()
+
     @classmethod
     def stats(cls, connection: Any) -> dict[str, Any]:
         return store.mail_stats(connection)

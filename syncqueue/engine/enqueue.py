@@ -46,6 +46,7 @@ _DEFAULT_PRIORITY = {
     Kind.FULL_RESYNC: Priority.MANUAL,
     Kind.PUSH: Priority.PUSH,
     Kind.HISTORICAL: Priority.BACKGROUND,
+    Kind.NOTIFIED: Priority.PUSH,  # the server told us something changed: sooner than a poll
 }
 
 
@@ -54,7 +55,7 @@ class ConnectionDisabled(Permanent):
 
 
 def default_dedupe_key(kind: str) -> str:
-    if kind in (Kind.INITIAL, Kind.INCREMENTAL, Kind.MANUAL):
+    if kind in (Kind.INITIAL, Kind.INCREMENTAL, Kind.MANUAL, Kind.NOTIFIED):
         return STREAM_KEY
     return kind
 
@@ -89,7 +90,8 @@ def enqueue(
     A waiting job with the same ``dedupe_key`` (stream syncs share one) is returned instead of a
     new one — a second "Sync now" gets the same job — and is promoted to the higher priority.
     Stream, resync and history jobs also coalesce with a *running* job (it will see the new
-    data); push jobs do not, because the running push may carry an older state.
+    data); push jobs do not, because the running push may carry an older state, nor do change
+    notifications, which may be about a change the running sync has already passed.
 
     Raises ``ConnectionDisabled`` for a disabled connection.
     """
@@ -104,7 +106,8 @@ def enqueue(
     priority = _DEFAULT_PRIORITY[kind] if priority is None else priority
     key = dedupe_key or default_dedupe_key(kind)
     if coalesce_running is None:
-        coalesce_running = kind != Kind.PUSH
+        # a notification may be about a change the running sync has already passed
+        coalesce_running = kind not in (Kind.PUSH, Kind.NOTIFIED)
     now = timezone.now()
     states = SyncJob.ACTIVE if coalesce_running else SyncJob.WAITING
     waiting = SyncJob.objects.filter(

@@ -64,8 +64,8 @@ def test_every_provider_round_trips_through_its_form(kind: str) -> None:
 
 def test_defaults_are_not_frozen_and_unknown_keys_go() -> None:
     model = get_connector_class("imap").Config
-    stored = {"host": "h.example.com", "username": "u", "idle": True}
-    assert unknown_keys(model, stored) == ["idle"]
+    stored = {"host": "h.example.com", "username": "u", "obsolete_option": True}
+    assert unknown_keys(model, stored) == ["obsolete_option"]
     cleaned = {"cfg_host": "h.example.com", "cfg_username": "u", "cfg_batch_size": 500}
     config = to_config(model, cleaned, stored)
     assert config == {"host": "h.example.com", "username": "u"}  # 500 is the default

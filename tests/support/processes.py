@@ -101,6 +101,27 @@ def qcluster(
         log.close()
 
 
+@contextmanager
+def listener(name: str = "listener", **env: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``manage.py sync_listen`` (the IMAP IDLE listener) against the test database."""
+    log = (output_dir() / f"listener-{name}-{os.getpid()}.log").open("ab")
+    env.setdefault("SYNC_LISTEN_RECONCILE_SECONDS", 0.5)
+    env.setdefault("SYNC_LISTEN_MAX_BACKOFF", 2)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "sync_listen"],
+        cwd=ROOT,
+        env=child_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        stop_process_group(proc, 10)
+        log.close()
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout

@@ -121,13 +121,17 @@ class Command(BaseCommand):
         processes = {
             "workers": Workers([sys.executable, "-m", "syncproject", "qcluster"], self.stderr),
             "web": Process(web),
+            # IMAP IDLE: new mail within seconds (polling carries on without it)
+            "listener": Restarting(
+                [sys.executable, "-m", "syncproject", "sync_listen"], "IMAP listener", self.stderr
+            ),
         }
         url = f"http://{options['host']}:{options['port']}"
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nsyncproject is running.\n  Admin:    {url}/admin/   ({login})\n"
                 f"  Health:   {url}/healthz\n"
-                "Press Ctrl-C to stop web server and workers.\n"
+                "Press Ctrl-C to stop web server, workers and the IMAP listener.\n"
             )
         )
         self.supervise(processes)
@@ -253,6 +257,33 @@ class Process:
 
     def close(self) -> None:
         pass
+
+
+class Restarting(Process):
+    """A helper process restarted when it exits (1, 2, 4 … 60 s apart while it keeps failing),
+    never reported upwards as failed: without it the product still works, only less quickly."""
+
+    def __init__(self, argv: list[str], what: str, out: Any) -> None:
+        self.what, self.out = what, out
+        self.restarts: list[float] = []
+        self.restart_at = 0.0
+        super().__init__(argv)
+
+    def healthy(self) -> bool:
+        if self.popen is None:
+            if time.monotonic() >= self.restart_at:
+                self.popen = self.spawn()
+            return True
+        code = self.popen.poll()
+        if code is not None:
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < 600] + [now]
+            pause = min(60.0, 2.0 ** (len(self.restarts) - 1))
+            self.out.write(
+                f"The {self.what} stopped (exit status {code}); restarting in {pause:.0f}s."
+            )
+            self.popen, self.restart_at = None, now + pause
+        return True
 
 
 class Workers(Process):

@@ -15,7 +15,13 @@ from integrations import crypto
 from integrations.errors import SyncError
 from integrations.models import Connection
 from integrations.probe import probe
-from syncqueue.heartbeat import DISPATCHER, START_COMMAND, clusters, worker_status
+from syncqueue.heartbeat import (
+    DISPATCHER,
+    START_COMMAND,
+    clusters,
+    listener_status,
+    worker_status,
+)
 from syncqueue.models import WorkerHeartbeat
 from syncqueue.stats import queue_stats
 
@@ -41,6 +47,7 @@ class Command(BaseCommand):
             raise CommandError("The database is unreachable; nothing else can be checked.")
         self.check_encryption()
         self.check_workers()
+        self.check_listener()
         self.check_backlog()
         if options["live"]:
             self.check_connections()
@@ -119,6 +126,16 @@ class Command(BaseCommand):
                 "encryption",
                 f"{len(settings.SYNC_ENCRYPTION_KEYS)} key(s); all credentials readable",
             )
+
+    def check_listener(self) -> None:
+        """IMAP IDLE: new mail within seconds needs ``sync_listen``; polling works without."""
+        from integrations.models import Connection
+
+        status = listener_status()
+        if status.alive:
+            self.report("ok", "listener", status.message)
+        elif Connection.objects.filter(kind="imap", enabled=True).exists():
+            self.report("warn", "listener", status.message)
 
     def check_workers(self) -> None:
         status = worker_status()

@@ -1,0 +1,258 @@
+"""IMAP IDLE (RFC 2177): new mail within seconds, with polling as the safety net.
+
+``manage.py sync_listen`` runs :class:`Listener`: one thread per watched folder (INBOX unless the
+connection says otherwise) of every enabled IMAP connection whose server offers IDLE. A thread
+holds a session in IDLE and, when the server reports a change (EXISTS, EXPUNGE, FETCH), queues a
+``notified`` sync of that connection; the engine merges a burst into one waiting job. The
+notification is only a hint: the sync itself finds what changed, exactly as a scheduled one.
+
+- IDLE is ended and started again every ``SYNC_IDLE_RENEW_SECONDS`` (RFC 2177: servers may drop
+  a client idle for 30 minutes).
+- On every (re)connect the folder's STATUS is compared with what the last sync saw; if it
+  differs — mail arrived while nobody listened (a listener killed, a dropped connection) — a
+  sync is queued at once. So a lost notification costs seconds, and a dead listener costs
+  freshness until the next scheduled poll, never data.
+- A dropped session reconnects after an exponential backoff with jitter (at most
+  ``SYNC_LISTEN_MAX_BACKOFF``). A refused login, unreadable credentials or settings the
+  credentials were not entered for stop the watch until the connection changes; a connection
+  that is disabled or needs new credentials is not watched at all.
+- Sessions use the sync's own rules (``ImapConnector.session``): TLS, the pinned public
+  address for servers typed in by ordinary users, the same timeouts.
+- The listener's heartbeat (``listener:<host>:<pid>``) says how many folders it watches; the
+  dashboard, ``/healthz`` and ``sync_doctor`` show it like the workers'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+from integrations.errors import AuthFailed, ConfigError, SyncError
+from integrations.models import Connection
+from syncqueue import heartbeat, identity
+from syncqueue.engine import ConnectionDisabled, enqueue
+from syncqueue.models import SyncJob
+
+log = logging.getLogger("integrations.imap.listener")
+
+CHECK_SECONDS = 5.0  # longest a thread waits in IDLE before looking whether it should stop
+CHANGES = {b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"}
+STATUS_ITEMS = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
+
+
+class NoIdle(Exception):
+    """The server does not offer IDLE: this connection is polled only."""
+
+
+def fingerprint(conn: Connection) -> str:
+    """What a watch depends on: settings and credentials (not status, cursor or timestamps)."""
+    text = json.dumps([conn.config, conn.secret, conn.enabled], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def watched_folders(conn: Connection) -> list[str]:
+    config = conn.config or {}
+    if not config.get("idle", True):
+        return []
+    return [str(f) for f in config.get("idle_folders") or ["INBOX"]]
+
+
+def behind(conn: Connection, folder: str, status: dict[bytes, Any]) -> bool:
+    """Does the server's STATUS differ from what the last sync of ``folder`` saw?"""
+    state = ((conn.cursor or {}).get("folders") or {}).get(folder)
+    if not state or not state.get("initial_done"):
+        return True
+    seen = {k.decode().lower(): int(v) for k, v in status.items()}
+    return any(state.get(key) != value for key, value in seen.items())
+
+
+def queue_sync(connection_id: int, why: str) -> bool:
+    """Queue (or join) a ``notified`` sync. False when the connection cannot sync now."""
+    conn = Connection.objects.filter(pk=connection_id).first()
+    if conn is None or not conn.enabled or conn.status == Connection.Status.AUTH_REQUIRED:
+        return False
+    try:
+        job = enqueue(conn, SyncJob.Kind.NOTIFIED)
+    except ConnectionDisabled:
+        return False
+    log.info("%s: %s; sync #%s queued.", conn.name, why, job.pk)
+    return True
+
+
+@dataclass
+class Watch:
+    """One folder of one connection, watched by its own thread."""
+
+    connection_id: int
+    folder: str
+    fingerprint: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    state: str = "starting"  # idling, reconnecting, no_idle, refused, stopped
+    notified: int = 0
+    failures: int = 0
+    thread: threading.Thread | None = None
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.connection_id, self.folder)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(
+            target=self.run, name=f"idle-{self.connection_id}-{self.folder}", daemon=True
+        )
+        self.thread.start()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    self.watch()
+                    self.failures = 0
+                except NoIdle:
+                    self.state = "no_idle"
+                    log.info(
+                        "Connection %s: the server has no IDLE; polling only.", self.connection_id
+                    )
+                    self.stop.wait()  # until the connection changes
+                except (AuthFailed, ConfigError) as exc:
+                    self.state = "refused"
+                    log.warning("Connection %s: not watched: %s", self.connection_id, exc)
+                    self.stop.wait()
+                except Exception as exc:
+                    self.failures += 1
+                    self.state = "reconnecting"
+                    delay = self.backoff()
+                    log.info(
+                        "Connection %s (%s): %s; reconnecting in %.0fs.",
+                        self.connection_id,
+                        self.folder,
+                        exc if isinstance(exc, SyncError) else type(exc).__name__,
+                        delay,
+                    )
+                    self.stop.wait(delay)
+        finally:
+            self.state = "stopped"
+            connections.close_all()
+
+    def backoff(self) -> float:
+        ceiling = min(settings.SYNC_LISTEN_MAX_BACKOFF, 2.0 ** min(self.failures, 16))
+        return ceiling * random.uniform(0.5, 1.0)
+
+    def watch(self) -> None:
+        close_old_connections()
+        conn = Connection.objects.get(pk=self.connection_id)
+        connector = conn.build_connector()
+        with connector.session() as client:  # type: ignore[attr-defined]
+            if b"IDLE" not in client.capabilities():
+                raise NoIdle()
+            status = client.folder_status(self.folder, STATUS_ITEMS)
+            if behind(conn, self.folder, status):
+                self.notify("changed while not watched")
+            client.select_folder(self.folder, readonly=True)
+            connections.close_all()  # hold no database connection while idling
+            self.failures = 0
+            while not self.stop.is_set():
+                self.state = "idling"
+                if self.idle_once(client):
+                    self.notify("the server reported a change")
+
+    def idle_once(self, client: Any) -> bool:
+        """One IDLE, until a change, the renewal time, or stop. True if something changed."""
+        client.idle()
+        changed = False
+        ends = time.monotonic() + settings.SYNC_IDLE_RENEW_SECONDS
+        try:
+            while not self.stop.is_set() and time.monotonic() < ends:
+                asked = time.monotonic()
+                responses = client.idle_check(timeout=CHECK_SECONDS)
+                if any(len(r) > 1 and r[1] in CHANGES for r in responses):
+                    changed = True
+                    break
+                if not responses and time.monotonic() - asked < CHECK_SECONDS / 2:
+                    # Woken without a whole response: imapclient swallows EOF here, so a
+                    # dropped session looks like this. Ending IDLE tells (it raises if so).
+                    break
+        finally:
+            client.idle_done()
+        return changed
+
+    def notify(self, why: str) -> None:
+        try:
+            if queue_sync(self.connection_id, f"{self.folder}: {why}"):
+                self.notified += 1
+        finally:
+            connections.close_all()
+
+
+class Listener:
+    """Keeps one :class:`Watch` per watched folder, in step with the database."""
+
+    def __init__(self) -> None:
+        self.watches: dict[tuple[int, str], Watch] = {}
+        self.name = f"{heartbeat.LISTENER_PREFIX}{identity.process()}"
+
+    def wanted(self) -> dict[tuple[int, str], str]:
+        found: dict[tuple[int, str], str] = {}
+        candidates = (
+            Connection.objects.filter(kind="imap", enabled=True)
+            .exclude(status=Connection.Status.AUTH_REQUIRED)
+            .only("id", "config", "secret", "enabled")
+        )
+        for conn in candidates.iterator(chunk_size=2000):
+            print_ = fingerprint(conn)
+            for folder in watched_folders(conn):
+                found[(conn.pk, folder)] = print_
+        return found
+
+    def reconcile(self) -> None:
+        wanted = self.wanted()
+        for key, watch in list(self.watches.items()):
+            if wanted.get(key) != watch.fingerprint:
+                watch.stop.set()  # gone, disabled, or changed: its thread ends within seconds
+                del self.watches[key]
+        for key, print_ in wanted.items():
+            if key not in self.watches:
+                watch = Watch(connection_id=key[0], folder=key[1], fingerprint=print_)
+                self.watches[key] = watch
+                watch.start()
+        self.beat()
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for watch in self.watches.values():
+            counts[watch.state] = counts.get(watch.state, 0) + 1
+        return counts
+
+    def beat(self) -> None:
+        counts = self.counts()
+        heartbeat.beat(
+            self.name,
+            watched=len(self.watches),
+            idling=counts.get("idling", 0),
+            states=counts,
+            notified=sum(w.notified for w in self.watches.values()),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("IMAP listener %s running.", self.name)
+        while not stop.is_set():
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("Listener pass failed; trying again shortly.")
+            finally:
+                connections.close_all()
+            stop.wait(settings.SYNC_LISTEN_RECONCILE_SECONDS)
+        for watch in self.watches.values():
+            watch.stop.set()
+        heartbeat.beat(self.name, watched=0, stopped=True)
+        connections.close_all()

@@ -1,0 +1,107 @@
+"""IMAP IDLE with real processes: a real Dovecot, a real ``manage.py sync_listen`` and a real
+qcluster. New mail is stored without any scheduled sync; a server that drops the session is
+re-joined; a listener killed with SIGKILL and started again loses nothing."""
+
+from __future__ import annotations
+
+import signal
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from integrations.models import Connection
+from mail.models import MailMessage
+from syncqueue import engine, heartbeat
+from syncqueue.models import SyncJob
+from tests.support.cluster import FAST_CLUSTER
+from tests.support.mailfactory import message
+from tests.support.processes import listener, qcluster, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
+Kind = SyncJob.Kind
+
+
+def synced_once(make_imap_connection: Any, dovecot: Any, imap_user: str) -> Connection:
+    """A mailbox with one message, synced, whose schedule will not run during the test."""
+    dovecot.deliver(imap_user, [message(subject="before")])
+    conn = make_imap_connection()
+    engine.enqueue(conn, Kind.INITIAL)
+    engine.process_ticket()
+    Connection.objects.filter(pk=conn.pk).update(
+        next_sync_at=timezone.now() + timedelta(days=1), schedule="every 1d"
+    )
+    assert MailMessage.objects.filter(connection=conn).count() == 1
+    return conn
+
+
+def stored(conn: Connection, subject: str) -> bool:
+    return MailMessage.objects.filter(connection=conn, subject=subject).exists()
+
+
+def idling() -> int:
+    status = heartbeat.listener_status()
+    return status.idling if status.alive else 0
+
+
+def test_new_mail_is_stored_by_push_not_by_the_schedule(make_imap_connection, dovecot, imap_user):
+    conn = synced_once(make_imap_connection, dovecot, imap_user)
+    with qcluster("idle", **FAST_CLUSTER), listener("idle"):
+        wait_for(idling, 30, "the listener to be in IDLE")
+        dovecot.drop(imap_user, [message(subject="pushed")])  # local delivery into Maildir
+        wait_for(lambda: stored(conn, "pushed"), 30, "the new message to be stored")
+        # a burst: five messages at once end in the mirror too, without a flood of jobs
+        dovecot.deliver(imap_user, [message(subject=f"burst {i}") for i in range(5)])
+        wait_for(lambda: MailMessage.objects.filter(connection=conn).count() == 7, 30, "the burst")
+    kinds = set(SyncJob.objects.filter(connection=conn).values_list("kind", flat=True))
+    assert kinds == {Kind.INITIAL, Kind.NOTIFIED}  # no scheduled sync ran
+    assert SyncJob.objects.filter(connection=conn, kind=Kind.NOTIFIED).count() <= 7
+
+
+def test_a_dropped_session_is_rejoined(make_imap_connection, dovecot, imap_user):
+    conn = synced_once(make_imap_connection, dovecot, imap_user)
+    with qcluster("idle-drop", **FAST_CLUSTER), listener("idle-drop"):
+        wait_for(idling, 30, "the listener to be in IDLE")
+        dovecot.kill()  # every session dropped without a goodbye
+        dovecot.start()
+        dovecot.drop(imap_user, [message(subject="after the restart")])
+        wait_for(lambda: stored(conn, "after the restart"), 60, "the message after the drop")
+        wait_for(idling, 30, "the listener to be in IDLE again")
+        dovecot.drop(imap_user, [message(subject="pushed again")])
+        wait_for(lambda: stored(conn, "pushed again"), 30, "the next pushed message")
+
+
+def test_a_listener_killed_and_restarted_loses_nothing(make_imap_connection, dovecot, imap_user):
+    conn = synced_once(make_imap_connection, dovecot, imap_user)
+    with qcluster("idle-kill", **FAST_CLUSTER):
+        with listener("idle-kill-1") as first:
+            wait_for(idling, 30, "the listener to be in IDLE")
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        dovecot.drop(imap_user, [message(subject=f"while down {i}") for i in range(3)])
+        with listener("idle-kill-2"):
+            wait_for(
+                lambda: MailMessage.objects.filter(connection=conn).count() == 4,
+                30,
+                "the mail delivered while no listener ran",
+            )
+    uids = list(MailMessage.objects.filter(connection=conn).values_list("uid", flat=True))
+    assert len(uids) == len(set(uids)) == 4  # nothing twice
+
+
+def test_disabled_and_auth_required_connections_are_not_watched(
+    make_imap_connection, dovecot, imap_user
+):
+    conn = synced_once(make_imap_connection, dovecot, imap_user)
+    Connection.objects.filter(pk=conn.pk).update(enabled=False)
+    with listener("idle-off"):
+        wait_for(lambda: heartbeat.listener_status().alive, 30, "the listener's heartbeat")
+        assert heartbeat.listener_status().watched == 0
+        Connection.objects.filter(pk=conn.pk).update(
+            enabled=True, status=Connection.Status.AUTH_REQUIRED
+        )
+        dovecot.drop(imap_user, [message(subject="not watched")])
+        wait_for(lambda: heartbeat.listener_status().alive, 30, "another heartbeat")
+        assert heartbeat.listener_status().watched == 0
+    assert not SyncJob.objects.filter(connection=conn, kind=Kind.NOTIFIED).exists()
