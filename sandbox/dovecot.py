@@ -125,6 +125,11 @@ service imap-login {{
   }}
   chroot =
 }}
+service imap {{
+  # one process per session, as by default; more than the default 100 sessions (the IDLE
+  # listener holds one per watched folder)
+  process_limit = 1024
+}}
 service anvil {{
   chroot =
   # No per-IP penalty after failed logins: tests fail logins on purpose from 127.0.0.1.
