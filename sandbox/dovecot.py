@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -251,7 +252,8 @@ service anvil {{
                 os.chown(directory, MAIL_UID, MAIL_UID)
         stamp = time.time()
         for number, raw in enumerate(messages):
-            name = f"{int(stamp)}.M{number}P{os.getpid()}.syncproject"
+            # unique, as Maildir requires: two drops within one second must not share a name
+            name = f"{int(stamp)}.M{number}P{os.getpid()}Q{uuid.uuid4().hex[:12]}.syncproject"
             temporary = box / "tmp" / name
             temporary.write_bytes(raw)
             os.chown(temporary, MAIL_UID, MAIL_UID)

@@ -46,7 +46,13 @@ log = logging.getLogger("integrations.imap.listener")
 
 CHECK_SECONDS = 5.0  # longest a thread waits in IDLE before looking whether it should stop
 CHANGES = {b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"}
+CHANGE_NAMES = [name.decode() for name in sorted(CHANGES)]  # imaplib's keys
 STATUS_ITEMS = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
+
+
+def _changes(responses: list[Any]) -> bool:
+    """Does any of these parsed IDLE responses say the mailbox changed?"""
+    return any(len(r) > 1 and r[1] in CHANGES for r in responses)
 
 
 class NoIdle(Exception):
@@ -166,15 +172,22 @@ class Watch:
                     self.notify("the server reported a change")
 
     def idle_once(self, client: Any) -> bool:
-        """One IDLE, until a change, the renewal time, or stop. True if something changed."""
+        """One IDLE, until a change, the renewal time, or stop. True if something changed.
+
+        No change may fall between two IDLEs: one reported while DONE is answered comes back
+        from ``idle_done``, and one reported before the server's "+ idling" is left by imaplib
+        among its untagged responses (imapclient's ``idle`` does not return them)."""
+        untagged = client._imap.untagged_responses
+        for kind in CHANGE_NAMES:  # answers to earlier commands (SELECT's EXISTS): not news
+            untagged.pop(kind, None)
         client.idle()
-        changed = False
+        changed = any(untagged.pop(kind, None) for kind in CHANGE_NAMES)
         ends = time.monotonic() + settings.SYNC_IDLE_RENEW_SECONDS
         try:
             while not self.stop.is_set() and time.monotonic() < ends:
                 asked = time.monotonic()
                 responses = client.idle_check(timeout=CHECK_SECONDS)
-                if any(len(r) > 1 and r[1] in CHANGES for r in responses):
+                if _changes(responses):
                     changed = True
                     break
                 if not responses and time.monotonic() - asked < CHECK_SECONDS / 2:
@@ -182,8 +195,8 @@ class Watch:
                     # dropped session looks like this. Ending IDLE tells (it raises if so).
                     break
         finally:
-            client.idle_done()
-        return changed
+            _, responses = client.idle_done()
+        return changed or _changes(responses)
 
     def notify(self, why: str) -> None:
         try:
