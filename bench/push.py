@@ -117,7 +117,10 @@ def main() -> None:
 
         latencies: list[float] = []
         cluster_env = {"SYNC_WORKERS": 2, "LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING")}
-        listen_env = {"LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"), "SYNC_LISTEN_RECONCILE_SECONDS": 2}
+        listen_env = {
+            "LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
+            "SYNC_LISTEN_RECONCILE_SECONDS": 2,
+        }
         with qcluster("bench-push", **cluster_env):
             with listener("bench-push", **listen_env) as proc:
                 started = wait(idling, 300, every=0.2)

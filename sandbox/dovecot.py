@@ -105,6 +105,11 @@ default_internal_group = nogroup
 default_login_user = nobody
 mail_max_userip_connections = 100
 shutdown_clients = yes
+# An idling client hears of new mail through inotify; past the kernel's inotify instance limit
+# (fs.inotify.max_user_instances, often 128 per user) Dovecot falls back to looking every
+# mailbox_idle_check_interval (30 s by default): 1 s here, as an installation with many IDLE
+# sessions would set (or raise the limit).
+mailbox_idle_check_interval = 1 secs
 # Every account exists; its password is "pw-" + the user name (no passdb file to reload).
 passdb {{
   driver = static

@@ -4,6 +4,7 @@ classes, and always log out — including when the engine closes a sync generato
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -139,6 +140,13 @@ class PinnedIMAPClient(QuietIMAPClient):
 
 
 @contextlib.contextmanager
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: each loads the system's CA bundle (about 1 MB),
+    and the IDLE listener holds hundreds of sessions. Contexts are safe to share."""
+    return ssl.create_default_context()
+
+
 def open_session(
     config: ImapConfig,
     password: str,
@@ -153,7 +161,7 @@ def open_session(
     addresses (or a range the operator allowed), and the connection goes to the address that
     was checked (``integrations.netguard``).
     """
-    context = ssl.create_default_context()
+    context = tls_context()
     with imap_errors(config):
         timeout = SocketTimeout(
             connect=connect_timeout or config.connect_timeout,
