@@ -139,7 +139,6 @@ class PinnedIMAPClient(QuietIMAPClient):
         return transport(self.host, self.port, connect_timeout)
 
 
-@contextlib.contextmanager
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process: each loads the system's CA bundle (about 1 MB),
@@ -147,6 +146,7 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+@contextlib.contextmanager
 def open_session(
     config: ImapConfig,
     password: str,
