@@ -116,8 +116,11 @@ def main() -> None:
             return status.alive and status.idling == args.mailboxes
 
         latencies: list[float] = []
-        cluster_env = {"SYNC_WORKERS": 2, "LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING")}
-        listen_env = {
+        cluster_env: dict[str, Any] = {
+            "SYNC_WORKERS": 2,
+            "LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
+        }
+        listen_env: dict[str, Any] = {
             "LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
             "SYNC_LISTEN_RECONCILE_SECONDS": 2,
         }

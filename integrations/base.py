@@ -289,6 +289,13 @@ class Connector(Generic[ConfigT]):
         return {}
 
     @classmethod
+    def doctor_notes(cls) -> list[tuple[str, str, str]]:
+        """(level "ok"/"warn"/"fail", area, message) lines for ``sync_doctor`` about this
+        provider's own machinery (e.g. push subscriptions); asked only when connections of
+        this kind exist."""
+        return []
+
+    @classmethod
     def describe_position(cls, cursor: Mapping[str, Any]) -> list[str]:
         """The stored sync position in words, one line per stream (e.g. "INBOX: up to UID
         43,300, UIDVALIDITY 1712…"); the admin shows these instead of the raw cursor."""

@@ -31,12 +31,15 @@ import itertools
 import random
 import re
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
+
+import requests
 
 from sandbox.http import LocalServer, Request, Response
 from sandbox.tls import TestCA
@@ -49,6 +52,13 @@ ITEM_NOT_FOUND = "The specified object was not found in the store."
 ACCESS_DENIED = "Access is denied. Check credentials and try again."
 MAILBOX_CONCURRENCY = 4
 _ROOT = "msgfolderroot"
+# Outlook message subscriptions (learn.microsoft.com/graph/api/resources/subscription): at most
+# 10,080 minutes; less than 45 minutes is raised to 45; clientState at most 128 characters
+SUBSCRIPTION_MAX_MINUTES = 10080
+SUBSCRIPTION_MIN_MINUTES = 45
+CLIENT_STATE_MAX = 128
+VALIDATION_TIMEOUT = 10.0  # seconds an endpoint has to echo the validation token
+NOTIFY_TIMEOUT = 3.0  # seconds an endpoint has to answer a notification with 2xx
 _ids = itertools.count(1)
 
 
@@ -126,7 +136,298 @@ class Mailbox:
         self.events.setdefault(folder_id, []).append((self.seq, message_id, changed))
 
 
-class FakeGraph(LocalServer):
+# --- change notifications (webhooks) ------------------------------------------------------
+_MAIL_RESOURCE = re.compile(
+    r"^/?users/([^/]+)/(?:mailFolders(?:\('([^']+)'\)|/([^/]+))/)?messages$", re.IGNORECASE
+)
+
+
+def _post(url: str, **kwargs: Any) -> requests.Response:
+    """An outgoing call of the local Graph to an app's endpoint (test CA trusted by callers)."""
+    return requests.post(url, **kwargs)  # noqa: S113 - every caller passes a timeout
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _bounded(expires: datetime) -> datetime:
+    now = _now()
+    return max(expires, now + timedelta(minutes=SUBSCRIPTION_MIN_MINUTES))
+
+
+@dataclass
+class Subscription:
+    id: str
+    resource: str
+    upn: str
+    folder_id: str | None  # None: every folder of the mailbox
+    change_types: frozenset[str]
+    notification_url: str
+    lifecycle_url: str
+    client_state: str
+    expires: datetime
+    delivered: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
+            "id": self.id,
+            "resource": self.resource,
+            "changeType": ",".join(sorted(self.change_types)),
+            "notificationUrl": self.notification_url,
+            "lifecycleNotificationUrl": self.lifecycle_url or None,
+            "expirationDateTime": _iso(self.expires),
+            "clientState": self.client_state or None,
+        }
+
+
+class _Subscriptions:
+    """Change notifications over webhooks (docs/protocols.md, "Microsoft Graph"): subscriptions
+    on a mailbox's messages, the validation handshake, notifications and lifecycle events
+    posted to the app, expiry. Mixed into :class:`FakeGraph`."""
+
+    lock: Any
+    rng: random.Random
+    tenant: str
+    mailboxes: dict[str, Mailbox]
+    subscriptions: dict[str, Subscription]
+    validations: list[str]
+    deliveries: list[tuple[str, dict[str, Any], int]]
+    notify_repeat: float
+    notify_retries: int
+    notify_backoff: float
+    #: the test web server has no TLS: http:// is accepted for these prefixes only
+    http_allowed: tuple[str, ...] = ("http://127.0.0.1:", "http://localhost:")
+    verify_endpoints: bool | str = True
+
+    def subscription_route(self, request: Request, rest: str) -> Response:
+        if rest in ("", "/") and request.method == "POST":
+            return self.create_subscription(request.json() or {})
+        if rest in ("", "/") and request.method == "GET":
+            with self.lock:
+                items = [sub.as_json() for sub in self.subscriptions.values()]
+            return Response(200, {"value": items})
+        match = re.match(r"^/([^/]+)(/reauthorize)?$", rest)
+        if not match:
+            return _error(400, "BadRequest", f"Unsupported segment {rest}")
+        with self.lock:
+            self.expire_subscriptions()
+            sub = self.subscriptions.get(match.group(1))
+        if sub is None:
+            return _error(404, "ResourceNotFound", "The object was not found.")
+        if match.group(2):
+            if request.method != "POST":
+                return _error(405, "MethodNotAllowed", "Use POST.")
+            return Response(204)
+        if request.method == "GET":
+            return Response(200, sub.as_json())
+        if request.method == "DELETE":
+            with self.lock:
+                self.subscriptions.pop(sub.id, None)
+            return Response(204)
+        if request.method == "PATCH":
+            body = request.json() or {}
+            expires = _parse_time(body.get("expirationDateTime"))
+            if expires is None:
+                return _error(400, "InvalidRequest", "expirationDateTime is required.")
+            if expires > _now() + timedelta(minutes=SUBSCRIPTION_MAX_MINUTES):
+                return _error(
+                    400,
+                    "InvalidRequest",
+                    f"Subscription expiration can only be {SUBSCRIPTION_MAX_MINUTES} minutes in "
+                    "the future.",
+                )
+            with self.lock:
+                sub.expires = _bounded(expires)
+            return Response(200, sub.as_json())
+        return _error(405, "MethodNotAllowed", f"{request.method} is not allowed here.")
+
+    def create_subscription(self, body: dict[str, Any]) -> Response:
+        notification_url = str(body.get("notificationUrl") or "")
+        lifecycle_url = str(body.get("lifecycleNotificationUrl") or "")
+        resource = str(body.get("resource") or "")
+        change_types = frozenset(t.strip() for t in str(body.get("changeType") or "").split(","))
+        client_state = str(body.get("clientState") or "")
+        expires = _parse_time(body.get("expirationDateTime"))
+        if not notification_url or not resource or expires is None or not change_types - {""}:
+            return _error(
+                400,
+                "InvalidRequest",
+                "changeType, notificationUrl, resource and expirationDateTime are required.",
+            )
+        if not change_types <= {"created", "updated", "deleted"}:
+            return _error(
+                400, "InvalidRequest", f"Unsupported changeType {body.get('changeType')}."
+            )
+        for url in (notification_url, lifecycle_url):
+            if url and not (url.startswith("https://") or url.startswith(self.http_allowed)):
+                return _error(400, "InvalidRequest", "The notification URL must be an https URL.")
+        if len(client_state) > CLIENT_STATE_MAX:
+            return _error(400, "InvalidRequest", "clientState is longer than 128 characters.")
+        if expires > _now() + timedelta(minutes=SUBSCRIPTION_MAX_MINUTES):
+            return _error(
+                400,
+                "InvalidRequest",
+                f"Subscription expiration can only be {SUBSCRIPTION_MAX_MINUTES} minutes in "
+                "the future.",
+            )
+        match = _MAIL_RESOURCE.match(resource)
+        if not match:
+            return _error(400, "InvalidRequest", f"Unsupported resource {resource}.")
+        box = self.mailboxes.get(unquote(match.group(1)).lower())
+        if box is None:
+            return _error(404, "ResourceNotFound", f"The user '{match.group(1)}' was not found.")
+        folder_name = match.group(2) or match.group(3)
+        folder_id = None
+        if folder_name:
+            try:
+                folder_id = box.folder_id(folder_name)
+            except KeyError:
+                return _error(404, "ErrorItemNotFound", ITEM_NOT_FOUND)
+        with self.lock:
+            self.expire_subscriptions()
+            for other in self.subscriptions.values():
+                if (other.resource.lower(), other.change_types) == (resource.lower(), change_types):
+                    return _error(
+                        409,
+                        "ExtensionError",
+                        f"Subscription Id {other.id} already exists for the requested combination",
+                    )
+        for url in (notification_url, lifecycle_url):
+            if url and not self.validate_endpoint(url):
+                return _error(
+                    400,
+                    "ValidationError",
+                    f"Subscription validation request failed. Notification endpoint {url} must "
+                    "respond with 200 OK and the validation token within 10 seconds.",
+                )
+        sub = Subscription(
+            id=str(uuid.uuid4()),
+            resource=resource,
+            upn=box.upn,
+            folder_id=folder_id,
+            change_types=change_types,
+            notification_url=notification_url,
+            lifecycle_url=lifecycle_url,
+            client_state=client_state,
+            expires=_bounded(expires),
+        )
+        with self.lock:
+            self.subscriptions[sub.id] = sub
+        return Response(201, sub.as_json())
+
+    def validate_endpoint(self, url: str) -> bool:
+        """The handshake: POST ?validationToken=<URL-encoded token>; the endpoint answers 200,
+        text/plain, the decoded token, within 10 seconds."""
+        token = (
+            "Validation: Testing client application reachability for subscription "
+            f"Request-Id: {uuid.uuid4()}"
+        )
+        sep = "&" if "?" in url else "?"
+        try:
+            answer = _post(
+                f"{url}{sep}validationToken={quote(token)}",
+                data=b"",
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+                timeout=VALIDATION_TIMEOUT,
+                verify=self.verify_endpoints,
+            )
+        except requests.RequestException:
+            return False
+        self.validations.append(url)
+        return answer.status_code == 200 and answer.text == token
+
+    def expire_subscriptions(self) -> None:
+        """Graph deletes a subscription that was not renewed in time (under the lock)."""
+        now = _now()
+        for sub_id in [k for k, sub in self.subscriptions.items() if sub.expires <= now]:
+            del self.subscriptions[sub_id]
+
+    def changed(self, box: Mailbox, folder_id: str, message_id: str, change: str) -> None:
+        """Tell every matching subscription, from a thread of its own (Graph calls back later)."""
+        with self.lock:
+            self.expire_subscriptions()
+            targets = [
+                sub
+                for sub in self.subscriptions.values()
+                if sub.upn == box.upn
+                and change in sub.change_types
+                and sub.folder_id in (None, folder_id)
+            ]
+            repeat = [self.rng.random() < self.notify_repeat for _ in targets]
+        for sub, twice in zip(targets, repeat, strict=True):
+            item = {
+                "id": str(uuid.uuid4()),
+                "subscriptionId": sub.id,
+                "subscriptionExpirationDateTime": _iso(sub.expires),
+                "clientState": sub.client_state or None,
+                "changeType": change,
+                "resource": f"Users/{box.upn}/Messages/{message_id}",
+                "tenantId": self.tenant,
+                "resourceData": {
+                    "@odata.type": "#Microsoft.Graph.Message",
+                    "@odata.id": f"Users/{box.upn}/Messages/{message_id}",
+                    "id": message_id,
+                },
+            }
+            # Graph sends "at least one" notification per change: sometimes the same one twice
+            for _ in range(2 if twice else 1):
+                self.deliver(sub.notification_url, {"value": [item]})
+
+    def deliver(self, url: str, body: dict[str, Any], wait: bool = False) -> None:
+        """POST a notification; retried after a non-2xx answer or a timeout (3 s), then dropped."""
+
+        def send() -> None:
+            for attempt in range(self.notify_retries):
+                status = 0
+                try:
+                    status = _post(
+                        url, json=body, timeout=NOTIFY_TIMEOUT, verify=self.verify_endpoints
+                    ).status_code
+                except requests.RequestException:
+                    status = 0
+                with self.lock:
+                    self.deliveries.append((url, body, status))
+                if 200 <= status < 300:
+                    return
+                time.sleep(self.notify_backoff * (2**attempt))
+
+        if wait:
+            send()
+        else:
+            threading.Thread(target=send, name="graph-notify", daemon=True).start()
+
+    def lifecycle(self, sub_id: str, event: str, wait: bool = True) -> None:
+        """Send a lifecycle notification (reauthorizationRequired, subscriptionRemoved, missed);
+        subscriptionRemoved also deletes the subscription, as Graph does."""
+        with self.lock:
+            sub = self.subscriptions[sub_id]
+            if event == "subscriptionRemoved":
+                del self.subscriptions[sub_id]
+        body = {
+            "value": [
+                {
+                    "subscriptionId": sub.id,
+                    "subscriptionExpirationDateTime": _iso(sub.expires),
+                    "tenantId": self.tenant,
+                    "clientState": sub.client_state or None,
+                    "lifecycleEvent": event,
+                }
+            ]
+        }
+        self.deliver(sub.lifecycle_url or sub.notification_url, body, wait=wait)
+
+
+class FakeGraph(_Subscriptions, LocalServer):
     """``seed`` drives every choice the documentation leaves open (page order, repeats);
     ``repeat`` is the chance that an item shows up a second time in a delta round (and that the
     next round replays one); ``partial_updates`` sends updated items with their changed
@@ -159,6 +460,12 @@ class FakeGraph(LocalServer):
         self.latency = latency
         self.without_immutable_ids = 0
         self.throttled = 0
+        self.subscriptions: dict[str, Subscription] = {}
+        self.validations: list[str] = []  # URLs validated
+        self.deliveries: list[tuple[str, dict[str, Any], int]] = []  # url, body, status
+        self.notify_repeat = repeat  # chance a notification is delivered twice
+        self.notify_retries = 3  # Graph retries for hours; scaled down here
+        self.notify_backoff = 0.2
 
     # --- setting up mailboxes ------------------------------------------------------------------
     def add_mailbox(
@@ -302,6 +609,7 @@ class FakeGraph(LocalServer):
             box.folders[folder_id]["totalItemCount"] += 1
             box.touch(folder_id, message_id)
             box.created[message_id] = box.seq
+        self.changed(box, folder_id, message_id, "created")
         return message_id
 
     def update_message(self, box: Mailbox, message_id: str, **changes: Any) -> None:
@@ -310,6 +618,7 @@ class FakeGraph(LocalServer):
             item.update(changes)
             item["lastModifiedDateTime"] = _iso(datetime.now(UTC))
             box.touch(item["parentFolderId"], message_id, frozenset(changes))
+        self.changed(box, item["parentFolderId"], message_id, "updated")
 
     def move_message(self, box: Mailbox, message_id: str, folder: str) -> None:
         """Moves keep the immutable id; the old folder's delta reports a removal."""
@@ -321,12 +630,15 @@ class FakeGraph(LocalServer):
             box.folders[target]["totalItemCount"] += 1
             box.touch(source, message_id, frozenset({"parentFolderId"}))
             box.touch(target, message_id, None)  # new to that folder: all of it
+        self.changed(box, source, message_id, "deleted")
+        self.changed(box, target, message_id, "created")
 
     def delete_message(self, box: Mailbox, message_id: str) -> None:
         with self.lock:
             item = box.messages.pop(message_id)
             box.folders[item["parentFolderId"]]["totalItemCount"] -= 1
             box.touch(item["parentFolderId"], message_id)
+        self.changed(box, item["parentFolderId"], message_id, "deleted")
 
     def forget_sync_state(self) -> None:
         """Graph evicted every delta token (they have no fixed lifetime): next use gets 410."""
@@ -366,6 +678,8 @@ class FakeGraph(LocalServer):
         denied = self.authorize(request)
         if denied is not None:
             return denied
+        if path == "/v1.0/subscriptions" or path.startswith("/v1.0/subscriptions/"):
+            return self.subscription_route(request, path[len("/v1.0/subscriptions") :])
         if path == "/v1.0/me" or path.startswith("/v1.0/me/"):
             return _error(
                 400, "BadRequest", "/me request is only valid with delegated authentication flow."

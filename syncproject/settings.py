@@ -460,6 +460,25 @@ SYNC_LISTEN_MAX_BACKOFF = env_float(
     300.0,
     "Longest wait (seconds, with jitter) before the listener reconnects a dropped mailbox.",
 )
+SYNC_PUBLIC_URL = env_str(
+    "SYNC_PUBLIC_URL",
+    "",
+    "Public https:// base URL at which Microsoft Graph reaches this site for change "
+    "notifications (e.g. https://sync.example.com); empty = Graph mail is polled only.",
+)
+SYNC_GRAPH_SUBSCRIPTION_MINUTES = env_int(
+    "SYNC_GRAPH_SUBSCRIPTION_MINUTES",
+    4230,
+    "Lifetime asked for a Graph mail subscription (Graph allows under 3 days in older and "
+    "7 days in newer documentation).",
+    minimum=45,
+)
+SYNC_GRAPH_RENEW_BEFORE_MINUTES = env_int(
+    "SYNC_GRAPH_RENEW_BEFORE_MINUTES",
+    1440,
+    "The dispatcher renews a Graph subscription when it expires within this many minutes.",
+    minimum=10,
+)
 SYNC_DISPATCH_LIMIT = env_int(
     "SYNC_DISPATCH_LIMIT", 20000, "Most connections enqueued by one dispatcher pass.", minimum=1
 )

@@ -33,7 +33,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations.models import Connection
-from syncqueue import broker, engine, heartbeat, notifications, policy, retention, stats
+from syncqueue import broker, engine, heartbeat, notifications, policy, retention, signals, stats
 from syncqueue.locks import hold_lock
 from syncqueue.models import SyncJob, SyncLog
 
@@ -75,6 +75,9 @@ def dispatch(now: datetime | None = None) -> DispatchReport:
         report.enqueued, report.already_queued = enqueue_due(now)
         report.tickets = top_up_tickets(now)
         stats.refresh_if_expensive()
+        for receiver, result in signals.dispatcher_pass.send_robust(sender=None, now=now):
+            if isinstance(result, Exception):
+                log.error("Dispatcher housekeeping %r failed: %r", receiver, result)
     with hold_lock("prune", seconds=int(PRUNE_EVERY.total_seconds()), release=False) as due:
         if due:
             report.pruned = retention.prune(now)

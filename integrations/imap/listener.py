@@ -39,8 +39,7 @@ from django.db import close_old_connections, connections
 from integrations.errors import AuthFailed, ConfigError, SyncError
 from integrations.models import Connection
 from syncqueue import heartbeat, identity
-from syncqueue.engine import ConnectionDisabled, enqueue
-from syncqueue.models import SyncJob
+from syncqueue.engine import enqueue_notified
 
 log = logging.getLogger("integrations.imap.listener")
 
@@ -79,19 +78,6 @@ def behind(conn: Connection, folder: str, status: dict[bytes, Any]) -> bool:
         return True
     seen = {k.decode().lower(): int(v) for k, v in status.items()}
     return any(state.get(key) != value for key, value in seen.items())
-
-
-def queue_sync(connection_id: int, why: str) -> bool:
-    """Queue (or join) a ``notified`` sync. False when the connection cannot sync now."""
-    conn = Connection.objects.filter(pk=connection_id).first()
-    if conn is None or not conn.enabled or conn.status == Connection.Status.AUTH_REQUIRED:
-        return False
-    try:
-        job = enqueue(conn, SyncJob.Kind.NOTIFIED)
-    except ConnectionDisabled:
-        return False
-    log.info("%s: %s; sync #%s queued.", conn.name, why, job.pk)
-    return True
 
 
 @dataclass
@@ -200,7 +186,7 @@ class Watch:
 
     def notify(self, why: str) -> None:
         try:
-            if queue_sync(self.connection_id, f"{self.folder}: {why}"):
+            if enqueue_notified(self.connection_id, f"{self.folder}: {why}"):
                 self.notified += 1
         finally:
             connections.close_all()

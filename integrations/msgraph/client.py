@@ -64,6 +64,11 @@ class GraphClient:
         response = self._send(url, params, page_size)
         return response.json()
 
+    def call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Any other request (subscriptions: POST, PATCH, DELETE); {} for an empty answer."""
+        response = self._send(url, None, None, method=method, body=body)
+        return response.json() if response.content else {}
+
     def get_bytes(self, url: str) -> bytes:
         """Raw content (``$value``); ``NoContent`` when Graph says it has none to give."""
         try:
@@ -78,7 +83,13 @@ class GraphClient:
 
     # --- internals -----------------------------------------------------------------------------
     def _send(
-        self, url: str, params: dict[str, Any] | None, page_size: int | None
+        self,
+        url: str,
+        params: dict[str, Any] | None,
+        page_size: int | None,
+        *,
+        method: str = "GET",
+        body: dict[str, Any] | None = None,
     ) -> requests.Response:
         if not url.startswith("https://"):
             url = self.mailbox_url(url)
@@ -90,7 +101,7 @@ class GraphClient:
                 self._token = auth.token(self.config, self.secrets, fresh=attempt == 2)
             headers = {"Authorization": f"Bearer {self._token}", "Prefer": ", ".join(prefer)}
             with self.slots:
-                response = self.http.request("GET", url, params=params, headers=headers)
+                response = self.http.request(method, url, params=params, headers=headers, json=body)
             self.request_count += 1
             if response.ok:
                 return response

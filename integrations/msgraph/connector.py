@@ -36,6 +36,12 @@ class GraphConnector(Connector[GraphConfig]):
         return store.mail_stats(connection)
 
     @classmethod
+    def doctor_notes(cls) -> list[tuple[str, str, str]]:
+        from integrations.msgraph import push
+
+        return push.doctor_notes()
+
+    @classmethod
     def describe_position(cls, cursor: Mapping[str, Any]) -> list[str]:
         lines = []
         for state in (cursor.get("folders") or {}).values():

@@ -40,6 +40,7 @@ from syncqueue.engine.enqueue import (
     ConnectionDisabled,
     default_dedupe_key,
     enqueue,
+    enqueue_notified,
     submit_ticket,
 )
 from syncqueue.engine.health import record_connection_outcome
@@ -57,6 +58,7 @@ __all__ = [
     "claim_next",
     "default_dedupe_key",
     "enqueue",
+    "enqueue_notified",
     "execute",
     "process_ticket",
     "record_connection_outcome",

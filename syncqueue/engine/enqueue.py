@@ -252,3 +252,18 @@ def _promote(job: SyncJob, kind: str, priority: int, now: datetime) -> SyncJob:
         if job.state == State.QUEUED:
             submit_ticket(job.pk)
     return job
+
+
+def enqueue_notified(connection_id: int, why: str) -> SyncJob | None:
+    """A provider said something changed (IMAP IDLE, a Graph notification): queue a sync of
+    that connection, or join the waiting one. Nothing for a connection that is gone, turned
+    off or waiting for new credentials — the hint is dropped, polling carries on."""
+    conn = Connection.objects.filter(pk=connection_id).first()
+    if conn is None or not conn.enabled or conn.status == Connection.Status.AUTH_REQUIRED:
+        return None
+    try:
+        job = enqueue(conn, Kind.NOTIFIED)
+    except ConnectionDisabled:
+        return None
+    log.info("%s: %s; sync #%s queued.", conn.name, why, job.pk)
+    return job

@@ -48,6 +48,7 @@ class Command(BaseCommand):
         self.check_encryption()
         self.check_workers()
         self.check_listener()
+        self.check_providers()
         self.check_backlog()
         if options["live"]:
             self.check_connections()
@@ -126,6 +127,16 @@ class Command(BaseCommand):
                 "encryption",
                 f"{len(settings.SYNC_ENCRYPTION_KEYS)} key(s); all credentials readable",
             )
+
+    def check_providers(self) -> None:
+        """Each provider's own machinery (push subscriptions and the like)."""
+        from integrations.models import Connection
+        from integrations.registry import available, get_connector_class
+
+        present = set(Connection.objects.filter(enabled=True).values_list("kind", flat=True))
+        for kind in sorted(set(available()) & present):
+            for level, area, message in get_connector_class(kind).doctor_notes():
+                self.report(level, area, message)
 
     def check_listener(self) -> None:
         """IMAP IDLE: new mail within seconds needs ``sync_listen``; polling works without."""

@@ -1,0 +1,43 @@
+"""Microsoft Graph's push state: one change-notification subscription per mailbox."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Subscription(models.Model):
+    """A Graph subscription on a mailbox's messages (integrations.msgraph.push). Only a hash of
+    its ``clientState`` is kept: enough to check a notification, useless to forge one."""
+
+    connection = models.OneToOneField(
+        "integrations.Connection", on_delete=models.CASCADE, related_name="graph_subscription"
+    )
+    subscription_id = models.CharField(
+        max_length=100,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="Graph's id; empty until made.",
+    )
+    resource = models.CharField(max_length=500, blank=True)
+    client_state_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    renew_now = models.BooleanField(
+        default=False, help_text="Graph asked for reauthorization: renewed on the next pass."
+    )
+    last_error = models.CharField(max_length=500, blank=True)
+    failures = models.PositiveIntegerField(default=0)
+    notifications = models.PositiveIntegerField(default=0)
+    last_notified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Graph change-notification subscription"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.connection} until {self.expires_at:%Y-%m-%d %H:%M}"
+            if self.expires_at
+            else str(self.connection)
+        )

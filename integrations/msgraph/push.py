@@ -1,0 +1,303 @@
+"""Microsoft Graph change notifications: new mail within seconds, polling as the safety net.
+
+With ``SYNC_PUBLIC_URL`` set, each enabled Graph mailbox gets a subscription on its messages
+(created, updated, deleted) whose notifications and lifecycle notifications go to
+``<SYNC_PUBLIC_URL>/hooks/graph/`` (:func:`integrations.msgraph.views.notifications`). Without
+it push is off and the schedule carries on alone (``sync_doctor`` says so).
+
+- **Made and renewed by the dispatcher** (:func:`maintain`, on every full pass): missing
+  subscriptions are created, ones expiring within ``SYNC_GRAPH_RENEW_BEFORE_MINUTES`` (or that
+  Graph asked to reauthorize) are renewed with a PATCH, one Graph no longer knows (404) is made
+  again, and those of connections turned off or waiting for credentials are deleted.
+- **Verified**: every subscription gets its own random ``clientState``; only its SHA-256 is
+  stored. A notification whose clientState matches no subscription (or belongs to another
+  subscription id) is refused and changes nothing.
+- **A hint, not the truth**: a notification queues a ``notified`` sync of the mailbox (a burst
+  joins the waiting job); the delta query finds what changed. ``missed`` queues one as well
+  (the delta token still knows everything since the last sync); ``subscriptionRemoved``
+  forgets the subscription (the next pass makes a new one) and queues a sync;
+  ``reauthorizationRequired`` renews on the next pass (a renewal also reauthorizes).
+
+Protocol notes and sources: docs/protocols.md, "Microsoft Graph".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from integrations.errors import SyncError
+from integrations.models import Connection
+from integrations.msgraph.client import GraphClient
+from integrations.msgraph.models import Subscription
+from syncqueue.engine import enqueue_notified
+
+log = logging.getLogger("integrations.msgraph.push")
+
+NOTIFY_PATH = "/hooks/graph/"
+CHANGE_TYPES = "created,updated,deleted"
+PER_PASS = 200  # subscriptions made or renewed per dispatcher pass (the rest: next pass)
+_EXISTING = re.compile(r"Subscription Id ([0-9a-fA-F-]{36}) already exists")
+
+
+def notification_url() -> str:
+    """Where Graph posts; empty when push is off."""
+    base = settings.SYNC_PUBLIC_URL.rstrip("/")
+    return f"{base}{NOTIFY_PATH}" if base else ""
+
+
+def _hash(client_state: str) -> str:
+    return hashlib.sha256(client_state.encode()).hexdigest()
+
+
+def watched() -> Any:
+    """The Graph connections that should have a subscription."""
+    return Connection.objects.filter(kind="msgraph", enabled=True).exclude(
+        status=Connection.Status.AUTH_REQUIRED
+    )
+
+
+def _client(conn: Connection) -> GraphClient:
+    connector = conn.build_connector()
+    return GraphClient(connector.config, connector.secrets)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+
+
+def _expiry(now: datetime) -> datetime:
+    return now + timedelta(minutes=settings.SYNC_GRAPH_SUBSCRIPTION_MINUTES)
+
+
+def _answered_expiry(reply: dict[str, Any], asked: datetime) -> datetime:
+    found = parse_datetime(str(reply.get("expirationDateTime") or ""))
+    return found or asked
+
+
+def create(conn: Connection, now: datetime | None = None) -> Subscription:
+    """Make the mailbox's subscription (replacing any we had). The clientState's hash is
+    stored before Graph is asked, so a notification that arrives before the answer is
+    already recognised."""
+    now = now or timezone.now()
+    client = _client(conn)
+    state = secrets.token_urlsafe(64)[:100]  # Graph allows 128 characters
+    sub, _ = Subscription.objects.update_or_create(
+        connection=conn,
+        defaults={"subscription_id": None, "client_state_hash": _hash(state), "renew_now": False},
+    )
+    config = client.config
+    resource = f"users/{config.mailbox}/messages"
+    asked = _expiry(now)
+    body = {
+        "changeType": CHANGE_TYPES,
+        "notificationUrl": notification_url(),
+        "lifecycleNotificationUrl": notification_url(),
+        "resource": resource,
+        "expirationDateTime": _iso(asked),
+        "clientState": state,
+    }
+    try:
+        try:
+            reply = client.call("POST", f"{config.api}/subscriptions", body)
+        except SyncError as exc:
+            # 409: Graph still holds one for this mailbox that we lost track of: replace it
+            existing = _EXISTING.search(exc.detail or "")
+            if existing is None:
+                raise
+            client.call("DELETE", f"{config.api}/subscriptions/{existing.group(1)}")
+            reply = client.call("POST", f"{config.api}/subscriptions", body)
+    finally:
+        client.close()
+    Subscription.objects.filter(pk=sub.pk).update(
+        subscription_id=str(reply["id"]),
+        resource=resource,
+        expires_at=_answered_expiry(reply, asked),
+        last_error="",
+        failures=0,
+    )
+    log.info("%s: Graph subscription made.", conn.name)
+    sub.refresh_from_db()
+    return sub
+
+
+def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
+    """PATCH a new expiry (which also reauthorizes); made again if Graph no longer has it."""
+    now = now or timezone.now()
+    conn = sub.connection
+    if not sub.subscription_id:
+        return create(conn, now)
+    client = _client(conn)
+    asked = _expiry(now)
+    try:
+        reply = client.call(
+            "PATCH",
+            f"{client.config.api}/subscriptions/{sub.subscription_id}",
+            {"expirationDateTime": _iso(asked)},
+        )
+    except SyncError as exc:
+        if exc.code == "ResourceNotFound" or "HTTP 404" in (exc.detail or ""):
+            client.close()
+            return create(conn, now)
+        raise
+    finally:
+        client.close()
+    Subscription.objects.filter(pk=sub.pk).update(
+        expires_at=_answered_expiry(reply, asked), renew_now=False, last_error="", failures=0
+    )
+    sub.refresh_from_db()
+    return sub
+
+
+def forget(sub: Subscription) -> None:
+    """Delete at Graph (best effort: an expired one is gone already) and here."""
+    if sub.subscription_id:
+        try:
+            client = _client(sub.connection)
+            try:
+                client.call("DELETE", f"{client.config.api}/subscriptions/{sub.subscription_id}")
+            finally:
+                client.close()
+        except Exception as exc:
+            log.info("%s: Graph subscription not deleted (%s).", sub.connection.name, exc)
+    sub.delete()
+
+
+def _failed(sub_or_conn: Subscription | Connection, exc: Exception) -> None:
+    conn = sub_or_conn if isinstance(sub_or_conn, Connection) else sub_or_conn.connection
+    message = exc.message if isinstance(exc, SyncError) else type(exc).__name__
+    Subscription.objects.update_or_create(
+        connection=conn,
+        defaults={"last_error": f"{type(exc).__name__}: {message}"[:500]},
+    )
+    Subscription.objects.filter(connection=conn).update(failures=F("failures") + 1)
+    log.warning("%s: Graph push not set up: %s", conn.name, message)
+
+
+def _backing_off(sub: Subscription, now: datetime) -> bool:
+    if not sub.failures:
+        return False
+    wait = timedelta(minutes=min(360, 2 ** min(sub.failures, 9)))
+    return sub.updated_at > now - wait
+
+
+def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
+    """The dispatcher's part (``syncqueue.signals.dispatcher_pass``): make, renew, forget."""
+    now = now or timezone.now()
+    done = {"created": 0, "renewed": 0, "forgotten": 0, "failed": 0}
+    if not notification_url():
+        return done
+    for sub in Subscription.objects.exclude(connection__in=watched()).select_related("connection"):
+        forget(sub)
+        done["forgotten"] += 1
+    missing = watched().filter(graph_subscription__isnull=True)[:PER_PASS]
+    due = (
+        Subscription.objects.filter(connection__in=watched())
+        .filter(
+            Q(subscription_id__isnull=True)
+            | Q(renew_now=True)
+            | Q(expires_at__isnull=True)
+            | Q(expires_at__lt=now + timedelta(minutes=settings.SYNC_GRAPH_RENEW_BEFORE_MINUTES))
+        )
+        .select_related("connection")[:PER_PASS]
+    )
+    for conn in missing:
+        try:
+            create(conn, now)
+            done["created"] += 1
+        except Exception as exc:
+            _failed(conn, exc)
+            done["failed"] += 1
+    for sub in due:
+        if _backing_off(sub, now):
+            continue
+        try:
+            renew(sub, now)
+            done["renewed"] += 1
+        except Exception as exc:
+            _failed(sub, exc)
+            done["failed"] += 1
+    return done
+
+
+def handle(payload: Any) -> tuple[int, int]:
+    """Act on a POSTed changeNotificationCollection; returns (accepted, refused)."""
+    items = payload.get("value") if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        return 0, 1
+    accepted = refused = 0
+    now = timezone.now()
+    for item in items:
+        sub = _verified(item)
+        if sub is None:
+            refused += 1
+            continue
+        accepted += 1
+        Subscription.objects.filter(pk=sub.pk).update(
+            notifications=F("notifications") + 1, last_notified_at=now
+        )
+        event = item.get("lifecycleEvent")
+        if event == "reauthorizationRequired":
+            Subscription.objects.filter(pk=sub.pk).update(renew_now=True)
+        elif event == "subscriptionRemoved":
+            sub.delete()  # the next dispatcher pass makes a new one
+            enqueue_notified(sub.connection_id, "Graph removed the subscription")
+        elif event == "missed":
+            enqueue_notified(sub.connection_id, "Graph missed notifications")
+        else:
+            enqueue_notified(sub.connection_id, f"Graph: message {item.get('changeType')}")
+    return accepted, refused
+
+
+def _verified(item: Any) -> Subscription | None:
+    """The subscription a notification is for, if its clientState proves it."""
+    if not isinstance(item, dict):
+        return None
+    state, sub_id = item.get("clientState"), item.get("subscriptionId")
+    if not isinstance(state, str) or not state or not isinstance(sub_id, str):
+        return None
+    digest = _hash(state)
+    sub = Subscription.objects.filter(client_state_hash=digest).first()
+    if sub is None or not hmac.compare_digest(sub.client_state_hash, digest):
+        return None
+    if sub.subscription_id not in (None, sub_id):
+        return None  # the right secret for another subscription: not this one's
+    return sub
+
+
+def doctor_notes() -> list[tuple[str, str, str]]:
+    """What ``sync_doctor`` says about Graph push."""
+    if not notification_url():
+        return [
+            (
+                "warn",
+                "graph push",
+                "off: Graph mail arrives on the schedule only. Set SYNC_PUBLIC_URL to the "
+                "public https:// address Microsoft Graph can reach for change notifications.",
+            )
+        ]
+    wanted = watched().count()
+    active = Subscription.objects.filter(
+        connection__in=watched(), subscription_id__isnull=False, expires_at__gt=timezone.now()
+    ).count()
+    failing = list(Subscription.objects.exclude(last_error="").select_related("connection")[:5])
+    notes = [
+        (
+            "ok" if active == wanted else "warn",
+            "graph push",
+            f"{active} of {wanted} mailboxes subscribed; notifications to {notification_url()}",
+        )
+    ]
+    for sub in failing:
+        notes.append(("warn", f"graph push {sub.connection.name}", sub.last_error))
+    return notes

@@ -1,0 +1,182 @@
+"""Graph change notifications against the local Graph, which does what the documentation says
+(docs/protocols.md): validation handshake, notifications and lifecycle events posted to our
+endpoint (the test web server), expiry, 409 for a duplicate, 404 for a subscription it no
+longer has. The dispatcher makes and renews subscriptions; a notification queues a sync."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from integrations.msgraph.models import Subscription
+from mail.models import MailMessage
+from syncqueue import dispatcher, engine
+from syncqueue.models import SyncJob, WorkerHeartbeat
+from tests.support.cluster import FAST_CLUSTER
+from tests.support.processes import qcluster, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Kind = SyncJob.Kind
+
+
+@pytest.fixture
+def push_on(settings: Any, live_server: Any) -> str:
+    settings.SYNC_PUBLIC_URL = live_server.url
+    return f"{live_server.url}/hooks/graph/"
+
+
+def notified(conn: Any) -> int:
+    return SyncJob.objects.filter(connection=conn, kind=Kind.NOTIFIED).count()
+
+
+def subscribed(graph: Any, mailbox: Any, make_graph_connection: Any) -> tuple[Any, Subscription]:
+    conn = make_graph_connection()
+    dispatcher.dispatch()
+    sub = Subscription.objects.get(connection=conn)
+    assert sub.subscription_id in graph.subscriptions
+    return conn, sub
+
+
+def test_the_validation_handshake_echoes_the_decoded_token(client: Any) -> None:
+    response = client.post("/hooks/graph/?validationToken=Validation%3A%20a%2Bb%20c")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content.decode() == "Validation: a+b c"
+
+
+def test_the_dispatcher_subscribes_and_a_new_message_queues_a_sync(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    remote = graph.subscriptions[sub.subscription_id]
+    assert remote.notification_url == remote.lifecycle_url == push_on
+    assert graph.validations == [push_on, push_on]  # both endpoints were validated
+    assert remote.resource == f"users/{conn.config['mailbox']}/messages"
+    assert len(sub.client_state_hash) == 64 and remote.client_state not in sub.client_state_hash
+    graph.add_message(mailbox, subject="pushed")
+    wait_for(lambda: notified(conn), 10, "a notified sync")
+    # a burst joins the waiting job instead of queueing one per notification
+    for i in range(5):
+        graph.add_message(mailbox, subject=f"burst {i}")
+    wait_for(lambda: len(graph.deliveries) >= 6, 10, "the burst's notifications")
+    assert notified(conn) == 1
+
+
+def test_a_forged_notification_is_refused(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any, client: Any
+) -> None:
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    forged = {
+        "value": [
+            {
+                "subscriptionId": sub.subscription_id,
+                "clientState": "guessed",
+                "changeType": "created",
+                "resource": "Users/x/Messages/y",
+            }
+        ]
+    }
+    response = client.post("/hooks/graph/", forged, content_type="application/json")
+    assert response.status_code == 403
+    # the right secret of another subscription does not work for this one either
+    other = graph.subscriptions[sub.subscription_id].client_state
+    forged["value"][0].update(clientState=other, subscriptionId="someone-else")
+    response = client.post("/hooks/graph/", forged, content_type="application/json")
+    assert response.status_code == 403
+    assert notified(conn) == 0
+    assert client.post("/hooks/graph/", "{", content_type="application/json").status_code == 400
+
+
+def test_subscriptions_are_renewed_before_they_expire(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any, settings: Any
+) -> None:
+    _conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    remote = graph.subscriptions[sub.subscription_id]
+    first = remote.expires
+    dispatcher.dispatch()  # days left: nothing to do
+    assert graph.subscriptions[sub.subscription_id].expires == first
+    soon = timezone.now() + timedelta(hours=2)
+    remote.expires = soon
+    Subscription.objects.filter(pk=sub.pk).update(expires_at=soon)
+    dispatcher.dispatch()
+    sub.refresh_from_db()
+    assert graph.subscriptions[sub.subscription_id].expires > soon + timedelta(days=1)
+    assert sub.expires_at is not None and sub.expires_at > soon + timedelta(days=1)
+    # one Graph dropped (it expired, or was deleted) is made again on renewal
+    del graph.subscriptions[sub.subscription_id]
+    Subscription.objects.filter(pk=sub.pk).update(expires_at=soon)
+    dispatcher.dispatch()
+    sub.refresh_from_db()
+    assert sub.subscription_id in graph.subscriptions
+
+
+def test_lifecycle_events(push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any):
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    graph.lifecycle(sub.subscription_id, "missed")  # missed -> a delta sync catches up
+    assert notified(conn) == 1
+    graph.lifecycle(sub.subscription_id, "reauthorizationRequired")
+    assert Subscription.objects.get(pk=sub.pk).renew_now
+    dispatcher.dispatch()
+    assert not Subscription.objects.get(pk=sub.pk).renew_now
+    old = sub.subscription_id
+    graph.lifecycle(old, "subscriptionRemoved")  # -> forgotten, made again on the next pass
+    assert not Subscription.objects.filter(connection=conn).exists()
+    dispatcher.dispatch()
+    again = Subscription.objects.get(connection=conn)
+    assert again.subscription_id != old and again.subscription_id in graph.subscriptions
+    statuses = [status for _, _, status in graph.deliveries]
+    assert statuses == [202, 202, 202]
+
+
+def test_a_turned_off_connection_is_not_notified_and_loses_its_subscription(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    conn, _sub = subscribed(graph, mailbox, make_graph_connection)
+    type(conn).objects.filter(pk=conn.pk).update(enabled=False)
+    graph.add_message(mailbox, subject="while off")
+    wait_for(lambda: graph.deliveries, 10, "the notification")
+    assert notified(conn) == 0
+    dispatcher.dispatch()
+    assert not Subscription.objects.filter(connection=conn).exists()
+    assert graph.subscriptions == {}
+
+
+def test_without_a_public_url_push_is_off_and_the_doctor_says_so(
+    graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    make_graph_connection()
+    dispatcher.dispatch()
+    assert not Subscription.objects.exists() and graph.subscriptions == {}
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
+    out = StringIO()
+    call_command("sync_doctor", stdout=out)
+    assert "SYNC_PUBLIC_URL" in out.getvalue()
+
+
+@pytest.mark.process
+def test_a_new_message_is_stored_by_push_with_a_real_qcluster(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    conn, _ = subscribed(graph, mailbox, make_graph_connection)
+    engine.enqueue(conn, Kind.INITIAL)
+    engine.process_ticket()
+    type(conn).objects.filter(pk=conn.pk).update(
+        next_sync_at=timezone.now() + timedelta(days=1), schedule="every 1d"
+    )
+    env = {**FAST_CLUSTER, "SYNC_CA_BUNDLE": str(graph.ca.ca_file)}
+    with qcluster("graph-push", **env):
+        graph.add_message(mailbox, subject="pushed over Graph")
+        wait_for(
+            lambda: MailMessage.objects.filter(
+                connection=conn, subject="pushed over Graph"
+            ).exists(),
+            30,
+            "the pushed message to be stored",
+        )
+    kinds = set(SyncJob.objects.filter(connection=conn).values_list("kind", flat=True))
+    assert kinds == {Kind.INITIAL, Kind.NOTIFIED}
