@@ -18,6 +18,8 @@ notification is only a hint: the sync itself finds what changed, exactly as a sc
   that is disabled or needs new credentials is not watched at all.
 - Sessions use the sync's own rules (``ImapConnector.session``): TLS, the pinned public
   address for servers typed in by ordinary users, the same timeouts.
+- Threads speak IMAP only; the listener's own thread reads the database and queues the syncs
+  (one database connection for any number of watches).
 - The listener's heartbeat (``listener:<host>:<pid>``) says how many folders it watches; the
   dashboard, ``/healthz`` and ``sync_doctor`` show it like the workers'.
 """
@@ -27,14 +29,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import connections
 
 from integrations.errors import AuthFailed, ConfigError, SyncError
 from integrations.models import Connection
@@ -47,15 +51,6 @@ CHECK_SECONDS = 5.0  # longest a thread waits in IDLE before looking whether it 
 CHANGES = {b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"}
 CHANGE_NAMES = [name.decode() for name in sorted(CHANGES)]  # imaplib's keys
 STATUS_ITEMS = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
-
-
-def _changes(responses: list[Any]) -> bool:
-    """Does any of these parsed IDLE responses say the mailbox changed?"""
-    return any(len(r) > 1 and r[1] in CHANGES for r in responses)
-
-
-class NoIdle(Exception):
-    """The server does not offer IDLE: this connection is polled only."""
 
 
 def fingerprint(conn: Connection) -> str:
@@ -71,31 +66,52 @@ def watched_folders(conn: Connection) -> list[str]:
     return [str(f) for f in config.get("idle_folders") or ["INBOX"]]
 
 
-def behind(conn: Connection, folder: str, status: dict[bytes, Any]) -> bool:
+def behind(cursor: dict[str, Any] | None, folder: str, status: dict[bytes, Any]) -> bool:
     """Does the server's STATUS differ from what the last sync of ``folder`` saw?"""
-    state = ((conn.cursor or {}).get("folders") or {}).get(folder)
+    state = ((cursor or {}).get("folders") or {}).get(folder)
     if not state or not state.get("initial_done"):
         return True
     seen = {k.decode().lower(): int(v) for k, v in status.items()}
     return any(state.get(key) != value for key, value in seen.items())
 
 
+def _changes(responses: list[Any]) -> bool:
+    """Does any of these parsed IDLE responses say the mailbox changed?"""
+    return any(len(r) > 1 and r[1] in CHANGES for r in responses)
+
+
+class NoIdle(Exception):
+    """The server does not offer IDLE: this connection is polled only."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a watch thread tells the listener: ``changed`` (the server said so) or ``status``
+    (a fresh session's STATUS, to compare with what the last sync saw)."""
+
+    connection_id: int
+    folder: str
+    kind: str
+    status: dict[bytes, Any] | None = None
+
+
 @dataclass
 class Watch:
-    """One folder of one connection, watched by its own thread."""
+    """One folder of one connection, watched by its own thread.
+
+    The thread speaks IMAP only: the listener opens the connector (settings, credentials) for
+    it and does every database write from its own thread, so hundreds of watches share one
+    database connection and little memory."""
 
     connection_id: int
     folder: str
     fingerprint: str
+    session: Callable[[], Any]  # ImapConnector.session of a connector made by the listener
+    events: queue.SimpleQueue[Event]
     stop: threading.Event = field(default_factory=threading.Event)
-    state: str = "starting"  # idling, reconnecting, no_idle, refused, stopped
-    notified: int = 0
+    state: str = "starting"  # idling, reconnecting, no_idle, stopped
     failures: int = 0
     thread: threading.Thread | None = None
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return (self.connection_id, self.folder)
 
     def start(self) -> None:
         self.thread = threading.Thread(
@@ -111,14 +127,8 @@ class Watch:
                     self.failures = 0
                 except NoIdle:
                     self.state = "no_idle"
-                    log.info(
-                        "Connection %s: the server has no IDLE; polling only.", self.connection_id
-                    )
+                    log.info("Connection %s: no IDLE on its server; polled.", self.connection_id)
                     self.stop.wait()  # until the connection changes
-                except (AuthFailed, ConfigError) as exc:
-                    self.state = "refused"
-                    log.warning("Connection %s: not watched: %s", self.connection_id, exc)
-                    self.stop.wait()
                 except Exception as exc:
                     self.failures += 1
                     self.state = "reconnecting"
@@ -133,29 +143,23 @@ class Watch:
                     self.stop.wait(delay)
         finally:
             self.state = "stopped"
-            connections.close_all()
 
     def backoff(self) -> float:
         ceiling = min(settings.SYNC_LISTEN_MAX_BACKOFF, 2.0 ** min(self.failures, 16))
         return ceiling * random.uniform(0.5, 1.0)
 
     def watch(self) -> None:
-        close_old_connections()
-        conn = Connection.objects.get(pk=self.connection_id)
-        connector = conn.build_connector()
-        with connector.session() as client:  # type: ignore[attr-defined]
+        with self.session() as client:
             if b"IDLE" not in client.capabilities():
                 raise NoIdle()
             status = client.folder_status(self.folder, STATUS_ITEMS)
-            if behind(conn, self.folder, status):
-                self.notify("changed while not watched")
+            self.events.put(Event(self.connection_id, self.folder, "status", status))
             client.select_folder(self.folder, readonly=True)
-            connections.close_all()  # hold no database connection while idling
             self.failures = 0
             while not self.stop.is_set():
                 self.state = "idling"
                 if self.idle_once(client):
-                    self.notify("the server reported a change")
+                    self.events.put(Event(self.connection_id, self.folder, "changed"))
 
     def idle_once(self, client: Any) -> bool:
         """One IDLE, until a change, the renewal time, or stop. True if something changed.
@@ -170,7 +174,7 @@ class Watch:
         changed = any(untagged.pop(kind, None) for kind in CHANGE_NAMES)
         ends = time.monotonic() + settings.SYNC_IDLE_RENEW_SECONDS
         try:
-            while not self.stop.is_set() and time.monotonic() < ends:
+            while not changed and not self.stop.is_set() and time.monotonic() < ends:
                 asked = time.monotonic()
                 responses = client.idle_check(timeout=CHECK_SECONDS)
                 if _changes(responses):
@@ -184,51 +188,77 @@ class Watch:
             _, responses = client.idle_done()
         return changed or _changes(responses)
 
-    def notify(self, why: str) -> None:
-        try:
-            if enqueue_notified(self.connection_id, f"{self.folder}: {why}"):
-                self.notified += 1
-        finally:
-            connections.close_all()
-
 
 class Listener:
-    """Keeps one :class:`Watch` per watched folder, in step with the database."""
+    """Keeps one :class:`Watch` per watched folder, in step with the database, and turns
+    their events into syncs."""
 
     def __init__(self) -> None:
         self.watches: dict[tuple[int, str], Watch] = {}
+        self.refused: dict[tuple[int, str], str] = {}  # key -> fingerprint, until it changes
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.notified = 0
         self.name = f"{heartbeat.LISTENER_PREFIX}{identity.process()}"
 
-    def wanted(self) -> dict[tuple[int, str], str]:
-        found: dict[tuple[int, str], str] = {}
-        candidates = (
-            Connection.objects.filter(kind="imap", enabled=True)
-            .exclude(status=Connection.Status.AUTH_REQUIRED)
-            .only("id", "config", "secret", "enabled")
+    def wanted(self) -> dict[tuple[int, str], tuple[str, Connection]]:
+        found: dict[tuple[int, str], tuple[str, Connection]] = {}
+        candidates = Connection.objects.filter(kind="imap", enabled=True).exclude(
+            status=Connection.Status.AUTH_REQUIRED
         )
-        for conn in candidates.iterator(chunk_size=2000):
+        for conn in candidates.defer("cursor").iterator(chunk_size=2000):
             print_ = fingerprint(conn)
             for folder in watched_folders(conn):
-                found[(conn.pk, folder)] = print_
+                found[(conn.pk, folder)] = (print_, conn)
         return found
 
     def reconcile(self) -> None:
         wanted = self.wanted()
         for key, watch in list(self.watches.items()):
-            if wanted.get(key) != watch.fingerprint:
+            if key not in wanted or wanted[key][0] != watch.fingerprint:
                 watch.stop.set()  # gone, disabled, or changed: its thread ends within seconds
                 del self.watches[key]
-        for key, print_ in wanted.items():
-            if key not in self.watches:
-                watch = Watch(connection_id=key[0], folder=key[1], fingerprint=print_)
-                self.watches[key] = watch
-                watch.start()
+        for key, (print_, conn) in wanted.items():
+            if key in self.watches or self.refused.get(key) == print_:
+                continue
+            try:
+                connector = conn.build_connector()
+                connector.secrets  # noqa: B018 - unreadable or not for this server: raises
+            except (AuthFailed, ConfigError) as exc:
+                self.refused[key] = print_
+                log.warning("%s: not watched: %s", conn.name, exc)
+                continue
+            watch = Watch(
+                connection_id=key[0],
+                folder=key[1],
+                fingerprint=print_,
+                session=connector.session,  # type: ignore[attr-defined]
+                events=self.events,
+            )
+            self.watches[key] = watch
+            watch.start()
         self.beat()
+
+    def handle(self, event: Event) -> None:
+        """Database work for a watch's event (in the listener's thread)."""
+        why = "the server reported a change"
+        if event.kind == "status":
+            cursor = (
+                Connection.objects.filter(pk=event.connection_id)
+                .values_list("cursor", flat=True)
+                .first()
+            )
+            if not behind(cursor, event.folder, event.status or {}):
+                return
+            why = "changed while not watched"
+        if enqueue_notified(event.connection_id, f"{event.folder}: {why}"):
+            self.notified += 1
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for watch in self.watches.values():
             counts[watch.state] = counts.get(watch.state, 0) + 1
+        if self.refused:
+            counts["refused"] = len(self.refused)
         return counts
 
     def beat(self) -> None:
@@ -238,19 +268,26 @@ class Listener:
             watched=len(self.watches),
             idling=counts.get("idling", 0),
             states=counts,
-            notified=sum(w.notified for w in self.watches.values()),
+            notified=self.notified,
         )
 
     def run(self, stop: threading.Event) -> None:
         log.info("IMAP listener %s running.", self.name)
+        next_pass = 0.0
         while not stop.is_set():
             try:
-                self.reconcile()
+                if time.monotonic() >= next_pass:
+                    self.reconcile()
+                    next_pass = time.monotonic() + settings.SYNC_LISTEN_RECONCILE_SECONDS
+                try:
+                    event = self.events.get(timeout=max(0.05, next_pass - time.monotonic()))
+                except queue.Empty:
+                    continue
+                self.handle(event)
             except Exception:
                 log.exception("Listener pass failed; trying again shortly.")
-            finally:
                 connections.close_all()
-            stop.wait(settings.SYNC_LISTEN_RECONCILE_SECONDS)
+                stop.wait(1)
         for watch in self.watches.values():
             watch.stop.set()
         heartbeat.beat(self.name, watched=0, stopped=True)
