@@ -4,6 +4,7 @@ other files in bench/.)"""
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
 import subprocess
@@ -41,12 +42,19 @@ def run_job_phase(kind: str, connection_id: int) -> dict[str, Any]:
 
     prepare_worker_process()  # as a qcluster worker does when it starts
     conn = Connection.objects.get(pk=connection_id)
+    profile_to = os.environ.get("BENCH_PROFILE_PHASE") == kind and os.environ.get("BENCH_PROFILE")
+    profiler = cProfile.Profile() if profile_to else None
     start = time.perf_counter()
+    if profiler:
+        profiler.enable()
     if kind != "queued":
         engine.enqueue(conn, kind)
     while engine.process_ticket() != "nothing to claim":
         pass
     elapsed = time.perf_counter() - start
+    if profiler and profile_to:  # BENCH_PROFILE=file BENCH_PROFILE_PHASE=kind: where time goes
+        profiler.disable()
+        profiler.dump_stats(profile_to)
     job = SyncJob.objects.filter(connection=conn).order_by("-id").first()
     assert job is not None
     return {

@@ -117,6 +117,7 @@ class MailboxSync:
         if self.condstore:
             client.enable("CONDSTORE")  # must happen before any SELECT
         self.done = ctx.progress_done
+        self.selected: tuple[str, dict[bytes, Any]] | None = None  # folder, EXAMINE's answer
 
     # --- folders ---------------------------------------------------------------------------
     def folder_names(self) -> list[str]:
@@ -131,6 +132,34 @@ class MailboxSync:
                 if not {b"\\Noselect", b"\\NonExistent"} & set(flags)
             ]
         return list(self.config.folders)
+
+    def examine(self, name: str) -> dict[bytes, Any]:
+        """EXAMINE ``name`` (read-only) unless it is the folder already selected. Opening a
+        mailbox is what a server pays for (Dovecot reads the folder's index and UID list: it
+        grows with the folder), so a sync opens each changed folder once."""
+        if self.selected is None or self.selected[0] != name:
+            self.selected = (name, self.client.select_folder(name, readonly=True))
+        return self.selected[1]
+
+    def status_of_selected(self, name: str) -> dict[str, int] | None:
+        """The STATUS items from an EXAMINE of ``name`` (EXISTS is MESSAGES)."""
+        try:
+            answer = self.examine(name)
+        except IMAPClientError:
+            return None  # STATUS says what is wrong (FolderMissing)
+        try:
+            found = {
+                "uidvalidity": int(answer[b"UIDVALIDITY"]),
+                "uidnext": int(answer[b"UIDNEXT"]),
+                "messages": int(answer[b"EXISTS"]),
+            }
+        except (KeyError, TypeError, ValueError):
+            return None  # a server that leaves one out: ask STATUS instead
+        if self.condstore:
+            if b"HIGHESTMODSEQ" not in answer:
+                return None
+            found["highestmodseq"] = int(answer[b"HIGHESTMODSEQ"])
+        return found
 
     def status(self, name: str) -> dict[str, int]:
         items = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
@@ -153,7 +182,7 @@ class MailboxSync:
 
     # --- planning ----------------------------------------------------------------------------
     def plan(self, name: str, status: dict[str, int]) -> _Plan:
-        selected = self.client.select_folder(name, readonly=True)  # EXAMINE: read-only
+        selected = self.examine(name)  # EXAMINE: read-only
         uidvalidity = int(selected[b"UIDVALIDITY"])
         hms = selected.get(b"HIGHESTMODSEQ")
         state = self.folders.get(name)
@@ -346,7 +375,7 @@ class MailboxSync:
         for (folder, uidvalidity), entries in wanted.items():
             self.ctx.working_on = f"{folder} (skipped messages read again)"
             try:
-                selected = self.client.select_folder(folder, readonly=True)
+                selected = self.examine(folder)
             except IMAPClientError:
                 yield Batch(records=[NoLongerThere(ref) for _, ref in entries])
                 continue
@@ -365,8 +394,12 @@ class MailboxSync:
         if self.ctx.retry:
             yield from self.retry_skipped()
         changed = []
-        for name in self.folder_names():
-            status = self.status(name)
+        names = self.folder_names()
+        for name in names:
+            # One folder (the common case): its EXAMINE answers what STATUS would, so the
+            # folder is opened once whether or not anything changed. Several: STATUS each,
+            # then open only the changed ones.
+            status = (len(names) == 1 and self.status_of_selected(name)) or self.status(name)
             if not self.unchanged(self.folders.get(name), status):
                 changed.append((name, status))
         plans = [self.plan(name, status) for name, status in changed]
@@ -378,7 +411,7 @@ class MailboxSync:
     def run_folder(self, plan: _Plan, total: int, last_folder: bool) -> Iterator[Batch]:
         state = plan.state
         held_up_to = int(state["last_uid"])
-        self.client.select_folder(plan.name, readonly=True)
+        self.examine(plan.name)
         for chunk in _chunks(plan.new_uids, self.config.batch_size):
             self.ctx.working_on = f"{plan.name} UIDs {chunk[0]} to {chunk[-1]}"
             counted = 0
