@@ -84,5 +84,13 @@ def take_tickets(limit: int) -> list[tuple[int, str]] | None:
     return None
 
 
+def ack_ticket(ticket_id: int) -> None:
+    """The ORM broker's acknowledgement in one statement (django-q2's ``QuerySet.delete`` sends
+    BEGIN, DELETE, COMMIT)."""
+    close_old_connections()  # as django-q2's broker does outside a transaction
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {OrmQ._meta.db_table} WHERE id = %s", [ticket_id])  # noqa: S608
+
+
 def describe() -> str:
     return "database (django-q2 ORM broker)" if tickets_commit_with_jobs() else "Redis"

@@ -82,7 +82,7 @@ from django_q.status import Stat
 from django_q.worker import worker
 
 from syncqueue import identity, watchdog
-from syncqueue.broker import take_tickets, tickets_commit_with_jobs
+from syncqueue.broker import ack_ticket, take_tickets, tickets_commit_with_jobs
 
 log = logging.getLogger("syncqueue.cluster")
 
@@ -173,6 +173,8 @@ def counting_monitor(result_queue: Queue, broker: Any, saved: Any) -> None:
         saved.value += 1
 
     post_execute.connect(on_post_execute, weak=False, dispatch_uid="syncqueue-saved")
+    if tickets_commit_with_jobs():
+        broker.acknowledge = ack_ticket  # one statement instead of three
     monitor(result_queue, broker)
 
 
