@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from integrations.models import Connection
@@ -189,18 +189,31 @@ def retry_job(job: SyncJob) -> bool:
     if not job.connection.enabled:
         raise engine.ConnectionDisabled(f"{job.connection.name} is turned off.")
     now = timezone.now()
+    waiting = SyncJob.objects.filter(
+        connection=job.connection, dedupe_key=job.dedupe_key, state=State.QUEUED, slices=0
+    ).exclude(pk=job.pk)
+    if job.slices == 0 and waiting.exists():
+        # it never ran, and the same work already waits (one_new_job_per_stream): that job
+        # will do it; queueing this one again would be a duplicate
+        return False
     with transaction.atomic():
-        done = SyncJob.objects.filter(pk=job.pk, state__in=[State.FAILED, State.CANCELLED]).update(
-            state=State.QUEUED,
-            attempts=0,
-            run_after=now,
-            finished_at=None,
-            cancel_requested=False,
-            error_class="",
-            error_message="",
-            error_detail="",
-            updated_at=now,
-        )
+        try:
+            with transaction.atomic():  # savepoint: a new job may have been queued meanwhile
+                done = SyncJob.objects.filter(
+                    pk=job.pk, state__in=[State.FAILED, State.CANCELLED]
+                ).update(
+                    state=State.QUEUED,
+                    attempts=0,
+                    run_after=now,
+                    finished_at=None,
+                    cancel_requested=False,
+                    error_class="",
+                    error_message="",
+                    error_detail="",
+                    updated_at=now,
+                )
+        except IntegrityError:
+            return False  # the same never-started work already waits
         if done:
             SyncLog.objects.create(
                 job=job,

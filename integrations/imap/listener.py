@@ -39,6 +39,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections
+from imapclient.exceptions import IMAPClientError
 
 from integrations.errors import AuthFailed, ConfigError, SyncError
 from integrations.models import Connection
@@ -50,7 +51,6 @@ log = logging.getLogger("integrations.imap.listener")
 CHECK_SECONDS = 5.0  # longest a thread waits in IDLE before looking whether it should stop
 CHANGES = {b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"}
 CHANGE_NAMES = [name.decode() for name in sorted(CHANGES)]  # imaplib's keys
-STATUS_ITEMS = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
 
 
 def fingerprint(conn: Connection) -> str:
@@ -71,7 +71,7 @@ def behind(cursor: dict[str, Any] | None, folder: str, status: dict[bytes, Any])
     state = ((cursor or {}).get("folders") or {}).get(folder)
     if not state or not state.get("initial_done"):
         return True
-    seen = {k.decode().lower(): int(v) for k, v in status.items()}
+    seen = {k.decode().lower(): int(v) for k, v in status.items() if v is not None}
     return any(state.get(key) != value for key, value in seen.items())
 
 
@@ -129,6 +129,12 @@ class Watch:
                     self.state = "no_idle"
                     log.info("Connection %s: no IDLE on its server; polled.", self.connection_id)
                     self.stop.wait()  # until the connection changes
+                except (AuthFailed, ConfigError) as exc:
+                    # a refused login: retrying would only add failed logins (and may lock the
+                    # account); the watch starts again when the settings or password change
+                    self.state = "refused"
+                    log.warning("Connection %s: not watched: %s", self.connection_id, exc)
+                    self.stop.wait()
                 except Exception as exc:
                     self.failures += 1
                     self.state = "reconnecting"
@@ -152,9 +158,15 @@ class Watch:
         with self.session() as client:
             if b"IDLE" not in client.capabilities():
                 raise NoIdle()
-            status = client.folder_status(self.folder, STATUS_ITEMS)
+            # What the folder holds, from the EXAMINE that starts the watch (no separate STATUS:
+            # mail arriving between the two would be in neither)
+            selected = client.select_folder(self.folder, readonly=True)
+            status = {
+                b"UIDVALIDITY": selected.get(b"UIDVALIDITY"),
+                b"UIDNEXT": selected.get(b"UIDNEXT"),
+                b"MESSAGES": selected.get(b"EXISTS"),
+            }
             self.events.put(Event(self.connection_id, self.folder, "status", status))
-            client.select_folder(self.folder, readonly=True)
             self.failures = 0
             while not self.stop.is_set():
                 self.state = "idling"
@@ -166,11 +178,17 @@ class Watch:
 
         No change may fall between two IDLEs: one reported while DONE is answered comes back
         from ``idle_done``, and one reported before the server's "+ idling" is left by imaplib
-        among its untagged responses (imapclient's ``idle`` does not return them)."""
-        untagged = client._imap.untagged_responses
+        among its untagged responses."""
+        imap = client._imap
+        untagged = imap.untagged_responses
         for kind in CHANGE_NAMES:  # answers to earlier commands (SELECT's EXISTS): not news
             untagged.pop(kind, None)
-        client.idle()
+        # imapclient's idle() gives up on an untagged line before "+ idling" (Dovecot reports
+        # pending changes there); imaplib files such lines under untagged_responses
+        tag = client._idle_tag = imap._command("IDLE")
+        while imap._get_response() is not None:
+            if imap.tagged_commands.get(tag) is not None:  # refused (NO/BAD) instead of "+"
+                raise IMAPClientError(f"IDLE refused: {imap.tagged_commands[tag]!r}"[:200])
         changed = any(untagged.pop(kind, None) for kind in CHANGE_NAMES)
         ends = time.monotonic() + settings.SYNC_IDLE_RENEW_SECONDS
         try:
@@ -205,7 +223,9 @@ class Listener:
         candidates = Connection.objects.filter(kind="imap", enabled=True).exclude(
             status=Connection.Status.AUTH_REQUIRED
         )
-        for conn in candidates.defer("cursor").iterator(chunk_size=2000):
+        # the owner too: the session checks it (public addresses only for ordinary users), and
+        # watch threads must not query the database
+        for conn in candidates.select_related("owner").defer("cursor").iterator(chunk_size=2000):
             print_ = fingerprint(conn)
             for folder in watched_folders(conn):
                 found[(conn.pk, folder)] = (print_, conn)

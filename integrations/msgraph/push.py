@@ -28,6 +28,7 @@ import hmac
 import logging
 import re
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,7 +47,10 @@ log = logging.getLogger("integrations.msgraph.push")
 
 NOTIFY_PATH = "/hooks/graph/"
 CHANGE_TYPES = "created,updated,deleted"
-PER_PASS = 200  # subscriptions made or renewed per dispatcher pass (the rest: next pass)
+PER_PASS = 50  # subscriptions made or renewed per dispatcher pass (the rest: next pass)
+PASS_SECONDS = 30.0  # and no longer than this (a create waits for Graph's validation call)
+MAX_ITEMS = 100  # notifications looked at per request; Graph batches far fewer
+MAX_REFUSED = 5  # a request with this many unproven items is not read further
 _EXISTING = re.compile(r"Subscription Id ([0-9a-fA-F-]{36}) already exists")
 
 
@@ -57,7 +61,9 @@ def notification_url() -> str:
 
 
 def _hash(client_state: str) -> str:
-    return hashlib.sha256(client_state.encode()).hexdigest()
+    # surrogatepass: JSON may carry lone surrogates; they hash (and match nothing) instead of
+    # raising
+    return hashlib.sha256(client_state.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def watched() -> Any:
@@ -119,14 +125,20 @@ def create(conn: Connection, now: datetime | None = None) -> Subscription:
             reply = client.call("POST", f"{config.api}/subscriptions", body)
     finally:
         client.close()
-    Subscription.objects.filter(pk=sub.pk).update(
+    # Only if the row still holds this run's secret: another dispatcher (whose pass outlived
+    # its lock) may have made one meanwhile; ours then goes, so hash and id always match.
+    kept = Subscription.objects.filter(pk=sub.pk, client_state_hash=_hash(state)).update(
         subscription_id=str(reply["id"]),
         resource=resource,
         expires_at=_answered_expiry(reply, asked),
         last_error="",
         failures=0,
     )
-    log.info("%s: Graph subscription made.", conn.name)
+    if not kept:
+        forget(Subscription(connection=conn, subscription_id=str(reply["id"])), local=False)
+        log.info("%s: a concurrent pass made the subscription; ours deleted.", conn.name)
+    else:
+        log.info("%s: Graph subscription made.", conn.name)
     sub.refresh_from_db()
     return sub
 
@@ -159,7 +171,7 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
     return sub
 
 
-def forget(sub: Subscription) -> None:
+def forget(sub: Subscription, *, local: bool = True) -> None:
     """Delete at Graph (best effort: an expired one is gone already) and here."""
     if sub.subscription_id:
         try:
@@ -170,7 +182,8 @@ def forget(sub: Subscription) -> None:
                 client.close()
         except Exception as exc:
             log.info("%s: Graph subscription not deleted (%s).", sub.connection.name, exc)
-    sub.delete()
+    if local:
+        sub.delete()
 
 
 def _failed(sub_or_conn: Subscription | Connection, exc: Exception) -> None:
@@ -211,7 +224,10 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
         )
         .select_related("connection")[:PER_PASS]
     )
+    ends = time.monotonic() + PASS_SECONDS
     for conn in missing:
+        if time.monotonic() > ends:
+            return done  # the rest on the next pass
         try:
             create(conn, now)
             done["created"] += 1
@@ -219,6 +235,8 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
             _failed(conn, exc)
             done["failed"] += 1
     for sub in due:
+        if time.monotonic() > ends:
+            break
         if _backing_off(sub, now):
             continue
         try:
@@ -237,10 +255,12 @@ def handle(payload: Any) -> tuple[int, int]:
         return 0, 1
     accepted = refused = 0
     now = timezone.now()
-    for item in items:
+    for item in items[:MAX_ITEMS]:
         sub = _verified(item)
         if sub is None:
             refused += 1
+            if refused >= MAX_REFUSED:
+                break  # one lookup per item: a flood of forgeries is not read to the end
             continue
         accepted += 1
         Subscription.objects.filter(pk=sub.pk).update(

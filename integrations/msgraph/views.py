@@ -30,7 +30,7 @@ def notifications(request: HttpRequest) -> HttpResponse:
         return HttpResponse("Push is off here.\n", status=404, content_type="text/plain")
     try:
         payload = json.loads(request.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond reason
         return HttpResponse("Not JSON.\n", status=400, content_type="text/plain")
     accepted, _ = push.handle(payload)
     if not accepted:

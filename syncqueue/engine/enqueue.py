@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db import connection as db
-from django.db import transaction
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
@@ -147,16 +147,24 @@ def enqueue(
         existing = waiting.first()
         if existing is not None:
             return _promote(existing, kind, priority, now)
-        job = SyncJob.objects.create(
-            connection=connection,
-            kind=kind,
-            dedupe_key=key,
-            priority=priority,
-            payload=payload or {},
-            requested_by=requested_by if getattr(requested_by, "pk", None) else None,
-            run_after=now,
-            max_attempts=settings.SYNC_MAX_ATTEMPTS,
-        )
+        try:
+            with transaction.atomic():  # a savepoint: the one-statement path takes no lock
+                job = SyncJob.objects.create(
+                    connection=connection,
+                    kind=kind,
+                    dedupe_key=key,
+                    priority=priority,
+                    payload=payload or {},
+                    requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+                    run_after=now,
+                    max_attempts=settings.SYNC_MAX_ATTEMPTS,
+                )
+        except IntegrityError:
+            # one_new_job_per_stream: a concurrent one-statement enqueue made it a moment ago
+            existing = waiting.first()
+            if existing is None:
+                raise
+            return _promote(existing, kind, priority, now)
         submit_ticket(job.pk)
     return job
 

@@ -151,3 +151,16 @@ def test_the_new_job_index_refuses_a_second_never_started_job(make_connection):
     SyncJob.objects.create(
         connection=conn, kind=Kind.MANUAL, dedupe_key=job.dedupe_key, run_after=timezone.now()
     )
+
+
+def test_retrying_a_never_started_job_while_the_same_work_waits_is_refused(make_connection):
+    from syncqueue import control
+
+    conn = make_connection()
+    first = engine.enqueue(conn, Kind.MANUAL)
+    SyncJob.objects.filter(pk=first.pk).update(state=State.CANCELLED)
+    waiting = engine.enqueue(conn, Kind.MANUAL)
+    assert waiting.pk != first.pk
+    first.refresh_from_db()
+    assert control.retry_job(first) is False  # the waiting job does that work
+    assert SyncJob.objects.filter(connection=conn, state=State.QUEUED).count() == 1

@@ -90,6 +90,14 @@ def test_a_forged_notification_is_refused(
     assert response.status_code == 403
     assert notified(conn) == 0
     assert client.post("/hooks/graph/", "{", content_type="application/json").status_code == 400
+    # hostile bodies get a plain refusal, never a server error
+    deep = "[" * 100_000 + "]" * 100_000
+    assert client.post("/hooks/graph/", deep, content_type="application/json").status_code == 400
+    surrogate = '{"value": [{"clientState": "\\ud800", "subscriptionId": "x"}]}'
+    answer = client.post("/hooks/graph/", surrogate, content_type="application/json")
+    assert answer.status_code == 403
+    many = {"value": [{"clientState": f"guess {i}", "subscriptionId": "x"} for i in range(5000)]}
+    assert client.post("/hooks/graph/", many, content_type="application/json").status_code == 403
 
 
 def test_subscriptions_are_renewed_before_they_expire(
