@@ -289,6 +289,12 @@ class Connector(Generic[ConfigT]):
         return {}
 
     @classmethod
+    def push_watched(cls, connection: Connection) -> bool:
+        """Is this connection watched by push, so its poll is only the safety net? Must not
+        query the database (it is asked whenever a next run is computed)."""
+        return False
+
+    @classmethod
     def doctor_notes(cls) -> list[tuple[str, str, str]]:
         """(level "ok"/"warn"/"fail", area, message) lines for ``sync_doctor`` about this
         provider's own machinery (e.g. push subscriptions); asked only when connections of

@@ -323,10 +323,22 @@ class Connection(models.Model):
         now = now or timezone.now()
         schedule = self.parsed_schedule
         nxt = schedule.next_after(now, self.tz)
+        factor = settings.SYNC_PUSHED_POLL_FACTOR
+        interval = schedule.interval
+        if nxt is not None and interval is not None and factor > 1 and self.push_watched:
+            nxt = now + interval * factor  # push brings the changes; the poll is the net
         if nxt is not None and schedule.interval is not None:
             spread = min(schedule.interval.total_seconds() * settings.SYNC_SCHEDULE_JITTER, 300)
             nxt += timedelta(seconds=random.uniform(0, spread))
         return nxt
+
+    @property
+    def push_watched(self) -> bool:
+        """Watched by push (IMAP IDLE, Graph notifications): see SYNC_PUSHED_POLL_FACTOR."""
+        try:
+            return self.connector_class.push_watched(self)
+        except SyncError:
+            return False
 
     def typical_interval(self) -> timedelta | None:
         return self.parsed_schedule.typical_interval(timezone.now(), self.tz)

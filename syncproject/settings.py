@@ -460,6 +460,13 @@ SYNC_LISTEN_MAX_BACKOFF = env_float(
     300.0,
     "Longest wait (seconds, with jitter) before the listener reconnects a dropped mailbox.",
 )
+SYNC_PUSHED_POLL_FACTOR = env_float(
+    "SYNC_PUSHED_POLL_FACTOR",
+    1.0,
+    "Interval schedules of connections watched by push (IMAP with IDLE on, Graph with "
+    "SYNC_PUBLIC_URL) run this many times less often: the poll becomes the slower safety net. "
+    "1 = as scheduled; e.g. 4 once sync_listen runs.",
+)
 SYNC_PUBLIC_URL = env_str(
     "SYNC_PUBLIC_URL",
     "",

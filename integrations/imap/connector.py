@@ -54,6 +54,10 @@ class ImapConnector(Connector[ImapConfig]):
             read_timeout=min(self.imap.read_timeout, 4 * wait) if probe else None,
         )
 
+    @classmethod
+    def push_watched(cls, connection: Any) -> bool:
+        return bool((connection.config or {}).get("idle", True))
+
     def session(self) -> Any:
         """A logged-in session (a context manager) with the sync's own rules: credentials,
         TLS, and the public-address check for servers an ordinary user typed in."""

@@ -8,6 +8,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
+
 from integrations.base import Batch, CheckResult, Connector, Counts, ItemRef, JobLog, SyncContext
 from integrations.msgraph.client import GraphClient
 from integrations.msgraph.config import GraphConfig
@@ -34,6 +36,10 @@ class GraphConnector(Connector[GraphConfig]):
     @classmethod
     def stats(cls, connection: Any) -> dict[str, Any]:
         return store.mail_stats(connection)
+
+    @classmethod
+    def push_watched(cls, connection: Any) -> bool:
+        return bool(settings.SYNC_PUBLIC_URL)
 
     @classmethod
     def doctor_notes(cls) -> list[tuple[str, str, str]]:

@@ -59,3 +59,19 @@ def test_config_names_bad_fields():
     with pytest.raises(ConfigError, match="host") as info:
         ImapConnector.validate_config({"host": "imap://x", "username": "u", "history_days": 0})
     assert "history_days" in str(info.value)
+
+
+def test_a_watched_mailbox_is_polled_less_often_when_configured(make_imap_connection, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.SYNC_SCHEDULE_JITTER = 0
+    watched, unwatched = make_imap_connection(), make_imap_connection(idle=False)
+    now = timezone.now()
+    for conn in (watched, unwatched):
+        conn.schedule = "every 15m"
+    assert watched.compute_next_sync(now) == now + timedelta(minutes=15)  # default: as scheduled
+    settings.SYNC_PUSHED_POLL_FACTOR = 4
+    assert watched.compute_next_sync(now) == now + timedelta(minutes=60)  # IDLE brings mail
+    assert unwatched.compute_next_sync(now) == now + timedelta(minutes=15)
