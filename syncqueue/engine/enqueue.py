@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -147,8 +148,11 @@ def enqueue(
         existing = waiting.first()
         if existing is not None:
             return _promote(existing, kind, priority, now)
+        # PostgreSQL: a savepoint, since the one-statement path takes no lock. SQLite has only
+        # this path, serialised by its IMMEDIATE transactions: nothing can race it there.
+        savepoint = transaction.atomic() if db.vendor == "postgresql" else nullcontext()
         try:
-            with transaction.atomic():  # a savepoint: the one-statement path takes no lock
+            with savepoint:
                 job = SyncJob.objects.create(
                     connection=connection,
                     kind=kind,
