@@ -26,11 +26,13 @@ notification is only a hint: the sync itself finds what changed, exactly as a sc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import queue
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +51,8 @@ from syncqueue.engine import enqueue_notified
 log = logging.getLogger("integrations.imap.listener")
 
 CHECK_SECONDS = 5.0  # longest a thread waits in IDLE before looking whether it should stop
+KEEPALIVE_IDLE = 60  # seconds of silence before TCP keepalive probes start
+KEEPALIVE_INTERVAL = 10  # seconds between probes (3 unanswered: the session is dead)
 CHANGES = {b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"}
 CHANGE_NAMES = [name.decode() for name in sorted(CHANGES)]  # imaplib's keys
 
@@ -73,6 +77,17 @@ def behind(cursor: dict[str, Any] | None, folder: str, status: dict[bytes, Any])
         return True
     seen = {k.decode().lower(): int(v) for k, v in status.items() if v is not None}
     return any(state.get(key) != value for key, value in seen.items())
+
+
+def keep_alive(sock: socket.socket) -> None:
+    """TCP keepalive on an idling session: a peer that vanished without closing (a NAT that
+    forgot us, a host that lost power) is noticed within about KEEPALIVE_IDLE + 3 probes,
+    not at the next IDLE renewal, and the watch reconnects."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
 
 def _changes(responses: list[Any]) -> bool:
@@ -158,6 +173,7 @@ class Watch:
         with self.session() as client:
             if b"IDLE" not in client.capabilities():
                 raise NoIdle()
+            keep_alive(client.socket())
             # What the folder holds, from the EXAMINE that starts the watch (no separate STATUS:
             # mail arriving between the two would be in neither)
             selected = client.select_folder(self.folder, readonly=True)

@@ -75,3 +75,22 @@ def test_a_watched_mailbox_is_polled_less_often_when_configured(make_imap_connec
     settings.SYNC_PUSHED_POLL_FACTOR = 4
     assert watched.compute_next_sync(now) == now + timedelta(minutes=60)  # IDLE brings mail
     assert unwatched.compute_next_sync(now) == now + timedelta(minutes=15)
+
+
+def test_idling_sessions_use_tcp_keepalive():
+    """A watched session whose peer vanished without closing is found by keepalive probes
+    within about 90 s, not at the next IDLE renewal."""
+    import socket
+
+    from integrations.imap.listener import KEEPALIVE_IDLE, keep_alive
+
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    try:
+        keep_alive(client)
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    finally:
+        client.close()
+        server.close()
