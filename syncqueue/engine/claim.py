@@ -4,6 +4,7 @@ of one connection."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -55,6 +56,7 @@ def requeue_due_retries(now: datetime) -> int:
     )
 
 
+@functools.cache
 def _claim_sql(vendor: str) -> str:
     """One statement that picks the most urgent runnable job and marks it running.
 
