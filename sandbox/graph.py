@@ -159,6 +159,18 @@ def _parse_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _too_far(expires: datetime) -> bool:
+    return expires > _now() + timedelta(minutes=SUBSCRIPTION_MAX_MINUTES)
+
+
+def _too_far_error() -> Response:
+    return _error(
+        400,
+        "InvalidRequest",
+        f"Subscription expiration can only be {SUBSCRIPTION_MAX_MINUTES} minutes in the future.",
+    )
+
+
 def _bounded(expires: datetime) -> datetime:
     now = _now()
     return max(expires, now + timedelta(minutes=SUBSCRIPTION_MIN_MINUTES))
@@ -239,13 +251,8 @@ class _Subscriptions:
             expires = _parse_time(body.get("expirationDateTime"))
             if expires is None:
                 return _error(400, "InvalidRequest", "expirationDateTime is required.")
-            if expires > _now() + timedelta(minutes=SUBSCRIPTION_MAX_MINUTES):
-                return _error(
-                    400,
-                    "InvalidRequest",
-                    f"Subscription expiration can only be {SUBSCRIPTION_MAX_MINUTES} minutes in "
-                    "the future.",
-                )
+            if _too_far(expires):
+                return _too_far_error()
             with self.lock:
                 sub.expires = _bounded(expires)
             return Response(200, sub.as_json())
@@ -273,13 +280,8 @@ class _Subscriptions:
                 return _error(400, "InvalidRequest", "The notification URL must be an https URL.")
         if len(client_state) > CLIENT_STATE_MAX:
             return _error(400, "InvalidRequest", "clientState is longer than 128 characters.")
-        if expires > _now() + timedelta(minutes=SUBSCRIPTION_MAX_MINUTES):
-            return _error(
-                400,
-                "InvalidRequest",
-                f"Subscription expiration can only be {SUBSCRIPTION_MAX_MINUTES} minutes in "
-                "the future.",
-            )
+        if _too_far(expires):
+            return _too_far_error()
         match = _MAIL_RESOURCE.match(resource)
         if not match:
             return _error(400, "InvalidRequest", f"Unsupported resource {resource}.")

@@ -114,20 +114,20 @@ def enqueue(
     waiting = SyncJob.objects.filter(
         connection=connection, dedupe_key=key, state__in=states
     ).order_by("id")
+    job = SyncJob(
+        connection=connection,
+        kind=kind,
+        dedupe_key=key,
+        priority=priority,
+        payload=payload or {},
+        requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+        run_after=now,
+        max_attempts=settings.SYNC_MAX_ATTEMPTS,
+    )
+    # PostgreSQL: one statement finds the waiting job or inserts this one with its ticket.
     # SQLite: the common repeated click (the job already waits and needs no promotion) is
-    # answered from a plain read, without taking the single write lock. PostgreSQL's row lock
-    # below is cheap and blocks only this connection's enqueues: no read before it.
+    # answered from a plain read, without taking the single write lock.
     if db.vendor == "postgresql" and not Conf.SYNC:
-        job = SyncJob(
-            connection=connection,
-            kind=kind,
-            dedupe_key=key,
-            priority=priority,
-            payload=payload or {},
-            requested_by=requested_by if getattr(requested_by, "pk", None) else None,
-            run_after=now,
-            max_attempts=settings.SYNC_MAX_ATTEMPTS,
-        )
         made, found = _insert_or_find(job, states)
         if made is not None:
             if not broker.tickets_commit_with_jobs():
@@ -153,16 +153,7 @@ def enqueue(
         savepoint = transaction.atomic() if db.vendor == "postgresql" else nullcontext()
         try:
             with savepoint:
-                job = SyncJob.objects.create(
-                    connection=connection,
-                    kind=kind,
-                    dedupe_key=key,
-                    priority=priority,
-                    payload=payload or {},
-                    requested_by=requested_by if getattr(requested_by, "pk", None) else None,
-                    run_after=now,
-                    max_attempts=settings.SYNC_MAX_ATTEMPTS,
-                )
+                job.save(force_insert=True)
         except IntegrityError:
             # one_new_job_per_stream: a concurrent one-statement enqueue made it a moment ago
             existing = waiting.first()

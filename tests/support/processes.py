@@ -85,9 +85,28 @@ def qcluster(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``manage.py qcluster`` (or, with ``stock``, django-q2's unmodified cluster) against
     the test database; stopped (group-wide) on exit."""
-    log = (output_dir() / f"qcluster-{name}-{os.getpid()}.log").open("ab")
+    argv = STOCK_QCLUSTER if stock else [sys.executable, "manage.py", "qcluster"]
+    with managed(argv, f"qcluster-{name}", grace, env) as proc:
+        yield proc
+
+
+@contextmanager
+def listener(name: str = "listener", **env: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``manage.py sync_listen`` (the IMAP IDLE listener) against the test database."""
+    env.setdefault("SYNC_LISTEN_RECONCILE_SECONDS", 0.5)
+    env.setdefault("SYNC_LISTEN_MAX_BACKOFF", 2)
+    with managed([sys.executable, "manage.py", "sync_listen"], f"listener-{name}", 10, env) as proc:
+        yield proc
+
+
+@contextmanager
+def managed(
+    argv: list[str], log_name: str, grace: float, env: dict[str, Any]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child in its own session, logging to test-output, stopped group-wide on exit."""
+    log = (output_dir() / f"{log_name}-{os.getpid()}.log").open("ab")
     proc = subprocess.Popen(
-        STOCK_QCLUSTER if stock else [sys.executable, "manage.py", "qcluster"],
+        argv,
         cwd=ROOT,
         env=child_env(**env),
         stdout=log,
@@ -98,27 +117,6 @@ def qcluster(
         yield proc
     finally:
         stop_process_group(proc, grace)
-        log.close()
-
-
-@contextmanager
-def listener(name: str = "listener", **env: Any) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``manage.py sync_listen`` (the IMAP IDLE listener) against the test database."""
-    log = (output_dir() / f"listener-{name}-{os.getpid()}.log").open("ab")
-    env.setdefault("SYNC_LISTEN_RECONCILE_SECONDS", 0.5)
-    env.setdefault("SYNC_LISTEN_MAX_BACKOFF", 2)
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "sync_listen"],
-        cwd=ROOT,
-        env=child_env(**env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield proc
-    finally:
-        stop_process_group(proc, 10)
         log.close()
 
 
