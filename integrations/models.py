@@ -164,6 +164,13 @@ class Connection(models.Model):
                 condition=Q(next_sync_at__isnull=False),
                 name="connection_due_idx",
             ),
+            # The dashboard's "need new credentials" count and the admin filter. Partial: a
+            # connection that is fine is never in it, so its updates do not touch it.
+            models.Index(
+                fields=["id"],
+                condition=Q(status="auth_required"),
+                name="connection_reauth_idx",
+            ),
         ]
 
     def __str__(self) -> str:

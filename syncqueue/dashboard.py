@@ -25,7 +25,12 @@ from syncqueue.stats import queue_stats
 
 State = SyncJob.State
 FAILURE_WINDOW = timedelta(days=7)
+#: connections named per failure group; a cause that hit thousands shows the newest and a count
+SHOWN_CONNECTIONS = 10
 LOST_CLUSTER_WINDOW = 3600  # a cluster that went silent this recently (s) is an alert
+#: figures that scan every connection are served from the dispatcher's last pass above this
+#: cost: the dashboard shows several and must answer within 50 ms at 100,000 connections
+CONNECTION_SCAN_SECONDS = 0.01
 _NUMBERS = re.compile(r"\d+")
 _UUIDS = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -88,8 +93,9 @@ def alerts(stats: dict[str, Any] | None = None, workers: WorkerStatus | None = N
                 "although connections are enabled.",
             )
         )
-    if not listener_status().alive and enabled.filter(kind="imap").exists():
-        found.append(Alert("listener", listener_status().message))
+    listener = listener_status()
+    if not listener.alive and watched_connections():
+        found.append(Alert("listener", listener.message))
     reauth = enabled.filter(status=Connection.Status.AUTH_REQUIRED).count()
     if reauth:
         found.append(
@@ -100,6 +106,17 @@ def alerts(stats: dict[str, Any] | None = None, workers: WorkerStatus | None = N
             )
         )
     return found
+
+
+def watched_connections() -> bool:
+    """Whether any enabled connection is one a listener watches (a rollup: without any, this is
+    a scan of every connection)."""
+    return stats.rollup("watched-connections", _watched_connections)
+
+
+@stats.rollup_of("watched-connections", cheap=CONNECTION_SCAN_SECONDS)
+def _watched_connections() -> bool:
+    return Connection.objects.filter(enabled=True, kind="imap").exists()
 
 
 def normalize_message(message: str) -> str:
@@ -116,7 +133,10 @@ class FailureGroup:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     job_ids: list[int] = field(default_factory=list)
+    #: the connections that failed most recently (at most ``SHOWN_CONNECTIONS``), newest first
     connections: dict[int, str] = field(default_factory=dict)
+    #: how many connections the group has in all
+    connection_count: int = 0
     #: the newest real message of the group (``message`` is its shape, used to group)
     example: str = ""
 
@@ -155,8 +175,13 @@ def _failure_groups(since: timedelta = FAILURE_WINDOW) -> list[FailureGroup]:
         group.first_seen = group.first_seen or finished
         group.last_seen = finished
         group.job_ids.append(pk)
+        group.connections.pop(conn_id, None)  # re-inserted: the dict ends with the newest
         group.connections[conn_id] = conn_name
         group.example = message or group.message
+    for group in groups.values():
+        group.connection_count = len(group.connections)
+        newest = list(group.connections.items())[: -SHOWN_CONNECTIONS - 1 : -1]
+        group.connections = dict(newest)
     return sorted(groups.values(), key=lambda g: (-g.count, g.kind))
 
 
@@ -268,8 +293,14 @@ def _failing_connections(limit: int = 10) -> list[Connection]:
     )
 
 
-def stalest_connections(limit: int = 10) -> list[Connection]:
-    """Enabled, scheduled connections whose last success is the oldest (never first)."""
+def stalest_connections() -> list[Connection]:
+    """Enabled, scheduled connections whose last success is the oldest, never first (a rollup:
+    it sorts every connection; an index would cost every sync's update)."""
+    return stats.rollup("stalest-connections", _stalest_connections)
+
+
+@stats.rollup_of("stalest-connections", cheap=CONNECTION_SCAN_SECONDS)
+def _stalest_connections(limit: int = 10) -> list[Connection]:
     return list(
         Connection.objects.filter(enabled=True, stale_after__isnull=False).order_by(
             "stale_after", "name"

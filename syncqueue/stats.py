@@ -23,6 +23,8 @@ CHEAP_SECONDS = 0.05
 #: a figure that costs more is served from the last one, refreshed by every dispatcher pass
 ROLLUP_MAX_AGE = 300
 ROLLUPS: dict[str, Callable[[], Any]] = {}
+#: figures with their own threshold: a page that shows several of them stays within its budget
+CHEAP: dict[str, float] = {}
 
 
 def _key(name: str) -> str:
@@ -39,7 +41,7 @@ def rollup(name: str, compute: Callable[[], T], *, refresh: bool = False) -> T:
     if (
         not refresh
         and cached is not None
-        and cached["cost"] >= CHEAP_SECONDS
+        and _expensive(name, cached["cost"])
         and time.time() - cached["at"] < ROLLUP_MAX_AGE
     ):
         return cast(T, cached["value"])
@@ -50,12 +52,21 @@ def rollup(name: str, compute: Callable[[], T], *, refresh: bool = False) -> T:
     return value
 
 
-def rollup_of(name: str) -> Callable[[Callable[[], T]], Callable[[], T]]:
+def _expensive(name: str, cost: float) -> bool:
+    return cost >= CHEAP.get(name, CHEAP_SECONDS)
+
+
+def rollup_of(
+    name: str, *, cheap: float | None = None
+) -> Callable[[Callable[[], T]], Callable[[], T]]:
     """Register a figure's computation at import, so every dispatcher process knows it and
-    can keep it fresh (``refresh_if_expensive``), whether or not it ever served a page."""
+    can keep it fresh (``refresh_if_expensive``), whether or not it ever served a page.
+    ``cheap``: this figure's own threshold instead of ``CHEAP_SECONDS``."""
 
     def register(compute: Callable[[], T]) -> Callable[[], T]:
         ROLLUPS[name] = compute
+        if cheap is not None:
+            CHEAP[name] = cheap
         return compute
 
     return register
@@ -65,7 +76,7 @@ def refresh_if_expensive() -> None:
     """The dispatcher's part: keep the expensive figures fresh for the pages."""
     for name, compute in list(ROLLUPS.items()):
         cached = cache.get(_key(name))
-        if cached is not None and cached["cost"] >= CHEAP_SECONDS:
+        if cached is not None and _expensive(name, cached["cost"]):
             rollup(name, compute, refresh=True)
 
 

@@ -367,6 +367,34 @@ def test_retry_this_group(admin_client_for, make_connection, work, staff):
     assert SyncJob.objects.filter(state=State.SUCCEEDED).count() == 3
 
 
+def test_a_failure_group_names_its_newest_connections_and_counts_the_rest(
+    admin_client_for, make_connection
+):
+    from syncqueue.dashboard import SHOWN_CONNECTIONS, failure_groups
+
+    now = timezone.now()
+    total = SHOWN_CONNECTIONS + 3
+    for i in range(total):
+        SyncJob.objects.create(
+            connection=make_connection(name=f"many{i:02}"),
+            kind=Kind.MANUAL,
+            dedupe_key="sync",
+            state=State.FAILED,
+            error_class="Permanent",
+            error_message=f"Mailbox {i} is gone",
+            run_after=now,
+            finished_at=now - timedelta(minutes=total - i),  # many12 failed last
+        )
+    [group] = failure_groups()
+    assert group.count == total and group.connection_count == total
+    shown = list(group.connections.values())
+    assert shown == [f"many{i:02}" for i in range(total - 1, total - 1 - SHOWN_CONNECTIONS, -1)]
+    page = admin_client_for.get(DASHBOARD).content.decode()
+    table = page.split('id="failure-groups"')[1].split("</table>")[0]
+    assert f"{total} connections in all" in table
+    assert "many12" in table and "many00" not in table
+
+
 def test_a_failure_group_shows_a_real_message_and_skips_connections_needing_credentials(
     admin_client_for, make_connection, work
 ):

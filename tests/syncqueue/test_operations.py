@@ -232,3 +232,32 @@ def test_an_expensive_24_hour_count_is_served_from_the_dispatchers_refresh(
     dispatcher.dispatch()  # its pass refreshes the counts, the dashboard's figures included
     assert stats.queue_stats()["failed"] == 2
     assert [g.count for g in dashboard.failure_groups()] == [2]
+
+
+def test_connection_wide_figures_are_served_from_the_dispatchers_refresh_once_they_cost(
+    make_connection, monkeypatch
+):
+    """At 100,000 connections "stalest" sorts every connection: once that costs more than its
+    threshold the dashboard shows the dispatcher's last answer instead of sorting per view."""
+    from datetime import timedelta
+
+    from django.core.cache import cache
+
+    from integrations.models import Connection
+    from syncqueue import dashboard, dispatcher, stats
+
+    now = timezone.now()
+    old = make_connection(name="old")
+    Connection.objects.filter(pk=old.pk).update(stale_after=now - timedelta(hours=2))
+    for name in stats.ROLLUPS:
+        cache.delete(stats._key(name))
+    assert [c.name for c in dashboard.stalest_connections()][:1] == ["old"]
+    monkeypatch.setitem(stats.CHEAP, "stalest-connections", -1.0)  # as if it were expensive
+    stats.rollup("stalest-connections", dashboard._stalest_connections, refresh=True)
+    older = make_connection(name="older")
+    Connection.objects.filter(pk=older.pk).update(stale_after=now - timedelta(days=2))
+    with CaptureQueriesContext(db) as page:
+        assert [c.name for c in dashboard.stalest_connections()][:1] == ["old"]  # the last one
+    assert not any("stale_after" in q["sql"] for q in page.captured_queries)
+    dispatcher.dispatch()  # its pass refreshes it
+    assert [c.name for c in dashboard.stalest_connections()][:2] == ["older", "old"]
