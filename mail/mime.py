@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.policy import compat32
 
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/= \t\r\n]")
+#: what well-formed base64 content consists of (``bytes.translate`` deletes these: whatever
+#: remains is what ``a2b_base64`` skipped silently)
+_BASE64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n"
 MAX_DEPTH = 1000  # the walk is iterative; deeper content is kept as one part
 
 
@@ -78,7 +80,6 @@ class Leaf:
 
 
 _LINES = re.compile(r"\r\n|\n|\r")  # a bare CR ends a header line too (no other splitters)
-_BARE_CR = re.compile(r"\r(?!\n)")
 _HEADER_LINE = re.compile(r"^[!-9;-~]+[ \t]*:")  # printable name, optional WSP, colon
 
 
@@ -97,16 +98,9 @@ def headers_of(block: bytes) -> tuple[Message, list[str], int | None]:
     text = block.decode("ascii", "surrogateescape")
     headers: list[list[str]] = []
     notes: list[str] = []
-    offsets = [0]
-    lines = []
-    position = 0
-    for match in _LINES.finditer(text):
-        lines.append(text[position : match.start()])
-        position = match.end()
-        offsets.append(position)
-    if position < len(text):
-        lines.append(text[position:])
-    bare_cr = bool(_BARE_CR.search(text))
+    bare_cr = text.count("\r") != text.count("\r\n")
+    unified = text.replace("\r\n", "\n")
+    lines = (unified.replace("\r", "\n") if bare_cr else unified).split("\n")
     for index, line in enumerate(lines):
         if line == "":
             break
@@ -125,10 +119,20 @@ def headers_of(block: bytes) -> tuple[Message, list[str], int | None]:
             continue
         notes.append("no blank line between the headers and the body")
         msg = _message(headers)
-        return msg, notes, len(text[: offsets[index]].encode("ascii", "surrogateescape"))
+        return msg, notes, len(text[: _line_start(text, index)].encode("ascii", "surrogateescape"))
     if bare_cr:
         notes.append("bare CR line ends in the headers (read as line breaks)")
     return _message(headers), notes, None
+
+
+def _line_start(text: str, index: int) -> int:
+    """Where line ``index`` of ``text`` starts (lines end as ``headers_of`` splits them)."""
+    if index == 0:
+        return 0
+    for number, match in enumerate(_LINES.finditer(text), 1):
+        if number == index:
+            return match.end()
+    return len(text)
 
 
 def _message(headers: list[list[str]]) -> Message:
@@ -201,7 +205,7 @@ def decode_payload(headers: Message, body: bytes | memoryview, defects: list[str
                 return binascii.a2b_base64(cleaned[:usable])
             except binascii.Error:
                 return b""
-        if _NOT_BASE64.search(body):  # a2b_base64 skipped these silently
+        if bytes(body).translate(None, _BASE64_BYTES):  # a2b_base64 skipped these silently
             defects.append("invalid base64 content: characters outside base64 were ignored")
         return data
     if encoding == "quoted-printable":

@@ -273,6 +273,15 @@ def _cut(text: str, limit: int, what: str, result: ParsedMessage) -> str:
     return text[:limit]
 
 
+def _names_a_file(headers: Message, disposition: str) -> bool:
+    """A ``filename`` or ``name`` parameter (the parameter parse only where one can be)."""
+    if "name" not in disposition and "name" not in str(headers.get("Content-Type", "")).lower():
+        return False
+    return bool(headers.get_param("filename", header="content-disposition")) or bool(
+        headers.get_param("name")
+    )
+
+
 def _parts(leaves: list[Leaf], result: ParsedMessage) -> None:
     defects = result.defects
     body_limit = settings.MAIL_MAX_BODY_CHARS
@@ -282,10 +291,7 @@ def _parts(leaves: list[Leaf], result: ParsedMessage) -> None:
             headers = leaf.headers
             content_type = headers.get_content_type()
             disposition = str(headers.get("Content-Disposition", "") or "").lower()
-            has_name = bool(headers.get_param("filename", header="content-disposition")) or bool(
-                headers.get_param("name")
-            )
-            is_file = disposition.startswith("attachment") or has_name
+            is_file = disposition.startswith("attachment") or _names_a_file(headers, disposition)
             if content_type == "text/plain" and not is_file and not result.text_body:
                 text = _decode_text(leaf, "text body", defects)
                 result.text_body = _cut(text, body_limit, "text body", result)
@@ -318,11 +324,24 @@ def _parts(leaves: list[Leaf], result: ParsedMessage) -> None:
             )
 
 
+def _storable_text(value: str) -> bool:
+    """No NUL and no lone surrogate — checked in C (a body can be megabytes)."""
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")  # refuses exactly the lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _storable(result: ParsedMessage) -> None:
     """Remove what databases cannot store (NUL; lone surrogates) from every text, noting it."""
 
     def fix(value: str, what: str) -> str:
-        if not _UNSTORABLE.search(value):
+        if _storable_text(value):
             return value
         result.defects.append(f"{what}: NUL or invalid characters removed")
         return _UNSTORABLE.sub("", value)
