@@ -55,7 +55,8 @@ def retry_group(request: HttpRequest) -> HttpResponse:
         messages.warning(request, "That failure group is gone (already retried or expired).")
         return HttpResponseRedirect(target)
     retried, blocked = [], []
-    for job in SyncJob.objects.filter(pk__in=group.job_ids).select_related("connection"):
+    jobs = SyncJob.objects.filter(pk__in=data.failed_job_ids(group)).select_related("connection")
+    for job in jobs:
         try:
             if control.retry_job(job):
                 retried.append(job.pk)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Min, Q
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django.utils.html import escape
@@ -132,7 +132,6 @@ class FailureGroup:
     count: int = 0
     first_seen: datetime | None = None
     last_seen: datetime | None = None
-    job_ids: list[int] = field(default_factory=list)
     #: the connections that failed most recently (at most ``SHOWN_CONNECTIONS``), newest first
     connections: dict[int, str] = field(default_factory=dict)
     #: how many connections the group has in all
@@ -155,34 +154,51 @@ def failure_groups() -> list[FailureGroup]:
 @stats.rollup_of("failure-groups")
 def _failure_groups(since: timedelta = FAILURE_WINDOW) -> list[FailureGroup]:
     groups: dict[tuple[str, str, str], FailureGroup] = {}
+    seen: dict[tuple[str, str, str], set[int]] = defaultdict(set)
+    # counted per connection and message in the database (a cause that failed 200,000 jobs
+    # is one row per connection, not 200,000 rows), grouped by message shape here
     rows = (
         SyncJob.objects.filter(state=State.FAILED, finished_at__gte=timezone.now() - since)
-        .order_by("finished_at")
         .values_list(
-            "pk",
-            "connection_id",
-            "connection__name",
-            "connection__kind",
-            "error_class",
-            "error_message",
-            "finished_at",
+            "connection_id", "connection__name", "connection__kind", "error_class", "error_message"
         )
+        .annotate(n=Count("id"), first=Min("finished_at"), last=Max("finished_at"))
+        .order_by("last")
     )
-    for pk, conn_id, conn_name, kind, error_class, message, finished in rows:
+    for conn_id, conn_name, kind, error_class, message, count, first, last in rows:
         key = (kind, error_class or "Unknown", normalize_message(message or ""))
         group = groups.get(key) or groups.setdefault(key, FailureGroup(*key))
-        group.count += 1
-        group.first_seen = group.first_seen or finished
-        group.last_seen = finished
-        group.job_ids.append(pk)
+        group.count += count
+        group.first_seen = min(group.first_seen or first, first)
+        group.last_seen = last
+        seen[key].add(conn_id)
         group.connections.pop(conn_id, None)  # re-inserted: the dict ends with the newest
         group.connections[conn_id] = conn_name
         group.example = message or group.message
-    for group in groups.values():
-        group.connection_count = len(group.connections)
+    for key, group in groups.items():
+        group.connection_count = len(seen[key])
         newest = list(group.connections.items())[: -SHOWN_CONNECTIONS - 1 : -1]
         group.connections = dict(newest)
     return sorted(groups.values(), key=lambda g: (-g.count, g.kind))
+
+
+def failed_job_ids(group: FailureGroup, since: timedelta = FAILURE_WINDOW) -> list[int]:
+    """The failed jobs of the last 7 days that belong to ``group`` (read when they are retried:
+    the dashboard's figures do not carry them)."""
+    rows = SyncJob.objects.filter(
+        state=State.FAILED,
+        finished_at__gte=timezone.now() - since,
+        connection__kind=group.kind,
+    )
+    if group.error_class == "Unknown":
+        rows = rows.filter(Q(error_class__in=["", "Unknown"]) | Q(error_class__isnull=True))
+    else:
+        rows = rows.filter(error_class=group.error_class)
+    return [
+        pk
+        for pk, message in rows.values_list("pk", "error_message")
+        if normalize_message(message or "") == group.message
+    ]
 
 
 def find_group(key: str) -> FailureGroup | None:
@@ -284,13 +300,19 @@ def failing_connections() -> list[Connection]:
 @stats.rollup_of("failing-connections")
 def _failing_connections(limit: int = 10) -> list[Connection]:
     since = timezone.now() - FAILURE_WINDOW
-    return list(
-        Connection.objects.annotate(
-            failures=Count("jobs", filter=Q(jobs__state=State.FAILED, jobs__finished_at__gte=since))
-        )
-        .filter(failures__gt=0)
-        .order_by("-failures", "name")[:limit]
+    top = list(
+        SyncJob.objects.filter(state=State.FAILED, finished_at__gte=since)
+        .values_list("connection_id", "connection__name")
+        .annotate(n=Count("id"))
+        .order_by("-n", "connection__name")[:limit]
     )
+    found = Connection.objects.in_bulk([conn_id for conn_id, _, _ in top])
+    result = []
+    for conn_id, _, count in top:
+        if conn_id in found:
+            found[conn_id].failures = count  # type: ignore[attr-defined]
+            result.append(found[conn_id])
+    return result
 
 
 def stalest_connections() -> list[Connection]:

@@ -232,8 +232,7 @@ def _enqueue_due_batch(now: datetime, limit: int) -> tuple[int, int]:
         # Shuffle so connections due at the same second do not always start in the same order.
         order = [job.pk for job in jobs]
         random.shuffle(order)
-        for job_id in order:
-            engine.submit_ticket(job_id)
+        engine.submit_tickets(order)
     return len(jobs), len(due) - len(jobs)
 
 
@@ -249,7 +248,6 @@ def top_up_tickets(now: datetime) -> int:
     # Tickets not yet taken by a worker, in whichever broker carries them. Measured at this
     # instant, so tickets written earlier in this pass count.
     waiting_tickets = broker.waiting_tickets()
-    missing = min(runnable - waiting_tickets, MAX_TICKETS_PER_PASS)
-    for _ in range(max(0, missing)):
-        engine.submit_ticket(None)
-    return max(0, missing)
+    missing = max(0, min(runnable - waiting_tickets, MAX_TICKETS_PER_PASS))
+    engine.submit_tickets([None] * missing)
+    return missing

@@ -42,6 +42,7 @@ from syncqueue.engine.enqueue import (
     enqueue,
     enqueue_notified,
     submit_ticket,
+    submit_tickets,
 )
 from syncqueue.engine.health import record_connection_outcome
 from syncqueue.engine.outcome import announce_finished, backoff_seconds
@@ -65,5 +66,6 @@ __all__ = [
     "requeue_due_retries",
     "runnable_jobs",
     "submit_ticket",
+    "submit_tickets",
     "worker_id",
 ]

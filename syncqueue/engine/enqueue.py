@@ -76,6 +76,28 @@ def submit_ticket(job_id: int | None) -> None:
         transaction.on_commit(send)
 
 
+def submit_tickets(job_ids: Sequence[int | None]) -> None:
+    """Tickets for many jobs at once (a dispatcher batch): with the ORM broker, one INSERT for
+    all of them, each signed exactly as ``async_task`` signs it and committed with the caller's
+    transaction; other brokers (and django-q2's sync mode) get them one by one."""
+    if Conf.SYNC or not broker.tickets_commit_with_jobs():
+        for job_id in job_ids:
+            submit_ticket(job_id)
+        return
+    now = timezone.now()
+    OrmQ.objects.using(Conf.ORM).bulk_create(
+        [
+            OrmQ(
+                key=Conf.CLUSTER_NAME,
+                payload=_ticket_package(job_id, f"sync-job-{job_id or 'any'}"),
+                lock=now,
+            )
+            for job_id in job_ids
+        ],
+        batch_size=500,
+    )
+
+
 def enqueue(
     connection: Connection,
     kind: str,
@@ -175,16 +197,10 @@ class _Capture:
         return "(written with its job)"
 
 
-def _ticket_package(connection_id: int) -> str:
+def _ticket_package(job_id: int | None, name: str) -> str:
     """A ticket signed exactly as ``async_task`` signs it, to be written by our own INSERT."""
     capture = _Capture()
-    async_task(
-        TICKET_FUNC,
-        None,
-        task_name=f"sync-connection-{connection_id}",
-        group="sync",
-        broker=capture,
-    )
+    async_task(TICKET_FUNC, job_id, task_name=name, group="sync", broker=capture)
     return capture.package
 
 
@@ -206,7 +222,8 @@ def _insert_or_find(job: SyncJob, states: Sequence[str]) -> tuple[SyncJob | None
         ticket = (
             f", ticket AS (INSERT INTO {queue} (key, payload, lock) SELECT %s, %s, %s FROM made)"  # noqa: S608
         )
-        ticket_params = [Conf.CLUSTER_NAME, _ticket_package(job.connection_id), job.run_after]
+        package = _ticket_package(None, f"sync-connection-{job.connection_id}")
+        ticket_params = [Conf.CLUSTER_NAME, package, job.run_after]
     # Interpolated: table and column names from the model, placeholders; values are parameters.
     sql = f"""
         WITH found AS (

@@ -93,8 +93,8 @@ def test_dispatch_query_count_does_not_grow_with_due_connections(make_connection
             make_connection(name=f"c{count}-{i}", schedule="every 5m", next_sync_at=ago(minutes=1))
         with CaptureQueriesContext(db) as ctx:
             dispatcher.enqueue_due(timezone.now())
-        # tickets are one INSERT each by django-q2; everything else must be constant
-        return len(ctx.captured_queries) - count
+        assert OrmQ.objects.count() >= count  # a ticket each, written in one INSERT
+        return len(ctx.captured_queries)
 
     assert queries_for(3) == queries_for(30)
 
