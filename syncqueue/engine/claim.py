@@ -123,13 +123,18 @@ def _anything_queued(now: datetime) -> bool:
         return cursor.fetchone() is not None
 
 
-def claim_next(worker: str | None = None, *, peek: bool = True) -> SyncJob | None:
+def claim_next(
+    worker: str | None = None, *, peek: bool = True, settle: bool = True
+) -> SyncJob | None:
     """Claim the most urgent runnable job; None if there is none.
 
     The claim is a conditional UPDATE: if another worker took the chosen row first it changes
     nothing, and if another job of the same connection started a moment ago the partial unique
     index refuses it. Either way this worker looks again, so it never returns "nothing" while
-    a job it could run is queued.
+    a job it could run is queued. ``settle=False`` (a ticket looking for more work after its
+    own job, while every other job still has a ticket of its own): on PostgreSQL an empty claim
+    is taken as the answer, without the read that tells a row another transaction held locked
+    from an empty queue.
     """
     worker = worker or worker_id()
     sql = _claim_sql(db.vendor)
@@ -158,6 +163,6 @@ def claim_next(worker: str | None = None, *, peek: bool = True) -> SyncJob | Non
             )
         # Nothing claimed. SQLite runs writers one at a time, so nothing was runnable. On
         # PostgreSQL a racing cluster may have taken the chosen row first: look again if so.
-        if db.vendor == "sqlite" or not runnable_jobs(now).exists():
+        if db.vendor == "sqlite" or not settle or not runnable_jobs(now).exists():
             return None
     return None

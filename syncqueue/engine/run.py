@@ -63,7 +63,8 @@ def process_ticket(job_id: int | None = None) -> str:
     deadline = time.monotonic() + budget
     outcomes: list[str] = []
     while True:
-        job = claim_next(peek=not outcomes)  # after a success, expect more work: skip the peek
+        # after a success, expect more work (skip the peek) but do not insist on finding it
+        job = claim_next(peek=not outcomes, settle=not outcomes)
         if job is None:
             break
         if outcomes:
