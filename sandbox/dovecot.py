@@ -68,7 +68,9 @@ class Dovecot:
     """Start with ``start()``, stop with ``stop()``; any user name is an account whose password
     is ``pw-<name>``."""
 
-    def __init__(self) -> None:
+    def __init__(self, capabilities: str | None = None) -> None:
+        """``capabilities``: what the server advertises instead of Dovecot's own list (a
+        server without QRESYNC or CONDSTORE, say)."""
         if not Path(DOVECOT).exists():
             raise RuntimeError(
                 "Dovecot is not installed: run the test command as root (it installs "
@@ -110,6 +112,7 @@ shutdown_clients = yes
 # mailbox_idle_check_interval (30 s by default): 1 s here, as an installation with many IDLE
 # sessions would set (or raise the limit).
 mailbox_idle_check_interval = 1 secs
+{f"imap_capability = {capabilities}" if capabilities else ""}
 # Every account exists; its password is "pw-" + the user name (no passdb file to reload).
 passdb {{
   driver = static
@@ -135,6 +138,11 @@ service imap {{
   # one process per session, as by default; more than the default 100 sessions (the IDLE
   # listener holds one per watched folder)
   process_limit = 1024
+}}
+# What each session's client sent, for tests that check which commands a sync uses: Dovecot
+# writes a rawlog only where the directory exists (record_commands creates it).
+protocol imap {{
+  rawlog_dir = %h/rawlog
 }}
 service anvil {{
   chroot =
@@ -288,6 +296,27 @@ service anvil {{
             [DOVEADM, "-c", str(self.config), *args], check=True, capture_output=True, text=True
         )
         return result.stdout
+
+    def record_commands(self, user: str) -> None:
+        """From now on, Dovecot records what each new session of ``user`` sends (its rawlog);
+        ``commands`` reads it. Sessions opened before are not recorded."""
+        home = self.root / "mail" / user
+        for path in (home, home / "rawlog"):
+            path.mkdir(exist_ok=True)
+            os.chown(path, MAIL_UID, MAIL_UID)
+        for old in (home / "rawlog").iterdir():
+            old.unlink()
+
+    def commands(self, user: str) -> list[str]:
+        """The commands ``user``'s recorded sessions sent, in order, without timestamps and
+        tags (``EXAMINE "INBOX" (QRESYNC (1 5))``); LOGIN lines are left out."""
+        found = []
+        for path in sorted((self.root / "mail" / user / "rawlog").glob("*.in")):
+            for line in path.read_text("utf-8", "replace").splitlines():
+                parts = line.split(" ", 2)  # timestamp, tag, command
+                if len(parts) == 3 and not parts[2].upper().startswith(("LOGIN", "AUTHENTICATE")):
+                    found.append(parts[2])
+        return found
 
     def bump_uidvalidity(self, user: str, folder: str = "INBOX") -> int:
         current = int(

@@ -10,10 +10,14 @@ Per folder the cursor keeps ``uidvalidity``, ``last_uid`` (highest UID fully com
 3. New mail: UIDs from SEARCH (never FETCH ranges: imapclient 4 rejects them), above
    ``last_uid``, fetched with ``BODY.PEEK[]`` on an EXAMINEd folder (nothing is ever marked read)
    in chunks; each chunk is one batch that advances ``last_uid``.
-4. Flags: ``SEARCH MODSEQ`` since the stored HIGHESTMODSEQ with CONDSTORE; otherwise the
-   newest ``flag_window`` messages are re-checked.
-5. Expunges: only when the message count does not add up, a UID SEARCH ALL is diffed against
-   what we hold; those messages are marked deleted (kept).
+4. Flags: with QRESYNC (RFC 7162) the EXAMINE itself carries the stored UIDVALIDITY and
+   HIGHESTMODSEQ and the server answers with the messages changed since (``FETCH``); with
+   CONDSTORE only, ``SEARCH MODSEQ`` since the stored HIGHESTMODSEQ; otherwise the newest
+   ``flag_window`` messages are re-checked.
+5. Expunges: with QRESYNC, the same EXAMINE's ``VANISHED (EARLIER)`` list; otherwise, only when
+   the message count does not add up, a UID SEARCH ALL is diffed against what we hold. Either
+   way those messages are marked deleted (kept). Neither side walks the whole folder unless the
+   server lacks QRESYNC and something was expunged.
 
 Gmail (X-GM-EXT-1): only "All Mail" is synced, with labels and X-GM-MSGID, instead of one copy
 per label.
@@ -32,6 +36,7 @@ from django.utils import timezone
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 from imapclient.imapclient import ALL as SPECIAL_ALL
+from imapclient.response_parser import parse_fetch_response
 
 from integrations.base import Batch, ItemRef, NoLongerThere, SyncContext, read_each
 from integrations.imap.client import FolderMissing
@@ -44,6 +49,8 @@ if TYPE_CHECKING:
 FETCH_BYTES = 8_000_000  # bytes per FETCH round trip: bounds memory whatever the batch size
 BATCH_BYTES = 16_000_000  # message bytes per committed batch (one larger message: alone)
 FIRST_BYTES = 64_000  # fetched for every message up front; most mail is smaller than this
+#: a VANISHED answer naming more UIDs than this is not expanded: the UID SEARCH ALL diff decides
+MAX_VANISHED = 200_000
 
 
 # uid, FETCH data (flags, date, size), message bytes, full size when cut to the limit
@@ -68,6 +75,10 @@ class _Plan:
     incremental: bool
     arrived: int = 0
     flag_uids: list[int] = field(default_factory=list)
+    #: QRESYNC: UIDs expunged since the stored HIGHESTMODSEQ, and FETCH data of the messages
+    #: whose flags changed since (None: the server did not say; ask it the other way)
+    vanished: list[int] | None = None
+    changed: dict[int, dict[bytes, Any]] | None = None
 
 
 def _decode(value: Any) -> str:
@@ -96,6 +107,26 @@ def parse_ref(key: str) -> tuple[str, int, int] | None:
     return folder, int(uidvalidity), int(uid)
 
 
+def _uid_set(lines: list[Any]) -> list[int] | None:
+    """The UIDs of ``VANISHED (EARLIER) 41,43:116`` answers; None when they name more than
+    ``MAX_VANISHED`` (or cannot be read): then the caller diffs the folder instead."""
+    uids: list[int] = []
+    for line in lines:
+        text = bytes(line).decode("ascii", "replace").strip()
+        if text.upper().startswith("(EARLIER)"):
+            text = text[len("(EARLIER)") :].strip()
+        for part in filter(None, text.split(",")):
+            low, _, high = part.partition(":")
+            try:
+                first, last = sorted((int(low), int(high or low)))
+            except ValueError:
+                return None
+            if len(uids) + last - first + 1 > MAX_VANISHED:
+                return None
+            uids.extend(range(first, last + 1))
+    return uids
+
+
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -114,10 +145,15 @@ class MailboxSync:
         caps = set(client.capabilities())
         self.gmail = b"X-GM-EXT-1" in caps
         self.condstore = b"CONDSTORE" in caps and b"ENABLE" in caps
-        if self.condstore:
-            client.enable("CONDSTORE")  # must happen before any SELECT
+        self.qresync = False
+        if b"QRESYNC" in caps and b"ENABLE" in caps and not self.gmail:
+            # QRESYNC implies CONDSTORE (RFC 7162 3.2.3); must happen before any SELECT
+            self.qresync = b"QRESYNC" in {bytes(c).upper() for c in client.enable("QRESYNC")}
+            self.condstore = self.condstore or self.qresync
+        if self.condstore and not self.qresync:
+            client.enable("CONDSTORE")
         self.done = ctx.progress_done
-        self.selected: tuple[str, dict[bytes, Any]] | None = None  # folder, EXAMINE's answer
+        self.selected: tuple[str, dict[Any, Any]] | None = None  # folder, EXAMINE's answer
 
     # --- folders ---------------------------------------------------------------------------
     def folder_names(self) -> list[str]:
@@ -133,13 +169,44 @@ class MailboxSync:
             ]
         return list(self.config.folders)
 
-    def examine(self, name: str) -> dict[bytes, Any]:
+    def examine(self, name: str) -> dict[Any, Any]:
         """EXAMINE ``name`` (read-only) unless it is the folder already selected. Opening a
         mailbox is what a server pays for (Dovecot reads the folder's index and UID list: it
         grows with the folder), so a sync opens each changed folder once."""
         if self.selected is None or self.selected[0] != name:
-            self.selected = (name, self.client.select_folder(name, readonly=True))
+            state = self.folders.get(name) or {}
+            validity, modseq = state.get("uidvalidity"), state.get("highestmodseq")
+            if self.qresync and state.get("initial_done") and validity and modseq:
+                answer = self._examine_qresync(name, int(validity), int(modseq))
+            else:
+                answer = self.client.select_folder(name, readonly=True)
+            self.selected = (name, answer)
         return self.selected[1]
+
+    def _examine_qresync(self, name: str, uidvalidity: int, modseq: int) -> dict[Any, Any]:
+        """``EXAMINE name (QRESYNC (uidvalidity modseq))`` (RFC 7162 3.2.5): the answer also
+        says which UIDs were expunged since ``modseq`` (``VANISHED (EARLIER)``) and sends the
+        flags of every message changed since (``FETCH``). imapclient has no call for it, so it
+        is sent like its ``select_folder`` sends EXAMINE, through imaplib. Added to the usual
+        answer: ``"vanished"`` (UIDs, or None when too many to list) and ``"changed"``."""
+        imap = self.client._imap
+        imap.untagged_responses = {}  # as imaplib's select(): only this command's answers
+        imap.is_readonly = True
+        folder = self.client._normalise_folder(name)
+        typ, data = imap._simple_command(
+            "EXAMINE", folder, f"(QRESYNC ({uidvalidity} {modseq}))".encode()
+        )
+        if typ != "OK":
+            imap.state = "AUTH"
+            raise IMAPClientError(f"EXAMINE command error: {typ} {data!r}")
+        imap.state = "SELECTED"
+        untagged = imap.untagged_responses
+        vanished, fetched = untagged.pop("VANISHED", []), untagged.pop("FETCH", [])
+        answer: dict[Any, Any] = self.client._process_select_response(untagged)
+        if int(answer.get(b"UIDVALIDITY", -1)) == uidvalidity:
+            answer["vanished"] = _uid_set(vanished)
+            answer["changed"] = parse_fetch_response(fetched, uid_is_key=True) if fetched else {}
+        return answer
 
     def status_of_selected(self, name: str) -> dict[str, int] | None:
         """The STATUS items from an EXAMINE of ``name`` (EXISTS is MESSAGES)."""
@@ -224,6 +291,8 @@ class MailboxSync:
             highestmodseq=int(hms) if hms is not None else None,
             incremental=incremental,
             arrived=len(new_uids),
+            vanished=selected.get("vanished") if incremental else None,
+            changed=selected.get("changed") if incremental else None,
         )
 
     # --- fetching ----------------------------------------------------------------------------
@@ -320,6 +389,18 @@ class MailboxSync:
     def flag_changes(self, plan: _Plan, held_up_to: int) -> list[FlagChange]:
         state = plan.state
         old_hms = state.get("highestmodseq")
+        if plan.changed is not None:  # QRESYNC: the EXAMINE said which messages changed
+            return [
+                FlagChange(
+                    folder=plan.name,
+                    uidvalidity=int(state["uidvalidity"]),
+                    uid=uid,
+                    flags=_flags(data.get(b"FLAGS")),
+                    labels=None,
+                )
+                for uid, data in sorted(plan.changed.items())
+                if isinstance(uid, int) and uid <= held_up_to and b"FLAGS" in data
+            ]
         if self.condstore and plan.highestmodseq is not None and old_hms is not None:
             if plan.highestmodseq <= old_hms:
                 return []
@@ -353,6 +434,9 @@ class MailboxSync:
 
     def expunged(self, plan: _Plan) -> list[tuple[str, int, int]]:
         state = plan.state
+        if plan.vanished is not None:  # QRESYNC: the EXAMINE said which UIDs were expunged
+            uidvalidity = int(state["uidvalidity"])
+            return [(plan.name, uidvalidity, uid) for uid in plan.vanished]
         expected = int(state.get("messages", 0)) + plan.arrived
         if plan.status.get("messages") == expected:
             return []  # nothing disappeared: the count adds up

@@ -84,26 +84,21 @@ def test_incremental_sync_fetches_only_new_mail(make_imap_connection, dovecot, i
 
 
 def test_unchanged_folders_are_skipped_after_a_status_probe(
-    make_imap_connection, dovecot, imap_user, work, monkeypatch
+    make_imap_connection, dovecot, imap_user, work
 ) -> None:
     dovecot.deliver(imap_user, [message()])
     conn = make_imap_connection(folders=["INBOX", "Archive"])
     dovecot.deliver(imap_user, [message(subject="archived")], folder="Archive")
     sync_once(conn, work)
-    selected: list[str] = []
-    original = IMAPClient.select_folder
-
-    def spy(self, folder, readonly=False):
-        selected.append(folder)
-        assert readonly, "folders must be opened read-only (EXAMINE)"
-        return original(self, folder, readonly=readonly)
-
-    monkeypatch.setattr(IMAPClient, "select_folder", spy)
+    dovecot.record_commands(imap_user)
     job = sync_once(conn, work)
-    assert job.state == State.SUCCEEDED and selected == []  # no folder was even opened
+    opened = [c for c in dovecot.commands(imap_user) if c.startswith(("SELECT", "EXAMINE"))]
+    assert job.state == State.SUCCEEDED and opened == []  # no folder was even opened
     dovecot.deliver(imap_user, [message(subject="only the archive changed")], folder="Archive")
+    dovecot.record_commands(imap_user)
     sync_once(conn, work)
-    assert set(selected) == {"Archive"}
+    opened = [c for c in dovecot.commands(imap_user) if c.startswith(("SELECT", "EXAMINE"))]
+    assert [c.split()[:2] for c in opened] == [["EXAMINE", '"Archive"']]  # read-only, only it
 
 
 def test_flag_changes_come_back_with_condstore(make_imap_connection, dovecot, imap_user, work):
@@ -160,6 +155,75 @@ def test_expunged_messages_are_marked_deleted_not_destroyed(
     assert len(mirror) == 4
     assert [mirror[u].deleted for u in uids] == [False, True, True, False]
     assert mirror[uids[1]].deleted_at is not None
+
+
+def test_with_qresync_expunges_and_flag_changes_come_with_opening_the_folder(
+    make_imap_connection, dovecot, imap_user, work
+):
+    """RFC 7162: EXAMINE with the stored UIDVALIDITY and HIGHESTMODSEQ is answered with the
+    UIDs expunged since (VANISHED) and the changed flags (FETCH): neither side walks the
+    folder — no SEARCH ALL, no SEARCH MODSEQ."""
+    uids = dovecot.deliver(imap_user, [message(subject=str(i)) for i in range(5)])
+    conn = make_imap_connection()
+    sync_once(conn, work)
+    client = dovecot.client(imap_user)
+    client.select_folder("INBOX")
+    client.add_flags([uids[0]], [b"\\Flagged"])
+    client.delete_messages(uids[1:3])
+    client.expunge()
+    client.logout()
+    [new] = dovecot.deliver(imap_user, [message(subject="new")])
+    dovecot.record_commands(imap_user)
+    job = sync_once(conn, work)
+    assert (job.deleted_count, job.created_count) == (2, 1)
+    mirror = stored(conn)
+    assert [mirror[u].deleted for u in [*uids, new]] == [False, True, True, False, False, False]
+    assert mirror[uids[0]].flags == ["\\Flagged"]
+    sent = dovecot.commands(imap_user)
+    [examine] = [c for c in sent if c.startswith(("EXAMINE", "SELECT"))]
+    assert examine.startswith('EXAMINE "INBOX" (QRESYNC (')
+    assert not any(" ALL" in c or "MODSEQ" in c for c in sent if "SEARCH" in c), sent
+
+
+def test_without_qresync_expunges_are_found_by_diffing_and_flags_by_modseq(make_connection, work):
+    from sandbox.dovecot import Dovecot
+
+    server = Dovecot(capabilities="IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS CONDSTORE LITERAL+")
+    try:
+        server.start()
+        server.add_user("plain")
+        uids = server.deliver("plain", [message(subject=str(i)) for i in range(4)])
+        conn = make_connection(
+            kind="imap",
+            name="No QRESYNC",
+            config={
+                "host": "127.0.0.1",
+                "port": server.port,
+                "security": "none",
+                "username": "plain",
+                "history_days": None,
+            },
+            secrets={"password": server.users["plain"]},
+        )
+        sync_once(conn, work)
+        client = server.client("plain")
+        client.select_folder("INBOX")
+        client.add_flags([uids[0]], [b"\\Seen"])
+        client.delete_messages([uids[3]])
+        client.expunge()
+        client.logout()
+        server.record_commands("plain")
+        job = sync_once(conn, work)
+        sent = server.commands("plain")
+    finally:
+        server.cleanup()
+    assert job.deleted_count == 1
+    mirror = stored(conn)
+    assert [mirror[u].deleted for u in uids] == [False, False, False, True]
+    assert mirror[uids[0]].flags == ["\\Seen"]
+    assert not any("QRESYNC" in c for c in sent)
+    assert any("SEARCH" in c and "MODSEQ" in c for c in sent)
+    assert any("SEARCH" in c and c.endswith("ALL") for c in sent)
 
 
 def test_changed_uidvalidity_resyncs_the_folder_without_duplicates(
