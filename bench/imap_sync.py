@@ -12,7 +12,10 @@ it, then measures in the same run:
   the job, parsing and storing every message), and its ``peak_rss_mb``;
 - ``noop_sync_s``: a second sync with nothing new, in a fresh worker process, and
   ``noop_warm_sync_s``: the same in a warm one (after a first sync in that process);
-- ``plus100_sync_s``: a sync after 100 new messages arrived.
+- ``plus100_sync_s``: a sync after 100 new messages arrived (a fresh worker process), and
+  ``plus100_bare_imapclient_s``: imapclient alone doing the same steps after 100 more arrived
+  (open the folder, search, fetch): most of both is Dovecot opening a large Maildir folder
+  that changed, which grows with the folder on the server's side.
 
 The database is a fresh SQLite file (or DATABASE_URL); the server and database are removed after.
 """
@@ -68,6 +71,21 @@ def bare_fetch(dovecot: Any, user: str) -> tuple[int, float]:
         client.logout()
 
 
+def bare_incremental(dovecot: Any, user: str, last_uid: int) -> float:
+    """What imapclient alone spends on the same incremental step, in a new session: open the
+    folder read-only, find the UIDs above ``last_uid``, fetch them (the server's cost of opening
+    a large Maildir folder after new mail is in it, as it is in ours)."""
+    start = time.perf_counter()
+    client = dovecot.client(user)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        uids = [u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid]
+        client.fetch(uids, [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"])
+    finally:
+        client.logout()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -121,6 +139,8 @@ def main() -> None:
         dovecot.deliver_many(user, (realistic(args.messages + i, rng) for i in range(100)))
         plus = job_phase_child(__file__, "manual", conn.pk)
         stored = MailMessage.objects.filter(connection=conn).count()
+        dovecot.deliver_many(user, (realistic(args.messages + 100 + i, rng) for i in range(100)))
+        bare_plus = bare_incremental(dovecot, user, args.messages + 100)
     finally:
         dovecot.cleanup()
 
@@ -142,6 +162,7 @@ def main() -> None:
                 "noop_warm_sync_s": round(noop_warm["seconds"], 3),
                 "plus100_sync_s": round(plus["seconds"], 3),
                 "plus100_created": plus["created"],
+                "plus100_bare_imapclient_s": round(bare_plus, 3),
                 "stored_messages": stored,
                 "dovecot_index_s": round(index_s, 2),
                 # plus100_sync_s at 100,000 messages: within 1.5x of the figure at 10,000

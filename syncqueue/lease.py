@@ -1,6 +1,7 @@
 """Lease renewal: a running job proves its worker is alive, however long a batch takes.
 
-While a slice runs, a thread in the worker moves the job's ``leased_until`` forward every
+While a slice runs, a thread in the worker (one per process, for every slice it runs) moves the
+job's ``leased_until`` forward every
 ``SYNC_LEASE_RENEW_SECONDS``; every committed batch does so too. When the worker dies (SIGKILL,
 OOM, a lost host) the renewals stop, the lease expires ``SYNC_LEASE_SECONDS`` later and the
 next rescue pass (every ``SYNC_RESCUE_INTERVAL`` seconds, in each cluster's dispatcher) puts
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -57,50 +60,98 @@ def renew(job_id: int, worker: str) -> bool:
     )
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews one job's lease until stopped (or until the job is no longer ours: then
-    ``lost`` is set, and the slice stops before its next batch)."""
+@dataclass(eq=False)
+class Held:
+    """A slice's lease as the keeper renews it. ``lost`` is set when the job is no longer ours
+    (rescued, cancelled): the slice then stops before its next batch."""
 
-    def __init__(self, job_id: int, worker: str, every: float) -> None:
-        super().__init__(name=f"lease-{job_id}", daemon=True)
-        self.job_id, self.worker, self.every = job_id, worker, every
-        self.stopped = threading.Event()
-        self.lost = threading.Event()
-        self.renewals = 0
+    job_id: int
+    worker: str
+    every: float
+    due: float  # time.monotonic() of the next renewal
+    lost: threading.Event = field(default_factory=threading.Event)
+    stopped: bool = False
+    renewals: int = 0
+
+
+class LeaseKeeper(threading.Thread):
+    """One thread per process renews the leases of the slices this process runs. Started once
+    (again after a fork: threads do not survive one), not per job: a no-op job finishes long
+    before its first renewal is due, and starting and joining a thread per job cost more than
+    the job. Its database connection is closed whenever no slice runs."""
+
+    def __init__(self) -> None:
+        super().__init__(name="lease-keeper", daemon=True)
+        self.held: dict[int, Held] = {}
+        self.changed = threading.Condition()
+        self.bounded = False
 
     def run(self) -> None:
-        try:
-            while not self.stopped.wait(self.every):
-                try:
-                    if not self.renewals:
-                        bound_lock_waits(lock_wait(self.every))
-                    if not renew(self.job_id, self.worker):
-                        # Rescued, finished or cancelled: say so unless this thread cannot see
-                        # the job at all (a transaction not yet committed, as in tests).
-                        if (
-                            not self.stopped.is_set()
-                            and SyncJob.objects.filter(pk=self.job_id).exists()
-                        ):
-                            self.lost.set()
-                        return
-                    self.renewals += 1
-                except DatabaseError:
-                    log.warning("Job %s: could not renew the lease.", self.job_id, exc_info=True)
-                    connection.close_if_unusable_or_obsolete()
-        finally:
-            connection.close()  # this thread's own connection
+        while True:
+            with self.changed:
+                now = time.monotonic()
+                due = [h for h in self.held.values() if h.due <= now]
+                if not due:
+                    if not self.held and connection.connection is not None:
+                        connection.close()  # nothing runs: give the connection back
+                        self.bounded = False
+                    soonest = min((h.due for h in self.held.values()), default=None)
+                    self.changed.wait(None if soonest is None else soonest - now)
+                    continue
+                for held in due:
+                    held.due = now + held.every
+            for held in due:
+                self._renew(held)
 
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(lock_wait(self.every) + 1)
+    def _renew(self, held: Held) -> None:
+        try:
+            if not self.bounded:
+                bound_lock_waits(lock_wait(held.every))
+                self.bounded = True
+            if renew(held.job_id, held.worker):
+                held.renewals += 1
+                return
+            # Rescued, finished or cancelled: say so unless the slice ended meanwhile or this
+            # thread cannot see the job at all (a transaction not yet committed, as in tests).
+            if not held.stopped and SyncJob.objects.filter(pk=held.job_id).exists():
+                held.lost.set()
+            with self.changed:
+                if self.held.get(held.job_id) is held:
+                    del self.held[held.job_id]
+        except DatabaseError:
+            log.warning("Job %s: could not renew the lease.", held.job_id, exc_info=True)
+            connection.close_if_unusable_or_obsolete()
+            self.bounded = connection.connection is not None and self.bounded
+
+
+_keeper: LeaseKeeper | None = None
+_keeper_started = threading.Lock()
+
+
+def keeper() -> LeaseKeeper:
+    """This process's lease keeper, started on first use."""
+    global _keeper
+    with _keeper_started:
+        if _keeper is None or not _keeper.is_alive():
+            _keeper = LeaseKeeper()
+            _keeper.start()
+        return _keeper
 
 
 @contextmanager
-def kept(job_id: int, worker: str) -> Iterator[LeaseKeeper]:
+def kept(job_id: int, worker: str) -> Iterator[Held]:
     """Keep the lease of ``job_id`` alive for the duration of the block."""
-    keeper = LeaseKeeper(job_id, worker, settings.SYNC_LEASE_RENEW_SECONDS)
-    keeper.start()
+    every = settings.SYNC_LEASE_RENEW_SECONDS
+    held = Held(job_id, worker, every, time.monotonic() + every)
+    renewer = keeper()
+    with renewer.changed:
+        renewer.held[job_id] = held
+        renewer.changed.notify()
     try:
-        yield keeper
+        yield held
     finally:
-        keeper.stop()
+        held.stopped = True
+        with renewer.changed:
+            if renewer.held.get(job_id) is held:
+                del renewer.held[job_id]
+            renewer.changed.notify()

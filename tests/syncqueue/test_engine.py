@@ -345,3 +345,32 @@ def test_a_sync_with_nothing_new_is_recorded_on_the_job_without_a_log_line(make_
     assert noop.state == State.SUCCEEDED and noop.finished_at and noop.created_count == 0
     assert not SyncLog.objects.filter(job=noop).exists()
     assert SyncLog.objects.filter(job=first, message__startswith="Finished").exists()
+
+
+def test_one_keeper_thread_renews_every_running_slice_and_says_when_one_is_lost(
+    make_connection, settings
+):
+    import threading
+    import time
+
+    from syncqueue import lease
+
+    settings.SYNC_LEASE_RENEW_SECONDS = 0.2
+    for name in ("kept", "taken"):
+        engine.enqueue(make_connection(name=name), Kind.MANUAL)
+    kept, taken = engine.claim_next("w:1"), engine.claim_next("w:2")
+    assert kept is not None and taken is not None
+    first_lease = kept.leased_until
+    lease.keeper()  # the process's keeper, started once
+    threads = threading.active_count()
+    with lease.kept(kept.pk, "w:1") as held, lease.kept(taken.pk, "w:2") as other:
+        assert threading.active_count() == threads  # no thread per slice
+        SyncJob.objects.filter(pk=taken.pk).update(worker_id="rescuer")  # rescued meanwhile
+        deadline = time.monotonic() + 10
+        while (held.renewals < 2 or not other.lost.is_set()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held.renewals >= 2 and not held.lost.is_set()
+        assert other.lost.is_set()
+    renewed = SyncJob.objects.get(pk=kept.pk).leased_until
+    assert first_lease is not None and renewed is not None and renewed > first_lease
+    assert SyncJob.objects.get(pk=taken.pk).worker_id == "rescuer"  # never renewed for us
