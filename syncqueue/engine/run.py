@@ -9,12 +9,15 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any, cast
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db import connection as db
+from django.db.models import QuerySet
+from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
 
@@ -263,7 +266,16 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
     """
     job, conn = run.job, run.connection
     now = timezone.now()
-    with transaction.atomic():
+    # A sync that found nothing (the common scheduled run): the job's success and the
+    # connection's health are one statement on PostgreSQL, with no transaction around it.
+    quiet = (
+        finish
+        and db.vendor == "postgresql"
+        and not (batch.records or batch.deleted or batch.note or run.logs or run.skipped)
+        and not (job.slices > 1 or job.attempts)
+        and not any(run.counts.as_dict().values())
+    )
+    with nullcontext() if quiet else transaction.atomic():
         writes = bool(batch.records or batch.deleted)
         if db.vendor == "postgresql" and writes and not _holds(run, lock=True):
             # Rescued meanwhile: do not race the new holder on the same rows (SQLite writers
@@ -295,15 +307,13 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
             updates["position"] = batch.progress[:200]
         if finish:
             updates.update(state=State.SUCCEEDED, finished_at=now, leased_until=None, worker_id="")
-            announce_finished(job.pk, job=job, updates=updates)
+            if not quiet:  # quiet: announced once the statement has run (no transaction)
+                announce_finished(job.pk, job=job, updates=updates)
         else:
             updates["leased_until"] = now + timedelta(seconds=settings.SYNC_LEASE_SECONDS)
-        owned = SyncJob.objects.filter(
+        ours = SyncJob.objects.filter(
             pk=job.pk, state=State.RUNNING, worker_id=run.worker, cancel_requested=False
-        ).update(**updates)
-        if not owned:
-            run.skipped = skipped_before  # rolled back with the rest
-            raise _CancelRequested if _is_cancelled(job.pk, run.worker) else _LeaseLost
+        )
         conn_updates: dict[str, Any] = {}
         if batch.cursor is not None:
             conn_updates["cursor"] = batch.cursor
@@ -321,7 +331,16 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
                 stale_after=conn.compute_stale_after(now),
                 updated_at=now,
             )
-        if conn_updates:
+        if quiet:
+            owned = _update_both(ours, updates, Connection.objects.filter(pk=conn.pk), conn_updates)
+            if owned:
+                announce_finished(job.pk, job=job, updates=updates)
+        else:
+            owned = ours.update(**updates)
+        if not owned:
+            run.skipped = skipped_before  # rolled back with the rest
+            raise _CancelRequested if _is_cancelled(job.pk, run.worker) else _LeaseLost
+        if conn_updates and not quiet:
             Connection.objects.filter(pk=conn.pk).update(**conn_updates)
         if batch.note:
             run.log("info", batch.note, **counts.as_dict())
@@ -348,6 +367,38 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
     if batch.checkpoint is not None:
         job.checkpoint = batch.checkpoint
     run.counts = total
+
+
+def _update_sql(rows: QuerySet[Any], values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The ``UPDATE`` that ``rows.update(**values)`` would send."""
+    query = cast(UpdateQuery, rows.query.chain(UpdateQuery))
+    query.add_update_values(values)
+    return query.get_compiler(rows.db).as_sql()
+
+
+def _update_both(
+    job_rows: QuerySet[Any],
+    job_values: dict[str, Any],
+    other_rows: QuerySet[Any],
+    other_values: dict[str, Any],
+) -> int:
+    """PostgreSQL: ``job_rows.update(**job_values)`` and, only if that changed a row,
+    ``other_rows.update(**other_values)`` — in one statement, so atomic without a transaction
+    and one round trip instead of four (BEGIN, two UPDATEs, COMMIT). Returns the job rows
+    changed."""
+    job_sql, job_params = _update_sql(job_rows, job_values)
+    other_sql, other_params = _update_sql(other_rows, other_values)
+    if " WHERE " not in other_sql:
+        raise ValueError("the second update must be filtered")
+    # The ORM's own statements (placeholders; the values are parameters), joined.
+    sql = (
+        f"WITH j AS ({job_sql} RETURNING 1), "  # noqa: S608
+        f"o AS ({other_sql} AND EXISTS (SELECT 1 FROM j) RETURNING 1) "
+        "SELECT count(*) FROM j"
+    )
+    with db.cursor() as cursor:
+        cursor.execute(sql, (*job_params, *other_params))
+        return int(cursor.fetchone()[0])
 
 
 def _is_cancelled(job_id: int, worker: str) -> bool:

@@ -272,6 +272,25 @@ def test_a_worker_that_lost_its_lease_writes_nothing(make_connection):
     assert FakeRecord.objects.count() == 0
 
 
+def test_a_sync_that_found_nothing_and_lost_its_job_leaves_the_connection_as_it_was(
+    make_connection,
+):
+    # PostgreSQL writes a quiet success and the connection's health in one statement: the
+    # connection half runs only if the job was still ours
+    conn = make_connection(config={"total": 0})
+    job = engine.enqueue(conn, Kind.MANUAL)
+    claimed = engine.claim_next("zombie")
+    SyncJob.objects.filter(pk=job.pk).update(worker_id="rescuer")
+    assert engine.execute(claimed) == "lease lost"
+    conn.refresh_from_db()
+    assert conn.last_success_at is None and conn.last_attempt_at is None
+    assert SyncJob.objects.get(pk=job.pk).state == SyncJob.State.RUNNING
+    again = engine.enqueue(make_connection(name="fine", config={"total": 0}), Kind.MANUAL)
+    assert engine.execute(engine.claim_next("w:1")) == "succeeded"
+    again.refresh_from_db()
+    assert again.state == SyncJob.State.SUCCEEDED and again.connection.last_success_at
+
+
 def test_a_push_whose_job_was_rescued_sends_nothing(make_connection):
     # The outbound call itself changes the remote side (a task created in someone's calendar),
     # so ownership is checked before the connector is asked for its next push.
