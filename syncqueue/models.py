@@ -170,6 +170,13 @@ class SyncJob(models.Model):
             ),
             models.Index(fields=["connection", "-id"], name="syncjob_connection_idx"),
             models.Index(fields=["finished_at"], name="syncjob_finished_idx"),
+            # "Does this connection have work waiting or running?" (the dispatcher, per batch of
+            # due connections): only unfinished jobs, a few among millions of finished ones.
+            models.Index(
+                fields=["connection"],
+                condition=Q(state__in=["queued", "retrying", "running"]),
+                name="syncjob_active_idx",
+            ),
             # The dashboard's failures of the week: a few among millions of finished jobs.
             models.Index(
                 fields=["finished_at"], condition=Q(state="failed"), name="syncjob_failed_idx"

@@ -221,6 +221,7 @@ def test_an_expensive_24_hour_count_is_served_from_the_dispatchers_refresh(
         cache.delete(stats._key(name))
     assert stats.queue_stats()["failed"] == 1  # cheap: counted every time
     monkeypatch.setattr(stats, "CHEAP_SECONDS", -1.0)  # as if history were huge
+    monkeypatch.setattr(stats, "REFRESH_AFTER_COSTS", 0.0)  # each pass refreshes it
     stats.rollup("outcomes-24h", stats._count_outcomes_24h, refresh=True)
     assert [g.count for g in dashboard.failure_groups()] == [1]  # the dashboard's, cached
     other = engine.enqueue(make_connection(name="b"), SyncJob.Kind.MANUAL)
@@ -253,6 +254,7 @@ def test_connection_wide_figures_are_served_from_the_dispatchers_refresh_once_th
         cache.delete(stats._key(name))
     assert [c.name for c in dashboard.stalest_connections()][:1] == ["old"]
     monkeypatch.setitem(stats.CHEAP, "stalest-connections", -1.0)  # as if it were expensive
+    monkeypatch.setattr(stats, "REFRESH_AFTER_COSTS", 0.0)  # each pass refreshes it
     stats.rollup("stalest-connections", dashboard._stalest_connections, refresh=True)
     older = make_connection(name="older")
     Connection.objects.filter(pk=older.pk).update(stale_after=now - timedelta(days=2))
@@ -261,3 +263,22 @@ def test_connection_wide_figures_are_served_from_the_dispatchers_refresh_once_th
     assert not any("stale_after" in q["sql"] for q in page.captured_queries)
     dispatcher.dispatch()  # its pass refreshes it
     assert [c.name for c in dashboard.stalest_connections()][:2] == ["older", "old"]
+
+
+@pytest.mark.django_db
+def test_the_dispatcher_refreshes_an_expensive_figure_once_it_is_ten_times_its_cost_old():
+    """At 10M jobs a figure takes seconds: refreshing it every pass would keep the database
+    busy with the dashboard; it is refreshed once it is ten times its cost old."""
+    import time
+
+    from django.core.cache import cache
+
+    from syncqueue import dispatcher, stats
+
+    key = stats._key("outcomes-24h")
+    cache.set(key, {"value": {"failed": 99}, "cost": 10.0, "at": time.time() - 30}, 300)
+    dispatcher.dispatch()
+    assert cache.get(key)["value"] == {"failed": 99}  # 30 s old, costs 10 s: not yet
+    cache.set(key, {"value": {"failed": 99}, "cost": 10.0, "at": time.time() - 101}, 300)
+    dispatcher.dispatch()
+    assert cache.get(key)["value"] == {}  # counted again (no job finished)
