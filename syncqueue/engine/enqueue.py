@@ -4,6 +4,7 @@ priority if needed."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -11,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db import connection as db
+from django.db.models import Field
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
@@ -204,26 +206,20 @@ def _ticket_package(job_id: int | None, name: str) -> str:
     return capture.package
 
 
-def _insert_or_find(job: SyncJob, states: Sequence[str]) -> tuple[SyncJob | None, SyncJob | None]:
-    """PostgreSQL: in one statement (one round trip, atomic on its own), return the waiting job
-    this request merges into, or insert ``job`` and — with the ORM broker — its ticket.
-
-    Returns (inserted, found); both None when another enqueue inserted the same job between
-    this statement's snapshot and its insert (the ``one_new_job_per_stream`` index refused it).
-    """
+@functools.cache
+def _insert_or_find_sql(with_ticket: bool) -> tuple[str, tuple[Field[Any, Any], ...]]:
+    """The statement of ``_insert_or_find`` and the fields its values are for (worked out once
+    per process: it depends on the model only)."""
     table = SyncJob._meta.db_table
-    fields = [f for f in SyncJob._meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(job, True), db) for f in fields]
+    fields = tuple(f for f in SyncJob._meta.concrete_fields if not f.primary_key)
     names = ", ".join(db.ops.quote_name(f.column) for f in fields)
     every = columns(SyncJob)
-    ticket, ticket_params = "", []
-    if broker.tickets_commit_with_jobs():
+    ticket = ""
+    if with_ticket:
         queue = OrmQ._meta.db_table
         ticket = (
             f", ticket AS (INSERT INTO {queue} (key, payload, lock) SELECT %s, %s, %s FROM made)"  # noqa: S608
         )
-        package = _ticket_package(None, f"sync-connection-{job.connection_id}")
-        ticket_params = [Conf.CLUSTER_NAME, package, job.run_after]
     # Interpolated: table and column names from the model, placeholders; values are parameters.
     sql = f"""
         WITH found AS (
@@ -232,14 +228,32 @@ def _insert_or_find(job: SyncJob, states: Sequence[str]) -> tuple[SyncJob | None
              ORDER BY id LIMIT 1
         ), made AS (
             INSERT INTO {table} ({names})
-            SELECT {", ".join(["%s"] * len(values))} WHERE NOT EXISTS (SELECT 1 FROM found)
+            SELECT {", ".join(["%s"] * len(fields))} WHERE NOT EXISTS (SELECT 1 FROM found)
             ON CONFLICT (connection_id, dedupe_key) WHERE state = 'queued' AND slices = 0
             DO NOTHING
             RETURNING {every}
         ){ticket}
         SELECT true, {every} FROM made UNION ALL SELECT false, {every} FROM found"""  # noqa: S608
+    return sql, fields
+
+
+def _insert_or_find(job: SyncJob, states: Sequence[str]) -> tuple[SyncJob | None, SyncJob | None]:
+    """PostgreSQL: in one statement (one round trip, atomic on its own), return the waiting job
+    this request merges into, or insert ``job`` and — with the ORM broker — its ticket.
+
+    Returns (inserted, found); both None when another enqueue inserted the same job between
+    this statement's snapshot and its insert (the ``one_new_job_per_stream`` index refused it).
+    """
+    with_ticket = broker.tickets_commit_with_jobs()
+    sql, fields = _insert_or_find_sql(with_ticket)
+    wrapper = connections[DEFAULT_DB_ALIAS]  # the thread's connection, looked up once
+    values = [f.get_db_prep_save(f.pre_save(job, True), wrapper) for f in fields]
+    ticket_params: list[Any] = []
+    if with_ticket:
+        package = _ticket_package(None, f"sync-connection-{job.connection_id}")
+        ticket_params = [Conf.CLUSTER_NAME, package, job.run_after]
     params = [job.connection_id, job.dedupe_key, list(states), *values, *ticket_params]
-    with db.cursor() as cursor:
+    with wrapper.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:

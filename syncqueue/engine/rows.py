@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import connection as db
 from django.db.models import Model
 
@@ -36,10 +37,11 @@ def _reading(
 
 def from_row(model: type[M], values: Sequence[Any], alias: str) -> M:
     """An instance from the values of :func:`columns`, converted as the ORM converts them."""
-    names, plan = _reading(model, alias, db.vendor)
+    wrapper = connections[DEFAULT_DB_ALIAS]  # the thread's connection, looked up once
+    names, plan = _reading(model, alias, wrapper.vendor)
     converted = []
     for (col, converters), value in zip(plan, values, strict=True):
         for converter in converters:
-            value = converter(value, col, db)
+            value = converter(value, col, wrapper)
         converted.append(value)
-    return model.from_db(db.alias, names, converted)
+    return model.from_db(wrapper.alias, names, converted)
