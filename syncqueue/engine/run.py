@@ -4,6 +4,7 @@ cursor/checkpoint, progress and lease renewal; a thread renews the lease meanwhi
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 import time
@@ -14,10 +15,9 @@ from datetime import timedelta
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 from django.db import connection as db
-from django.db.models import QuerySet
-from django.db.models.sql.subqueries import UpdateQuery
+from django.db.models import Field, Model
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
 
@@ -332,11 +332,11 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
                 updated_at=now,
             )
         if quiet:
-            owned = _update_both(ours, updates, Connection.objects.filter(pk=conn.pk), conn_updates)
+            owned = _finish_quietly(run, updates, conn_updates)
             if owned:
                 announce_finished(job.pk, job=job, updates=updates)
         else:
-            owned = ours.update(**updates)
+            owned = bool(ours.update(**updates))
         if not owned:
             run.skipped = skipped_before  # rolled back with the rest
             raise _CancelRequested if _is_cancelled(job.pk, run.worker) else _LeaseLost
@@ -369,36 +369,54 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
     run.counts = total
 
 
-def _update_sql(rows: QuerySet[Any], values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """The ``UPDATE`` that ``rows.update(**values)`` would send."""
-    query = cast(UpdateQuery, rows.query.chain(UpdateQuery))
-    query.add_update_values(values)
-    return query.get_compiler(rows.db).as_sql()
+def _concrete(model: type[Model], name: str) -> Field[Any, Any]:
+    return cast("Field[Any, Any]", model._meta.get_field(name))
 
 
-def _update_both(
-    job_rows: QuerySet[Any],
-    job_values: dict[str, Any],
-    other_rows: QuerySet[Any],
-    other_values: dict[str, Any],
-) -> int:
-    """PostgreSQL: ``job_rows.update(**job_values)`` and, only if that changed a row,
-    ``other_rows.update(**other_values)`` — in one statement, so atomic without a transaction
-    and one round trip instead of four (BEGIN, two UPDATEs, COMMIT). Returns the job rows
-    changed."""
-    job_sql, job_params = _update_sql(job_rows, job_values)
-    other_sql, other_params = _update_sql(other_rows, other_values)
-    if " WHERE " not in other_sql:
-        raise ValueError("the second update must be filtered")
-    # The ORM's own statements (placeholders; the values are parameters), joined.
-    sql = (
-        f"WITH j AS ({job_sql} RETURNING 1), "  # noqa: S608
-        f"o AS ({other_sql} AND EXISTS (SELECT 1 FROM j) RETURNING 1) "
-        "SELECT count(*) FROM j"
-    )
-    with db.cursor() as cursor:
-        cursor.execute(sql, (*job_params, *other_params))
-        return int(cursor.fetchone()[0])
+@functools.cache
+def _quiet_finish_sql(job_keys: tuple[str, ...], conn_keys: tuple[str, ...]) -> str:
+    """The statement of ``_finish_quietly`` for these columns (worked out once per process)."""
+    quote = db.ops.quote_name
+
+    def assignments(model: type[Model], keys: tuple[str, ...]) -> str:
+        return ", ".join(f"{quote(_concrete(model, k).column)} = %s" for k in keys)
+
+    job_table = quote(SyncJob._meta.db_table)
+    conn_table = quote(Connection._meta.db_table)
+    # Interpolated: table and column names from the models; the values are parameters.
+    return f"""
+        WITH j AS (
+            UPDATE {job_table} SET {assignments(SyncJob, job_keys)}
+             WHERE id = %s AND state = 'running' AND worker_id = %s AND NOT cancel_requested
+            RETURNING 1
+        ), o AS (
+            UPDATE {conn_table} SET {assignments(Connection, conn_keys)}
+             WHERE id = %s AND EXISTS (SELECT 1 FROM j)
+            RETURNING 1
+        )
+        SELECT count(*) FROM j"""  # noqa: S608
+
+
+def _finish_quietly(run: _Run, job_values: dict[str, Any], conn_values: dict[str, Any]) -> bool:
+    """PostgreSQL: the job's success (if this slice still holds it) and then the connection's
+    health, in one statement — atomic without a transaction, one round trip instead of four
+    (BEGIN, two UPDATEs, COMMIT). False when the job was no longer ours (nothing written)."""
+    sql = _quiet_finish_sql(tuple(job_values), tuple(conn_values))
+    wrapper = connections[DEFAULT_DB_ALIAS]
+
+    def prepared(model: type[Model], values: dict[str, Any]) -> list[Any]:
+        return [_concrete(model, k).get_db_prep_save(v, wrapper) for k, v in values.items()]
+
+    params = [
+        *prepared(SyncJob, job_values),
+        run.job.pk,
+        run.worker,
+        *prepared(Connection, conn_values),
+        run.connection.pk,
+    ]
+    with wrapper.cursor() as cursor:
+        cursor.execute(sql, params)
+        return bool(cursor.fetchone()[0])
 
 
 def _is_cancelled(job_id: int, worker: str) -> bool:
