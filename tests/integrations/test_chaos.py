@@ -219,7 +219,19 @@ def test_chaos_loses_and_duplicates_nothing(dovecot, settings, test_ca) -> None:
                     latencies.append(time.monotonic() - item[2])
                     watching.remove(item)
             time.sleep(0.2)
-        assert not watching, f"killed jobs never ran again: {watching}"
+        stuck = [
+            (
+                job.pk,
+                job.state,
+                job.worker_id,
+                job.attempts,
+                job.run_after,
+                job.leased_until,
+                list(SyncLog.objects.filter(job=job).values_list("message", flat=True)),
+            )
+            for job in SyncJob.objects.filter(pk__in=[item[0] for item in watching])
+        ]
+        assert not watching, f"killed jobs never ran again: {watching}: {stuck}"
         # Quiet: let what runs finish, then one last sync of each connection sees everything.
         wait_for(
             lambda: not SyncJob.objects.filter(state__in=SyncJob.ACTIVE).exists(),
