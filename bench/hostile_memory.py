@@ -63,13 +63,7 @@ def sync_mailbox(dovecot: object, user: str, extra: list[bytes], ordinary: int) 
     conn = Connection(
         kind="imap",
         name=user,
-        config={
-            "host": "127.0.0.1",
-            "port": dovecot.port,  # type: ignore[attr-defined]
-            "security": "none",
-            "username": user,
-            "history_days": None,
-        },
+        config=dovecot.connection_config(user),  # type: ignore[attr-defined]
     )
     conn.set_secrets({"password": dovecot.users[user]})  # type: ignore[attr-defined]
     conn.save()

@@ -122,13 +122,7 @@ def main() -> None:
         conn = Connection(
             kind="imap",
             name="bench",
-            config={
-                "host": "127.0.0.1",
-                "port": dovecot.port,
-                "security": "none",
-                "username": user,
-                "history_days": None,
-            },
+            config=dovecot.connection_config(user),
         )
         conn.set_secrets({"password": dovecot.users[user]})
         conn.save()

@@ -223,13 +223,7 @@ class Demo:
                 kind="imap",
                 name="Bob's mailbox (IMAP)",
                 owner=bob,
-                config={
-                    "host": "127.0.0.1",
-                    "port": self.dovecot.port,
-                    "security": "none",
-                    "username": "bob",
-                    "history_days": None,
-                },
+                config=self.dovecot.connection_config("bob"),
                 schedule="every 1m",
             )
 

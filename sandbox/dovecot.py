@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -225,6 +226,17 @@ service anvil {{
         """Register an account for the helpers; returns its password ("pw-<name>")."""
         self.users[name] = f"pw-{name}"
         return self.users[name]
+
+    def connection_config(self, user: str) -> dict[str, Any]:
+        """An IMAP connection's settings for ``user`` on this server: plain IMAP on loopback,
+        all mail (no history window). The password is ``self.users[user]``."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "security": "none",
+            "username": user,
+            "history_days": None,
+        }
 
     def client(self, user: str) -> IMAPClient:
         client = IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=30)

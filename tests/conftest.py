@@ -142,14 +142,7 @@ def make_imap_connection(make_connection: Callable[..., Any], dovecot: Any, imap
     """An IMAP connection to ``imap_user`` (plain IMAP on loopback; all mail by default)."""
 
     def make(password: str | None = None, **config: Any) -> Any:
-        settings = {
-            "host": "127.0.0.1",
-            "port": dovecot.port,
-            "security": "none",
-            "username": imap_user,
-            "history_days": None,
-            **config,
-        }
+        settings = {**dovecot.connection_config(imap_user), **config}
         return make_connection(
             kind="imap",
             name="Mailbox",

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db import connection as db
 from django.db.models import Field
 from django.utils import timezone
@@ -246,7 +246,7 @@ def _insert_or_find(job: SyncJob, states: Sequence[str]) -> tuple[SyncJob | None
     """
     with_ticket = broker.tickets_commit_with_jobs()
     sql, fields = _insert_or_find_sql(with_ticket)
-    wrapper = connections[DEFAULT_DB_ALIAS]  # the thread's connection, looked up once
+    wrapper = transaction.get_connection()  # the thread's connection, looked up once
     values = [f.get_db_prep_save(f.pre_save(job, True), wrapper) for f in fields]
     ticket_params: list[Any] = []
     if with_ticket:

@@ -7,8 +7,8 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import connection as db
+from django.db import transaction
 from django.db.models import Model
 
 M = TypeVar("M", bound=Model)
@@ -37,7 +37,7 @@ def _reading(
 
 def from_row(model: type[M], values: Sequence[Any], alias: str) -> M:
     """An instance from the values of :func:`columns`, converted as the ORM converts them."""
-    wrapper = connections[DEFAULT_DB_ALIAS]  # the thread's connection, looked up once
+    wrapper = transaction.get_connection()  # the thread's connection, looked up once
     names, plan = _reading(model, alias, wrapper.vendor)
     converted = []
     for (col, converters), value in zip(plan, values, strict=True):

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db import connection as db
 from django.db.models import Field, Model
 from django.utils import timezone
@@ -311,9 +311,6 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
                 announce_finished(job.pk, job=job, updates=updates)
         else:
             updates["leased_until"] = now + timedelta(seconds=settings.SYNC_LEASE_SECONDS)
-        ours = SyncJob.objects.filter(
-            pk=job.pk, state=State.RUNNING, worker_id=run.worker, cancel_requested=False
-        )
         conn_updates: dict[str, Any] = {}
         if batch.cursor is not None:
             conn_updates["cursor"] = batch.cursor
@@ -336,7 +333,11 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
             if owned:
                 announce_finished(job.pk, job=job, updates=updates)
         else:
-            owned = bool(ours.update(**updates))
+            owned = bool(
+                SyncJob.objects.filter(
+                    pk=job.pk, state=State.RUNNING, worker_id=run.worker, cancel_requested=False
+                ).update(**updates)
+            )
         if not owned:
             run.skipped = skipped_before  # rolled back with the rest
             raise _CancelRequested if _is_cancelled(job.pk, run.worker) else _LeaseLost
@@ -402,7 +403,7 @@ def _finish_quietly(run: _Run, job_values: dict[str, Any], conn_values: dict[str
     health, in one statement — atomic without a transaction, one round trip instead of four
     (BEGIN, two UPDATEs, COMMIT). False when the job was no longer ours (nothing written)."""
     sql = _quiet_finish_sql(tuple(job_values), tuple(conn_values))
-    wrapper = connections[DEFAULT_DB_ALIAS]
+    wrapper = transaction.get_connection()
 
     def prepared(model: type[Model], values: dict[str, Any]) -> list[Any]:
         return [_concrete(model, k).get_db_prep_save(v, wrapper) for k, v in values.items()]

@@ -106,7 +106,7 @@ def test_chaos_loses_and_duplicates_nothing(dovecot, settings, test_ca) -> None:
             user = f"chaos{i}p{os.getpid()}x{SEED}"
             dovecot.add_user(user)
             dovecot.deliver_many(user, (realistic(n, rng) for n in range(MESSAGES)))
-            conn = make(org, "imap", f"Mailbox {i}", dovecot_config(dovecot, user), dovecot, user)
+            conn = make(org, "imap", f"Mailbox {i}", dovecot.connection_config(user), dovecot, user)
             mailboxes[conn.pk] = user
             connections.append(conn)
         desks: dict[int, Any] = {}
@@ -327,16 +327,6 @@ def server_message_ids(dovecot: Any, user: str) -> list[str]:
         value = raw.partition(":")[2].strip()
         found.append(normalize_message_id(value))
     return found
-
-
-def dovecot_config(dovecot: Any, user: str) -> dict[str, Any]:
-    return {
-        "host": "127.0.0.1",
-        "port": dovecot.port,
-        "security": "none",
-        "username": user,
-        "history_days": None,
-    }
 
 
 def make(

@@ -196,13 +196,7 @@ def test_without_qresync_expunges_are_found_by_diffing_and_flags_by_modseq(make_
         conn = make_connection(
             kind="imap",
             name="No QRESYNC",
-            config={
-                "host": "127.0.0.1",
-                "port": server.port,
-                "security": "none",
-                "username": "plain",
-                "history_days": None,
-            },
+            config=server.connection_config("plain"),
             secrets={"password": server.users["plain"]},
         )
         sync_once(conn, work)
