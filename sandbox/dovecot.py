@@ -69,9 +69,14 @@ class Dovecot:
     """Start with ``start()``, stop with ``stop()``; any user name is an account whose password
     is ``pw-<name>``."""
 
-    def __init__(self, capabilities: str | None = None) -> None:
+    def __init__(self, capabilities: str | None = None, mail_format: str = "maildir") -> None:
         """``capabilities``: what the server advertises instead of Dovecot's own list (a
-        server without QRESYNC or CONDSTORE, say)."""
+        server without QRESYNC or CONDSTORE, say). ``mail_format``: how Dovecot stores mail,
+        ``maildir`` (one file per message; what ``drop`` writes into) or ``sdbox`` (Dovecot's
+        own single-dbox format, whose folders it opens without reading a directory)."""
+        if mail_format not in ("maildir", "sdbox"):
+            raise ValueError(f"unknown mail format {mail_format!r}")
+        self.mail_format = mail_format
         if not Path(DOVECOT).exists():
             raise RuntimeError(
                 "Dovecot is not installed: run the test command as root (it installs "
@@ -85,6 +90,7 @@ class Dovecot:
         (self.root / "mail").mkdir()
         os.chown(self.root / "mail", MAIL_UID, MAIL_UID)
         cert, key = _self_signed(self.root)
+        store = "Maildir" if mail_format == "maildir" else "sdbox"
         self.config = self.root / "dovecot.conf"
         self.config.write_text(
             f"""
@@ -101,7 +107,7 @@ auth_mechanisms = plain login
 # Tests log in with wrong passwords on purpose: answer at once.
 auth_failure_delay = 0
 log_path = {self.root}/dovecot.log
-mail_location = maildir:{self.root}/mail/%u/Maildir
+mail_location = {mail_format}:{self.root}/mail/%u/{store}
 first_valid_uid = 1
 default_internal_user = nobody
 default_internal_group = nogroup
@@ -268,6 +274,8 @@ service anvil {{
         """Deliver as a mail server's local delivery does: each message written as it is into
         the Maildir's ``new/`` (RFC-breaking bytes included: bare CR, NUL, 8-bit headers, which
         IMAP APPEND may refuse). Dovecot assigns UIDs when it next looks at the folder."""
+        if self.mail_format != "maildir":
+            raise RuntimeError("drop() writes into a Maildir: start this server with maildir")
         home = self.root / "mail" / user / "Maildir"
         box = home if folder == "INBOX" else home / f".{folder}"
         for sub in ("tmp", "new", "cur"):
@@ -302,6 +310,14 @@ service anvil {{
                 client.multiappend(folder, batch)
         finally:
             client.logout()
+
+    def import_maildir(self, user: str, maildir: Path) -> None:
+        """Copy every message of a Maildir built outside the server (``maildir/cur``) into
+        ``user``'s INBOX, whatever this server's mail format: Dovecot reads the files as they
+        are, malformed ones included, and assigns UIDs in file-name order."""
+        for path in [maildir, *maildir.rglob("*")]:
+            os.chown(path, MAIL_UID, MAIL_UID)
+        self.doveadm("import", "-u", user, f"maildir:{maildir}", "", "all")
 
     def doveadm(self, *args: str) -> str:
         result = subprocess.run(
