@@ -39,6 +39,7 @@ from imapclient.imapclient import ALL as SPECIAL_ALL
 from imapclient.response_parser import parse_fetch_response
 
 from integrations.base import Batch, ItemRef, NoLongerThere, SyncContext, read_each
+from integrations.imap import fetchparse
 from integrations.imap.client import FolderMissing
 from mail.parsing import parse_message
 from mail.store import FetchedMessage, FlagChange, known_uids
@@ -339,7 +340,7 @@ class MailboxSync:
         weight = 0
         upto = 0
         for round_uids in _chunks(uids, per_round):
-            response = self.client.fetch(round_uids, items)
+            response = fetchparse.fetch(self.client, round_uids, items)
             for uid in round_uids:
                 upto = uid
                 data = response.pop(uid, None)
@@ -352,7 +353,9 @@ class MailboxSync:
                     if group and weight + min(size, limit) > BATCH_BYTES:
                         yield group, group[-1][0]
                         group, weight = [], 0
-                    whole = self.client.fetch([uid], [f"BODY.PEEK[]<0.{limit}>".encode()])
+                    whole = fetchparse.fetch(
+                        self.client, [uid], [f"BODY.PEEK[]<0.{limit}>".encode()]
+                    )
                     fetched = whole.get(uid, {}).get(b"BODY[]<0>")
                     del whole
                     if fetched is None:

@@ -1,0 +1,134 @@
+"""The fast reading of FETCH answers (integrations/imap/fetchparse.py) against imapclient's own
+parser: on generated answers — plain ones and every kind of oddity — both give the same result
+(or both refuse), and on the real Dovecot the fast path is the one taken."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from imapclient.exceptions import ProtocolError
+from imapclient.response_parser import parse_fetch_response
+
+from integrations.imap import fetchparse
+from tests.support.mailfactory import MALFORMED, realistic
+
+PROFILE = settings(max_examples=400, deadline=None, derandomize=True)
+
+plain_flag = st.sampled_from([b"\\Seen", b"\\Answered", b"\\Flagged", b"$Forwarded", b"Junk"])
+odd_flag = st.sampled_from([b"NIL", b"123", b"0", b"0123", b"\\*", b'"q"', b"a]b", b"\xe9t\xe9"])
+date = st.sampled_from(
+    [b'"24-Feb-2011 19:30:36 +0000"', b'" 4-Mar-2024 01:02:03 -0700"', b'"not a date"', b"NIL"]
+)
+number = st.integers(0, 10**9).map(lambda n: str(n).encode())
+odd_number = st.sampled_from([b"0123", b"00", b"-1", b"1.5"])
+
+
+@st.composite
+def message(draw: Any) -> tuple[Any, ...]:
+    """One message of a FETCH answer as imaplib hands it over: (head, literal) and b")"."""
+    odd = draw(st.booleans())
+    body = draw(st.binary(max_size=60))
+    flags = draw(st.lists(st.one_of(plain_flag, odd_flag) if odd else plain_flag, max_size=4))
+    items = [
+        b"UID " + draw(odd_number if odd and draw(st.booleans()) else number),
+        b"FLAGS (" + b" ".join(flags) + b")",
+        b"INTERNALDATE " + draw(date),
+        b"RFC822.SIZE " + draw(odd_number if odd and draw(st.booleans()) else number),
+        b"MODSEQ (" + draw(number) + b")",
+    ]
+    if odd:
+        items += draw(
+            st.lists(st.sampled_from([b"X-GM-LABELS (\\Inbox)", b"UID 7", b"FLAGS ()"]), max_size=2)
+        )
+    items = draw(st.permutations(items))
+    items = draw(st.lists(st.sampled_from(items), min_size=0, max_size=len(items), unique=True))
+    if draw(st.booleans()):
+        items = [item.lower() for item in items]
+    name = draw(st.sampled_from([b"BODY[]<0>", b"BODY[]", b"body[]<0>", b"BODY[TEXT]"]))
+    length = len(body) + (draw(st.sampled_from([0, 1, -1])) if odd and body else 0)
+    head = draw(number) + b" (" + b" ".join(items) + b" " + name + b" {%d}" % length
+    rest = draw(st.sampled_from([b")", b")", b" UID 9)"])) if odd else b")"
+    return (head, body), rest
+
+
+def imapclient_reads(data: list[Any]) -> Any:
+    try:
+        return dict(parse_fetch_response(list(data), True, True))
+    except (ProtocolError, ValueError) as error:
+        return type(error)
+
+
+def ours(data: list[Any]) -> Any:
+    try:
+        return fetchparse.parse_fetch(data)
+    except (ProtocolError, ValueError) as error:
+        return type(error)
+
+
+@PROFILE
+@given(st.lists(message(), max_size=5))
+def test_reads_every_answer_as_imapclient_does(messages: list[tuple[Any, bytes]]) -> None:
+    data = [part for pair in messages for part in pair]
+    assert ours(data) == imapclient_reads(data)
+
+
+def test_plain_answers_take_the_fast_path() -> None:
+    data = [
+        (b'1 (UID 41 MODSEQ (9) FLAGS (\\Seen $Forwarded) INTERNALDATE "24-Feb-2011 19:30:36 '
+         b'+0000" RFC822.SIZE 5 BODY[]<0> {5}', b"Hello"),
+        b")",
+        (b"2 (UID 42 FLAGS () RFC822.SIZE 3 BODY[]<0> {3}", b"abc"),
+        b")",
+    ]  # fmt: skip
+    fast = fetchparse.fast_parse(data)
+    assert fast is not None
+    assert fast == dict(parse_fetch_response(data, True, True))
+    assert fast[41][b"FLAGS"] == (b"\\Seen", b"$Forwarded")
+    assert fast[42][b"BODY[]<0>"] == b"abc"
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        [(b"1 (UID 4 FLAGS (NIL) BODY[]<0> {1}", b"x"), b")"],  # NIL is None to the lexer
+        [(b"1 (UID 4 RFC822.SIZE 012 BODY[]<0> {1}", b"x"), b")"],  # kept as bytes there
+        [(b"1 (FLAGS () BODY[]<0> {1}", b"x"), b")"],  # no UID: keyed by sequence number
+        [(b"1 (UID 4 BODY[]<0> {2}", b"x"), b")"],  # literal shorter than announced
+        [b"1 (UID 4 FLAGS (\\Seen))"],  # an unsolicited flag update
+        [None],  # nothing matched
+    ],
+)
+def test_anything_else_is_left_to_imapclient(odd: list[Any]) -> None:
+    assert fetchparse.fast_parse(odd) is None
+    assert ours(odd) == imapclient_reads(odd)
+
+
+def test_real_dovecot_answers_take_the_fast_path(dovecot: Any, imap_user: str) -> None:
+    """What the initial sync asks Dovecot for (with QRESYNC enabled, as the sync does),
+    malformed messages included: read the same both ways, and without the fallback."""
+    rng = random.Random(3)
+    dovecot.deliver(imap_user, [realistic(i, rng) for i in range(30)], flags=(b"\\Seen",))
+    dovecot.drop(imap_user, list(MALFORMED.values())[:10])
+    client = dovecot.client(imap_user)
+    try:
+        client.enable("QRESYNC")
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search(["ALL"])
+        items = [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]<0.64000>"]
+        imap = client._imap
+        tag = imap._command(
+            "UID", "FETCH", ",".join(map(str, uids)), b"(" + b" ".join(items) + b")"
+        )
+        typ, data = imap._command_complete("FETCH", tag)
+        _, data = imap._untagged_response(typ, data, "FETCH")
+        fast = fetchparse.fast_parse(data)
+        assert fast is not None, "Dovecot's answer fell back to imapclient"
+        assert fast == dict(parse_fetch_response(data, True, True))
+        assert fetchparse.fetch(client, uids, items) == client.fetch(uids, items)
+        assert len(fast) == len(uids) == 40
+    finally:
+        client.logout()
