@@ -12,7 +12,7 @@ goes through the lexer). The answers to the sync's own FETCH have one plain shap
 
 ``parse_fetch`` reads that shape with one regular expression per message and produces exactly
 what imapclient's ``parse_fetch_response`` produces (the same keys, upper-cased, the same
-values and types; ``tests/integrations/test_imap_fetchparse.py`` checks this on generated
+values and types; ``tests/integrations/imap/test_fetchparse.py`` checks this on generated
 answers). Anything else — another item, a quoted or NIL body, a flag that is not a plain atom,
 an unsolicited FETCH without a UID, a line split differently — makes it hand the *whole* answer
 to imapclient, so an unusual server costs speed, never correctness.
@@ -28,17 +28,20 @@ from imapclient import IMAPClient
 from imapclient.response_parser import _convert_INTERNALDATE, parse_fetch_response
 
 # A number as imapclient's lexer turns it into an int: no leading zero (it keeps "0123" as
-# bytes). UIDs are turned into ints whatever they look like.
-_NUMBER = rb"(0|[1-9][0-9]*)"
+# bytes). UIDs are turned into ints whatever they look like. Longer than 18 digits: left to
+# imapclient (Python refuses to convert over 4,300 digits, and imapclient says so its own way).
+# The body's name must follow a space: "UID 5BODY[]" is one word to the lexer.
+_NUMBER = rb"(0|[1-9][0-9]{0,17})"
 # one item of the head, then a space or the end (the body's name and literal come last)
 _ITEM = re.compile(
-    rb"(?:UID ([0-9]+)|RFC822\.SIZE " + _NUMBER + rb"|MODSEQ \(" + _NUMBER + rb"\)"
+    rb"(?:UID ([0-9]{1,18})|RFC822\.SIZE " + _NUMBER + rb"|MODSEQ \(" + _NUMBER + rb"\)"
     rb"|FLAGS \(([^\x00-\x20()\"{}\[\]%*]+(?: [^\x00-\x20()\"{}\[\]%*]+)*)?\)"
     rb"|INTERNALDATE \"([0-9A-Za-z :+-]*)\")(?: |$)",
     re.IGNORECASE,
 )
 _HEAD = re.compile(
-    rb"([0-9]+) \((.*?) ?(BODY\[[0-9A-Z.]*\](?:<[0-9]+>)?) \{([0-9]+)\}", re.IGNORECASE
+    rb"([0-9]{1,18}) \((?:(.*?) )?(BODY\[[0-9A-Z.]*\](?:<[0-9]{1,18}>)?) \{([0-9]{1,18})\}",
+    re.IGNORECASE,
 )
 
 
@@ -52,7 +55,7 @@ def _message(head: bytes, literal: bytes, normalise_times: bool) -> tuple[int, d
         raise _Unusual
     data: dict[bytes, Any] = {b"SEQ": int(match.group(1))}
     uid = None
-    items = match.group(2)
+    items = match.group(2) or b""
     position = 0
     while position < len(items):
         item = _ITEM.match(items, position)
@@ -112,8 +115,11 @@ def parse_fetch(data: Sequence[Any], normalise_times: bool = True) -> dict[int, 
 
 
 def fetch(client: IMAPClient, uids: Sequence[int], items: Sequence[bytes]) -> dict[int, Any]:
-    """``client.fetch(uids, items)`` for a client in UID mode (answers for other messages
-    dropped), read by ``parse_fetch``; sent the way imapclient's own ``fetch`` sends it."""
+    """``client.fetch(uids, items)`` for a client in UID mode, with UIDs as ints and items as
+    bytes — the sync's own calls; answers for other messages dropped, read by ``parse_fetch``,
+    sent the way imapclient's own ``fetch`` sends them (no modifiers)."""
+    if not client.use_uid:
+        raise ValueError("fetchparse.fetch needs a client in UID mode")
     if not uids:
         return {}
     imap = client._imap

@@ -50,7 +50,8 @@ def message(draw: Any) -> tuple[Any, ...]:
         items = [item.lower() for item in items]
     name = draw(st.sampled_from([b"BODY[]<0>", b"BODY[]", b"body[]<0>", b"BODY[TEXT]"]))
     length = len(body) + (draw(st.sampled_from([0, 1, -1])) if odd and body else 0)
-    head = draw(number) + b" (" + b" ".join(items) + b" " + name + b" {%d}" % length
+    glue = draw(st.sampled_from([b" ", b" ", b" ", b""])) if odd else b" "
+    head = draw(number) + b" (" + b" ".join(items) + glue + name + b" {%d}" % length
     rest = draw(st.sampled_from([b")", b")", b" UID 9)"])) if odd else b")"
     return (head, body), rest
 
@@ -100,6 +101,9 @@ def test_plain_answers_take_the_fast_path() -> None:
         [(b"1 (UID 4 BODY[]<0> {2}", b"x"), b")"],  # literal shorter than announced
         [b"1 (UID 4 FLAGS (\\Seen))"],  # an unsolicited flag update
         [None],  # nothing matched
+        [(b"1 (UID 5BODY[] {3}", b"abc"), b")"],  # one word to the lexer
+        [(b"1 (RFC822.SIZE 3body[]<0> {3}", b"abc"), b")"],
+        [(b"1 (UID " + b"1" * 5000 + b" BODY[] {3}", b"abc"), b")"],  # past int()'s limit
     ],
 )
 def test_anything_else_is_left_to_imapclient(odd: list[Any]) -> None:
