@@ -204,7 +204,9 @@ class MailboxSync:
         untagged = imap.untagged_responses
         vanished, fetched = untagged.pop("VANISHED", []), untagged.pop("FETCH", [])
         answer: dict[Any, Any] = self.client._process_select_response(untagged)
-        if int(answer.get(b"UIDVALIDITY", -1)) == uidvalidity:
+        # Without HIGHESTMODSEQ (a folder answered with NOMODSEQ) the answer says nothing
+        # about what changed: the slower questions are asked instead (RFC 7162 3.1.2.2).
+        if int(answer.get(b"UIDVALIDITY", -1)) == uidvalidity and b"HIGHESTMODSEQ" in answer:
             answer["vanished"] = _uid_set(vanished)
             answer["changed"] = parse_fetch_response(fetched, uid_is_key=True) if fetched else {}
         return answer
@@ -242,9 +244,13 @@ class MailboxSync:
             ) from exc
         return {_decode(k).lower(): int(v) for k, v in raw.items()}
 
-    @staticmethod
-    def unchanged(state: dict[str, Any] | None, status: dict[str, int]) -> bool:
+    def unchanged(self, state: dict[str, Any] | None, status: dict[str, int]) -> bool:
+        """Nothing to do in a folder: same UIDVALIDITY, UIDNEXT, message count and (CONDSTORE)
+        HIGHESTMODSEQ. Without a mod-sequence, equal counts say nothing about flags: a folder
+        whose flags are re-checked (``flag_window``) is never skipped."""
         if not state or not state.get("initial_done"):
+            return False
+        if "highestmodseq" not in status and self.config.flag_window:
             return False
         return all(state.get(key) == value for key, value in status.items())
 
@@ -276,6 +282,15 @@ class MailboxSync:
         self.folders[name] = state
         last_uid = int(state["last_uid"])
         incremental = bool(state.get("initial_done"))
+        if not incremental and hms is not None:
+            # A first sync may take many slices; whatever changes in the messages it has
+            # stored meanwhile is after this point, and the first incremental sync asks for
+            # everything since it: the folder's mod-sequence (and, for the count that tells
+            # a server without QRESYNC whether anything was expunged, its message count) is
+            # the first slice's.
+            state.setdefault("start_modseq", int(hms))
+        if not incremental and "messages" in status:
+            state.setdefault("start_messages", int(status["messages"]))
         if incremental:
             found = self.client.search(["UID", f"{last_uid + 1}:*"])
         elif state.get("since"):
@@ -533,11 +548,15 @@ class MailboxSync:
             records.append(RetireFolder(plan.name, int(relink_from)))
         state.update(
             uidnext=plan.status.get("uidnext"),
-            messages=plan.status.get("messages"),
+            messages=state.pop("start_messages", plan.status.get("messages")),
             initial_done=True,
         )
-        if plan.highestmodseq is not None:
-            state["highestmodseq"] = plan.highestmodseq
+        start = state.pop("start_modseq", None)
+        modseq = start if start is not None else plan.highestmodseq
+        if modseq is None:
+            state.pop("highestmodseq", None)  # never ask "changed since" an old answer's value
+        else:
+            state["highestmodseq"] = modseq
         yield Batch(
             records=records,
             deleted=deleted,

@@ -380,3 +380,86 @@ def test_progress_is_right_across_slices_and_retries(
     job.refresh_from_db()
     assert job.slices > 3 and job.created_count == 60
     assert (job.progress_done, job.progress_total) == (60, 60)
+
+
+@pytest.mark.parametrize(
+    "capabilities",
+    [
+        None,  # Dovecot's own list: QRESYNC
+        "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS CONDSTORE LITERAL+",
+        "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS LITERAL+",  # no mod-sequences at all
+    ],
+    ids=["qresync", "condstore", "neither"],
+)
+def test_changes_during_a_first_sync_of_many_slices_are_not_lost(
+    capabilities, make_connection, work, settings
+):
+    """A first sync that takes several slices: a message it stored in the first slice is
+    flagged and another expunged before it ends. The next sync brings both changes (the
+    folder's mod-sequence and count are the first slice's, not the last one's)."""
+    from sandbox.dovecot import Dovecot
+    from syncqueue.engine import process_ticket
+
+    server = Dovecot(capabilities=capabilities)
+    try:
+        server.start()
+        server.add_user("slices")
+        uids = server.deliver("slices", [message(subject=str(i)) for i in range(9)])
+        conn = make_connection(
+            kind="imap",
+            name="Slices",
+            config={**server.connection_config("slices"), "batch_size": 3, "flag_window": 20},
+            secrets={"password": server.users["slices"]},
+        )
+        budget = settings.SYNC_SLICE_SECONDS
+        settings.SYNC_SLICE_SECONDS = 0  # one batch per slice
+        job = engine.enqueue(conn, Kind.INITIAL)
+        process_ticket()
+        assert sorted(stored(conn)) == uids[:3]  # the first slice only
+        client = server.client("slices")
+        client.select_folder("INBOX")
+        client.add_flags([uids[0]], [b"\\Flagged"])
+        client.delete_messages([uids[1]])
+        client.expunge()
+        client.logout()
+        settings.SYNC_SLICE_SECONDS = budget
+        work()
+        job.refresh_from_db()
+        assert job.state == State.SUCCEEDED and job.slices > 1
+        sync_once(conn, work)
+    finally:
+        server.cleanup()
+    mirror = stored(conn)
+    assert sorted(mirror) == uids
+    assert [u for u in uids if mirror[u].deleted] == [uids[1]]
+    assert mirror[uids[0]].flags == ["\\Flagged"]
+
+
+def test_without_condstore_flag_changes_are_seen_while_the_counts_stay_the_same(
+    make_connection, work
+):
+    """No mod-sequences: the same UIDNEXT and message count do not mean unchanged flags, so
+    a folder whose flags are re-checked is not skipped."""
+    from sandbox.dovecot import Dovecot
+
+    server = Dovecot(capabilities="IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS LITERAL+")
+    try:
+        server.start()
+        server.add_user("flags")
+        uids = server.deliver("flags", [message(subject=str(i)) for i in range(3)])
+        conn = make_connection(
+            kind="imap",
+            name="No CONDSTORE",
+            config={**server.connection_config("flags"), "flag_window": 10},
+            secrets={"password": server.users["flags"]},
+        )
+        sync_once(conn, work)
+        client = server.client("flags")
+        client.select_folder("INBOX")
+        client.add_flags([uids[2]], [b"\\Seen"])
+        client.logout()
+        job = sync_once(conn, work)
+    finally:
+        server.cleanup()
+    assert job.updated_count == 1
+    assert stored(conn)[uids[2]].flags == ["\\Seen"]
