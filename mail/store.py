@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import Any
 
@@ -400,12 +400,20 @@ def mark_deleted(connection: Connection, keys: Sequence[tuple[str, int, int]]) -
     return total
 
 
-def retire_old_uidvalidity(connection: Connection, folder: str, uidvalidity: int) -> int:
+def retire_old_uidvalidity(
+    connection: Connection, folder: str, uidvalidity: int, since: date | None = None
+) -> int:
     """After a folder was re-read under a new UIDVALIDITY, rows left under ``uidvalidity``
-    were not found again: they are gone from the server."""
-    return MailMessage.objects.filter(
+    were not found again: they are gone from the server. With ``since`` (the re-read asked
+    for mail from that day on), only rows received from the day before are: IMAP compares
+    dates in the server's time zone, and an older row was not looked for."""
+    rows = MailMessage.objects.filter(
         connection=connection, folder=folder, uidvalidity=uidvalidity, deleted=False
-    ).update(deleted=True, deleted_at=timezone.now())
+    )
+    if since is not None:
+        start = datetime.combine(since - timedelta(days=1), time.min, tzinfo=UTC)
+        rows = rows.filter(received_at__gte=start)
+    return rows.update(deleted=True, deleted_at=timezone.now())
 
 
 def known_uids(connection: Connection, folder: str, uidvalidity: int) -> set[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import date
 from typing import Any
 
 from django.conf import settings
@@ -124,7 +125,10 @@ class ImapConnector(Connector[ImapConfig]):
         )
         for retire in (r for r in batch.records if isinstance(r, RetireFolder)):
             counts.deleted += store.retire_old_uidvalidity(
-                self.connection, retire.folder, retire.uidvalidity
+                self.connection,
+                retire.folder,
+                retire.uidvalidity,
+                since=date.fromisoformat(retire.since) if retire.since else None,
             )
         counts.deleted += store.mark_deleted(self.connection, list(batch.deleted))
         return counts

@@ -60,10 +60,14 @@ _Raw = tuple[int, dict[bytes, Any], bytes, int | None]
 
 @dataclass
 class RetireFolder:
-    """Rows of ``folder`` still under an old UIDVALIDITY were not found again: mark deleted."""
+    """Rows of ``folder`` still under an old UIDVALIDITY were not found again: mark deleted —
+    those the re-read could have found (received on or after ``since``, an ISO date; None:
+    all). An older row that came with new mail (a message moved in keeps its date) is left
+    as it is: the re-read did not look for it."""
 
     folder: str
     uidvalidity: int
+    since: str | None = None
 
 
 @dataclass
@@ -266,19 +270,18 @@ class MailboxSync:
                 f"{name}: UIDVALIDITY changed from {state.get('uidvalidity')} to {uidvalidity}; "
                 "reading the folder again and re-linking the messages already stored.",
             )
-            state = {"relink_from": state.get("uidvalidity")}
+            # read again as far back as the first sync did, so every message held can be
+            # found and re-linked (a window worked out today would miss the older ones)
+            state = {"relink_from": state.get("uidvalidity"), "since": state.get("since")}
         if state is None:
             state = {}
         if "uidvalidity" not in state:
             since = None
             if self.config.history_days:
                 since = (timezone.now() - timedelta(days=self.config.history_days)).date()
-            state.update(
-                uidvalidity=uidvalidity,
-                last_uid=0,
-                initial_done=False,
-                since=since.isoformat() if since else None,
-            )
+            state.update(uidvalidity=uidvalidity, last_uid=0, initial_done=False)
+            if "since" not in state:
+                state["since"] = since.isoformat() if since else None
         self.folders[name] = state
         last_uid = int(state["last_uid"])
         incremental = bool(state.get("initial_done"))
@@ -545,7 +548,7 @@ class MailboxSync:
             deleted = self.expunged(plan)
         relink_from = state.pop("relink_from", None)
         if relink_from is not None:
-            records.append(RetireFolder(plan.name, int(relink_from)))
+            records.append(RetireFolder(plan.name, int(relink_from), state.get("since")))
         state.update(
             uidnext=plan.status.get("uidnext"),
             messages=state.pop("start_messages", plan.status.get("messages")),

@@ -248,6 +248,35 @@ def test_changed_uidvalidity_resyncs_the_folder_without_duplicates(
     assert SyncLog.objects.filter(job=job, message__contains="UIDVALIDITY changed").exists()
 
 
+def test_a_changed_uidvalidity_marks_deleted_only_what_the_re_read_could_have_found(
+    make_imap_connection, dovecot, imap_user, work
+):
+    """Mail held from before today's history window is still there after the server
+    renumbers: the folder is read again as far back as the first sync read it (the window
+    was widened to all mail after that sync), and a message whose date is older than any
+    re-read (it came in by UID, with an old date) is left as it was, not marked deleted."""
+    long_ago = timezone.now() - dt.timedelta(days=200)
+    [old] = dovecot.deliver(imap_user, [message(subject="old")], when=long_ago)
+    [recent] = dovecot.deliver(imap_user, [message(subject="recent")])
+    conn = make_imap_connection(history_days=None)
+    sync_once(conn, work)  # all mail
+    conn.config = {**conn.config, "history_days": 30}
+    conn.save()
+    windowed = make_imap_connection(history_days=30)
+    sync_once(windowed, work)  # "recent" only
+    [moved_in] = dovecot.deliver(imap_user, [message(subject="moved in")], when=long_ago)
+    sync_once(conn, work)
+    sync_once(windowed, work)  # new by UID, old by date
+    assert {m.subject for m in stored(windowed).values()} == {"recent", "moved in"}
+    dovecot.bump_uidvalidity(imap_user)
+    sync_once(conn, work)
+    sync_once(windowed, work)
+    everything = stored(conn)
+    assert sorted(everything) == sorted([recent, old, moved_in])
+    assert not any(m.deleted for m in everything.values())
+    assert not any(m.deleted for m in stored(windowed).values())
+
+
 def test_the_server_is_never_changed_by_any_sync(make_imap_connection, dovecot, imap_user, work):
     dovecot.deliver(imap_user, [message(subject=str(i)) for i in range(5)])
     dovecot.deliver(imap_user, [message(subject="flagged")], flags=(b"\\Flagged",))
