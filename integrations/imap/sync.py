@@ -162,11 +162,15 @@ class MailboxSync:
 
     # --- folders ---------------------------------------------------------------------------
     def folder_names(self) -> list[str]:
+        """The folders to sync; ``self.listed`` says whether they are the server's whole list
+        (then a folder we hold that is not in it is gone from the server)."""
+        self.listed = False
         if self.gmail:
             all_mail = self.client.find_special_folder(SPECIAL_ALL)
             if all_mail:
                 return [all_mail]
         if self.config.all_folders:
+            self.listed = True
             return [
                 name
                 for flags, _, name in self.client.list_folders()
@@ -499,19 +503,54 @@ class MailboxSync:
         if self.ctx.retry:
             yield from self.retry_skipped()
         changed = []
+        missing: list[str] = []
         names = self.folder_names()
+        if self.listed:
+            yield from self.retire_gone_folders(names)
         for name in names:
             # One folder (the common case): its EXAMINE answers what STATUS would, so the
             # folder is opened once whether or not anything changed. Several: STATUS each,
             # then open only the changed ones.
-            status = (len(names) == 1 and self.status_of_selected(name)) or self.status(name)
+            try:
+                status = (len(names) == 1 and self.status_of_selected(name)) or self.status(name)
+            except FolderMissing:
+                if not self.listed:  # a listed one deleted meanwhile: gone at the next LIST
+                    missing.append(name)
+                continue
             if not self.unchanged(self.folders.get(name), status):
                 changed.append((name, status))
         plans = [self.plan(name, status) for name, status in changed]
         total = self.done + sum(len(p.new_uids) for p in plans)
         for index, plan in enumerate(plans):
-            last_folder = index == len(plans) - 1
+            last_folder = index == len(plans) - 1 and not missing
             yield from self.run_folder(plan, total, last_folder)
+        if missing:
+            # the other folders are synced (and committed); the connection still needs a
+            # corrected folder list, and says so
+            others = " The other folders were synced." if len(missing) < len(names) else ""
+            quoted = ", ".join(repr(name) for name in missing)
+            raise FolderMissing(
+                f"The folder {quoted} does not exist on the mail server.{others} "
+                "Check the folder list.",
+            )
+
+    def retire_gone_folders(self, names: list[str]) -> Iterator[Batch]:
+        """Folders we hold that the server no longer lists (deleted, or renamed: the new name
+        is read as a new folder): their messages are marked deleted, kept here. Should the
+        folder come back, its messages are found again under the same UIDVALIDITY and
+        un-deleted, not duplicated."""
+        listed = set(names)
+        for name in [held for held in self.folders if held not in listed]:
+            state = self.folders.pop(name)
+            records = []
+            if state.get("uidvalidity") is not None:
+                records.append(RetireFolder(name, int(state["uidvalidity"])))
+            yield Batch(
+                records=records,
+                cursor=copy.deepcopy(self.cursor),
+                note=f"{name}: no longer on the mail server; its messages are marked deleted "
+                "(they are kept here)",
+            )
 
     def run_folder(self, plan: _Plan, total: int, last_folder: bool) -> Iterator[Batch]:
         state = plan.state

@@ -396,6 +396,51 @@ def test_a_message_moved_between_synced_folders(make_imap_connection, dovecot, i
     assert sorted((m.folder, m.deleted) for m in rows) == [("Archive", False), ("INBOX", True)]
 
 
+def test_a_folder_gone_from_the_server_has_its_messages_marked_deleted(
+    make_imap_connection, dovecot, imap_user, work
+):
+    """All folders: one deleted and one renamed on the server. The deleted one's messages
+    are marked deleted (kept); the renamed one is read under its new name and its old
+    rows are marked deleted — nothing stays live twice."""
+    dovecot.deliver(imap_user, [message(subject="inbox")])
+    dovecot.deliver(imap_user, [message(subject="old project")], folder="Projects")
+    dovecot.deliver(imap_user, [message(subject="receipt")], folder="Receipts")
+    conn = make_imap_connection(all_folders=True)
+    sync_once(conn, work)
+    client = dovecot.client(imap_user)
+    client.delete_folder("Projects")
+    client.rename_folder("Receipts", "Paperwork")
+    client.logout()
+    job = sync_once(conn, work)
+    assert job.state == State.SUCCEEDED
+    rows = MailMessage.objects.filter(connection=conn)
+    assert sorted((m.folder, m.subject, m.deleted) for m in rows) == [
+        ("INBOX", "inbox", False),
+        ("Paperwork", "receipt", False),
+        ("Projects", "old project", True),
+        ("Receipts", "receipt", True),
+    ]
+    assert SyncLog.objects.filter(job=job, message__contains="no longer on the mail").count() == 2
+    job = sync_once(conn, work)  # and the next sync has nothing more to say
+    assert (job.state, job.deleted_count, job.created_count) == (State.SUCCEEDED, 0, 0)
+
+
+def test_a_missing_folder_in_the_list_does_not_stop_the_others(
+    make_imap_connection, dovecot, imap_user, work
+):
+    dovecot.deliver(imap_user, [message(subject="inbox")])
+    dovecot.deliver(imap_user, [message(subject="filed")], folder="Archive")
+    conn = make_imap_connection(folders=["INBOX", "Gone", "Archive"])
+    job = sync_once(conn, work)
+    assert job.state == State.FAILED and job.error_class == "Permanent"
+    assert job.error_message == (
+        "The folder 'Gone' does not exist on the mail server. The other folders were synced. "
+        "Check the folder list."
+    )
+    rows = MailMessage.objects.filter(connection=conn)
+    assert sorted((m.folder, m.subject) for m in rows) == [("Archive", "filed"), ("INBOX", "inbox")]
+
+
 def test_progress_is_right_across_slices_and_retries(
     dovecot, imap_user, make_imap_connection, work, settings
 ):
