@@ -416,6 +416,13 @@ def retire_old_uidvalidity(
     return rows.update(deleted=True, deleted_at=timezone.now())
 
 
+def count_held_from(connection: Connection, folder: str, uidvalidity: int, uid: int) -> int:
+    """How many messages we hold (not deleted) in a folder from ``uid`` on."""
+    return _held(
+        connection, folder=folder, uidvalidity=uidvalidity, uid__gte=uid, deleted=False
+    ).count()
+
+
 def known_uids(connection: Connection, folder: str, uidvalidity: int) -> set[int]:
     """UIDs we hold (not deleted) for a folder, for expunge detection."""
     held = _held(connection, folder=folder, uidvalidity=uidvalidity, deleted=False)

@@ -42,7 +42,7 @@ from integrations.base import Batch, ItemRef, NoLongerThere, SyncContext, read_e
 from integrations.imap import fetchparse
 from integrations.imap.client import FolderMissing
 from mail.parsing import parse_message
-from mail.store import FetchedMessage, FlagChange, known_uids
+from mail.store import FetchedMessage, FlagChange, count_held_from, known_uids
 
 if TYPE_CHECKING:
     from integrations.imap.connector import ImapConnector
@@ -79,6 +79,8 @@ class _Plan:
     highestmodseq: int | None
     incremental: bool
     arrived: int = 0
+    #: new messages an earlier slice of this sync already fetched (the count check's due)
+    carried: int = 0
     flag_uids: list[int] = field(default_factory=list)
     #: QRESYNC: UIDs expunged since the stored HIGHESTMODSEQ, and FETCH data of the messages
     #: whose flags changed since (None: the server did not say; ask it the other way)
@@ -298,6 +300,7 @@ class MailboxSync:
             state.setdefault("start_modseq", int(hms))
         if not incremental and "messages" in status:
             state.setdefault("start_messages", int(status["messages"]))
+            state.setdefault("start_uidnext", int(status.get("uidnext", 0)))
         if incremental:
             found = self.client.search(["UID", f"{last_uid + 1}:*"])
         elif state.get("since"):
@@ -314,6 +317,7 @@ class MailboxSync:
             highestmodseq=int(hms) if hms is not None else None,
             incremental=incremental,
             arrived=len(new_uids),
+            carried=int(state.get("fetched", 0)) if incremental else 0,
             vanished=selected.get("vanished") if incremental else None,
             changed=selected.get("changed") if incremental else None,
         )
@@ -462,13 +466,32 @@ class MailboxSync:
         if plan.vanished is not None:  # QRESYNC: the EXAMINE said which UIDs were expunged
             uidvalidity = int(state["uidvalidity"])
             return [(plan.name, uidvalidity, uid) for uid in plan.vanished]
-        expected = int(state.get("messages", 0)) + plan.arrived
+        expected = int(state.get("messages", 0)) + plan.carried + plan.arrived
         if plan.status.get("messages") == expected:
             return []  # nothing disappeared: the count adds up
         present = set(self.client.search(["ALL"]))
         uidvalidity = int(state["uidvalidity"])
         held = known_uids(self.connector.connection, plan.name, uidvalidity)
         return [(plan.name, uidvalidity, uid) for uid in sorted(held - present)]
+
+    def accounted(self, plan: _Plan) -> int | None:
+        """The folder's message count as of this sync, for the next one's check ("the count
+        adds up: nothing was expunged"): the count the server gave — at the start of a first
+        sync, which may take many slices — plus the messages that arrived after it and were
+        fetched all the same (their UIDs are at or above that moment's UIDNEXT). Counting
+        only the server's figure would let a later expunge cancel such an arrival out."""
+        state = plan.state
+        if "start_messages" in state:
+            count, uidnext = int(state.pop("start_messages")), int(state.pop("start_uidnext", 0))
+            late = count_held_from(
+                self.connector.connection, plan.name, int(state["uidvalidity"]), uidnext
+            )
+            return count + late
+        if "messages" not in plan.status:
+            return None
+        then = plan.status.get("uidnext")
+        late = sum(1 for uid in plan.new_uids if then is not None and uid >= then)
+        return int(plan.status["messages"]) + late
 
     # --- skipped items ------------------------------------------------------------------------
     def retry_skipped(self) -> Iterator[Batch]:
@@ -566,6 +589,8 @@ class MailboxSync:
                 done_here = sum(1 for uid in chunk if uid <= upto) - counted
                 counted += done_here
                 self.done += done_here
+                if plan.incremental:
+                    state["fetched"] = int(state.get("fetched", 0)) + done_here
                 defects = sum(
                     1 for m in messages if isinstance(m, FetchedMessage) and m.parsed.defects
                 )
@@ -590,9 +615,10 @@ class MailboxSync:
             records.append(RetireFolder(plan.name, int(relink_from), state.get("since")))
         state.update(
             uidnext=plan.status.get("uidnext"),
-            messages=state.pop("start_messages", plan.status.get("messages")),
+            messages=self.accounted(plan),
             initial_done=True,
         )
+        state.pop("fetched", None)
         start = state.pop("start_modseq", None)
         modseq = start if start is not None else plan.highestmodseq
         if modseq is None:

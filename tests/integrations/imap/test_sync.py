@@ -509,6 +509,56 @@ def test_changes_during_a_first_sync_of_many_slices_are_not_lost(
     assert mirror[uids[0]].flags == ["\\Flagged"]
 
 
+@pytest.mark.parametrize(
+    "capabilities",
+    [
+        "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS CONDSTORE LITERAL+",
+        "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS LITERAL+",
+    ],
+    ids=["condstore", "neither"],
+)
+def test_an_expunge_is_found_when_an_incremental_sync_takes_several_slices(
+    capabilities, make_connection, work, settings
+):
+    """Without QRESYNC, "the count adds up" decides whether to look for expunges. New mail
+    fetched by an earlier slice of the same sync counts too: otherwise three arrivals, one
+    fetched per slice, and one expunge would add up in the last slice."""
+    from sandbox.dovecot import Dovecot
+    from syncqueue.engine import process_ticket
+
+    server = Dovecot(capabilities=capabilities)
+    try:
+        server.start()
+        server.add_user("counts")
+        uids = server.deliver("counts", [message(subject=str(i)) for i in range(4)])
+        conn = make_connection(
+            kind="imap",
+            name="Counts",
+            config={**server.connection_config("counts"), "batch_size": 1},
+            secrets={"password": server.users["counts"]},
+        )
+        sync_once(conn, work)
+        uids += server.deliver("counts", [message(subject=f"new {i}") for i in range(3)])
+        client = server.client("counts")
+        client.select_folder("INBOX")
+        client.delete_messages([uids[1]])
+        client.expunge()
+        client.logout()
+        budget = settings.SYNC_SLICE_SECONDS
+        settings.SYNC_SLICE_SECONDS = 0  # one new message per slice
+        job = engine.enqueue(conn, Kind.MANUAL)
+        process_ticket()
+        settings.SYNC_SLICE_SECONDS = budget
+        work()
+        job.refresh_from_db()
+    finally:
+        server.cleanup()
+    assert job.state == State.SUCCEEDED and job.slices > 1
+    mirror = stored(conn)
+    assert sorted(mirror) == uids
+    assert [u for u in uids if mirror[u].deleted] == [uids[1]]
+
+
 def test_without_condstore_flag_changes_are_seen_while_the_counts_stay_the_same(
     make_connection, work
 ):
