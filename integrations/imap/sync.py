@@ -185,6 +185,7 @@ class MailboxSync:
         mailbox is what a server pays for (Dovecot reads the folder's index and UID list: it
         grows with the folder), so a sync opens each changed folder once."""
         if self.selected is None or self.selected[0] != name:
+            self.selected = None  # a failed EXAMINE leaves no folder selected
             state = self.folders.get(name) or {}
             validity, modseq = state.get("uidvalidity"), state.get("highestmodseq")
             if self.qresync and state.get("initial_done") and validity and modseq:
