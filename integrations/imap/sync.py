@@ -614,6 +614,11 @@ class MailboxSync:
         relink_from = state.pop("relink_from", None)
         if relink_from is not None:
             records.append(RetireFolder(plan.name, int(relink_from), state.get("since")))
+        if not plan.incremental and state.get("since") and plan.status.get("uidnext"):
+            # A first sync within a window read every message of the window below UIDNEXT
+            # (its SEARCH SINCE came after the count); the rest there is older mail, which
+            # the next sync must not take for new mail because its UID is higher.
+            state["last_uid"] = max(int(state["last_uid"]), int(plan.status["uidnext"]) - 1)
         state.update(
             uidnext=plan.status.get("uidnext"),
             messages=self.accounted(plan),

@@ -73,6 +73,23 @@ def test_default_window_is_the_last_30_days(make_imap_connection, dovecot, imap_
     assert sorted(m.subject for m in stored(everything).values()) == ["new", "old", "recent"]
 
 
+def test_older_mail_after_the_newest_in_the_window_stays_outside_it(
+    make_imap_connection, dovecot, imap_user, work
+):
+    """UIDs follow arrival, not date: old mail filed after the newest message of the window
+    has a higher UID. The first sync leaves it out, and so does every later one."""
+    now = timezone.now()
+    dovecot.deliver(imap_user, [message(subject="recent")], when=now - dt.timedelta(days=2))
+    dovecot.deliver(imap_user, [message(subject="filed late")], when=now - dt.timedelta(days=90))
+    conn = make_imap_connection(history_days=30)
+    sync_once(conn, work, Kind.INITIAL)
+    sync_once(conn, work)
+    assert [m.subject for m in stored(conn).values()] == ["recent"]
+    dovecot.deliver(imap_user, [message(subject="new")])
+    sync_once(conn, work)
+    assert sorted(m.subject for m in stored(conn).values()) == ["new", "recent"]
+
+
 def test_incremental_sync_fetches_only_new_mail(make_imap_connection, dovecot, imap_user, work):
     dovecot.deliver(imap_user, [message(subject=f"a{i}") for i in range(3)])
     conn = make_imap_connection()
