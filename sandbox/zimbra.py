@@ -83,6 +83,9 @@ class ZTask:
     due: str = ""
     description: str = ""
     subject: str = ""
+    #: the invite's SEQUENCE: every modify raises it (ours or the web client's); a create
+    #: for a UID Zimbra holds at a higher one is ignored (see ``_write``)
+    seq: int = 0
 
 
 TRASH = "3"
@@ -176,6 +179,7 @@ class FakeZimbra(LocalServer):
             box = self.mailboxes[account]
             task = box.tasks[uid]
             task.comp.update(comp)
+            task.seq += 1
             self._touch(box, task, at)
 
     def delete_in_zimbra(self, account: str, uid: str) -> None:
@@ -300,9 +304,11 @@ class FakeZimbra(LocalServer):
         box = self.mailboxes[account]
         with self.lock:
             if name == "CreateTaskRequest":
-                task = self._write(box, operation, None)
+                written = self._write(box, operation, None)
                 box.creates += 1
-                return self._ids("CreateTaskResponse", task)
+                if written is None:  # an older version of a task held: ignored, no ids
+                    return f'<CreateTaskResponse xmlns="{MAIL}"/>'
+                return self._ids("CreateTaskResponse", written)
             if name == "ModifyTaskRequest":
                 task = self._by_inv(box, operation.get("id", ""))
                 if task.folder == TRASH:
@@ -316,6 +322,7 @@ class FakeZimbra(LocalServer):
                         "mail.INVITE_OUT_OF_DATE",
                         f"The specified Invite is out of date (has been updated): {task.inv_id}",
                     )
+                task.seq += 1  # a modify is a new version of the invite
                 self._write(box, operation, task)
                 box.modifies += 1
                 return self._ids("ModifyTaskResponse", task)
@@ -423,13 +430,23 @@ class FakeZimbra(LocalServer):
                 return task
         raise SoapError("mail.NO_SUCH_ITEM", f"no such item: {inv_id}")
 
-    def _write(self, box: Mailbox, operation: Any, task: ZTask | None) -> ZTask:
+    def _write(self, box: Mailbox, operation: Any, task: ZTask | None) -> ZTask | None:
+        """Store the invite. A create finds an existing task by UID: Zimbra takes the invite
+        only when its SEQUENCE is the same or newer (``Invite.isSameOrNewerVersion``) and
+        otherwise ignores it ("Appointment already has a newer version of the Invite ...
+        Ignore it", ``CalendarItem.processNewInviteRequestOrCancel``): None, and the answer
+        carries no ids (``CalendarRequest.sendCalendarMessage``). A task taken back out of
+        the Trash this way returns to the folder the invite names."""
         m = operation.find(f"{{{MAIL}}}m")
         comp = m.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp") if m is not None else None
         if comp is None or not comp.get("uid"):
             raise SoapError("service.INVALID_REQUEST", "missing <comp uid>")
         uid = comp.get("uid")
-        task = task or box.tasks.get(uid)  # Zimbra finds calendar items by UID
+        if task is None and uid in box.tasks:  # Zimbra finds calendar items by UID
+            task = box.tasks[uid]
+            if task.seq > int(comp.get("seq") or 0):
+                return None
+            task.folder = m.get("l", task.folder)
         if task is None:
             item = next(box.ids)
             task = ZTask(uid, item, f"{item}-{item - 1}", 0, 0, m.get("l", "15"), {})

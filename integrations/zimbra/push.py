@@ -18,7 +18,7 @@ from integrations.base import Batch, SyncContext
 from integrations.errors import Permanent, Transient
 from integrations.zimbra import merge
 from integrations.zimbra.config import ZimbraConfig
-from integrations.zimbra.message import build_task, ids_of, parse_task
+from integrations.zimbra.message import TRASH, build_task, ids_of, parse_task
 from integrations.zimbra.models import TaskCopy
 from integrations.zimbra.outbound import content_hash, switch_of, zimbra_address
 from integrations.zimbra.records import LeftMailbox, Pushed
@@ -106,16 +106,38 @@ def upsert(
         message = build_task(copy.uid, task, zimbra.tasks_folder)
         return ids_of(soap.call(account, "CreateTask", [message]))
 
-    if not copy.inv_id:
-        return create()
-    ms, rev = copy.ms, copy.rev
+    def purge(cal_item_id: str) -> None:
+        with contextlib.suppress(ItemGone):
+            soap.call(account, "ItemAction", [element("action", op="delete", id=cal_item_id)])
+
+    inv_id, cal_item_id, ms, rev = copy.inv_id, copy.cal_item_id, copy.ms, copy.rev
+    if not inv_id:
+        ids = create()
+        if ids["invId"]:
+            return ids
+        # Zimbra holds a newer version of a task under our uid — a create whose answer was
+        # lost and that someone edited since, or one left in the Trash — and ignored this
+        # one without a word (docs/protocols.md, Zimbra). Find it and carry on from there.
+        found = soap.call(account, "GetTask", uid=copy.uid, sync="1").find(f"{{{MAIL}}}task")
+        invite = found.find(f"{{{MAIL}}}inv") if found is not None else None
+        if found is None or invite is None:
+            raise Transient("Zimbra neither took the task nor showed the one it has.")
+        if found.get("l") == TRASH:
+            purge(found.get("id", ""))
+            ids = create()
+            if not ids["invId"]:
+                raise Transient("Zimbra did not take the task after its old copy was removed.")
+            return ids
+        cal_item_id = found.get("id", "")
+        inv_id = f"{cal_item_id}-{invite.get('id', '')}"
+        ms, rev = found.get("ms", ""), found.get("rev", "")
     for attempt in (1, 2):
         try:
             answer = soap.call(
                 account,
                 "ModifyTask",
                 [build_task(copy.uid, task, zimbra.tasks_folder)],
-                id=copy.inv_id,
+                id=inv_id,
                 comp="0",
                 ms=ms,
                 rev=rev,
@@ -124,10 +146,7 @@ def upsert(
         except InTrash:
             # deleted in the web client (moved to the Trash), still assigned here: empty that
             # copy out of the Trash, then create the task again under our uid
-            with contextlib.suppress(ItemGone):
-                soap.call(
-                    account, "ItemAction", [element("action", op="delete", id=copy.cal_item_id)]
-                )
+            purge(cal_item_id)
             return create()
         except ItemGone:
             return create()  # deleted in Zimbra: the person still has the task here

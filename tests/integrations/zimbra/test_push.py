@@ -105,6 +105,57 @@ def test_a_lost_answer_is_retried_without_a_duplicate(zimbra, zimbra_server, peo
     assert box(zimbra, ann).tasks[assignment.uid].cal_item_id == int(assignment.cal_item_id)
 
 
+def test_a_lost_answer_then_an_edit_in_zimbra_is_retried_without_a_duplicate(
+    zimbra, zimbra_server, people, work
+):
+    """The create's answer is lost and someone edits the task in Zimbra before the retry:
+    Zimbra now holds a newer version under our uid and silently ignores the retried create.
+    The push finds that task and modifies it — one task, ids stored, later changes arrive."""
+    ann = people[0]
+    zimbra.drop_after_commit("CreateTask")
+    assignment = assign(new_task(), ann)
+    work()
+    job = SyncJob.objects.get(kind="push")
+    assert job.state == State.RETRYING
+    zimbra.edit_in_zimbra(box(zimbra, ann).name, assignment.uid, percentComplete="40")
+    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, run_after=job.created_at)
+    from syncqueue import engine
+
+    engine.submit_ticket(job.pk)
+    work()
+    assignment.refresh_from_db()
+    held = box(zimbra, ann).tasks[assignment.uid]
+    assert assignment.state == TaskCopy.State.PUSHED
+    assert len(box(zimbra, ann).tasks) == 1
+    assert (assignment.cal_item_id, assignment.inv_id) == (str(held.cal_item_id), held.inv_id)
+    task = Task.objects.get(pk=assignment.task_id)
+    with transaction.atomic():
+        task.title = "Call the supplier today"
+        task.save()
+    work()
+    assert box(zimbra, ann).tasks[assignment.uid].comp["name"] == "Call the supplier today"
+
+
+def test_a_task_left_in_the_trash_under_our_uid_is_replaced(zimbra, zimbra_server, people, work):
+    """A create meets an edited copy of its task in the Trash (the person was unassigned,
+    the copy cancelled, then assigned again): the old copy is removed and the task created."""
+    ann = people[0]
+    assignment = assign(new_task(), ann)
+    work()
+    zimbra.edit_in_zimbra(box(zimbra, ann).name, assignment.uid, percentComplete="40")
+    zimbra.delete_in_zimbra(box(zimbra, ann).name, assignment.uid)
+    TaskCopy.objects.filter(pk=assignment.pk).update(inv_id="", cal_item_id="", ms="", rev="")
+    task = Task.objects.get(pk=assignment.task_id)
+    with transaction.atomic():
+        task.title = "Back again"
+        task.save()
+    work()
+    assignment.refresh_from_db()
+    live = box(zimbra, ann).live
+    assert assignment.state == TaskCopy.State.PUSHED and assignment.inv_id
+    assert [t.comp["name"] for t in live.values()] == ["Back again"]
+
+
 def test_switch_off_means_no_pushes_and_on_pushes_current_tasks(
     zimbra, zimbra_server, people, work
 ):
