@@ -337,7 +337,7 @@ def _storable_text(value: str) -> bool:
     return True
 
 
-def _storable(result: ParsedMessage) -> None:
+def make_storable(result: ParsedMessage) -> None:
     """Remove what databases cannot store (NUL; lone surrogates) from every text, noting it."""
 
     def fix(value: str, what: str) -> str:
@@ -391,7 +391,7 @@ def parse_message(raw: bytes, *, cut_at: int | None = None) -> ParsedMessage:
             defects.append(f"{attachment.filename or attachment.content_type}: {attachment.note}")
     source = result.text_body or html_to_text(result.html_body[:20_000])
     result.snippet = _SPACE.sub(" ", source[: SNIPPET_CHARS * 4]).strip()[:SNIPPET_CHARS]
-    _storable(result)
+    make_storable(result)
     result.snippet = _UNSTORABLE.sub("", result.snippet)
     result.defects = list(dict.fromkeys(defects))  # unique, in order
     return result

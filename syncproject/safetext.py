@@ -29,3 +29,16 @@ def neutral(text: object) -> str:
     by a visible ``[U+XXXX]`` marker."""
     value = "" if text is None else str(text)
     return _PATTERN.sub(_marker, value)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: object) -> str:
+    """``text`` as a database can store it: without NUL (PostgreSQL refuses it in text) and
+    with lone surrogates (which JSON from a remote server may carry as ``\\ud800``; no UTF-8
+    encoder takes them) replaced by U+FFFD."""
+    value = "" if text is None else str(text)
+    if value.isascii() and "\x00" not in value:
+        return value
+    return _UNSTORABLE.sub(lambda m: "" if m.group(0) == "\x00" else "\ufffd", value)

@@ -29,8 +29,15 @@ from integrations.base import Batch, ItemRef, NoLongerThere, SyncContext, read_e
 from integrations.errors import CursorReset, Permanent
 from integrations.msgraph.client import MAILBOX_CONCURRENCY, GraphClient, ItemGone, NoContent
 from mail.models import MailMessage, MailSource
-from mail.parsing import ParsedAttachment, ParsedMessage, html_to_text, normalize_message_id
+from mail.parsing import (
+    ParsedAttachment,
+    ParsedMessage,
+    html_to_text,
+    make_storable,
+    normalize_message_id,
+)
 from mail.store import FetchedMessage
+from syncproject.safetext import storable
 
 if TYPE_CHECKING:
     from integrations.msgraph.connector import GraphConnector
@@ -153,6 +160,8 @@ def to_message(
     flags = ["\\Seen"] if item.get("isRead") else []
     if (item.get("flag") or {}).get("flagStatus") == "flagged":
         flags.append("\\Flagged")
+    make_storable(parsed)  # JSON may carry NUL and lone surrogates (\u0000, \ud800)
+    parsed.snippet = storable(parsed.snippet)
     known = frozenset(name for name, prop in KNOWN_FROM.items() if prop in item)
     return FetchedMessage(
         folder=str(item.get("parentFolderId") or folder),
@@ -162,7 +171,7 @@ def to_message(
         size=len(content.encode("utf-8", "replace")),
         received_at=_when(item.get("receivedDateTime")),
         flags=sorted(flags),
-        labels=sorted(str(c) for c in item.get("categories") or []),
+        labels=sorted(storable(c) for c in item.get("categories") or []),
         remote_id=str(item["id"]),
         raw=json.dumps(item, ensure_ascii=False).encode("utf-8", "surrogatepass"),
         raw_format=MailSource.Format.GRAPH_JSON,

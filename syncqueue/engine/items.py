@@ -25,6 +25,7 @@ from integrations.errors import (
     SyncError,
 )
 from integrations.models import Connection
+from syncproject.safetext import storable
 from syncqueue.engine.outcome import _scrub
 from syncqueue.engine.state import InternalError, _Run
 from syncqueue.models import SkippedItem, SyncJob
@@ -126,7 +127,8 @@ def _unknown_item(part: Batch) -> ItemRef:
 def _skip(run: _Run, ref: ItemRef, error_class: str, message: str, detail: str) -> None:
     """List one item as skipped (or count another failure of an open one)."""
     now = timezone.now()
-    message, detail = _scrub(run, message)[:500], _scrub(run, detail)
+    message, detail = storable(_scrub(run, message))[:500], storable(_scrub(run, detail))
+    ref = ItemRef(storable(ref.key), storable(ref.label))
     found = SkippedItem.objects.filter(
         connection_id=run.connection.pk, key=ref.key[:500], state=SkippedItem.State.OPEN
     ).update(

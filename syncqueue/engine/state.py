@@ -16,6 +16,7 @@ from integrations.errors import (
     SyncError,
 )
 from integrations.models import Connection
+from syncproject.safetext import storable
 from syncqueue.models import SyncJob, SyncLog
 
 log = logging.getLogger("syncqueue.engine")
@@ -55,13 +56,15 @@ class _Run:
     lease_lost: threading.Event | None = None  # set by the lease keeper when it lost the job
 
     def log(self, level: str, message: str, **data: Any) -> None:
+        """Queue a log line; remote text in it (a subject, say) is made storable first, so a
+        message nobody can store cannot stop the sync through its log line."""
         self.logs.append(
             SyncLog(
                 job_id=self.job.pk,
                 connection_id=self.connection.pk,
                 level=level,
-                message=message,
-                data=data,
+                message=storable(message),
+                data={k: storable(v) if isinstance(v, str) else v for k, v in data.items()},
             )
         )
 

@@ -173,3 +173,26 @@ def test_a_sync_outlives_its_tokens(make_graph_connection, graph, mailbox, work)
     assert set(mirror(conn)) == set(ids)
     assert graph.token_requests >= 3
     assert job.attempts == 0
+
+
+def test_text_no_database_can_store_costs_the_message_nothing(
+    make_graph_connection, graph, mailbox, work
+):
+    """JSON may carry NUL and lone surrogates (\\u0000, \\ud800): PostgreSQL refuses the first,
+    no UTF-8 encoder takes the second. The message is stored without them (noted as a
+    defect), with the others on its page, and the sync succeeds."""
+    bad = graph.add_message(
+        mailbox,
+        subject="Invoice \ud800 due",
+        body="<p>amount\x00 due</p>",
+        categories=("Red\x00",),
+    )
+    good = graph.add_message(mailbox, subject="Fine")
+    conn = make_graph_connection()
+    job = sync_once(conn, work, Kind.INITIAL)
+    assert job.state == State.SUCCEEDED, job.error_message
+    stored = mirror(conn)
+    assert set(stored) == {bad, good}
+    assert stored[bad].subject == "Invoice  due" and stored[bad].labels == ["Red"]
+    assert "\x00" not in stored[bad].html_body
+    assert any("NUL or invalid characters removed" in d for d in stored[bad].defects)
