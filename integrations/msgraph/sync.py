@@ -179,6 +179,29 @@ def to_message(
     )
 
 
+#: what a message's first sight must carry to be stored from it
+_CONTENT = ("subject", "body", "receivedDateTime", "parentFolderId")
+
+
+def _partial(item: dict[str, Any]) -> bool:
+    return any(prop not in item for prop in _CONTENT)
+
+
+def _merged_copies(value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A page's items, one per id: copies of the same message merged (a later copy's
+    properties win); a removal replaces what came before it, and is replaced by what comes
+    after it."""
+    merged: dict[str, dict[str, Any]] = {}
+    for item in value:
+        key = str(item.get("id"))
+        before = merged.get(key)
+        if before is None or "@removed" in before or "@removed" in item:
+            merged[key] = item
+        else:
+            merged[key] = {**before, **item}
+    return list(merged.values())
+
+
 class GraphSync:
     """Shared by both algorithms: message conversion with attachments, bounded parallelism."""
 
@@ -239,7 +262,12 @@ class GraphSync:
 
     def messages(self, items: list[dict[str, Any]], folder: str = "") -> list[Any]:
         """Convert items; attachments are fetched (up to 4 at a time, Graph's per-mailbox
-        limit) only for messages not stored yet — a stored message keeps its attachments."""
+        limit) only for messages not stored yet — a stored message keeps its attachments.
+
+        An update carries at least the properties that changed, not all of them: one for a
+        message we do not hold (its full copy comes later in the round, or never reached us)
+        is read whole first, so no message is stored from a few properties. One that is gone
+        meanwhile is left out (its removal comes with a later round)."""
         known = set(
             MailMessage.objects.filter(
                 connection=self.connector.connection,
@@ -248,6 +276,11 @@ class GraphSync:
             .order_by()
             .values_list("remote_id", flat=True)
         )
+        whole = [
+            self._whole(item) if item.get("id") not in known and _partial(item) else item
+            for item in items
+        ]
+        items = [item for item in whole if item is not None]
         wanted = [
             i["id"]
             for i in items
@@ -265,6 +298,15 @@ class GraphSync:
             lambda item: message_ref(item),
             lambda item: to_message(item, attachments.get(item.get("id"), []), folder),
         )
+
+    def _whole(self, item: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.client.get(
+                f"messages/{item['id']}", params={"$select": SELECT}
+            )
+        except ItemGone:
+            return None
+        return {**item, **found}
 
     def retry_skipped(self) -> Iterator[Batch]:
         """Read skipped messages again by their immutable id; one that is gone is gone."""
@@ -361,9 +403,10 @@ class MailboxDelta(GraphSync):
                     url = f"mailFolders/{folder_id}/messages/delta"
                     continue
                 # Pages come in no guaranteed order and an item may come twice (even within a
-                # page): the last copy of each id counts, and upserts by id make repeats
-                # harmless (docs/protocols.md, Graph delta).
-                items = list({str(i.get("id")): i for i in page.get("value", [])}.values())
+                # page), an update with only the properties that changed: copies of an id in
+                # a page are merged, and upserts by id make repeats harmless (docs/protocols.md,
+                # Graph delta).
+                items = _merged_copies(page.get("value", []))
                 moved, removed = self.resolve_removed(
                     folder_id, [i["id"] for i in items if "@removed" in i and i.get("id")]
                 )

@@ -196,3 +196,22 @@ def test_text_no_database_can_store_costs_the_message_nothing(
     assert stored[bad].subject == "Invoice  due" and stored[bad].labels == ["Red"]
     assert "\x00" not in stored[bad].html_body
     assert any("NUL or invalid characters removed" in d for d in stored[bad].defects)
+
+
+def test_an_update_for_a_message_we_do_not_hold_is_read_whole(
+    make_graph_connection, graph, mailbox, work
+):
+    """An update carries at least the properties that changed. For a message we do not hold
+    (it was skipped once, say), that is not enough to store it: it is read whole first."""
+    kept = graph.add_message(mailbox, subject="Kept")
+    lost = graph.add_message(mailbox, subject="Quarterly report", body="<p>numbers</p>")
+    conn = make_graph_connection()
+    sync_once(conn, work, Kind.INITIAL)
+    MailMessage.objects.filter(connection=conn, remote_id=lost).delete()  # not held by us
+    graph.update_message(mailbox, lost, isRead=True)
+    job = sync_once(conn, work)
+    assert job.state == State.SUCCEEDED, job.error_message
+    stored = mirror(conn)
+    assert set(stored) == {kept, lost}
+    assert stored[lost].subject == "Quarterly report" and stored[lost].flags == ["\\Seen"]
+    assert "numbers" in stored[lost].html_body and stored[lost].received_at is not None
