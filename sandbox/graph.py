@@ -642,6 +642,20 @@ class FakeGraph(_Subscriptions, LocalServer):
             box.touch(item["parentFolderId"], message_id)
         self.changed(box, item["parentFolderId"], message_id, "deleted")
 
+    def purge_folder(self, box: Mailbox, name: str) -> None:
+        """A folder deleted for good (deleted, then emptied out of Deleted Items, or removed
+        by an administrator): it and its messages are no longer in the mailbox's folder list,
+        and nothing about them comes through delta any more."""
+        with self.lock:
+            folder_id = box.folder_id(name)
+            folder = box.folders.pop(folder_id)
+            if folder["parentFolderId"] in box.folders:
+                box.folders[folder["parentFolderId"]]["childFolderCount"] -= 1
+            for message_id in [
+                m for m, item in box.messages.items() if item["parentFolderId"] == folder_id
+            ]:
+                del box.messages[message_id]
+
     def forget_sync_state(self) -> None:
         """Graph evicted every delta token (they have no fixed lifetime): next use gets 410."""
         with self.lock:

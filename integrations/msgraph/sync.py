@@ -331,6 +331,7 @@ class MailboxDelta(GraphSync):
     def folders(self) -> list[dict[str, Any]]:
         """Every mail folder, child folders included (or the configured ones, by name)."""
         found: list[dict[str, Any]] = []
+        self.existing: set[str] = set()  # every folder the mailbox has now, chosen or not
         todo = ["mailFolders"]
         while todo:
             url: str | None = todo.pop()
@@ -342,6 +343,7 @@ class MailboxDelta(GraphSync):
                         # file them twice (docs/protocols.md, Graph folders)
                         continue
                     found.append(folder)
+                    self.existing.add(str(folder.get("id")))
                     if folder.get("childFolderCount"):
                         todo.append(f"mailFolders/{folder['id']}/childFolders")
                 url = page.get("@odata.nextLink")
@@ -363,6 +365,16 @@ class MailboxDelta(GraphSync):
         cursor = copy.deepcopy(self.ctx.cursor)
         states: dict[str, dict[str, Any]] = cursor.setdefault("folders", {})
         folders = self.folders()
+        for gone in [folder_id for folder_id in states if folder_id not in self.existing]:
+            # deleted for good (emptied out of Deleted Items, say): delta says nothing more
+            # about its messages, so those still filed there are marked deleted (kept here)
+            name = states.pop(gone).get("name", "")
+            yield Batch(
+                records=[FullPassDone(gone, timezone.now().isoformat())],
+                cursor=copy.deepcopy(cursor),
+                note=f"{name}: no longer in the mailbox; its messages are marked deleted "
+                "(they are kept here)",
+            )
         fresh = [f for f in folders if not states.get(f["id"], {}).get("delta")]
         total = None
         if fresh:

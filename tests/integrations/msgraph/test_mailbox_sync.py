@@ -215,3 +215,25 @@ def test_an_update_for_a_message_we_do_not_hold_is_read_whole(
     assert set(stored) == {kept, lost}
     assert stored[lost].subject == "Quarterly report" and stored[lost].flags == ["\\Seen"]
     assert "numbers" in stored[lost].html_body and stored[lost].received_at is not None
+
+
+def test_a_folder_deleted_for_good_has_its_messages_marked_deleted(
+    make_graph_connection, graph, mailbox, work
+):
+    """Delta says nothing about a folder that no longer exists: its messages are marked
+    deleted (kept), once; a message moved out of it before is not touched."""
+    graph.add_folder(mailbox, "Projects")
+    doomed = graph.add_message(mailbox, folder="Projects", subject="old plan")
+    saved = graph.add_message(mailbox, folder="Projects", subject="keep me")
+    conn = make_graph_connection()
+    sync_once(conn, work, Kind.INITIAL)
+    graph.move_message(mailbox, saved, "Inbox")
+    sync_once(conn, work)
+    graph.purge_folder(mailbox, "Projects")
+    job = sync_once(conn, work)
+    assert job.state == State.SUCCEEDED, job.error_message
+    stored = mirror(conn)
+    assert stored[doomed].deleted and not stored[saved].deleted
+    assert SyncLog.objects.filter(job=job, message__contains="no longer in the mailbox").exists()
+    again = sync_once(conn, work)
+    assert (again.state, again.deleted_count) == (State.SUCCEEDED, 0)
