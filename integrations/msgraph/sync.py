@@ -398,19 +398,25 @@ class MailboxDelta(GraphSync):
                         page_size=self.config.page_size,
                     )
                 except CursorReset as reset:
-                    if folder_id in restarted:
-                        raise  # even a fresh start is rejected: the engine retries later
-                    restarted.add(folder_id)
-                    # Only this folder starts over; the others keep their positions.
-                    self.ctx.log(
-                        "warning",
-                        f"{state['name']}: {reset.message} Resyncing this folder in full.",
-                    )
+                    # Only this folder starts over; the others keep their positions. A pass
+                    # that was itself a restart keeps its start: what it did not see since
+                    # then is gone, however often Graph forgets the position meanwhile.
+                    started = state.get("started") if state.get("reset") else None
                     state.clear()
                     state.update(
                         name=folder.get("displayName", ""),
                         reset=True,
-                        started=timezone.now().isoformat(),
+                        started=started or timezone.now().isoformat(),
+                    )
+                    if folder_id in restarted:
+                        # even the fresh pass's position was forgotten: hand the engine the
+                        # positions to start again from (this folder's restart, everyone
+                        # else's as they are), not nothing
+                        raise CursorReset(reset.message, cursor=copy.deepcopy(cursor)) from reset
+                    restarted.add(folder_id)
+                    self.ctx.log(
+                        "warning",
+                        f"{state['name']}: {reset.message} Resyncing this folder in full.",
                     )
                     url = f"mailFolders/{folder_id}/messages/delta"
                     continue

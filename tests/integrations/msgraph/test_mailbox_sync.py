@@ -237,3 +237,28 @@ def test_a_folder_deleted_for_good_has_its_messages_marked_deleted(
     assert SyncLog.objects.filter(job=job, message__contains="no longer in the mailbox").exists()
     again = sync_once(conn, work)
     assert (again.state, again.deleted_count) == (State.SUCCEEDED, 0)
+
+
+def test_a_resync_whose_own_position_is_forgotten_still_retires_what_is_gone(
+    make_graph_connection, graph, mailbox, work
+):
+    """Graph forgets the sync state (410), and then the fresh pass's skipToken too: the
+    folder restarts again with the others' positions kept, and the completed pass still
+    marks the message deleted meanwhile as deleted."""
+    ids = [graph.add_message(mailbox, subject=f"m{i}") for i in range(12)]
+    conn = make_graph_connection(page_size=5)
+    sync_once(conn, work, Kind.INITIAL)
+    graph.delete_message(mailbox, ids[0])
+    graph.forget_sync_state()
+    graph.fault(
+        r"\$skiptoken=",
+        410,
+        times=1,
+        body={"error": {"code": "syncStateNotFound", "message": "The sync state is gone."}},
+    )
+    job = sync_once(conn, work)
+    assert job.state == State.SUCCEEDED, job.error_message
+    stored = mirror(conn)
+    assert stored[ids[0]].deleted and not any(stored[i].deleted for i in ids[1:])
+    conn.refresh_from_db()
+    assert all(state.get("delta") for state in conn.cursor["folders"].values())
