@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -24,13 +25,26 @@ PRIORITY = {"high": "1", "normal": "5", "low": "9"}
 TRASH = "3"  # Zimbra's Trash folder: a task deleted in the web client moves there
 
 
+# what XML 1.0 cannot carry at all (C0 controls but tab, line feed and carriage return; lone
+# surrogates; U+FFFE/U+FFFF): lxml refuses such text, and no escaping can send it
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value: Any) -> str:
+    """``value`` as text an XML document can carry (characters XML cannot hold left out)."""
+    return _NOT_XML.sub("", str(value))
+
+
 def build_task(uid: str, task: Any, folder: str) -> Any:
-    """The ``<m>`` of a CreateTask/ModifyTask for ``task`` under our ``uid``."""
+    """The ``<m>`` of a CreateTask/ModifyTask for ``task`` under our ``uid``. A title or
+    description with characters XML cannot carry (a pasted form feed, say) goes without
+    them, rather than never."""
+    title, description = xml_text(task.title), xml_text(task.description)
     m = element("m", l=folder)
     inv = element("inv")
     comp = element(
         "comp",
-        name=task.title,
+        name=title,
         uid=uid,
         status=STATUS.get(task.status, "NEED"),
         priority=PRIORITY.get(task.priority, "5"),
@@ -39,12 +53,12 @@ def build_task(uid: str, task: Any, folder: str) -> Any:
     )
     if task.due_date:
         comp.append(element("e", d=task.due_date.strftime("%Y%m%d")))
-    comp.append(element("desc", task.description))
+    comp.append(element("desc", description))
     inv.append(comp)
     m.append(inv)
-    m.append(element("su", task.title))
+    m.append(element("su", title))
     mp = element("mp", ct="text/plain")
-    mp.append(element("content", task.description))
+    mp.append(element("content", description))
     m.append(mp)
     return m
 

@@ -150,9 +150,13 @@ def upsert(
             return create()
         except ItemGone:
             return create()  # deleted in Zimbra: the person still has the task here
-        except OutOfDate:
+        except OutOfDate as conflict:
             if attempt == 2:
-                raise
+                raise Transient(
+                    "The task kept changing in Zimbra while it was being updated; the update "
+                    "will be tried again.",
+                    detail=str(conflict)[:300],
+                ) from conflict
             # md and ms come back only on a sync request (docs/protocols.md, Zimbra)
             found = soap.call(account, "GetTask", uid=copy.uid, sync="1").find(f"{{{MAIL}}}task")
             if found is None:

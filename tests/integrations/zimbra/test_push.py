@@ -276,3 +276,17 @@ def test_the_queue_never_holds_a_secret_or_token(zimbra, zimbra_server, people, 
 
     logged = " ".join(SyncLog.objects.values_list("message", flat=True))
     assert tokens and not any(t in logged for t in tokens)
+
+
+def test_characters_xml_cannot_carry_are_left_out_not_the_push(
+    zimbra, zimbra_server, people, work
+):
+    """A title pasted with a form feed, a description with a vertical tab: XML 1.0 cannot
+    carry them (lxml refuses), so the task goes without them instead of failing every try."""
+    ann = people[0]
+    assignment = assign(new_task(title="Call\x0c the supplier", description="Ask\x0b twice"), ann)
+    work()
+    assignment.refresh_from_db()
+    assert assignment.state == TaskCopy.State.PUSHED
+    held = box(zimbra, ann).tasks[assignment.uid]
+    assert held.comp["name"] == "Call the supplier" and held.description == "Ask twice"
