@@ -534,12 +534,15 @@ class FakeGraph(_Subscriptions, LocalServer):
         attachments: tuple[tuple[str, bytes, str], ...] = (),
         references: tuple[tuple[str, str], ...] = (),
         embedded: tuple[tuple[str, str], ...] = (),
+        inline: tuple[tuple[str, bytes, str, str], ...] = (),
         is_read: bool = False,
         categories: tuple[str, ...] = (),
     ) -> str:
         """``attachments``: files (name, bytes, type); ``references``: links to files stored
         elsewhere (name, URL), which have no content; ``embedded``: attached items
-        (name, subject of the embedded message)."""
+        (name, subject of the embedded message); ``inline``: files shown in the body (name,
+        bytes, type, content id), which ``hasAttachments`` does not count ("if a message
+        contains only inline attachments, this property is false")."""
         received = received or datetime.now(UTC)
         message_id = new_id()
         folder_id = box.folder_id(folder)
@@ -580,6 +583,19 @@ class FakeGraph(_Subscriptions, LocalServer):
                     "data": data,
                 }
                 for name, data, content_type in attachments
+            ]
+            box.attachments[message_id] += [
+                {
+                    "@odata.type": "#microsoft.graph.fileAttachment",
+                    "id": new_id("AAMkAGI2-att-"),
+                    "name": name,
+                    "contentType": content_type,
+                    "size": len(data),
+                    "isInline": True,
+                    "contentId": content_id,
+                    "data": data,
+                }
+                for name, data, content_type, content_id in inline
             ]
             box.attachments[message_id] += [
                 {

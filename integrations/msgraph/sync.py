@@ -183,6 +183,13 @@ def to_message(
 _CONTENT = ("subject", "body", "receivedDateTime", "parentFolderId")
 
 
+def _shows_inline(item: dict[str, Any]) -> bool:
+    """Whether the body shows attached files (``cid:`` references): ``hasAttachments`` leaves
+    inline attachments out, and Graph's advice is to look for them in the body."""
+    content = str((item.get("body") or {}).get("content") or "")
+    return "cid:" in content.lower()
+
+
 def _partial(item: dict[str, Any]) -> bool:
     return any(prop not in item for prop in _CONTENT)
 
@@ -284,7 +291,8 @@ class GraphSync:
         wanted = [
             i["id"]
             for i in items
-            if i.get("hasAttachments") and i.get("id") and i["id"] not in known
+            if i.get("id") and i["id"] not in known
+            if i.get("hasAttachments") or _shows_inline(i)
         ]
         attachments: dict[str, list[ParsedAttachment]] = {}
         if wanted:

@@ -262,3 +262,22 @@ def test_a_resync_whose_own_position_is_forgotten_still_retires_what_is_gone(
     assert stored[ids[0]].deleted and not any(stored[i].deleted for i in ids[1:])
     conn.refresh_from_db()
     assert all(state.get("delta") for state in conn.cursor["folders"].values())
+
+
+def test_inline_only_attachments_are_stored(make_graph_connection, graph, mailbox, work):
+    """hasAttachments leaves inline attachments out ("if a message contains only inline
+    attachments, this property is false"): a body that shows cid: images is enough to read
+    the message's attachments."""
+    logo = b"\x89PNG\r\n\x1a\n logo"
+    shown = graph.add_message(
+        mailbox,
+        subject="Newsletter",
+        body='<p>Hi</p><img src="cid:logo@example.com">',
+        inline=(("logo.png", logo, "image/png", "logo@example.com"),),
+    )
+    conn = make_graph_connection()
+    sync_once(conn, work, Kind.INITIAL)
+    stored = mirror(conn)[shown]
+    attachment = MailAttachment.objects.get(message=stored)
+    assert (attachment.filename, attachment.inline) == ("logo.png", True)
+    assert attachment.file.read() == logo
