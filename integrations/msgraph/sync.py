@@ -373,6 +373,7 @@ class MailboxDelta(GraphSync):
         cursor = copy.deepcopy(self.ctx.cursor)
         states: dict[str, dict[str, Any]] = cursor.setdefault("folders", {})
         folders = self.folders()
+        self.synced: set[str] = {str(f["id"]) for f in folders}
         for gone in [folder_id for folder_id in states if folder_id not in self.existing]:
             # deleted for good (emptied out of Deleted Items, say): delta says nothing more
             # about its messages, so those still filed there are marked deleted (kept here)
@@ -468,8 +469,10 @@ class MailboxDelta(GraphSync):
         self, folder_id: str, ids: list[str]
     ) -> tuple[list[dict[str, Any]], list[str]]:
         """A folder reports items gone: look each up by its immutable id, so a message moved
-        to another folder is updated there at once rather than shown deleted until that
-        folder's turn. Returns (moved items, ids really gone)."""
+        to another synced folder is updated there at once rather than shown deleted until
+        that folder's turn. One moved to a folder this connection does not sync (or a hidden
+        one) has left the mirror, as an expunge from a synced IMAP folder has: it is gone
+        here too — nothing would ever report it again. Returns (moved items, ids gone)."""
 
         def look(message_id: str) -> dict[str, Any] | None:
             try:
@@ -480,7 +483,7 @@ class MailboxDelta(GraphSync):
         moved, gone = [], []
         with ThreadPoolExecutor(max_workers=MAILBOX_CONCURRENCY) as pool:
             for message_id, item in zip(ids, pool.map(look, ids), strict=True):
-                if item is None:
+                if item is None or item.get("parentFolderId") not in self.synced:
                     gone.append(message_id)
                 elif item.get("parentFolderId") != folder_id:
                     moved.append(item)

@@ -281,3 +281,21 @@ def test_inline_only_attachments_are_stored(make_graph_connection, graph, mailbo
     attachment = MailAttachment.objects.get(message=stored)
     assert (attachment.filename, attachment.inline) == ("logo.png", True)
     assert attachment.file.read() == logo
+
+
+def test_a_message_moved_out_of_the_synced_folders_leaves_the_mirror(
+    make_graph_connection, graph, mailbox, work
+):
+    """Only the Inbox is synced; a message filed away into Projects has left what this
+    connection mirrors (as an expunge from a synced IMAP folder has): it is marked deleted,
+    not kept live under a folder nothing reports on."""
+    graph.add_folder(mailbox, "Projects")
+    filed = graph.add_message(mailbox, subject="file me")
+    stays = graph.add_message(mailbox, subject="stay")
+    conn = make_graph_connection(folders=["Inbox"])
+    sync_once(conn, work, Kind.INITIAL)
+    graph.move_message(mailbox, filed, "Projects")
+    job = sync_once(conn, work)
+    assert job.state == State.SUCCEEDED, job.error_message
+    stored = mirror(conn)
+    assert stored[filed].deleted and not stored[stays].deleted
