@@ -278,9 +278,7 @@ def test_the_queue_never_holds_a_secret_or_token(zimbra, zimbra_server, people, 
     assert tokens and not any(t in logged for t in tokens)
 
 
-def test_characters_xml_cannot_carry_are_left_out_not_the_push(
-    zimbra, zimbra_server, people, work
-):
+def test_characters_xml_cannot_carry_are_left_out_not_the_push(zimbra, zimbra_server, people, work):
     """A title pasted with a form feed, a description with a vertical tab: XML 1.0 cannot
     carry them (lxml refuses), so the task goes without them instead of failing every try."""
     ann = people[0]
