@@ -405,13 +405,14 @@ def retire_old_uidvalidity(
 ) -> int:
     """After a folder was re-read under a new UIDVALIDITY, rows left under ``uidvalidity``
     were not found again: they are gone from the server. With ``since`` (the re-read asked
-    for mail from that day on), only rows received from the day before are: IMAP compares
-    dates in the server's time zone, and an older row was not looked for."""
+    for mail from that day on), only rows received from the day after are: IMAP compares
+    dates in the server's time zone, so a row of the days around ``since`` may not have been
+    looked for, and an older one certainly was not. A row left alone is never deleted wrongly."""
     rows = MailMessage.objects.filter(
         connection=connection, folder=folder, uidvalidity=uidvalidity, deleted=False
     )
     if since is not None:
-        start = datetime.combine(since - timedelta(days=1), time.min, tzinfo=UTC)
+        start = datetime.combine(since + timedelta(days=1), time.min, tzinfo=UTC)
         rows = rows.filter(received_at__gte=start)
     return rows.update(deleted=True, deleted_at=timezone.now())
 

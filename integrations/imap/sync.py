@@ -61,9 +61,9 @@ _Raw = tuple[int, dict[bytes, Any], bytes, int | None]
 @dataclass
 class RetireFolder:
     """Rows of ``folder`` still under an old UIDVALIDITY were not found again: mark deleted —
-    those the re-read could have found (received on or after ``since``, an ISO date; None:
-    all). An older row that came with new mail (a message moved in keeps its date) is left
-    as it is: the re-read did not look for it."""
+    those the re-read certainly looked for (received from the day after ``since``, an ISO
+    date; None: all). An older row that came with new mail (a message moved in keeps its
+    date) is left as it is: the re-read did not look for it."""
 
     folder: str
     uidvalidity: int
@@ -271,7 +271,14 @@ class MailboxSync:
         uidvalidity = int(selected[b"UIDVALIDITY"])
         hms = selected.get(b"HIGHESTMODSEQ")
         state = self.folders.get(name)
-        if state is not None and state.get("uidvalidity") != uidvalidity:
+        if state is not None and state.get("gone"):
+            # back after it was retired: read it again as far back as it was read before (a
+            # new UIDVALIDITY re-links by content; the same one finds the rows by identity)
+            back = {"since": state.get("since")}
+            if state.get("uidvalidity") not in (None, uidvalidity):
+                back["relink_from"] = state["uidvalidity"]
+            state = back
+        elif state is not None and state.get("uidvalidity") != uidvalidity:
             self.ctx.log(
                 "warning",
                 f"{name}: UIDVALIDITY changed from {state.get('uidvalidity')} to {uidvalidity}; "
@@ -560,12 +567,22 @@ class MailboxSync:
 
     def retire_gone_folders(self, names: list[str]) -> Iterator[Batch]:
         """Folders we hold that the server no longer lists (deleted, or renamed: the new name
-        is read as a new folder): their messages are marked deleted, kept here. Should the
-        folder come back, its messages are found again under the same UIDVALIDITY and
-        un-deleted, not duplicated."""
+        is read as a new folder): their messages are marked deleted, kept here. What the
+        folder was read from is kept (a stub marked ``gone``): should it come back (a rename
+        undone, a LIST that left it out once), it is read again as far back as before, so
+        its messages are found again and un-deleted, not duplicated and not lost."""
         listed = set(names)
-        for name in [held for held in self.folders if held not in listed]:
-            state = self.folders.pop(name)
+        gone = [
+            held for held, state in self.folders.items()
+            if held not in listed and not state.get("gone")
+        ]  # fmt: skip
+        for name in gone:
+            state = self.folders[name]
+            self.folders[name] = {
+                "gone": True,
+                "uidvalidity": state.get("uidvalidity"),
+                "since": state.get("since"),
+            }
             records = []
             if state.get("uidvalidity") is not None:
                 records.append(RetireFolder(name, int(state["uidvalidity"])))

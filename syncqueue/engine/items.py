@@ -165,6 +165,7 @@ def _settle(run: _Run, keys: list[str], state: str) -> None:
     """Skipped items stored after all (or gone from the server) are no longer open."""
     if not keys:
         return
+    keys = [storable(key)[:500] for key in keys]  # as ``_skip`` stored them
     settled = SkippedItem.objects.filter(
         connection_id=run.connection.pk, state=SkippedItem.State.OPEN, key__in=keys
     ).update(state=state, resolved_at=timezone.now())

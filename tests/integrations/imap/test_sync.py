@@ -282,14 +282,18 @@ def test_a_changed_uidvalidity_marks_deleted_only_what_the_re_read_could_have_fo
     windowed = make_imap_connection(history_days=30)
     sync_once(windowed, work)  # "recent" only
     [moved_in] = dovecot.deliver(imap_user, [message(subject="moved in")], when=long_ago)
+    # and one dated the day before the window starts (SINCE compares dates in the server's
+    # time zone: it may or may not have been looked for, so it is not deleted)
+    edge = timezone.now() - dt.timedelta(days=31)
+    [on_the_edge] = dovecot.deliver(imap_user, [message(subject="on the edge")], when=edge)
     sync_once(conn, work)
     sync_once(windowed, work)  # new by UID, old by date
-    assert {m.subject for m in stored(windowed).values()} == {"recent", "moved in"}
+    assert {m.subject for m in stored(windowed).values()} == {"recent", "moved in", "on the edge"}
     dovecot.bump_uidvalidity(imap_user)
     sync_once(conn, work)
     sync_once(windowed, work)
     everything = stored(conn)
-    assert sorted(everything) == sorted([recent, old, moved_in])
+    assert sorted(everything) == sorted([recent, old, moved_in, on_the_edge])
     assert not any(m.deleted for m in everything.values())
     assert not any(m.deleted for m in stored(windowed).values())
 
@@ -440,6 +444,32 @@ def test_a_folder_gone_from_the_server_has_its_messages_marked_deleted(
     assert SyncLog.objects.filter(job=job, message__contains="no longer on the mail").count() == 2
     job = sync_once(conn, work)  # and the next sync has nothing more to say
     assert (job.state, job.deleted_count, job.created_count) == (State.SUCCEEDED, 0, 0)
+
+
+def test_a_folder_that_comes_back_is_read_as_far_back_as_before(
+    make_imap_connection, dovecot, imap_user, work
+):
+    """A folder renamed and renamed back (or left out of one LIST) was retired meanwhile:
+    back, it is read again as far back as its first sync read it — not within today's
+    narrower window — so its older mail is live again, not deleted for good."""
+    long_ago = timezone.now() - dt.timedelta(days=200)
+    [old] = dovecot.deliver(imap_user, [message(subject="old project")], "Projects", when=long_ago)
+    conn = make_imap_connection(all_folders=True, history_days=None)
+    sync_once(conn, work)
+    conn.config = {**conn.config, "history_days": 30}
+    conn.save()
+    client = dovecot.client(imap_user)
+    client.rename_folder("Projects", "Elsewhere")
+    client.logout()
+    sync_once(conn, work)
+    assert MailMessage.objects.get(connection=conn, subject="old project").deleted
+    client = dovecot.client(imap_user)
+    client.rename_folder("Elsewhere", "Projects")
+    client.logout()
+    job = sync_once(conn, work)
+    assert job.state == State.SUCCEEDED
+    rows = MailMessage.objects.filter(connection=conn, subject="old project")
+    assert [(m.folder, m.uid, m.deleted) for m in rows] == [("Projects", old, False)]
 
 
 def test_a_missing_folder_in_the_list_does_not_stop_the_others(
