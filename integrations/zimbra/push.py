@@ -102,35 +102,63 @@ def upsert(
     """Create or modify the task in Zimbra; a later change made there (incoming on) is kept,
     and the record that brings it back to the task is added to ``records``."""
 
-    def create() -> dict[str, str]:
+    def create(*, check: bool = True) -> dict[str, str]:
+        """CreateTask. Zimbra answers one it ignored (it holds a newer version under our uid)
+        without ids: ``check`` makes that an error, never a push recorded without ids."""
         message = build_task(copy.uid, task, zimbra.tasks_folder)
-        return ids_of(soap.call(account, "CreateTask", [message]))
+        ids = ids_of(soap.call(account, "CreateTask", [message]))
+        if check and not ids["invId"]:
+            raise Transient(
+                "Zimbra did not take the task and holds another version of it; the push will "
+                "be tried again."
+            )
+        return ids
 
     def purge(cal_item_id: str) -> None:
         with contextlib.suppress(ItemGone):
             soap.call(account, "ItemAction", [element("action", op="delete", id=cal_item_id)])
 
+    def reconcile(found: Any) -> None:
+        """Zimbra's version of the task (``found``) changed since we last wrote it: with
+        reading back on, a later change made there is kept in what we send."""
+        if not zimbra.incoming:
+            return  # push only: this application's version is the one
+        remote = parse_task(found, copy.pk)
+        decision = merge.decide(remote, task, merge.base_of(copy))
+        if decision in ("theirs", "theirs-later"):
+            records.append(remote)  # Zimbra's change stays in what we send
+            task.status, task.percent_complete = merge.theirs(remote, task)
+        elif decision == "ours-later":
+            ctx.log("info", merge.kept_ours(task, account, remote, LABELS), assignment=copy.pk)
+
+    def held() -> Any:
+        """The task Zimbra holds under our uid (with ``md`` and ``ms``: a sync request), or
+        None when there is none."""
+        try:
+            answer = soap.call(account, "GetTask", uid=copy.uid, sync="1")
+        except ItemGone:
+            return None
+        return answer.find(f"{{{MAIL}}}task")
+
     inv_id, cal_item_id, ms, rev = copy.inv_id, copy.cal_item_id, copy.ms, copy.rev
     if not inv_id:
-        ids = create()
+        ids = create(check=False)
         if ids["invId"]:
             return ids
         # Zimbra holds a newer version of a task under our uid — a create whose answer was
         # lost and that someone edited since, or one left in the Trash — and ignored this
         # one without a word (docs/protocols.md, Zimbra). Find it and carry on from there.
-        found = soap.call(account, "GetTask", uid=copy.uid, sync="1").find(f"{{{MAIL}}}task")
+        found = held()
         invite = found.find(f"{{{MAIL}}}inv") if found is not None else None
         if found is None or invite is None:
             raise Transient("Zimbra neither took the task nor showed the one it has.")
         if found.get("l") == TRASH:
             purge(found.get("id", ""))
-            ids = create()
-            if not ids["invId"]:
-                raise Transient("Zimbra did not take the task after its old copy was removed.")
-            return ids
+            return create()
         cal_item_id = found.get("id", "")
         inv_id = f"{cal_item_id}-{invite.get('id', '')}"
         ms, rev = found.get("ms", ""), found.get("rev", "")
+        reconcile(found)  # someone changed it there since our lost create
     for attempt in (1, 2):
         try:
             answer = soap.call(
@@ -158,17 +186,9 @@ def upsert(
                     detail=str(conflict)[:300],
                 ) from conflict
             # md and ms come back only on a sync request (docs/protocols.md, Zimbra)
-            found = soap.call(account, "GetTask", uid=copy.uid, sync="1").find(f"{{{MAIL}}}task")
+            found = held()
             if found is None:
-                raise Transient("Zimbra said the task changed but returned no task.") from None
+                return create()  # deleted for good meanwhile: the person still has the task
             ms, rev = found.get("ms", ""), found.get("rev", "")
-            if not zimbra.incoming:
-                continue  # push only: this application's version is the one
-            remote = parse_task(found, copy.pk)
-            decision = merge.decide(remote, task, merge.base_of(copy))
-            if decision in ("theirs", "theirs-later"):
-                records.append(remote)  # Zimbra's change stays in what we send
-                task.status, task.percent_complete = merge.theirs(remote, task)
-            elif decision == "ours-later":
-                ctx.log("info", merge.kept_ours(task, account, remote, LABELS), assignment=copy.pk)
+            reconcile(found)
     raise AssertionError("unreachable")  # pragma: no cover

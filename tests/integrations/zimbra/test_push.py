@@ -3,6 +3,7 @@ through lost answers, expired tokens, conflicts and missing accounts."""
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 import pytest
@@ -288,3 +289,34 @@ def test_characters_xml_cannot_carry_are_left_out_not_the_push(zimbra, zimbra_se
     assert assignment.state == TaskCopy.State.PUSHED
     held = box(zimbra, ann).tasks[assignment.uid]
     assert held.comp["name"] == "Call the supplier" and held.description == "Ask twice"
+
+
+def test_an_edit_made_in_zimbra_before_a_retried_create_is_kept(
+    zimbra, zimbra_server, people, work
+):
+    """Reading back on: the create's answer is lost and the person completes the task in
+    Zimbra before the retry. The retry finds that version and merges it as a conflict is
+    merged — the completion stays, in Zimbra and here."""
+    zimbra_server.config = {**zimbra_server.config, "incoming": True}
+    zimbra_server.save()
+    ann = people[0]
+    zimbra.drop_after_commit("CreateTask")
+    assignment = assign(new_task(), ann)
+    work()
+    job = SyncJob.objects.get(kind="push")
+    zimbra.edit_in_zimbra(  # a while later (Zimbra's md has whole seconds)
+        box(zimbra, ann).name,
+        assignment.uid,
+        at=time.time() + 2,
+        status="COMP",
+        percentComplete="100",
+    )
+    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, run_after=job.created_at)
+    from syncqueue import engine
+
+    engine.submit_ticket(job.pk)
+    work()
+    held = box(zimbra, ann).tasks[assignment.uid]
+    assert (held.comp["status"], held.comp["percentComplete"]) == ("COMP", "100")
+    task = Task.objects.get(pk=assignment.task_id)
+    assert (task.status, task.percent_complete) == ("completed", 100)
