@@ -26,6 +26,7 @@ per label.
 from __future__ import annotations
 
 import copy
+import imaplib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -248,6 +249,8 @@ class MailboxSync:
             items.append(b"HIGHESTMODSEQ")
         try:
             raw = self.client.folder_status(name, items)
+        except imaplib.IMAP4.abort:
+            raise  # the session broke: not a missing folder (the error seam says what it is)
         except IMAPClientError as exc:
             raise FolderMissing(
                 f"The folder {name!r} does not exist on the mail server. Check the folder list.",

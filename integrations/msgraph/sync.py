@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -183,11 +184,14 @@ def to_message(
 _CONTENT = ("subject", "body", "receivedDateTime", "parentFolderId")
 
 
+_CID = re.compile(r"""[\s"'(=]cid:""", re.IGNORECASE)  # src="cid:…", url(cid:…)
+
+
 def _shows_inline(item: dict[str, Any]) -> bool:
     """Whether the body shows attached files (``cid:`` references): ``hasAttachments`` leaves
     inline attachments out, and Graph's advice is to look for them in the body."""
     content = str((item.get("body") or {}).get("content") or "")
-    return "cid:" in content.lower()
+    return _CID.search(content) is not None
 
 
 def _partial(item: dict[str, Any]) -> bool:
@@ -284,9 +288,10 @@ class GraphSync:
             .values_list("remote_id", flat=True)
         )
         whole = [
-            self._whole(item) if item.get("id") not in known and _partial(item) else item
+            self._whole(item) if item.get("id") and item["id"] not in known and _partial(item)
+            else item
             for item in items
-        ]
+        ]  # fmt: skip
         items = [item for item in whole if item is not None]
         wanted = [
             i["id"]
