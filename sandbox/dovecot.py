@@ -319,6 +319,27 @@ service anvil {{
             os.chown(path, MAIL_UID, MAIL_UID)
         self.doveadm("import", "-u", user, f"maildir:{maildir}", "", "all")
 
+    def add_flags(
+        self, user: str, uids: list[int], flags: list[bytes], folder: str = "INBOX"
+    ) -> None:
+        """Another client sets ``flags`` on messages (read-write session)."""
+        client = self.client(user)
+        try:
+            client.select_folder(folder)
+            client.add_flags(uids, flags)
+        finally:
+            client.logout()
+
+    def expunge(self, user: str, uids: list[int], folder: str = "INBOX") -> None:
+        """Another client deletes messages for good (\\Deleted, then EXPUNGE)."""
+        client = self.client(user)
+        try:
+            client.select_folder(folder)
+            client.delete_messages(uids)
+            client.expunge()
+        finally:
+            client.logout()
+
     def doveadm(self, *args: str) -> str:
         result = subprocess.run(
             [DOVEADM, "-c", str(self.config), *args], check=True, capture_output=True, text=True

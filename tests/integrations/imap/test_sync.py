@@ -3,7 +3,10 @@ read-only access, attachments, malformed mail, and the error classes."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -22,6 +25,34 @@ Kind, State = SyncJob.Kind, SyncJob.State
 
 def stored(conn: Connection, **filters) -> dict[int | None, MailMessage]:
     return {m.uid: m for m in MailMessage.objects.filter(connection=conn, **filters)}
+
+
+QRESYNC = None  # Dovecot's own capability list
+CONDSTORE_ONLY = "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS CONDSTORE LITERAL+"
+NO_MODSEQ = "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS LITERAL+"
+
+
+@contextlib.contextmanager
+def own_dovecot(
+    make_connection: Callable[..., Connection], capabilities: str | None, **config: Any
+) -> Iterator[tuple[Any, Connection]]:
+    """A private Dovecot advertising ``capabilities`` (None: its own list), with one account
+    ("box") and an IMAP connection to it; stopped afterwards."""
+    from sandbox.dovecot import Dovecot
+
+    server = Dovecot(capabilities=capabilities)
+    try:
+        server.start()
+        server.add_user("box")
+        conn = make_connection(
+            kind="imap",
+            name="Private server",
+            config={**server.connection_config("box"), **config},
+            secrets={"password": server.users["box"]},
+        )
+        yield server, conn
+    finally:
+        server.cleanup()
 
 
 def test_initial_sync_mirrors_the_mailbox(make_imap_connection, dovecot, imap_user, work):
@@ -203,31 +234,14 @@ def test_with_qresync_expunges_and_flag_changes_come_with_opening_the_folder(
 
 
 def test_without_qresync_expunges_are_found_by_diffing_and_flags_by_modseq(make_connection, work):
-    from sandbox.dovecot import Dovecot
-
-    server = Dovecot(capabilities="IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS CONDSTORE LITERAL+")
-    try:
-        server.start()
-        server.add_user("plain")
-        uids = server.deliver("plain", [message(subject=str(i)) for i in range(4)])
-        conn = make_connection(
-            kind="imap",
-            name="No QRESYNC",
-            config=server.connection_config("plain"),
-            secrets={"password": server.users["plain"]},
-        )
+    with own_dovecot(make_connection, CONDSTORE_ONLY) as (server, conn):
+        uids = server.deliver("box", [message(subject=str(i)) for i in range(4)])
         sync_once(conn, work)
-        client = server.client("plain")
-        client.select_folder("INBOX")
-        client.add_flags([uids[0]], [b"\\Seen"])
-        client.delete_messages([uids[3]])
-        client.expunge()
-        client.logout()
-        server.record_commands("plain")
+        server.add_flags("box", [uids[0]], [b"\\Seen"])
+        server.expunge("box", [uids[3]])
+        server.record_commands("box")
         job = sync_once(conn, work)
-        sent = server.commands("plain")
-    finally:
-        server.cleanup()
+        sent = server.commands("box")
     assert job.deleted_count == 1
     mirror = stored(conn)
     assert [mirror[u].deleted for u in uids] == [False, False, False, True]
@@ -505,11 +519,7 @@ def test_progress_is_right_across_slices_and_retries(
 
 @pytest.mark.parametrize(
     "capabilities",
-    [
-        None,  # Dovecot's own list: QRESYNC
-        "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS CONDSTORE LITERAL+",
-        "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS LITERAL+",  # no mod-sequences at all
-    ],
+    [QRESYNC, CONDSTORE_ONLY, NO_MODSEQ],
     ids=["qresync", "condstore", "neither"],
 )
 def test_changes_during_a_first_sync_of_many_slices_are_not_lost(
@@ -518,38 +528,21 @@ def test_changes_during_a_first_sync_of_many_slices_are_not_lost(
     """A first sync that takes several slices: a message it stored in the first slice is
     flagged and another expunged before it ends. The next sync brings both changes (the
     folder's mod-sequence and count are the first slice's, not the last one's)."""
-    from sandbox.dovecot import Dovecot
-    from syncqueue.engine import process_ticket
-
-    server = Dovecot(capabilities=capabilities)
-    try:
-        server.start()
-        server.add_user("slices")
-        uids = server.deliver("slices", [message(subject=str(i)) for i in range(9)])
-        conn = make_connection(
-            kind="imap",
-            name="Slices",
-            config={**server.connection_config("slices"), "batch_size": 3, "flag_window": 20},
-            secrets={"password": server.users["slices"]},
-        )
+    config = {"batch_size": 3, "flag_window": 20}
+    with own_dovecot(make_connection, capabilities, **config) as (server, conn):
+        uids = server.deliver("box", [message(subject=str(i)) for i in range(9)])
         budget = settings.SYNC_SLICE_SECONDS
         settings.SYNC_SLICE_SECONDS = 0  # one batch per slice
         job = engine.enqueue(conn, Kind.INITIAL)
-        process_ticket()
+        engine.process_ticket()
         assert sorted(stored(conn)) == uids[:3]  # the first slice only
-        client = server.client("slices")
-        client.select_folder("INBOX")
-        client.add_flags([uids[0]], [b"\\Flagged"])
-        client.delete_messages([uids[1]])
-        client.expunge()
-        client.logout()
+        server.add_flags("box", [uids[0]], [b"\\Flagged"])
+        server.expunge("box", [uids[1]])
         settings.SYNC_SLICE_SECONDS = budget
         work()
         job.refresh_from_db()
         assert job.state == State.SUCCEEDED and job.slices > 1
         sync_once(conn, work)
-    finally:
-        server.cleanup()
     mirror = stored(conn)
     assert sorted(mirror) == uids
     assert [u for u in uids if mirror[u].deleted] == [uids[1]]
@@ -558,10 +551,7 @@ def test_changes_during_a_first_sync_of_many_slices_are_not_lost(
 
 @pytest.mark.parametrize(
     "capabilities",
-    [
-        "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS CONDSTORE LITERAL+",
-        "IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS LITERAL+",
-    ],
+    [CONDSTORE_ONLY, NO_MODSEQ],
     ids=["condstore", "neither"],
 )
 def test_an_expunge_is_found_when_an_incremental_sync_takes_several_slices(
@@ -570,36 +560,18 @@ def test_an_expunge_is_found_when_an_incremental_sync_takes_several_slices(
     """Without QRESYNC, "the count adds up" decides whether to look for expunges. New mail
     fetched by an earlier slice of the same sync counts too: otherwise three arrivals, one
     fetched per slice, and one expunge would add up in the last slice."""
-    from sandbox.dovecot import Dovecot
-    from syncqueue.engine import process_ticket
-
-    server = Dovecot(capabilities=capabilities)
-    try:
-        server.start()
-        server.add_user("counts")
-        uids = server.deliver("counts", [message(subject=str(i)) for i in range(4)])
-        conn = make_connection(
-            kind="imap",
-            name="Counts",
-            config={**server.connection_config("counts"), "batch_size": 1},
-            secrets={"password": server.users["counts"]},
-        )
+    with own_dovecot(make_connection, capabilities, batch_size=1) as (server, conn):
+        uids = server.deliver("box", [message(subject=str(i)) for i in range(4)])
         sync_once(conn, work)
-        uids += server.deliver("counts", [message(subject=f"new {i}") for i in range(3)])
-        client = server.client("counts")
-        client.select_folder("INBOX")
-        client.delete_messages([uids[1]])
-        client.expunge()
-        client.logout()
+        uids += server.deliver("box", [message(subject=f"new {i}") for i in range(3)])
+        server.expunge("box", [uids[1]])
         budget = settings.SYNC_SLICE_SECONDS
         settings.SYNC_SLICE_SECONDS = 0  # one new message per slice
         job = engine.enqueue(conn, Kind.MANUAL)
-        process_ticket()
+        engine.process_ticket()
         settings.SYNC_SLICE_SECONDS = budget
         work()
         job.refresh_from_db()
-    finally:
-        server.cleanup()
     assert job.state == State.SUCCEEDED and job.slices > 1
     mirror = stored(conn)
     assert sorted(mirror) == uids
@@ -611,26 +583,10 @@ def test_without_condstore_flag_changes_are_seen_while_the_counts_stay_the_same(
 ):
     """No mod-sequences: the same UIDNEXT and message count do not mean unchanged flags, so
     a folder whose flags are re-checked is not skipped."""
-    from sandbox.dovecot import Dovecot
-
-    server = Dovecot(capabilities="IMAP4rev1 SASL-IR ID ENABLE IDLE UIDPLUS LITERAL+")
-    try:
-        server.start()
-        server.add_user("flags")
-        uids = server.deliver("flags", [message(subject=str(i)) for i in range(3)])
-        conn = make_connection(
-            kind="imap",
-            name="No CONDSTORE",
-            config={**server.connection_config("flags"), "flag_window": 10},
-            secrets={"password": server.users["flags"]},
-        )
+    with own_dovecot(make_connection, NO_MODSEQ, flag_window=10) as (server, conn):
+        uids = server.deliver("box", [message(subject=str(i)) for i in range(3)])
         sync_once(conn, work)
-        client = server.client("flags")
-        client.select_folder("INBOX")
-        client.add_flags([uids[2]], [b"\\Seen"])
-        client.logout()
+        server.add_flags("box", [uids[2]], [b"\\Seen"])
         job = sync_once(conn, work)
-    finally:
-        server.cleanup()
     assert job.updated_count == 1
     assert stored(conn)[uids[2]].flags == ["\\Seen"]

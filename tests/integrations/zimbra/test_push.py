@@ -41,6 +41,15 @@ def box(zimbra, user):
     return zimbra.mailboxes[user.email]
 
 
+def retry_now(job: SyncJob, work) -> None:
+    """Run a job that is waiting out its retry backoff now, as its next ticket would."""
+    from syncqueue import engine
+
+    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, run_after=job.created_at)
+    engine.submit_ticket(job.pk)
+    work()
+
+
 def test_create_edit_unassign_reach_zimbra_once_each(zimbra, zimbra_server, people, work):
     ann = people[0]
     task = new_task()
@@ -95,11 +104,7 @@ def test_a_lost_answer_is_retried_without_a_duplicate(zimbra, zimbra_server, peo
     work()
     job = SyncJob.objects.get(kind="push")
     assert job.state == State.RETRYING and job.error_class == "Transient"
-    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, run_after=job.created_at)
-    from syncqueue import engine
-
-    engine.submit_ticket(job.pk)
-    work()
+    retry_now(job, work)
     assignment.refresh_from_db()
     assert assignment.state == TaskCopy.State.PUSHED
     assert len(box(zimbra, ann).tasks) == 1  # the retry found the task by our uid
@@ -119,11 +124,7 @@ def test_a_lost_answer_then_an_edit_in_zimbra_is_retried_without_a_duplicate(
     job = SyncJob.objects.get(kind="push")
     assert job.state == State.RETRYING
     zimbra.edit_in_zimbra(box(zimbra, ann).name, assignment.uid, percentComplete="40")
-    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, run_after=job.created_at)
-    from syncqueue import engine
-
-    engine.submit_ticket(job.pk)
-    work()
+    retry_now(job, work)
     assignment.refresh_from_db()
     held = box(zimbra, ann).tasks[assignment.uid]
     assert assignment.state == TaskCopy.State.PUSHED
@@ -255,11 +256,7 @@ def test_maintenance_and_503_are_transient(zimbra, zimbra_server, people, work):
     assert job.state == State.RETRYING and job.error_class == "Transient"
     zimbra.fault("/service/soap", 503, times=1)
     zimbra.fault_code("CreateTask", "mail.MAINTENANCE", times=0)
-    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, run_after=job.created_at)
-    from syncqueue import engine
-
-    engine.submit_ticket(job.pk)
-    work()
+    retry_now(job, work)
     job.refresh_from_db()
     assert job.state == State.RETRYING and "HTTP 503" in job.error_message
 
@@ -311,11 +308,7 @@ def test_an_edit_made_in_zimbra_before_a_retried_create_is_kept(
         status="COMP",
         percentComplete="100",
     )
-    SyncJob.objects.filter(pk=job.pk).update(state=State.QUEUED, run_after=job.created_at)
-    from syncqueue import engine
-
-    engine.submit_ticket(job.pk)
-    work()
+    retry_now(job, work)
     held = box(zimbra, ann).tasks[assignment.uid]
     assert (held.comp["status"], held.comp["percentComplete"]) == ("COMP", "100")
     task = Task.objects.get(pk=assignment.task_id)
