@@ -12,15 +12,84 @@ waiter the moment the lock is released, in every process, so writers run back to
 connection opens the lock file itself: ``flock`` locks belong to an open file description, so
 threads exclude each other as well as processes. Statements outside a transaction are not
 affected (SQLite's own locking and busy timeout still apply).
+
+Checkpoints run beside the writers, not inside their commits. By default the commit that
+takes the write-ahead log past 1,000 pages copies the log into the database file and syncs
+it, while it still holds the write lock: a mail import committing 10 MB batches paid about
+40 ms per commit for that (0.9 s of a 5 s first sync of 10,000 messages), and every other
+writer waited behind it. Here a commit wakes a thread of its process that runs a PASSIVE
+checkpoint on a connection of its own, which neither waits for nor blocks readers and
+writers, while the worker goes on with its next batch (SQLite releases the GIL). The writers'
+own automatic checkpoint stays as a backstop, at ``WAL_BACKSTOP_PAGES``, so the log stays
+bounded even in a process that never commits through a transaction.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import sqlite3
+import threading
+import time
 from typing import Any
 
 from django.db.backends.sqlite3 import base
+
+logger = logging.getLogger(__name__)
+
+WAL_BACKSTOP_PAGES = 16_384  # 64 MiB of 4 KiB pages: writers checkpoint only past this
+CHECKPOINT_EVERY_S = 0.2  # at most this often per process (each one syncs the files)
+
+
+class _Checkpointer:
+    """A daemon thread that checkpoints one database file whenever a commit asks it to."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            checkpoint(self.path)
+            time.sleep(CHECKPOINT_EVERY_S)
+
+
+def checkpoint(path: str) -> tuple[int, int, int] | None:
+    """One PASSIVE checkpoint of ``path`` on a short-lived connection (opened here so that no
+    connection outlives a fork): copies what the log holds that no reader still needs.
+    Returns SQLite's (busy, log frames, checkpointed frames), None when it could not run."""
+    try:
+        # mode=rw: never create a database that was removed meanwhile
+        con = sqlite3.connect(f"file:{path}?mode=rw", timeout=0, isolation_level=None, uri=True)
+        try:
+            row = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:  # the writers' backstop checkpoint still bounds the log
+        logger.debug("checkpoint of %s skipped: %s", path, exc)
+        return None
+    return tuple(row) if row else None
+
+
+_checkpointers: dict[tuple[int, str], _Checkpointer] = {}
+_checkpointers_lock = threading.Lock()
+
+
+def _checkpointer(path: str) -> _Checkpointer:
+    """This process's checkpointer for ``path`` (a forked child starts its own)."""
+    key = (os.getpid(), path)
+    found = _checkpointers.get(key)
+    if found is None:
+        with _checkpointers_lock:
+            found = _checkpointers.get(key)
+            if found is None:
+                found = _checkpointers[key] = _Checkpointer(path)
+    return found
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -57,11 +126,19 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._release_writer()
             raise
 
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        conn = super().get_new_connection(conn_params)
+        if self._lock_path() is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+        return conn
+
     def _commit(self) -> None:
         try:
             super()._commit()  # type: ignore[misc]  # private in Django, absent from the stubs
         finally:
             self._release_writer()
+        if self._lock_path() is not None:
+            _checkpointer(str(self.settings_dict["NAME"])).wake.set()
 
     def _rollback(self) -> None:
         try:

@@ -99,3 +99,28 @@ def test_a_second_writer_waits_its_turn_instead_of_failing(wrapper) -> None:
     first.set_autocommit(True)
     thread.join(5)
     assert order == ["first commits", "second began"]
+
+
+def test_checkpoints_run_beside_the_writers_not_in_their_commits(wrapper) -> None:
+    """A large commit does not copy the write-ahead log into the database itself (its own
+    automatic checkpoint waits for a much larger log); this process's checkpoint thread does,
+    right after, without anyone else asking."""
+    from syncproject.sqlite.base import WAL_BACKSTOP_PAGES
+
+    make, lock = wrapper
+    path = lock.removesuffix(".writer-lock")
+    db = make()
+    with db.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        assert cursor.fetchone()[0] == WAL_BACKSTOP_PAGES
+        cursor.execute("CREATE TABLE blobs (data BLOB)")
+    db.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
+    with db.cursor() as cursor:
+        cursor.executemany("INSERT INTO blobs VALUES (?)", [(os.urandom(100_000),)] * 80)
+    db.commit()  # 8 MB: past the default checkpoint threshold of 1,000 pages
+    db.set_autocommit(True)
+    deadline = time.monotonic() + 10
+    while os.path.getsize(path) < 8_000_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.path.getsize(path) >= 8_000_000  # copied into the database file
