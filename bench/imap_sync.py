@@ -9,7 +9,8 @@ it, then measures in the same run:
 - ``baseline_fetch_messages_per_s``: a bare imapclient fetch of every message (BODY.PEEK[] in
   chunks of 500 UIDs) — the protocol ceiling on this machine;
 - ``messages_per_s``: our initial sync through the engine (a fresh process claiming and running
-  the job, parsing and storing every message), and its ``peak_rss_mb``;
+  the job, parsing and storing every message), its ``peak_rss_mb``, and that of the parse
+  helper it starts for a large fetch (``helper_peak_rss_mb``; mail/parse_helper.py);
 - ``noop_sync_s``: a second sync with nothing new, in a fresh worker process, and
   ``noop_warm_sync_s``: the same in a warm one (after a first sync in that process);
 - ``plus100_sync_s``: a sync after 100 new messages arrived (a fresh worker process), and
@@ -93,6 +94,19 @@ def bare_incremental(dovecot: Any, user: str, last_uid: int) -> float:
     return time.perf_counter() - start
 
 
+def helper_peak_rss_mb() -> float:
+    """Peak memory of this worker's parse helper (mail/parse_helper.py), 0 without one."""
+    from mail import parse_helper
+
+    helper = parse_helper._helpers.get(os.getpid())
+    if helper is None:
+        return 0.0
+    for line in Path(f"/proc/{helper.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -103,7 +117,9 @@ def main() -> None:
     if args.phase:
         from bench.harness import run_job_phase
 
-        print(json.dumps(run_job_phase(args.phase, args.connection)))
+        result = run_job_phase(args.phase, args.connection)
+        result["helper_peak_rss_mb"] = helper_peak_rss_mb()
+        print(json.dumps(result))
         return
 
     os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-imap-"))
@@ -165,6 +181,7 @@ def main() -> None:
                 "baseline_fetch_messages_per_s": round(baseline, 1),
                 "ratio": round(ours / baseline, 3),
                 "peak_rss_mb": round(initial["peak_rss_mb"], 1),
+                "helper_peak_rss_mb": round(initial["helper_peak_rss_mb"], 1),
                 "initial_sync_s": round(initial["seconds"], 2),
                 "initial_slices": initial["slices"],
                 "noop_sync_s": round(noop["seconds"], 3),

@@ -581,6 +581,14 @@ MAIL_MAX_ATTACHMENT_BYTES = env_int(
     "Attachments above this keep their metadata only (marked), not their content.",
     minimum=0,
 )
+MAIL_PARSE_HELPER_FROM = env_int(
+    "MAIL_PARSE_HELPER_FROM",
+    1000,
+    "A fetch of at least this many messages is parsed in a helper process beside the worker "
+    "(mail/parse_helper.py) when the machine has more than one CPU; 0 = always parse in the "
+    "worker.",
+    minimum=0,
+)
 SYNC_CA_BUNDLE = env_str(
     "SYNC_CA_BUNDLE",
     "",

@@ -25,8 +25,10 @@ per label.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import imaplib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -42,7 +44,8 @@ from imapclient.response_parser import parse_fetch_response
 from integrations.base import Batch, ItemRef, NoLongerThere, SyncContext, read_each
 from integrations.imap import fetchparse
 from integrations.imap.client import FolderMissing
-from mail.parsing import parse_message
+from mail import parse_helper
+from mail.parsing import ParsedMessage, parse_message
 from mail.store import FetchedMessage, FlagChange, count_held_from, known_uids
 
 if TYPE_CHECKING:
@@ -354,6 +357,59 @@ class MailboxSync:
             lambda entry: self._message(plan, *entry),
         )
 
+    def parsed_groups(self, plan: _Plan) -> Iterator[tuple[list[Any], int]]:
+        """Every new message of ``plan`` as records, group by group (see ``fetch_groups``),
+        with the highest UID each group accounts for.
+
+        A large fetch (``MAIL_PARSE_HELPER_FROM``) is parsed in a helper process
+        (``mail.parse_helper``), one group ahead: group N+1 is fetched and sent to the helper
+        before group N is handed to the engine, so the helper parses it while the engine
+        stores N. Only the parsing moves; the records are the same either way.
+        """
+        helper = None
+        threshold = settings.MAIL_PARSE_HELPER_FROM
+        if threshold and len(plan.new_uids) >= threshold and (os.cpu_count() or 1) > 1:
+            helper = parse_helper.shared()
+        pending: tuple[list[_Raw], int, parse_helper.Ticket | None] | None = None
+        for chunk in _chunks(plan.new_uids, self.config.batch_size):
+            self.ctx.working_on = f"{plan.name} UIDs {chunk[0]} to {chunk[-1]}"
+            for group, upto in self.fetch_groups(chunk):
+                # fetched N+1 while the helper parsed N; now: N's records, N+1 to the
+                # helper, and N to the engine to store while the helper parses N+1
+                records = self._records(plan, helper, *pending) if pending else None
+                if helper is not None and not helper.alive():
+                    helper = parse_helper.shared()  # says it stopped; None from now on
+                ticket = parse_helper.submit(helper, [(raw, cut) for _, _, raw, cut in group])
+                if records is not None:
+                    yield records
+                pending = (group, upto, ticket)
+                del group, records
+        if pending is not None:
+            yield self._records(plan, helper, *pending)
+
+    def _records(
+        self,
+        plan: _Plan,
+        helper: parse_helper.ParseHelper | None,
+        group: list[_Raw],
+        upto: int,
+        ticket: parse_helper.Ticket | None,
+    ) -> tuple[list[Any], int]:
+        if ticket is None:
+            return self.parse(plan, group), upto
+        parsed = parse_helper.collect(helper, ticket, len(group))
+        uidvalidity = int(plan.state["uidvalidity"])
+
+        def record(pair: tuple[_Raw, ParsedMessage | None]) -> FetchedMessage:
+            (uid, meta, raw, cut_at), answer = pair
+            return self._message(plan, uid, meta, raw, cut_at, parsed=answer)
+
+        return read_each(
+            zip(group, parsed, strict=True),
+            lambda pair: message_ref(plan.name, uidvalidity, pair[0][0]),
+            record,
+        ), upto
+
     def fetch_raw(self, uids: list[int]) -> list[_Raw]:
         return [message for group, _ in self.fetch_groups(uids) for message in group]
 
@@ -409,14 +465,21 @@ class MailboxSync:
             yield group, upto
 
     def _message(
-        self, plan: _Plan, uid: int, meta: dict[bytes, Any], raw: bytes, cut_at: int | None
+        self,
+        plan: _Plan,
+        uid: int,
+        meta: dict[bytes, Any],
+        raw: bytes,
+        cut_at: int | None,
+        parsed: ParsedMessage | None = None,
     ) -> FetchedMessage:
+        """``parsed``: what the parse helper made of ``raw``, if it did."""
         labels = [_decode(label) for label in meta.get(b"X-GM-LABELS", ())]
         return FetchedMessage(
             folder=plan.name,
             uidvalidity=int(plan.state["uidvalidity"]),
             uid=uid,
-            parsed=parse_message(raw, cut_at=cut_at),
+            parsed=parsed if parsed is not None else parse_message(raw, cut_at=cut_at),
             size=int(meta.get(b"RFC822.SIZE", len(raw))),
             received_at=meta.get(b"INTERNALDATE"),
             flags=_flags(meta.get(b"FLAGS")),
@@ -600,32 +663,27 @@ class MailboxSync:
         state = plan.state
         held_up_to = int(state["last_uid"])
         self.examine(plan.name)
-        for chunk in _chunks(plan.new_uids, self.config.batch_size):
-            self.ctx.working_on = f"{plan.name} UIDs {chunk[0]} to {chunk[-1]}"
-            counted = 0
-            for group, upto in self.fetch_groups(chunk):
-                messages = self.parse(plan, group)
-                del group
-                state["last_uid"] = upto
-                done_here = sum(1 for uid in chunk if uid <= upto) - counted
-                counted += done_here
-                self.done += done_here
-                if plan.incremental:
-                    state["fetched"] = int(state.get("fetched", 0)) + done_here
-                defects = sum(
-                    1 for m in messages if isinstance(m, FetchedMessage) and m.parsed.defects
-                )
-                yield Batch(
-                    records=messages,
-                    cursor=copy.deepcopy(self.cursor),
-                    done=self.done,
-                    total=total,
-                    progress=f"{plan.name}: up to UID {upto:,}",
-                    note=f"{plan.name}: {defects} message(s) up to UID {upto} had defects "
-                    "(stored as well as possible)"
-                    if defects
-                    else "",
-                )
+        counted = 0
+        for messages, upto in self.parsed_groups(plan):
+            state["last_uid"] = upto
+            done_here = bisect.bisect_right(plan.new_uids, upto) - counted
+            counted += done_here
+            self.done += done_here
+            if plan.incremental:
+                state["fetched"] = int(state.get("fetched", 0)) + done_here
+            defects = sum(1 for m in messages if isinstance(m, FetchedMessage) and m.parsed.defects)
+            yield Batch(
+                records=messages,
+                cursor=copy.deepcopy(self.cursor),
+                done=self.done,
+                total=total,
+                progress=f"{plan.name}: up to UID {upto:,}",
+                note=f"{plan.name}: {defects} message(s) up to UID {upto} had defects "
+                "(stored as well as possible)"
+                if defects
+                else "",
+            )
+            del messages
         records: list[Any] = []
         deleted: list[tuple[str, int, int]] = []
         if plan.incremental:

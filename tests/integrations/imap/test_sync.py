@@ -590,3 +590,83 @@ def test_without_condstore_flag_changes_are_seen_while_the_counts_stay_the_same(
         job = sync_once(conn, work)
     assert job.updated_count == 1
     assert stored(conn)[uids[2]].flags == ["\\Seen"]
+
+
+@pytest.fixture
+def parse_helpers() -> Iterator[None]:
+    """This process starts with no parse helper and is left without one."""
+    import os
+
+    from mail import parse_helper
+
+    def drop() -> None:
+        helper = parse_helper._helpers.pop(os.getpid(), None)
+        if helper is not None:
+            helper.close()
+
+    drop()
+    yield
+    drop()
+
+
+def test_a_large_fetch_parsed_beside_the_worker_stores_the_same_mail(
+    make_imap_connection, dovecot, imap_user, work, settings, parse_helpers
+):
+    """With MAIL_PARSE_HELPER_FROM, a large fetch is parsed in a helper process: the rows are
+    the ones parsing in the worker makes, also when slices stop with a batch still with the
+    helper, and when the helper is killed in the middle (the rest is parsed in the worker)."""
+    import os
+
+    from mail import parse_helper
+
+    attached = [("report.pdf", "application/pdf", b"%PDF-1.4 " * 50)]
+    dovecot.deliver_many(
+        imap_user,
+        [
+            *MALFORMED.values(),
+            *(message(subject=f"m{i}", attachments=attached if i % 3 else ()) for i in range(20)),
+        ],
+    )
+
+    def rows(conn: Connection) -> list[tuple[Any, ...]]:
+        return [
+            (
+                m.uid,
+                m.subject,
+                m.from_address,
+                m.text_body,
+                m.html_body,
+                m.snippet,
+                m.defects,
+                m.truncated,
+                sorted((a.filename, a.sha256, a.size) for a in m.attachments.all()),
+            )
+            for m in MailMessage.objects.filter(connection=conn).order_by("uid")
+        ]
+
+    settings.MAIL_PARSE_HELPER_FROM = 0
+    in_worker = make_imap_connection(batch_size=5)
+    assert sync_once(in_worker, work).state == State.SUCCEEDED
+    assert parse_helper._helpers.get(os.getpid()) is None  # never started
+    expected = rows(in_worker)
+    assert len(expected) == len(MALFORMED) + 20
+
+    settings.MAIL_PARSE_HELPER_FROM = 10
+    settings.SYNC_SLICE_SECONDS = 0  # one batch per slice: each leaves the next with the helper
+    sliced = make_imap_connection(batch_size=5)
+    job = sync_once(sliced, work)
+    assert job.state == State.SUCCEEDED and job.slices > 3
+    helper = parse_helper._helpers[os.getpid()]
+    assert helper is not None and helper.alive()
+    assert rows(sliced) == expected
+
+    killed = make_imap_connection(batch_size=5)
+    job = engine.enqueue(killed, Kind.INITIAL)
+    engine.process_ticket()  # the first slice: one batch stored, the second one sent
+    assert 0 < MailMessage.objects.filter(connection=killed).count() < len(expected)
+    helper.proc.kill()
+    work()
+    job.refresh_from_db()
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert parse_helper._helpers[os.getpid()] is None  # parsing in the worker from then on
+    assert rows(killed) == expected  # nothing lost, nothing twice

@@ -1,0 +1,237 @@
+"""Parsing mail in a second process, beside the worker that fetches and stores it.
+
+Reading a message into what the store keeps (``mail.parsing.parse_message``) is pure Python,
+about 0.18 ms of CPU per message, and it held the worker's only thread for 40 % of a large
+first sync; the rest is fetching and storing, which wait on the server and the database. A
+``ParseHelper`` is a child process (``python -m mail.parse_helper``) that runs the same
+function on messages sent to it, so the worker stores one batch while the helper reads the next
+one: on a machine with a second core, a large import takes about as long as its fetching and
+storing alone.
+
+- **Same results.** The helper calls ``parse_message`` with the worker's limits (sent with
+  each batch, so settings changed at run time apply); a message whose parsing raises comes back
+  as ``None`` and is parsed again in the worker, where the error is recorded as it always was.
+- **Never in the way.** If the helper cannot start, dies or answers nonsense, the worker
+  parses in-process from then on and logs one warning; nothing is lost and nothing is parsed
+  twice into the store. The helper dies with the worker (``PR_SET_PDEATHSIG``) and exits when
+  its input closes.
+- **Bounded memory.** One batch (the engine's, at most ``BATCH_BYTES`` of mail) is with the
+  helper at a time, sent and answered as one pickled frame each way.
+- Only for large fetches (``MAIL_PARSE_HELPER_FROM`` messages or more, and a machine with more
+  than one CPU): starting the helper costs about 0.1 s, once per worker process.
+
+Mail content crosses a pipe between two processes of the same user; nothing is written to
+disk or logged, and the helper's standard error is discarded so that no traceback can carry
+mail content into the logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from mail.parsing import ParsedMessage, parse_message
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (raw message bytes, the server's full size when cut to the limit)
+Item = tuple[bytes, int | None]
+
+
+def limits() -> dict[str, Any]:
+    """The settings ``parse_message`` reads, as the worker has them now."""
+    from django.conf import settings
+
+    return {
+        "MAIL_MAX_BODY_CHARS": settings.MAIL_MAX_BODY_CHARS,
+        "MAIL_MAX_ATTACHMENT_BYTES": settings.MAIL_MAX_ATTACHMENT_BYTES,
+    }
+
+
+@dataclass
+class Ticket:
+    """A batch sent to the helper."""
+
+    number: int
+    size: int
+
+
+class HelperGone(Exception):
+    """The helper stopped or answered out of turn; the caller parses in-process."""
+
+
+class ParseHelper:
+    """The worker's side of one helper process.
+
+    One batch at a time is with the helper: ``submit`` sends a batch (and first reads and
+    drops the answer to one given up on, when a slice stopped early), ``collect`` reads its
+    answer. Both directions are one pickled frame, so neither side ever waits on a full pipe
+    while the other does (the helper reads a whole batch before it parses, and the worker
+    reads a whole answer before it sends the next batch).
+    """
+
+    def __init__(self) -> None:
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mail.parse_helper"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": path},
+            cwd=ROOT,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin: IO[bytes] = self.proc.stdin
+        self.stdout: IO[bytes] = self.proc.stdout
+        self.numbers = 0
+        self.outstanding: Ticket | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def submit(self, items: list[Item]) -> Ticket:
+        """Send ``items`` for parsing; returns once the helper has read them."""
+        if self.outstanding is not None:
+            self.collect(self.outstanding)  # given up on; read so the helper can go on
+        self.numbers += 1
+        ticket = Ticket(self.numbers, len(items))
+        try:
+            pickle.dump(
+                (ticket.number, limits(), items), self.stdin, protocol=pickle.HIGHEST_PROTOCOL
+            )
+            self.stdin.flush()
+        except (OSError, ValueError) as exc:  # a broken pipe: the helper has gone
+            raise HelperGone(f"{type(exc).__name__}: {exc}") from exc
+        self.outstanding = ticket
+        return ticket
+
+    def collect(self, ticket: Ticket) -> list[ParsedMessage | None]:
+        """Wait for the answer to ``ticket``. Raises ``HelperGone`` if the helper stops or
+        answers anything but that."""
+        if self.outstanding is not ticket:
+            raise HelperGone(f"batch {ticket.number} is not with the helper")
+        self.outstanding = None
+        try:
+            # our own child's answer, on a pipe nothing else writes to
+            number, results = pickle.load(self.stdout)  # noqa: S301
+        except Exception as exc:  # EOF, a broken pipe or a garbled frame
+            raise HelperGone(f"{type(exc).__name__}: {exc}") from exc
+        if number != ticket.number or len(results) != ticket.size:
+            raise HelperGone(f"answer {number} ({len(results)} messages) out of turn")
+        if not all(r is None or isinstance(r, ParsedMessage) for r in results):
+            raise HelperGone("an answer that is not a parsed message")
+        return list(results)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stdout.close()
+
+
+_helpers: dict[int, ParseHelper | None] = {}
+
+
+def shared() -> ParseHelper | None:
+    """This process's helper, started on first use; None when none can run (it failed to
+    start or died before: the process then parses in-process)."""
+    pid = os.getpid()
+    if pid in _helpers:
+        helper = _helpers[pid]
+        if helper is None or helper.alive():
+            return helper
+        give_up(helper, f"it exited with code {helper.proc.poll()}")
+        return None
+    try:
+        _helpers[pid] = ParseHelper()
+    except OSError as exc:
+        logger.warning("Parsing mail in the worker: the parse helper did not start (%s).", exc)
+        _helpers[pid] = None
+    return _helpers[pid]
+
+
+def give_up(helper: ParseHelper, why: str) -> None:
+    """Stop using ``helper`` in this process (say so once) and parse in-process from now on."""
+    logger.warning("Parsing mail in the worker from now on: the parse helper stopped (%s).", why)
+    _helpers[os.getpid()] = None
+    with contextlib.suppress(OSError):
+        helper.proc.kill()
+
+
+def submit(helper: ParseHelper | None, items: list[Item]) -> Ticket | None:
+    """Send ``items`` to ``helper``; None (parse in-process) when there is none or it stopped."""
+    if helper is None:
+        return None
+    try:
+        return helper.submit(items)
+    except HelperGone as exc:
+        give_up(helper, str(exc))
+        return None
+
+
+def collect(helper: ParseHelper | None, ticket: Ticket | None, size: int) -> list[Any]:
+    """The helper's answers to ``ticket`` (``size`` messages), or all ``None`` (parse
+    in-process) when there is no helper or it stopped."""
+    if helper is None or ticket is None:
+        return [None] * size
+    try:
+        return helper.collect(ticket)
+    except HelperGone as exc:
+        give_up(helper, str(exc))
+        return [None] * size
+
+
+# --- the helper process ----------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when the worker that started it dies, even
+    if this one is busy in a long parse and never sees its input close."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the closed input still ends it
+        pass
+
+
+def main() -> None:
+    _die_with_parent()
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure()
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            number, values, items = pickle.load(stdin)  # noqa: S301  # from our worker
+        except EOFError:
+            return
+        for name, value in values.items():
+            setattr(settings, name, value)
+        results: list[ParsedMessage | None] = []
+        for raw, cut_at in items:
+            try:
+                results.append(parse_message(raw, cut_at=cut_at))
+            except Exception:  # parsed again in the worker, which records what went wrong
+                results.append(None)
+        del items
+        pickle.dump((number, results), stdout, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

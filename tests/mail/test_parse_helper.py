@@ -1,0 +1,113 @@
+"""The parse helper: a second process that reads mail exactly as the worker would, and that
+never costs a message when it stops (mail/parse_helper.py). Real child processes throughout."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mail import parse_helper
+from mail.parsing import parse_message
+from tests.mail.hostile import corpus as hostile_corpus
+from tests.support.mailfactory import MALFORMED, message, realistic
+
+
+@pytest.fixture
+def helper() -> Iterator[parse_helper.ParseHelper]:
+    started = parse_helper.ParseHelper()
+    yield started
+    started.close()
+
+
+def corpus() -> list[tuple[bytes, int | None]]:
+    rng = random.Random(5)
+    items: list[tuple[bytes, int | None]] = [(raw, None) for raw in MALFORMED.values()]
+    items += [(case.raw, None) for case in hostile_corpus()]
+    items += [(realistic(i, rng), None) for i in range(40)]
+    big = message(subject="cut", body="x" * 5000)
+    items.append((big[:2000], len(big)))  # cut to the limit: marked truncated
+    return items
+
+
+def test_the_helper_reads_mail_exactly_as_the_worker_does(helper, settings):
+    items = corpus()
+    ticket = helper.submit(items)
+    assert helper.collect(ticket) == [parse_message(raw, cut_at=cut) for raw, cut in items]
+    # the limits are the worker's as they are now, not as they were when the helper started
+    settings.MAIL_MAX_ATTACHMENT_BYTES = 10
+    settings.MAIL_MAX_BODY_CHARS = 1000
+    ticket = helper.submit(items)
+    answers = helper.collect(ticket)
+    assert answers == [parse_message(raw, cut_at=cut) for raw, cut in items]
+    assert any(a.note for parsed in answers if parsed for a in parsed.attachments)
+
+
+def test_a_batch_given_up_on_does_not_hold_up_the_next(helper):
+    """A slice that stops early leaves its last batch with the helper; the next batch is
+    still answered, and with its own messages."""
+    first = [(message(subject=f"old {i}", body="x" * 2000), None) for i in range(300)]
+    helper.submit(first)  # never collected
+    second = [(message(subject=f"new {i}"), None) for i in range(3)]
+    answers = helper.collect(helper.submit(second))
+    assert [a.subject for a in answers if a] == ["new 0", "new 1", "new 2"]
+
+
+def test_a_helper_that_dies_means_parsing_in_the_worker(caplog):
+    parse_helper._helpers.pop(os.getpid(), None)
+    try:
+        helper = parse_helper.shared()
+        assert helper is not None and parse_helper.shared() is helper  # one per process
+        items = [(message(subject="kept"), None)]
+        ticket = parse_helper.submit(helper, items)
+        helper.proc.kill()
+        helper.proc.wait()
+        # what it had not answered comes back empty: the caller parses those itself
+        assert parse_helper.collect(helper, ticket, 1) == [None]
+        assert parse_helper.shared() is None
+        assert parse_helper.submit(None, items) is None
+        assert parse_helper.collect(None, None, 1) == [None]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "mail.parse_helper"]
+        assert len(warnings) == 1 and "parse helper stopped" in warnings[0]
+    finally:
+        parse_helper._helpers.pop(os.getpid(), None)
+
+
+def test_the_helper_dies_with_its_worker(tmp_path):
+    """A worker killed by a timeout (SIGKILL) takes its helper with it, even one busy in a
+    long parse that never sees its input close."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from mail.parse_helper import ParseHelper
+        helper = ParseHelper()
+        print(helper.proc.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(parse_helper.ROOT)}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert worker.stdout is not None
+    helper_pid = int(worker.stdout.readline())
+    os.kill(helper_pid, 0)  # running
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(helper_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(helper_pid, signal.SIGKILL)
+        pytest.fail("the helper outlived its worker")
