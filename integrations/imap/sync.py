@@ -364,28 +364,36 @@ class MailboxSync:
         A large fetch (``MAIL_PARSE_HELPER_FROM``) is parsed in a helper process
         (``mail.parse_helper``), one group ahead: group N+1 is fetched and sent to the helper
         before group N is handed to the engine, so the helper parses it while the engine
-        stores N. Only the parsing moves; the records are the same either way.
+        stores N. Only the parsing moves; the records are the same either way, and groups
+        still reach the engine one at a time, in UID order.
         """
-        helper = None
         threshold = settings.MAIL_PARSE_HELPER_FROM
+        helper = None
         if threshold and len(plan.new_uids) >= threshold and (os.cpu_count() or 1) > 1:
             helper = parse_helper.shared()
+        if helper is None:
+            for group, upto in self._groups(plan):
+                yield self.parse(plan, group), upto
+            return
         pending: tuple[list[_Raw], int, parse_helper.Ticket | None] | None = None
-        for chunk in _chunks(plan.new_uids, self.config.batch_size):
-            self.ctx.working_on = f"{plan.name} UIDs {chunk[0]} to {chunk[-1]}"
-            for group, upto in self.fetch_groups(chunk):
-                # fetched N+1 while the helper parsed N; now: N's records, N+1 to the
-                # helper, and N to the engine to store while the helper parses N+1
-                records = self._records(plan, helper, *pending) if pending else None
-                if helper is not None and not helper.alive():
-                    helper = parse_helper.shared()  # says it stopped; None from now on
-                ticket = parse_helper.submit(helper, [(raw, cut) for _, _, raw, cut in group])
-                if records is not None:
-                    yield records
-                pending = (group, upto, ticket)
-                del group, records
+        for group, upto in self._groups(plan):
+            # fetched N+1 while the helper parsed N; now: N's records, N+1 to the helper, and
+            # N to the engine to store while the helper parses N+1
+            records = self._records(plan, helper, *pending) if pending else None
+            if helper is not None and not helper.alive():
+                helper = parse_helper.shared()  # says it stopped; None from now on
+            ticket = parse_helper.submit(helper, [(raw, cut) for _, _, raw, cut in group])
+            if records is not None:
+                yield records
+            pending = (group, upto, ticket)
+            del group, records
         if pending is not None:
             yield self._records(plan, helper, *pending)
+
+    def _groups(self, plan: _Plan) -> Iterator[tuple[list[_Raw], int]]:
+        for chunk in _chunks(plan.new_uids, self.config.batch_size):
+            self.ctx.working_on = f"{plan.name} UIDs {chunk[0]} to {chunk[-1]}"
+            yield from self.fetch_groups(chunk)
 
     def _records(
         self,

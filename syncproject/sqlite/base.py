@@ -55,7 +55,8 @@ class _Checkpointer:
         while True:
             self.wake.wait()
             self.wake.clear()
-            checkpoint(self.path)
+            with _no_fork:  # a fork waits until SQLite's locks are released (see below)
+                checkpoint(self.path)
             time.sleep(CHECKPOINT_EVERY_S)
 
 
@@ -78,6 +79,25 @@ def checkpoint(path: str) -> tuple[int, int, int] | None:
 
 _checkpointers: dict[tuple[int, str], _Checkpointer] = {}
 _checkpointers_lock = threading.Lock()
+
+# A process that forks (django-q2's sentinel starting a worker, a pre-forking web server) must
+# not do so while its checkpoint thread is inside SQLite: the child would inherit SQLite's
+# process-wide mutexes held by a thread that does not exist there, and could hang on its first
+# connection. The fork waits for a checkpoint in progress; the child starts its own thread.
+_no_fork = threading.Lock()
+
+
+def _fresh_lock_in_child() -> None:
+    global _no_fork, _checkpointers_lock
+    _no_fork = threading.Lock()
+    _checkpointers_lock = threading.Lock()  # in case a thread of the parent held it
+
+
+os.register_at_fork(
+    before=lambda: _no_fork.acquire(),
+    after_in_parent=lambda: _no_fork.release(),
+    after_in_child=_fresh_lock_in_child,
+)
 
 
 def _checkpointer(path: str) -> _Checkpointer:

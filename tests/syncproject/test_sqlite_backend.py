@@ -124,3 +124,25 @@ def test_checkpoints_run_beside_the_writers_not_in_their_commits(wrapper) -> Non
     while os.path.getsize(path) < 8_000_000 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert os.path.getsize(path) >= 8_000_000  # copied into the database file
+
+
+def test_a_fork_waits_for_a_checkpoint_in_progress() -> None:
+    """A process never forks while its checkpoint thread is inside SQLite (the child would
+    inherit SQLite's mutexes held by a thread it does not have)."""
+    from syncproject.sqlite import base
+
+    forked = threading.Event()
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        forked.set()
+        os.waitpid(pid, 0)
+
+    with base._no_fork:  # as the checkpoint thread holds it while it checkpoints
+        thread = threading.Thread(target=fork)
+        thread.start()
+        assert not forked.wait(0.3)
+    assert forked.wait(10)
+    thread.join()
