@@ -20,7 +20,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -115,7 +114,9 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per process")
     args = parser.parse_args()
-    os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-api-"))
+    from bench.harness import scratch_var_dir
+
+    scratch_var_dir("syncbench-api-")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     accounts = prepare(args.clients, args.requests)
 

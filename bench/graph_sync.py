@@ -22,7 +22,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,7 +72,9 @@ def main() -> None:
         print(json.dumps(run_job_phase(args.phase, args.connection)))
         return
 
-    var = Path(os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-graph-")))
+    from bench.harness import scratch_var_dir
+
+    var = Path(scratch_var_dir("syncbench-graph-"))
     from bench.harness import job_phase_child, setup_django
 
     setup_django()

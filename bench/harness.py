@@ -4,9 +4,11 @@ other files in bench/.)"""
 
 from __future__ import annotations
 
+import atexit
 import cProfile
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,10 +102,22 @@ def run_phase_child(script: str, *args: str, env: dict[str, str] | None = None) 
     return result
 
 
+def scratch_var_dir(prefix: str = "syncbench-") -> str:
+    """``SYNC_VAR_DIR`` for this run: the one given, or a new temporary directory that is
+    removed when the benchmark exits (a 100k-message run leaves gigabytes of database and
+    attachments behind otherwise). Phase children inherit it and leave it alone."""
+    given = os.environ.get("SYNC_VAR_DIR")
+    if given:
+        return given
+    made = os.environ["SYNC_VAR_DIR"] = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, made, ignore_errors=True)
+    return made
+
+
 def setup_django() -> None:
     """Configure Django on a fresh database: SQLite in a temporary directory, or a new
     PostgreSQL database named after DATABASE_URL (dropped and recreated)."""
-    os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-"))
+    scratch_var_dir()
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"  # the test connector drives jobs
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +81,9 @@ def main() -> None:
         print(json.dumps(run_job_phase(args.phase, args.connection)))
         return
 
-    os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-hostile-"))
+    from bench.harness import scratch_var_dir
+
+    scratch_var_dir("syncbench-hostile-")
     from bench.harness import setup_django
 
     setup_django()

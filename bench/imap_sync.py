@@ -35,7 +35,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -122,7 +121,9 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-imap-"))
+    from bench.harness import scratch_var_dir
+
+    scratch_var_dir("syncbench-imap-")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     from bench.harness import job_phase_child, setup_django
 

@@ -22,7 +22,6 @@ import random
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -66,7 +65,9 @@ def main() -> None:
     parser.add_argument("--while-down", type=int, default=10)
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
-    os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-push-"))
+    from bench.harness import scratch_var_dir
+
+    scratch_var_dir("syncbench-push-")
     setup_django()
     from django.utils import timezone
 

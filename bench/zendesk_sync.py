@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +35,9 @@ def main() -> None:
         print(json.dumps(run_job_phase(args.phase, args.connection)))
         return
 
-    var = Path(os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-zd-")))
+    from bench.harness import scratch_var_dir
+
+    var = Path(scratch_var_dir("syncbench-zd-"))
     from bench.harness import job_phase_child, setup_django
 
     setup_django()

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,9 @@ def main() -> None:
         print(json.dumps(run_phase()))
         return
 
-    var = Path(os.environ.setdefault("SYNC_VAR_DIR", tempfile.mkdtemp(prefix="syncbench-zm-")))
+    from bench.harness import scratch_var_dir
+
+    var = Path(scratch_var_dir("syncbench-zm-"))
     from bench.harness import setup_django
 
     setup_django()
