@@ -100,7 +100,11 @@ def helper_peak_rss_mb() -> float:
     helper = parse_helper._helpers.get(os.getpid())
     if helper is None:
         return 0.0
-    for line in Path(f"/proc/{helper.proc.pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{helper.proc.pid}/status").read_text()
+    except FileNotFoundError:  # it stopped (the worker parsed the rest itself)
+        return 0.0
+    for line in status.splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0

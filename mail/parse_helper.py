@@ -157,18 +157,37 @@ def shared() -> ParseHelper | None:
         return None
     try:
         _helpers[pid] = ParseHelper()
-    except OSError as exc:
+    except (OSError, TypeError, ValueError) as exc:  # TypeError: no sys.executable (embedded)
         logger.warning("Parsing mail in the worker: the parse helper did not start (%s).", exc)
         _helpers[pid] = None
     return _helpers[pid]
 
 
+def wanted(messages: int) -> bool:
+    """Whether a fetch of ``messages`` is worth a helper: ``MAIL_PARSE_HELPER_FROM`` or more,
+    and a second CPU this process may run on (affinity and cpusets count; CPU quotas do not)."""
+    from django.conf import settings
+
+    threshold = settings.MAIL_PARSE_HELPER_FROM
+    if not threshold or messages < threshold:
+        return False
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (usable or 1) > 1
+
+
 def give_up(helper: ParseHelper, why: str) -> None:
-    """Stop using ``helper`` in this process (say so once) and parse in-process from now on."""
-    logger.warning("Parsing mail in the worker from now on: the parse helper stopped (%s).", why)
-    _helpers[os.getpid()] = None
+    """Stop using ``helper`` in this process and parse in-process from now on; says so once
+    (a helper already given up on is not mentioned again)."""
+    pid = os.getpid()
+    if _helpers.get(pid) is helper:
+        logger.warning(
+            "Parsing mail in the worker from now on: the parse helper stopped (%s).", why
+        )
+        _helpers[pid] = None
     with contextlib.suppress(OSError):
         helper.proc.kill()
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        helper.proc.wait(timeout=5)  # reaped: no zombie for the worker's life
 
 
 def submit(helper: ParseHelper | None, items: list[Item]) -> Ticket | None:
@@ -214,7 +233,10 @@ def main() -> None:
 
     if not settings.configured:
         settings.configure()
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # answers go to a copy of the pipe; anything printed by mistake goes to standard error
+    stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    stdin = sys.stdin.buffer
     while True:
         try:
             number, values, items = pickle.load(stdin)  # noqa: S301  # from our worker

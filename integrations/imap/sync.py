@@ -28,7 +28,6 @@ from __future__ import annotations
 import bisect
 import copy
 import imaplib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -367,33 +366,40 @@ class MailboxSync:
         stores N. Only the parsing moves; the records are the same either way, and groups
         still reach the engine one at a time, in UID order.
         """
-        threshold = settings.MAIL_PARSE_HELPER_FROM
-        helper = None
-        if threshold and len(plan.new_uids) >= threshold and (os.cpu_count() or 1) > 1:
-            helper = parse_helper.shared()
+        helper = parse_helper.shared() if parse_helper.wanted(len(plan.new_uids)) else None
         if helper is None:
-            for group, upto in self._groups(plan):
+            for group, upto, _ in self._groups(plan):
                 yield self.parse(plan, group), upto
             return
-        pending: tuple[list[_Raw], int, parse_helper.Ticket | None] | None = None
-        for group, upto in self._groups(plan):
-            # fetched N+1 while the helper parsed N; now: N's records, N+1 to the helper, and
-            # N to the engine to store while the helper parses N+1
-            records = self._records(plan, helper, *pending) if pending else None
-            if helper is not None and not helper.alive():
-                helper = parse_helper.shared()  # says it stopped; None from now on
-            ticket = parse_helper.submit(helper, [(raw, cut) for _, _, raw, cut in group])
-            if records is not None:
-                yield records
-            pending = (group, upto, ticket)
-            del group, records
-        if pending is not None:
-            yield self._records(plan, helper, *pending)
+        pending: tuple[list[_Raw], int, str, parse_helper.Ticket | None] | None = None
+        try:
+            for group, upto, where in self._groups(plan):
+                # fetched N+1 while the helper parsed N; now: N's records, N+1 to the helper,
+                # and N to the engine to store while the helper parses N+1
+                records = self._records(plan, helper, *pending) if pending else None
+                helper = parse_helper.shared() if helper else None  # None once it stopped
+                ticket = parse_helper.submit(helper, [(raw, cut) for _, _, raw, cut in group])
+                pending = (group, upto, where, ticket)
+                del group
+                if records is not None:
+                    yield records
+                del records
+            if pending is not None:
+                yield self._records(plan, helper, *pending)
+        finally:
+            if helper is not None and helper.outstanding is not None:
+                # stopped early (the slice ended, or an error): take back the batch left with
+                # the helper, so it holds no parsed mail until this worker's next large fetch
+                parse_helper.collect(helper, helper.outstanding, helper.outstanding.size)
 
-    def _groups(self, plan: _Plan) -> Iterator[tuple[list[_Raw], int]]:
+    def _groups(self, plan: _Plan) -> Iterator[tuple[list[_Raw], int, str]]:
+        """``fetch_groups`` over the plan's UIDs in chunks of ``batch_size``, each group with
+        where it was read (for messages about a failure while it is stored)."""
         for chunk in _chunks(plan.new_uids, self.config.batch_size):
-            self.ctx.working_on = f"{plan.name} UIDs {chunk[0]} to {chunk[-1]}"
-            yield from self.fetch_groups(chunk)
+            where = f"{plan.name} UIDs {chunk[0]} to {chunk[-1]}"
+            self.ctx.working_on = where  # while fetching
+            for group, upto in self.fetch_groups(chunk):
+                yield group, upto, where
 
     def _records(
         self,
@@ -401,8 +407,10 @@ class MailboxSync:
         helper: parse_helper.ParseHelper | None,
         group: list[_Raw],
         upto: int,
+        where: str,
         ticket: parse_helper.Ticket | None,
     ) -> tuple[list[Any], int]:
+        self.ctx.working_on = where  # what the engine is about to store
         if ticket is None:
             return self.parse(plan, group), upto
         parsed = parse_helper.collect(helper, ticket, len(group))

@@ -19,7 +19,8 @@ it, while it still holds the write lock: a mail import committing 10 MB batches 
 40 ms per commit for that (0.9 s of a 5 s first sync of 10,000 messages), and every other
 writer waited behind it. Here a commit wakes a thread of its process that runs a PASSIVE
 checkpoint on a connection of its own, which neither waits for nor blocks readers and
-writers, while the worker goes on with its next batch (SQLite releases the GIL). The writers'
+writers, while the worker goes on with its next batch (SQLite releases the GIL), once the log
+holds 1,000 pages not yet copied, as SQLite's own checkpoint would. The writers'
 own automatic checkpoint stays as a backstop, at ``WAL_BACKSTOP_PAGES``, so the log stays
 bounded even in a process that never commits through a transaction.
 """
@@ -30,24 +31,31 @@ import fcntl
 import logging
 import os
 import sqlite3
+import struct
 import threading
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from django.db.backends.sqlite3 import base
 
 logger = logging.getLogger(__name__)
 
 WAL_BACKSTOP_PAGES = 16_384  # 64 MiB of 4 KiB pages: writers checkpoint only past this
+CHECKPOINT_FROM_FRAMES = 1000  # pages not yet copied: SQLite's own wal_autocheckpoint default
 CHECKPOINT_EVERY_S = 0.2  # at most this often per process (each one syncs the files)
 
 
 class _Checkpointer:
-    """A daemon thread that checkpoints one database file whenever a commit asks it to."""
+    """A daemon thread that checkpoints one database file when a commit wakes it and the log
+    holds ``CHECKPOINT_FROM_FRAMES`` pages not yet copied: as often as SQLite's automatic
+    checkpoint would, so small commits cost no more syncs than before."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.wake = threading.Event()
+        self.failed = False
         self.thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self.thread.start()
 
@@ -55,25 +63,53 @@ class _Checkpointer:
         while True:
             self.wake.wait()
             self.wake.clear()
-            with _no_fork:  # a fork waits until SQLite's locks are released (see below)
-                checkpoint(self.path)
+            pending = pending_frames(self.path)
+            if pending is None or pending < CHECKPOINT_FROM_FRAMES:
+                continue
+            try:
+                with _no_fork:  # a fork waits until SQLite's locks are released (see below)
+                    checkpoint(self.path)
+            except sqlite3.Error as exc:  # the writers' backstop still bounds the log
+                log = logger.debug if self.failed else logger.warning
+                log(
+                    "Background checkpoint of %s failed (%s); writers checkpoint themselves "
+                    "past %d pages.",
+                    self.path,
+                    exc,
+                    WAL_BACKSTOP_PAGES,
+                )
+                self.failed = True
             time.sleep(CHECKPOINT_EVERY_S)
+
+
+def pending_frames(path: str) -> int | None:
+    """Pages in ``path``'s write-ahead log not yet copied into the database: ``mxFrame`` minus
+    ``nBackfill`` from the WAL-index header at the start of the ``-shm`` file (bytes 16 and
+    96, native byte order; https://www.sqlite.org/walformat.html). Read without SQLite's
+    locks, so a hint; None without such a file (no WAL, or no connection open)."""
+    try:
+        with Path(f"{path}-shm").open("rb") as shm:
+            head = shm.read(100)
+    except OSError:
+        return None
+    if len(head) < 100:
+        return None
+    (frames,) = struct.unpack_from("=I", head, 16)
+    (copied,) = struct.unpack_from("=I", head, 96)
+    return max(0, frames - copied)
 
 
 def checkpoint(path: str) -> tuple[int, int, int] | None:
     """One PASSIVE checkpoint of ``path`` on a short-lived connection (opened here so that no
     connection outlives a fork): copies what the log holds that no reader still needs.
-    Returns SQLite's (busy, log frames, checkpointed frames), None when it could not run."""
+    Returns SQLite's (busy, log frames, checkpointed frames)."""
+    # mode=rw: never create a database that was removed meanwhile
+    uri = f"file:{quote(str(Path(path).absolute()))}?mode=rw"
+    con = sqlite3.connect(uri, timeout=0, isolation_level=None, uri=True)
     try:
-        # mode=rw: never create a database that was removed meanwhile
-        con = sqlite3.connect(f"file:{path}?mode=rw", timeout=0, isolation_level=None, uri=True)
-        try:
-            row = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error as exc:  # the writers' backstop checkpoint still bounds the log
-        logger.debug("checkpoint of %s skipped: %s", path, exc)
-        return None
+        row = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        con.close()
     return tuple(row) if row else None
 
 
@@ -158,7 +194,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         finally:
             self._release_writer()
         if self._lock_path() is not None:
-            _checkpointer(str(self.settings_dict["NAME"])).wake.set()
+            try:
+                _checkpointer(str(self.settings_dict["NAME"])).wake.set()
+            except RuntimeError:  # no thread to be had: the backstop checkpoint still runs
+                logger.debug("no checkpoint thread", exc_info=True)
 
     def _rollback(self) -> None:
         try:

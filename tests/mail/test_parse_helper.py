@@ -80,34 +80,58 @@ def test_a_helper_that_dies_means_parsing_in_the_worker(caplog):
         parse_helper._helpers.pop(os.getpid(), None)
 
 
-def test_the_helper_dies_with_its_worker(tmp_path):
-    """A worker killed by a timeout (SIGKILL) takes its helper with it, even one busy in a
-    long parse that never sees its input close."""
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_helper_dies_with_its_worker():
+    """A worker killed by a timeout (SIGKILL) takes its helper with it at once, even while the
+    helper is busy with a batch that takes it many seconds (it would see its input close only
+    after that)."""
     script = textwrap.dedent(
         """
-        import sys, time
+        import sys
+        from tests.support.mailfactory import message
         from mail.parse_helper import ParseHelper
         helper = ParseHelper()
+        helper.submit([(message(body="x" * 3000), None)] * 60_000)
         print(helper.proc.pid, flush=True)
-        time.sleep(60)
+        sys.stdin.read()
         """
     )
     env = {**os.environ, "PYTHONPATH": str(parse_helper.ROOT)}
     worker = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=parse_helper.ROOT,
     )
     assert worker.stdout is not None
     helper_pid = int(worker.stdout.readline())
-    os.kill(helper_pid, 0)  # running
+    assert running(helper_pid)  # parsing 60,000 messages: about ten seconds of work
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(helper_pid, 0)
-        except ProcessLookupError:
-            break
+    deadline = time.monotonic() + 3
+    while running(helper_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    else:
+    if running(helper_pid):
         os.kill(helper_pid, signal.SIGKILL)
         pytest.fail("the helper outlived its worker")
+
+
+def test_a_helper_only_for_large_fetches_on_more_than_one_cpu(settings, monkeypatch):
+    settings.MAIL_PARSE_HELPER_FROM = 1000
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert parse_helper.wanted(1000) and not parse_helper.wanted(999)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # pinned to one CPU
+    assert not parse_helper.wanted(50_000)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    settings.MAIL_PARSE_HELPER_FROM = 0
+    assert not parse_helper.wanted(50_000)

@@ -610,7 +610,7 @@ def parse_helpers() -> Iterator[None]:
 
 
 def test_a_large_fetch_parsed_beside_the_worker_stores_the_same_mail(
-    make_imap_connection, dovecot, imap_user, work, settings, parse_helpers
+    make_imap_connection, dovecot, imap_user, work, settings, parse_helpers, monkeypatch
 ):
     """With MAIL_PARSE_HELPER_FROM, a large fetch is parsed in a helper process: the rows are
     the ones parsing in the worker makes, also when slices stop with a batch still with the
@@ -619,6 +619,7 @@ def test_a_large_fetch_parsed_beside_the_worker_stores_the_same_mail(
 
     from mail import parse_helper
 
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # a second CPU
     attached = [("report.pdf", "application/pdf", b"%PDF-1.4 " * 50)]
     dovecot.deliver_many(
         imap_user,
@@ -658,6 +659,7 @@ def test_a_large_fetch_parsed_beside_the_worker_stores_the_same_mail(
     assert job.state == State.SUCCEEDED and job.slices > 3
     helper = parse_helper._helpers[os.getpid()]
     assert helper is not None and helper.alive()
+    assert helper.outstanding is None  # each slice took back what it left with the helper
     assert rows(sliced) == expected
 
     killed = make_imap_connection(batch_size=5)
