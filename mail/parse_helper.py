@@ -22,7 +22,7 @@ storing alone.
 
 Mail content crosses a pipe between two processes of the same user; nothing is written to
 disk or logged, and the helper's standard error is discarded so that no traceback can carry
-mail content into the logs.
+mail content into the logs. The helper's environment holds none of the worker's secrets.
 """
 
 from __future__ import annotations
@@ -57,6 +57,19 @@ def limits() -> dict[str, Any]:
     }
 
 
+#: what the helper's environment keeps of the worker's: nothing else (no keys, no database URL)
+_PASSED_ON = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "PYTHONHASHSEED")
+
+
+def helper_environment() -> dict[str, str]:
+    """The helper's environment: where to find Python and this code, the locale and nothing
+    more. It needs no setting but the limits it is sent, so the worker's secrets
+    (``SYNC_ENCRYPTION_KEYS``, ``DJANGO_SECRET_KEY``, ``DATABASE_URL``) stay out of it."""
+    env = {name: os.environ[name] for name in _PASSED_ON if name in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
 @dataclass
 class Ticket:
     """A batch sent to the helper."""
@@ -80,13 +93,12 @@ class ParseHelper:
     """
 
     def __init__(self) -> None:
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mail.parse_helper"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": path},
+            env=helper_environment(),
             cwd=ROOT,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -83,8 +84,8 @@ def test_a_helper_that_dies_means_parsing_in_the_worker(caplog):
 def running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
 
@@ -135,3 +136,16 @@ def test_a_helper_only_for_large_fetches_on_more_than_one_cpu(settings, monkeypa
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     settings.MAIL_PARSE_HELPER_FROM = 0
     assert not parse_helper.wanted(50_000)
+
+
+def test_the_helper_is_given_none_of_the_workers_secrets(monkeypatch):
+    monkeypatch.setenv("SYNC_ENCRYPTION_KEYS", "k-not-for-the-helper")
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p-not-for-the-helper@db/x")
+    child = parse_helper.ParseHelper()
+    try:
+        environ = Path(f"/proc/{child.proc.pid}/environ").read_bytes()
+        assert b"not-for-the-helper" not in environ and b"PYTHONPATH=" in environ
+        answers = child.collect(child.submit([(message(subject="works"), None)]))
+        assert answers[0] is not None and answers[0].subject == "works"
+    finally:
+        child.close()
