@@ -143,9 +143,9 @@ def test_the_helper_is_given_none_of_the_workers_secrets(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgres://u:p-not-for-the-helper@db/x")
     child = parse_helper.ParseHelper()
     try:
-        environ = Path(f"/proc/{child.proc.pid}/environ").read_bytes()
-        assert b"not-for-the-helper" not in environ and b"PYTHONPATH=" in environ
         answers = child.collect(child.submit([(message(subject="works"), None)]))
         assert answers[0] is not None and answers[0].subject == "works"
+        environ = Path(f"/proc/{child.proc.pid}/environ").read_bytes()  # running by now
+        assert b"not-for-the-helper" not in environ and b"PYTHONPATH=" in environ
     finally:
         child.close()
