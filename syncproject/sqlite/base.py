@@ -20,7 +20,7 @@ it, while it still holds the write lock: a mail import committing 10 MB batches 
 writer waited behind it. Here a commit wakes a thread of its process that runs a PASSIVE
 checkpoint on a connection of its own, which neither waits for nor blocks readers and
 writers, while the worker goes on with its next batch (SQLite releases the GIL), once the log
-holds 1,000 pages not yet copied, as SQLite's own checkpoint would. The writers'
+has grown by 1,000 pages, as SQLite's own checkpoint would. The writers'
 own automatic checkpoint stays as a backstop, at ``WAL_BACKSTOP_PAGES``, so the log stays
 bounded even in a process that never commits through a transaction.
 """
@@ -31,7 +31,6 @@ import fcntl
 import logging
 import os
 import sqlite3
-import struct
 import threading
 import time
 from pathlib import Path
@@ -43,14 +42,15 @@ from django.db.backends.sqlite3 import base
 logger = logging.getLogger(__name__)
 
 WAL_BACKSTOP_PAGES = 16_384  # 64 MiB of 4 KiB pages: writers checkpoint only past this
-CHECKPOINT_FROM_FRAMES = 1000  # pages not yet copied: SQLite's own wal_autocheckpoint default
+# SQLite's own wal_autocheckpoint default (1,000 pages of 4 KiB, with their frame headers)
+CHECKPOINT_FROM_BYTES = 1000 * (4096 + 24)
 CHECKPOINT_EVERY_S = 0.2  # at most this often per process (each one syncs the files)
 
 
 class _Checkpointer:
     """A daemon thread that checkpoints one database file when a commit wakes it and the log
-    holds ``CHECKPOINT_FROM_FRAMES`` pages not yet copied: as often as SQLite's automatic
-    checkpoint would, so small commits cost no more syncs than before."""
+    has grown to ``CHECKPOINT_FROM_BYTES``: about as often as SQLite's automatic checkpoint
+    would, so small commits cost no more syncs than before."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -63,8 +63,7 @@ class _Checkpointer:
         while True:
             self.wake.wait()
             self.wake.clear()
-            pending = pending_frames(self.path)
-            if pending is None or pending < CHECKPOINT_FROM_FRAMES:
+            if wal_bytes(self.path) < CHECKPOINT_FROM_BYTES:
                 continue
             try:
                 with _no_fork:  # a fork waits until SQLite's locks are released (see below)
@@ -82,21 +81,17 @@ class _Checkpointer:
             time.sleep(CHECKPOINT_EVERY_S)
 
 
-def pending_frames(path: str) -> int | None:
-    """Pages in ``path``'s write-ahead log not yet copied into the database: ``mxFrame`` minus
-    ``nBackfill`` from the WAL-index header at the start of the ``-shm`` file (bytes 16 and
-    96, native byte order; https://www.sqlite.org/walformat.html). Read without SQLite's
-    locks, so a hint; None without such a file (no WAL, or no connection open)."""
+def wal_bytes(path: str) -> int:
+    """The size of ``path``'s write-ahead log: what was written since the log last started
+    over, since every connection truncates it then (``journal_size_limit`` 0). Read with
+    ``stat``, never by opening a file of the database: closing any descriptor of a file drops
+    every POSIX lock this process holds on it, SQLite's included, and another process could
+    then take the shared-memory file for unused and reset it under our connections
+    (https://www.sqlite.org/howtocorrupt.html, 2.2)."""
     try:
-        with Path(f"{path}-shm").open("rb") as shm:
-            head = shm.read(100)
+        return Path(f"{path}-wal").stat().st_size
     except OSError:
-        return None
-    if len(head) < 100:
-        return None
-    (frames,) = struct.unpack_from("=I", head, 16)
-    (copied,) = struct.unpack_from("=I", head, 96)
-    return max(0, frames - copied)
+        return 0
 
 
 def checkpoint(path: str) -> tuple[int, int, int] | None:
@@ -186,6 +181,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         conn = super().get_new_connection(conn_params)
         if self._lock_path() is not None:
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+            conn.execute("PRAGMA journal_size_limit=0")  # the log's size says what it holds
         return conn
 
     def _commit(self) -> None:
