@@ -20,7 +20,7 @@ it, while it still holds the write lock: a mail import committing 10 MB batches 
 writer waited behind it. Here a commit wakes a thread of its process that runs a PASSIVE
 checkpoint on a connection of its own, which neither waits for nor blocks readers and
 writers, while the worker goes on with its next batch (SQLite releases the GIL), once the log
-has grown by 1,000 pages, as SQLite's own checkpoint would. The writers'
+holds 1,000 pages not yet copied, as SQLite's own checkpoint would. The writers'
 own automatic checkpoint stays as a backstop, at ``WAL_BACKSTOP_PAGES``, so the log stays
 bounded even in a process that never commits through a transaction.
 """
@@ -31,6 +31,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import struct
 import threading
 import time
 from pathlib import Path
@@ -42,20 +43,20 @@ from django.db.backends.sqlite3 import base
 logger = logging.getLogger(__name__)
 
 WAL_BACKSTOP_PAGES = 16_384  # 64 MiB of 4 KiB pages: writers checkpoint only past this
-# SQLite's own wal_autocheckpoint default (1,000 pages of 4 KiB, with their frame headers)
-CHECKPOINT_FROM_BYTES = 1000 * (4096 + 24)
+CHECKPOINT_FROM_FRAMES = 1000  # pages not yet copied: SQLite's own wal_autocheckpoint default
 CHECKPOINT_EVERY_S = 0.2  # at most this often per process (each one syncs the files)
 
 
 class _Checkpointer:
     """A daemon thread that checkpoints one database file when a commit wakes it and the log
-    has grown to ``CHECKPOINT_FROM_BYTES``: about as often as SQLite's automatic checkpoint
-    would, so small commits cost no more syncs than before."""
+    holds ``CHECKPOINT_FROM_FRAMES`` pages not yet copied: as often as SQLite's automatic
+    checkpoint would, so small commits cost no more syncs than before."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.wake = threading.Event()
         self.failed = False
+        self.shm = _SharedMemoryHeader(path)
         self.thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self.thread.start()
 
@@ -63,7 +64,8 @@ class _Checkpointer:
         while True:
             self.wake.wait()
             self.wake.clear()
-            if wal_bytes(self.path) < CHECKPOINT_FROM_BYTES:
+            pending = self.shm.pending_frames()
+            if pending is None or pending < CHECKPOINT_FROM_FRAMES:
                 continue
             try:
                 with _no_fork:  # a fork waits until SQLite's locks are released (see below)
@@ -81,17 +83,45 @@ class _Checkpointer:
             time.sleep(CHECKPOINT_EVERY_S)
 
 
-def wal_bytes(path: str) -> int:
-    """The size of ``path``'s write-ahead log: what was written since the log last started
-    over, since every connection truncates it then (``journal_size_limit`` 0). Read with
-    ``stat``, never by opening a file of the database: closing any descriptor of a file drops
-    every POSIX lock this process holds on it, SQLite's included, and another process could
-    then take the shared-memory file for unused and reset it under our connections
-    (https://www.sqlite.org/howtocorrupt.html, 2.2)."""
-    try:
-        return Path(f"{path}-wal").stat().st_size
-    except OSError:
-        return 0
+class _SharedMemoryHeader:
+    """Reads how many pages of a database's write-ahead log are not yet copied into it:
+    ``mxFrame`` minus ``nBackfill`` in the WAL-index header at the start of the ``-shm`` file
+    (bytes 16 and 96, native byte order; https://www.sqlite.org/walformat.html). Read without
+    SQLite's locks, so a hint.
+
+    The file is opened once and **never closed while SQLite uses it**: closing any descriptor
+    of a file drops every POSIX lock the process holds on it, SQLite's included, and another
+    process could then take the shared memory for unused and reset it under this process's
+    connections (https://www.sqlite.org/howtocorrupt.html, 2.2; the full test suite died of
+    SIGBUS that way when the header was read with open() and close()). A descriptor is
+    closed only once the path names another file: SQLite removes its shared-memory file only
+    when no connection uses it any more.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = f"{path}-shm"
+        self.fd: int | None = None
+        self.inode: int | None = None
+
+    def pending_frames(self) -> int | None:
+        try:
+            inode = os.stat(self.path).st_ino  # noqa: PTH116  # no descriptor opened
+        except OSError:
+            return None  # no WAL, or no connection open
+        if self.fd is None or inode != self.inode:
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                return None
+            if self.fd is not None:
+                os.close(self.fd)  # a file SQLite no longer uses (see above)
+            self.fd, self.inode = fd, os.fstat(fd).st_ino
+        head = os.pread(self.fd, 100, 0)
+        if len(head) < 100:
+            return None
+        (frames,) = struct.unpack_from("=I", head, 16)
+        (copied,) = struct.unpack_from("=I", head, 96)
+        return max(0, frames - copied)
 
 
 def checkpoint(path: str) -> tuple[int, int, int] | None:
@@ -181,7 +211,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
         conn = super().get_new_connection(conn_params)
         if self._lock_path() is not None:
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
-            conn.execute("PRAGMA journal_size_limit=0")  # the log's size says what it holds
         return conn
 
     def _commit(self) -> None:

@@ -152,3 +152,32 @@ def test_a_fork_waits_for_a_checkpoint_in_progress() -> None:
         assert not forked.wait(0.3)
     assert forked.wait(10)
     thread.join()
+
+
+def test_the_log_is_measured_without_ever_closing_sqlite_s_shared_memory_file(tmp_path) -> None:
+    """How much of the log is not yet copied is read from the -shm file through one
+    descriptor that stays open: closing a descriptor of that file would drop this process's
+    POSIX locks on it, SQLite's included (https://www.sqlite.org/howtocorrupt.html, 2.2)."""
+    import sqlite3
+
+    from syncproject.sqlite.base import _SharedMemoryHeader, checkpoint
+
+    path = str(tmp_path / "log.sqlite3")
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA wal_autocheckpoint=0")
+        con.execute("CREATE TABLE blobs (data BLOB)")
+        con.execute("INSERT INTO blobs VALUES (randomblob(400000))")
+        header = _SharedMemoryHeader(path)
+        before = header.pending_frames()
+        descriptor = header.fd
+        assert before is not None and before > 90 and descriptor is not None
+        con.execute("INSERT INTO blobs VALUES (randomblob(400000))")
+        assert (header.pending_frames() or 0) > before + 90
+        checkpoint(path)
+        assert header.pending_frames() == 0
+        assert header.fd == descriptor  # the same descriptor throughout, never closed
+        os.fstat(descriptor)
+    finally:
+        con.close()
