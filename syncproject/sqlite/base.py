@@ -43,6 +43,7 @@ from django.db.backends.sqlite3 import base
 logger = logging.getLogger(__name__)
 
 WAL_BACKSTOP_PAGES = 16_384  # 64 MiB of 4 KiB pages: writers checkpoint only past this
+WAL_SIZE_LIMIT = 32 * 1024 * 1024  # bytes the log keeps on disk after it starts over
 CHECKPOINT_FROM_FRAMES = 1000  # pages not yet copied: SQLite's own wal_autocheckpoint default
 CHECKPOINT_EVERY_S = 0.2  # at most this often per process (each one syncs the files)
 
@@ -64,18 +65,20 @@ class _Checkpointer:
         while True:
             self.wake.wait()
             self.wake.clear()
-            pending = self.shm.pending_frames()
-            if pending is None or pending < CHECKPOINT_FROM_FRAMES:
-                continue
             try:
+                pending = self.shm.pending_frames()
+                if pending is None or pending < CHECKPOINT_FROM_FRAMES:
+                    continue
                 with _no_fork:  # a fork waits until SQLite's locks are released (see below)
                     checkpoint(self.path)
-            except sqlite3.Error as exc:  # the writers' backstop still bounds the log
-                log = logger.debug if self.failed else logger.warning
+                self.failed = False
+            except Exception as exc:  # never let the thread die; the writers' backstop still
+                log = logger.debug if self.failed else logger.warning  # bounds the log
                 log(
-                    "Background checkpoint of %s failed (%s); writers checkpoint themselves "
-                    "past %d pages.",
+                    "Background checkpoint of %s failed (%s: %s); writers checkpoint "
+                    "themselves past %d pages.",
                     self.path,
+                    type(exc).__name__,
                     exc,
                     WAL_BACKSTOP_PAGES,
                 )
@@ -152,6 +155,9 @@ def _fresh_lock_in_child() -> None:
     global _no_fork, _checkpointers_lock
     _no_fork = threading.Lock()
     _checkpointers_lock = threading.Lock()  # in case a thread of the parent held it
+    # the parent's threads do not exist here (and a later process may get the parent's pid);
+    # their descriptors are plain ints, never closed by dropping them
+    _checkpointers.clear()
 
 
 os.register_at_fork(
@@ -165,10 +171,10 @@ def _checkpointer(path: str) -> _Checkpointer:
     """This process's checkpointer for ``path`` (a forked child starts its own)."""
     key = (os.getpid(), path)
     found = _checkpointers.get(key)
-    if found is None:
+    if found is None or not found.thread.is_alive():
         with _checkpointers_lock:
             found = _checkpointers.get(key)
-            if found is None:
+            if found is None or not found.thread.is_alive():
                 found = _checkpointers[key] = _Checkpointer(path)
     return found
 
@@ -211,6 +217,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         conn = super().get_new_connection(conn_params)
         if self._lock_path() is not None:
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+            # a log that grew during a long import is cut back when it next starts over (not
+            # to nothing: re-growing it for every batch would cost more than it saves)
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         return conn
 
     def _commit(self) -> None:

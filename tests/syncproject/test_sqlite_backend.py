@@ -132,19 +132,21 @@ def test_checkpoints_run_beside_the_writers_not_in_their_commits(wrapper) -> Non
     assert os.path.getsize(path) >= 8_000_000  # copied into the database file
 
 
-def test_a_fork_waits_for_a_checkpoint_in_progress() -> None:
+def test_a_fork_waits_for_a_checkpoint_in_progress(tmp_path) -> None:
     """A process never forks while its checkpoint thread is inside SQLite (the child would
     inherit SQLite's mutexes held by a thread it does not have)."""
     from syncproject.sqlite import base
 
     forked = threading.Event()
+    statuses: list[int] = []
+    base._checkpointer(str(tmp_path / "parent.sqlite3"))  # the parent has a checkpointer
 
     def fork() -> None:
         pid = os.fork()
-        if pid == 0:
-            os._exit(0)
+        if pid == 0:  # the parent's checkpointers are not the child's (their threads are gone)
+            os._exit(0 if not base._checkpointers else 3)
         forked.set()
-        os.waitpid(pid, 0)
+        statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 
     with base._no_fork:  # as the checkpoint thread holds it while it checkpoints
         thread = threading.Thread(target=fork)
@@ -152,6 +154,7 @@ def test_a_fork_waits_for_a_checkpoint_in_progress() -> None:
         assert not forked.wait(0.3)
     assert forked.wait(10)
     thread.join()
+    assert statuses == [0]
 
 
 def test_the_log_is_measured_without_ever_closing_sqlite_s_shared_memory_file(tmp_path) -> None:
