@@ -37,6 +37,13 @@ def assign(task: Task, user) -> TaskCopy:
     return TaskCopy.objects.get(pk=made.pk)  # made when the assignment committed
 
 
+def retitle(task: Task, title: str) -> None:
+    """Rename ``task`` as a user would (the change is pushed when the transaction commits)."""
+    with transaction.atomic():
+        task.title = title
+        task.save()
+
+
 def box(zimbra, user):
     return zimbra.mailboxes[user.email]
 
@@ -131,9 +138,7 @@ def test_a_lost_answer_then_an_edit_in_zimbra_is_retried_without_a_duplicate(
     assert len(box(zimbra, ann).tasks) == 1
     assert (assignment.cal_item_id, assignment.inv_id) == (str(held.cal_item_id), held.inv_id)
     task = Task.objects.get(pk=assignment.task_id)
-    with transaction.atomic():
-        task.title = "Call the supplier today"
-        task.save()
+    retitle(task, "Call the supplier today")
     work()
     assert box(zimbra, ann).tasks[assignment.uid].comp["name"] == "Call the supplier today"
 
@@ -148,9 +153,7 @@ def test_a_task_left_in_the_trash_under_our_uid_is_replaced(zimbra, zimbra_serve
     zimbra.delete_in_zimbra(box(zimbra, ann).name, assignment.uid)
     TaskCopy.objects.filter(pk=assignment.pk).update(inv_id="", cal_item_id="", ms="", rev="")
     task = Task.objects.get(pk=assignment.task_id)
-    with transaction.atomic():
-        task.title = "Back again"
-        task.save()
+    retitle(task, "Back again")
     work()
     assignment.refresh_from_db()
     live = box(zimbra, ann).live
@@ -185,9 +188,7 @@ def test_tokens_expiring_mid_batch_are_renewed_once(zimbra, zimbra_server, peopl
         assign(task, person)
     work()
     zimbra.expire_tokens()  # every cached admin and user token is now expired on the server
-    with transaction.atomic():
-        task.title = "Call the supplier today"
-        task.save()
+    retitle(task, "Call the supplier today")
     work()
     assert all(
         box(zimbra, p).tasks[a.uid].comp["name"] == "Call the supplier today"
@@ -205,17 +206,13 @@ def test_an_edit_in_zimbra_meanwhile_is_reread_and_a_deleted_task_recreated(
     assignment = assign(task, ann)
     work()
     zimbra.edit_in_zimbra(ann.email, assignment.uid, percentComplete="50")
-    with transaction.atomic():
-        task.title = "Renamed"
-        task.save()
+    retitle(task, "Renamed")
     work()
     assert box(zimbra, ann).tasks[assignment.uid].comp["name"] == "Renamed"
     assert "GetTaskRequest" in zimbra.operations  # re-read after INVITE_OUT_OF_DATE
 
     zimbra.delete_in_zimbra(ann.email, assignment.uid)
-    with transaction.atomic():
-        task.title = "Renamed again"
-        task.save()
+    retitle(task, "Renamed again")
     work()
     assert box(zimbra, ann).tasks[assignment.uid].comp["name"] == "Renamed again"
 
