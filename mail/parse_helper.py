@@ -20,9 +20,12 @@ storing alone.
 - Only for large fetches (``MAIL_PARSE_HELPER_FROM`` messages or more, and a machine with more
   than one CPU): starting the helper costs about 0.1 s, once per worker process.
 
-Mail content crosses a pipe between two processes of the same user; nothing is written to
-disk or logged, and the helper's standard error is discarded so that no traceback can carry
-mail content into the logs. The helper's environment holds none of the worker's secrets.
+Mail content crosses a pipe between two processes of the same user and is not logged: the
+helper's standard error is discarded so that no traceback can carry mail content into the logs.
+When the worker's file storage is plain local files, the helper also writes the attachments'
+files there, exactly as the store would (``mail.attachment_files``), so that creating them is
+off the worker's thread too; it writes nothing else. Its environment holds none of the
+worker's secrets.
 """
 
 from __future__ import annotations
@@ -33,10 +36,14 @@ import os
 import pickle
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from django.core.files.storage import Storage
+
+from mail import attachment_files
 from mail.parsing import ParsedMessage, parse_message
 
 logger = logging.getLogger(__name__)
@@ -117,9 +124,8 @@ class ParseHelper:
         self.numbers += 1
         ticket = Ticket(self.numbers, len(items))
         try:
-            pickle.dump(
-                (ticket.number, limits(), items), self.stdin, protocol=pickle.HIGHEST_PROTOCOL
-            )
+            frame = (ticket.number, limits(), attachment_files.local_files(), items)
+            pickle.dump(frame, self.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             self.stdin.flush()
         except (OSError, ValueError) as exc:  # a broken pipe: the helper has gone
             raise HelperGone(f"{type(exc).__name__}: {exc}") from exc
@@ -239,6 +245,20 @@ def _die_with_parent() -> None:
         pass
 
 
+def _write_files(storage: Storage, parsed: ParsedMessage) -> None:
+    """Write the attachments of ``parsed`` into ``storage`` as the store would, and answer
+    with their names instead of their bytes. One that cannot be written keeps its bytes: the
+    worker writes it, and meets (and records) the error itself."""
+    for attachment in parsed.attachments:
+        if attachment.data is None:
+            continue
+        try:
+            attachment.stored = attachment_files.keep(storage, attachment.data)
+        except Exception:  # noqa: S112  # the worker tries again and reports what it meets
+            continue
+        attachment.data = None
+
+
 def main() -> None:
     _die_with_parent()
     from django.conf import settings
@@ -249,20 +269,31 @@ def main() -> None:
     stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     stdin = sys.stdin.buffer
+    # files are created on a thread of their own (the kernel's work releases the GIL) while
+    # this one parses the next messages; all of a batch's are written before it is answered
+    writer = ThreadPoolExecutor(max_workers=1)
     while True:
         try:
-            number, values, items = pickle.load(stdin)  # noqa: S301  # from our worker
+            number, values, files, items = pickle.load(stdin)  # noqa: S301  # from our worker
         except EOFError:
             return
         for name, value in values.items():
             setattr(settings, name, value)
+        storage = attachment_files.storage_for(files) if files else None
         results: list[ParsedMessage | None] = []
+        writing = []
         for raw, cut_at in items:
             try:
-                results.append(parse_message(raw, cut_at=cut_at))
+                parsed = parse_message(raw, cut_at=cut_at)
             except Exception:  # parsed again in the worker, which records what went wrong
                 results.append(None)
+                continue
+            results.append(parsed)
+            if storage is not None and parsed.attachments:
+                writing.append(writer.submit(_write_files, storage, parsed))
         del items
+        for done in writing:
+            done.result()
         pickle.dump((number, results), stdout, protocol=pickle.HIGHEST_PROTOCOL)
         stdout.flush()
 

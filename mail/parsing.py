@@ -46,8 +46,10 @@ class ParsedAttachment:
     size: int
     content_id: str
     inline: bool
-    data: bytes | None  # None when over the size limit (see note)
+    data: bytes | None  # None when over the size limit (see note), or once ``stored``
     note: str = ""
+    #: (file name, sha256) once the parse helper has written ``data`` to the file storage
+    stored: tuple[str, str] | None = None
 
 
 @dataclass

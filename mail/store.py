@@ -7,7 +7,6 @@ and counted as unchanged, never stored twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -16,7 +15,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import Any
 
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection as db
 from django.db import models
@@ -25,6 +23,7 @@ from django.utils import timezone
 
 from integrations.base import Counts
 from integrations.models import Connection
+from mail import attachment_files
 from mail.models import MailAttachment, MailMessage, MailSource
 from mail.parsing import ParsedMessage
 
@@ -197,15 +196,6 @@ def _write_blobs(connection: Connection, items: Sequence[FetchedMessage]) -> Non
                 blob.write(view[start : start + BLOB_CHUNK])
 
 
-def _attachment_file(data: bytes) -> tuple[str, str]:
-    """Store content once per distinct body (content-addressed); returns (name, sha256)."""
-    digest = hashlib.sha256(data).hexdigest()
-    name = f"attachments/{digest[:2]}/{digest}"
-    if not default_storage.exists(name):
-        name = default_storage.save(name, ContentFile(data))
-    return name, digest
-
-
 def _new_row(connection: Connection, item: FetchedMessage) -> dict[str, Any]:
     p = item.parsed
     return {
@@ -260,7 +250,12 @@ def save_attachments(rows: Iterable[tuple[int, ParsedMessage]]) -> None:
     attachments = []
     for message_id, parsed in rows:
         for a in parsed.attachments:
-            name, digest = _attachment_file(a.data) if a.data is not None else ("", "")
+            if a.stored is not None:  # written by the parse helper
+                name, digest = a.stored
+            elif a.data is not None:
+                name, digest = attachment_files.keep(default_storage, a.data)
+            else:  # over the size limit: metadata and a note only
+                name, digest = "", ""
             attachments.append(
                 {
                     "message_id": message_id,

@@ -3,6 +3,7 @@ never costs a message when it stops (mail/parse_helper.py). Real child processes
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -14,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 
-from mail import parse_helper
-from mail.parsing import parse_message
+from mail import attachment_files, parse_helper
+from mail.parsing import ParsedMessage, parse_message
 from tests.mail.hostile import corpus as hostile_corpus
 from tests.support.mailfactory import MALFORMED, message, realistic
 
@@ -38,17 +41,67 @@ def corpus() -> list[tuple[bytes, int | None]]:
     return items
 
 
+def read_back(answers: list[ParsedMessage | None]) -> int:
+    """Put back the bytes of the attachments the helper wrote to the file storage (checking
+    each file holds exactly them); returns how many there were."""
+    written = 0
+    for parsed in answers:
+        for attachment in parsed.attachments if parsed else ():
+            if attachment.stored is not None:
+                name, digest = attachment.stored
+                with default_storage.open(name) as file:
+                    attachment.data = file.read()
+                assert hashlib.sha256(attachment.data).hexdigest() == digest
+                assert name == f"attachments/{digest[:2]}/{digest}"
+                attachment.stored = None
+                written += 1
+    return written
+
+
 def test_the_helper_reads_mail_exactly_as_the_worker_does(helper, settings):
     items = corpus()
     ticket = helper.submit(items)
-    assert helper.collect(ticket) == [parse_message(raw, cut_at=cut) for raw, cut in items]
+    answers = helper.collect(ticket)
+    # the attachments' bodies are in the file storage, where the store would have put them
+    assert read_back(answers) > 10
+    assert answers == [parse_message(raw, cut_at=cut) for raw, cut in items]
     # the limits are the worker's as they are now, not as they were when the helper started
     settings.MAIL_MAX_ATTACHMENT_BYTES = 10
     settings.MAIL_MAX_BODY_CHARS = 1000
     ticket = helper.submit(items)
     answers = helper.collect(ticket)
+    read_back(answers)
     assert answers == [parse_message(raw, cut_at=cut) for raw, cut in items]
     assert any(a.note for parsed in answers if parsed for a in parsed.attachments)
+
+
+def test_the_helper_leaves_other_storages_to_the_worker(helper, settings):
+    """Only Django's plain local-file storage is written from the helper: any other (remote,
+    or a subclass with its own way of saving) gets the bytes back, for the worker to save."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    items = corpus()
+    answers = helper.collect(helper.submit(items))
+    assert read_back(answers) == 0
+    assert answers == [parse_message(raw, cut_at=cut) for raw, cut in items]
+
+
+def test_a_file_cut_short_is_not_taken_for_the_attachment():
+    """A write that failed halfway (a full disk) leaves a short file under the body's name;
+    the next message with that body gets a whole file of its own."""
+    data = b"%PDF-1.4 whole attachment " * 100
+    digest = hashlib.sha256(data).hexdigest()
+    cut = f"attachments/{digest[:2]}/{digest}"
+    default_storage.delete(cut)
+    default_storage.save(cut, ContentFile(data[:100]))
+    name, got = attachment_files.keep(default_storage, data)
+    assert got == digest and name != cut
+    with default_storage.open(name) as file:
+        assert file.read() == data
+    default_storage.delete(name)
+    default_storage.delete(cut)
 
 
 def test_a_batch_given_up_on_does_not_hold_up_the_next(helper):
