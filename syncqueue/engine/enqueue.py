@@ -135,9 +135,6 @@ def enqueue(
         coalesce_running = kind not in (Kind.PUSH, Kind.NOTIFIED)
     now = timezone.now()
     states = SyncJob.ACTIVE if coalesce_running else SyncJob.WAITING
-    waiting = SyncJob.objects.filter(
-        connection=connection, dedupe_key=key, state__in=states
-    ).order_by("id")
     job = SyncJob(
         connection=connection,
         kind=kind,
@@ -160,6 +157,10 @@ def enqueue(
         if found is not None and not _promotion(found, kind, priority, now):
             return found
         # A promotion, or another enqueue inserted the same job a moment ago: the locked path.
+    # (built only here: the one-statement path above is most enqueues on PostgreSQL)
+    waiting = SyncJob.objects.filter(
+        connection=connection, dedupe_key=key, state__in=states
+    ).order_by("id")
     if db.vendor == "sqlite":
         existing = waiting.first()
         if existing is not None and not _promotion(existing, kind, priority, now):
