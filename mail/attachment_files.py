@@ -1,37 +1,102 @@
 """Attachment content in file storage: content-addressed, one file per distinct body.
 
 Used by the store (``mail.store``) and by the parse helper (``mail.parse_helper``), which
-writes the files of the mail it parses when the worker's storage is plain local files, so
-that creating them (about 0.5 ms each on an ext4 disk) is not on the worker's thread. Either
-way the file exists before the row that names it is inserted, and a body seen before is not
-written again.
+writes the files of the mail it parses when the worker's storage is Django's plain
+``FileSystemStorage``, so that creating them (about 0.5 ms each on some ext4 disks) is not on
+the worker's thread. Either way the file is complete before the row that names it is inserted.
+
+With local files (``FileSystemStorage``) a body is written to a temporary file beside its
+final name and renamed into place, so its name never holds part of it: a write cut short (a
+full disk, a killed process) leaves at most a stray temporary file. A file already under the
+name is reused only when it holds exactly these bytes; anything else there is replaced, which
+also repairs a file damaged earlier. Other storages get Django's ``save`` under the same name
+(a suffixed copy when a file of another size is there).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import secrets
+from pathlib import Path
 from typing import Any
 
 from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage, Storage
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.utils._os import safe_makedirs  # type: ignore[attr-defined]  # Django 5.2, not in the stubs
+from django.utils.functional import LazyObject
+
+_COMPARE_CHUNK = 1 << 20
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def keep(storage: Storage, data: bytes) -> tuple[str, str]:
     """Store ``data`` once per distinct body; returns (name in ``storage``, sha256)."""
     digest = hashlib.sha256(data).hexdigest()
     name = f"attachments/{digest[:2]}/{digest}"
+    if isinstance(storage, LazyObject):  # default_storage: the storage it stands for
+        storage = storages["default"]
+    if type(storage) is FileSystemStorage:
+        _keep_local(storage, Path(storage.path(name)), data)
+        return name, digest
     if storage.exists(name) and storage.size(name) == len(data):
         return name, digest
-    # new, or a file cut short by a write that failed (a full disk): a file of its own
     return storage.save(name, ContentFile(data)), digest
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``data`` (read a piece at a time)."""
+    try:
+        with path.open("rb") as file:
+            if os.fstat(file.fileno()).st_size != len(data):
+                return False
+            view = memoryview(data)
+            for start in range(0, len(data), _COMPARE_CHUNK):
+                if file.read(_COMPARE_CHUNK) != view[start : start + _COMPARE_CHUNK]:
+                    return False
+            return True
+    except (FileNotFoundError, IsADirectoryError):
+        return False
+
+
+def _keep_local(storage: FileSystemStorage, path: Path, data: bytes) -> None:
+    if _holds(path, data):
+        return
+    mode = storage.directory_permissions_mode
+    if mode is not None:  # as FileSystemStorage creates them: that mode on every level
+        safe_makedirs(path.parent, mode, exist_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        if storage.file_permissions_mode is not None:
+            partial.chmod(storage.file_permissions_mode)
+        partial.replace(path)  # whole or not at all; another writer's copy is identical
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def present(storage: Storage, stored: tuple[str, str], size: int) -> bool:
+    """Whether ``stored`` (name, sha256), written by the parse helper, names a file of
+    ``size`` bytes under the name ``keep`` gives that digest (checked before a row names it)."""
+    name, digest = stored
+    if not _DIGEST.fullmatch(digest) or name != f"attachments/{digest[:2]}/{digest}":
+        return False
+    try:
+        return storage.size(name) == size
+    except OSError:
+        return False
 
 
 def local_files() -> dict[str, Any] | None:
     """How a second process can write into the default storage exactly as this one would: its
     directory and permissions, when it is Django's plain ``FileSystemStorage`` (a subclass or
     a remote storage may do anything on save, so only this process writes to those)."""
-    from django.core.files.storage import storages
-
     storage = storages["default"]
     if type(storage) is not FileSystemStorage:
         return None

@@ -22,10 +22,12 @@ storing alone.
 
 Mail content crosses a pipe between two processes of the same user and is not logged: the
 helper's standard error is discarded so that no traceback can carry mail content into the logs.
-When the worker's file storage is plain local files, the helper also writes the attachments'
-files there, exactly as the store would (``mail.attachment_files``), so that creating them is
-off the worker's thread too; it writes nothing else. Its environment holds none of the
-worker's secrets.
+When the worker's file storage is Django's plain ``FileSystemStorage``, the helper also writes
+the attachments' files there, with the store's own code (``mail.attachment_files``), so that
+creating them is off the worker's thread too; the store checks each one before a row names it.
+It writes nothing else (a batch the worker then gives up on may leave files no row names yet;
+they are the ones its messages get when they are fetched again). Its environment holds none of
+the worker's secrets.
 """
 
 from __future__ import annotations

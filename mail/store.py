@@ -25,7 +25,7 @@ from integrations.base import Counts
 from integrations.models import Connection
 from mail import attachment_files
 from mail.models import MailAttachment, MailMessage, MailSource
-from mail.parsing import ParsedMessage
+from mail.parsing import ParsedMessage, parse_message
 
 
 @dataclass
@@ -280,6 +280,13 @@ def insert_messages(connection: Connection, items: Sequence[FetchedMessage]) -> 
     _insert_rows([_new_row(connection, item) for item in items])
     _insert_sources(connection, items)
     with_files = [i for i in items if i.parsed.attachments]
+    for item in with_files:
+        if any(
+            a.stored is not None and not attachment_files.present(default_storage, a.stored, a.size)
+            for a in item.parsed.attachments
+        ):
+            # the parse helper's file is not there (any more): read the attachments again
+            item.parsed.attachments = parse_message(item.raw).attachments
     if with_files:
         ids = _ids_of(connection, with_files)
         save_attachments(

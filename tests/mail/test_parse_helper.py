@@ -19,7 +19,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from mail import attachment_files, parse_helper
+from mail.models import MailAttachment
 from mail.parsing import ParsedMessage, parse_message
+from mail.store import FetchedMessage, upsert_messages
 from tests.mail.hostile import corpus as hostile_corpus
 from tests.support.mailfactory import MALFORMED, message, realistic
 
@@ -88,20 +90,49 @@ def test_the_helper_leaves_other_storages_to_the_worker(helper, settings):
     assert answers == [parse_message(raw, cut_at=cut) for raw, cut in items]
 
 
-def test_a_file_cut_short_is_not_taken_for_the_attachment():
-    """A write that failed halfway (a full disk) leaves a short file under the body's name;
-    the next message with that body gets a whole file of its own."""
+@pytest.mark.parametrize(
+    "there",
+    [b"%PDF-1.4 whole", b"\0" * 2600],
+    ids=["cut short", "right size, other bytes"],
+)
+def test_a_damaged_file_under_the_name_is_replaced(there):
+    """A file left under a body's name by a write that failed (a full disk, a killed helper,
+    zeros after a crash) is never taken for the attachment: it is written again, whole."""
     data = b"%PDF-1.4 whole attachment " * 100
     digest = hashlib.sha256(data).hexdigest()
-    cut = f"attachments/{digest[:2]}/{digest}"
-    default_storage.delete(cut)
-    default_storage.save(cut, ContentFile(data[:100]))
-    name, got = attachment_files.keep(default_storage, data)
-    assert got == digest and name != cut
+    name = f"attachments/{digest[:2]}/{digest}"
+    default_storage.delete(name)
+    default_storage.save(name, ContentFile(there))
+    assert attachment_files.keep(default_storage, data) == (name, digest)
     with default_storage.open(name) as file:
         assert file.read() == data
+    directory = Path(default_storage.path(name)).parent
+    assert not list(directory.glob(f"*{digest}*.part"))  # no temporary file left behind
     default_storage.delete(name)
-    default_storage.delete(cut)
+
+
+def test_a_file_named_by_the_helper_is_checked_before_a_row_names_it(make_connection):
+    """The store checks each file the helper says it wrote (its name is the digest's, its size
+    the attachment's); one that is not there makes the worker read the attachments again."""
+    raw = message(subject="with a file", attachments=[("a.pdf", "application/pdf", b"%PDF" * 99)])
+    parsed = parse_message(raw)
+    [attachment] = parsed.attachments
+    assert attachment.data is not None
+    name, digest = attachment_files.keep(default_storage, attachment.data)
+    assert attachment_files.present(default_storage, (name, digest), attachment.size)
+    assert not attachment_files.present(default_storage, (name, digest), attachment.size + 1)
+    assert not attachment_files.present(default_storage, ("../../etc/passwd", digest), 1)
+    default_storage.delete(name)  # gone between the helper's answer and the insert
+    attachment.stored, attachment.data = (name, digest), None
+    conn = make_connection(kind="imap", config={"host": "imap.example.com", "username": "u"})
+    item = FetchedMessage(
+        folder="INBOX", uidvalidity=1, uid=1, parsed=parsed, size=len(raw), raw=raw
+    )
+    assert upsert_messages(conn, [item]).created == 1
+    [row] = MailAttachment.objects.filter(message__connection=conn)
+    assert (row.file.name, row.sha256) == (name, digest)
+    with row.file.open() as file:
+        assert hashlib.sha256(file.read()).hexdigest() == digest
 
 
 def test_a_batch_given_up_on_does_not_hold_up_the_next(helper):
