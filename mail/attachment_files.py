@@ -45,19 +45,33 @@ def keep(storage: Storage, data: bytes) -> tuple[str, str]:
     return storage.save(name, ContentFile(data)), digest
 
 
+#: files this process has found to hold their content, by path: (inode, size, mtime) then. A
+#: body attached to many messages (a logo, a signature) is read back once, not once per copy.
+_verified: dict[Path, tuple[int, int, int]] = {}
+_VERIFIED_MAX = 10_000
+
+
 def _holds(path: Path, data: bytes) -> bool:
-    """Whether the file at ``path`` holds exactly ``data`` (read a piece at a time)."""
+    """Whether the file at ``path`` holds exactly ``data`` (read a piece at a time, unless this
+    process found so before and the file has not changed since)."""
     try:
         with path.open("rb") as file:
-            if os.fstat(file.fileno()).st_size != len(data):
+            info = os.fstat(file.fileno())
+            if info.st_size != len(data):
                 return False
+            seen = (info.st_ino, info.st_size, info.st_mtime_ns)
+            if _verified.get(path) == seen:
+                return True
             view = memoryview(data)
             for start in range(0, len(data), _COMPARE_CHUNK):
                 if file.read(_COMPARE_CHUNK) != view[start : start + _COMPARE_CHUNK]:
                     return False
-            return True
     except (FileNotFoundError, IsADirectoryError):
         return False
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    _verified[path] = seen
+    return True
 
 
 def _keep_local(storage: FileSystemStorage, path: Path, data: bytes) -> None:

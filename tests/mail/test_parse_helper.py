@@ -111,6 +111,21 @@ def test_a_damaged_file_under_the_name_is_replaced(there):
     default_storage.delete(name)
 
 
+def test_a_file_changed_after_it_was_checked_is_checked_again():
+    """A body seen again is not read back each time (a logo on every message), but a file
+    changed since this process checked it is compared again, and rewritten."""
+    data = b"logo " * 500
+    name, digest = attachment_files.keep(default_storage, data)
+    path = Path(default_storage.path(name))
+    assert attachment_files.keep(default_storage, data) == (name, digest)
+    time.sleep(0.05)  # past the kernel's clock tick: the change gets a later mtime
+    with path.open("r+b") as file:  # same size, other bytes, after the check
+        file.write(b"X" * 10)
+    assert attachment_files.keep(default_storage, data) == (name, digest)
+    assert path.read_bytes() == data
+    default_storage.delete(name)
+
+
 def test_a_file_named_by_the_helper_is_checked_before_a_row_names_it(make_connection):
     """The store checks each file the helper says it wrote (its name is the digest's, its size
     the attachment's); one that is not there makes the worker read the attachments again."""
