@@ -16,8 +16,6 @@ from tests.support.processes import output_dir
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop vs. the ORM
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """PostgreSQL-only tests run in the PostgreSQL pass of the test command, never skipped."""
