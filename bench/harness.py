@@ -103,13 +103,20 @@ def run_phase_child(script: str, *args: str, env: dict[str, str] | None = None) 
 
 
 def scratch_var_dir(prefix: str = "syncbench-") -> str:
-    """``SYNC_VAR_DIR`` for this run: the one given, or a new temporary directory that is
-    removed when the benchmark exits (a 100k-message run leaves gigabytes of database and
-    attachments behind otherwise). Phase children inherit it and leave it alone."""
+    """``SYNC_VAR_DIR`` for this run: the one given, or a new directory under the repository's
+    ``var/`` (where the product keeps its data unless told otherwise) that is removed when the
+    benchmark exits (a 100k-message run leaves gigabytes of database and attachments behind
+    otherwise). Phase children inherit it and leave it alone.
+
+    Not under ``/tmp``: on some machines creating a file there costs many times what it costs
+    elsewhere on the same filesystem (on the one these figures were taken on, 0.66 s against
+    0.04 s per 1,000 files), and a first sync creates a file per attachment."""
     given = os.environ.get("SYNC_VAR_DIR")
     if given:
         return given
-    made = os.environ["SYNC_VAR_DIR"] = tempfile.mkdtemp(prefix=prefix)
+    parent = Path(__file__).resolve().parent.parent / "var"
+    parent.mkdir(exist_ok=True)
+    made = os.environ["SYNC_VAR_DIR"] = tempfile.mkdtemp(prefix=prefix, dir=parent)
     atexit.register(shutil.rmtree, made, ignore_errors=True)
     return made
 
