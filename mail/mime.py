@@ -12,12 +12,10 @@ and the caller falls back to the full standard-library parse.
 from __future__ import annotations
 
 import binascii
-import functools
 import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.policy import compat32
-from typing import Any
 
 #: what well-formed base64 content consists of (``bytes.translate`` deletes these: whatever
 #: remains is what ``a2b_base64`` skipped silently)
@@ -138,59 +136,10 @@ def _line_start(text: str, index: int) -> int:
 
 
 def _message(headers: list[list[str]]) -> Message:
-    msg = Headers(policy=compat32)
+    msg = Message(policy=compat32)
     for name, value in headers:
         msg.set_raw(name, value.rstrip("\r\n"))
     return msg
-
-
-#: header values longer than this are parsed each time, not remembered
-_CACHED_VALUE_CHARS = 300
-
-
-class Headers(Message):
-    """A part's headers: a compat32 ``Message`` whose ``get_param`` and ``get_content_type``
-    remember what they read from each header value. Most parts of most mail carry one of a
-    few values (``text/plain; charset="utf-8"``), and reading their parameters was a seventh
-    of the parse; the answers are the standard library's own, worked out once per value."""
-
-    def get_param(
-        self, param: str, failobj: Any = None, header: str = "content-type", unquote: bool = True
-    ) -> Any:
-        value = self._first(header)
-        if value is None:
-            return failobj
-        if failobj is not None or len(value) > _CACHED_VALUE_CHARS:
-            return super().get_param(param, failobj, header, unquote)
-        return _param_of(value, param.lower(), header.lower(), unquote)
-
-    def get_content_type(self) -> str:
-        value = self._first("content-type")
-        if value is None or len(value) > _CACHED_VALUE_CHARS:
-            return super().get_content_type()
-        return _content_type_of(value)
-
-    def _first(self, name: str) -> str | None:
-        """The first ``name`` header's raw value, as ``get`` finds it (None: no such header)."""
-        name = name.lower()
-        for key, value in self._headers:  # type: ignore[attr-defined]  # Message's own list
-            if key.lower() == name:
-                return str(value)
-        return None
-
-
-@functools.lru_cache(maxsize=1024)
-def _param_of(value: str, param: str, header: str, unquote: bool) -> Any:
-    one = Message(policy=compat32)
-    one.set_raw(header, value)
-    return one.get_param(param, None, header, unquote)
-
-
-@functools.lru_cache(maxsize=1024)
-def _content_type_of(value: str) -> str:
-    one = Message(policy=compat32)
-    one.set_raw("Content-Type", value)
-    return one.get_content_type()
 
 
 def _split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:

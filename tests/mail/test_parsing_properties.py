@@ -5,8 +5,6 @@ header values, mutated real messages. Whatever comes in: no exception, every tex
 from __future__ import annotations
 
 import itertools
-from email.message import Message
-from email.policy import compat32
 from typing import Any
 
 import pytest
@@ -14,7 +12,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mail import headers as h
-from mail import mime
 from mail.models import MailMessage, MailSource
 from mail.parsing import ParsedMessage, parse_message
 from mail.store import FetchedMessage, upsert_messages
@@ -159,75 +156,3 @@ def test_the_store_keeps_the_raw_bytes_and_the_size(make_connection: Any, raw: b
     row = MailMessage.objects.get(connection=conn, uid=uid)
     source = MailSource.objects.get(message=row)
     assert bytes(source.data) == raw and source.size == len(raw) == row.size
-
-
-# header values as mail carries them: parameters, quotes, RFC 2231 pieces, 8-bit bytes (kept as
-# surrogates, as the splitter keeps them), folded lines, stray semicolons
-PARAM_PIECES = st.sampled_from(
-    [
-        "text/plain",
-        "multipart/mixed",
-        "TEXT/HTML",
-        "application",
-        "a/b/c",
-        "; ",
-        ";",
-        " charset=",
-        "charset*=",
-        "name*0*=",
-        "name*1=",
-        "filename=",
-        "boundary=",
-        '"',
-        "\\",
-        "utf-8''",
-        "%E9",
-        "=?UTF-8?B?w6k=?=",
-        "\udce9",
-        "\r\n\t",
-        "x",
-        " ",
-        "attachment",
-        "=",
-    ]
-)
-
-
-RFC2231_NAME = "attachment; filename*0*=utf-8''%E9t%E9; filename*1=.txt"
-
-
-@PROFILE
-@given(
-    st.lists(PARAM_PIECES, max_size=12).map("".join),
-    st.sampled_from(["charset", "CHARSET", "boundary", "name", "filename", "missing"]),
-    st.sampled_from(["content-type", "content-disposition", "Content-Type"]),
-    st.booleans(),
-)
-@example('text/plain; charset="utf-8"', "charset", "content-type", False)
-@example('text/plain; charset="utf-8"', "charset", "content-type", True)
-@example(RFC2231_NAME, "filename", "content-disposition", True)
-@example('text/plain; name="\udce9t\udce9.txt"', "name", "Content-Type", True)
-@example('multipart/mixed; boundary="a;b"', "boundary", "content-type", True)
-def test_remembered_header_parameters_are_the_standard_librarys(
-    value: str, param: str, header: str, unquote: bool
-):
-    """``mime.Headers`` remembers what it read from each header value: its answers are exactly
-    what a plain compat32 ``Message`` gives for the same headers, first header winning."""
-    plain = Message(policy=compat32)
-    remembering = mime.Headers(policy=compat32)
-    for msg in (plain, remembering):
-        msg.set_raw("X-Other", "y")
-        msg.set_raw(header, value)
-        msg.set_raw(header, "text/other; charset=later")  # a second one is never read
-    for _ in range(2):  # the second answer comes from what was remembered
-        assert remembering.get_param(param, header=header, unquote=unquote) == plain.get_param(
-            param, header=header, unquote=unquote
-        )
-        assert remembering.get_param(param, "fallback", header) == plain.get_param(
-            param, "fallback", header
-        )
-        assert remembering.get_content_type() == plain.get_content_type()
-        assert remembering.get_content_maintype() == plain.get_content_maintype()
-    empty = mime.Headers(policy=compat32)
-    assert empty.get_content_type() == Message(policy=compat32).get_content_type()
-    assert empty.get_param(param, "fallback") == "fallback"
