@@ -47,8 +47,7 @@ def main() -> None:
     from bench.harness import job_phase_child, setup_django
 
     setup_django()
-    from bench.imap_sync import bare_fetch, build_maildir, forget
-    from integrations.models import Connection
+    from bench.imap_sync import bare_fetch, build_maildir, forget, imap_connection
     from sandbox.dovecot import Dovecot
 
     dovecot = Dovecot(mail_format="sdbox")
@@ -64,9 +63,7 @@ def main() -> None:
         for pair in range(args.pairs):
             seconds["bare"].append(bare_fetch(dovecot, "ab")[1])
             for side in ("old", "new") if pair % 2 == 0 else ("new", "old"):
-                conn = Connection(kind="imap", name="ab", config=dovecot.connection_config("ab"))
-                conn.set_secrets({"password": dovecot.users["ab"]})
-                conn.save()
+                conn = imap_connection(dovecot, "ab")
                 result = job_phase_child(scripts[side], "initial", conn.pk, env)
                 seconds[side].append(result["seconds"])
                 forget(conn)

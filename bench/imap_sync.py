@@ -42,6 +42,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +50,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def build_maildir(maildir: Path, count: int, seed: int = 7) -> int:
-    """Write ``count`` messages into ``maildir/cur``; returns the bytes written."""
-    from sandbox.dovecot import MAIL_UID
+def mailbox_messages(count: int, seed: int = 7) -> Iterator[bytes]:
+    """The benchmark mailbox's messages: realistic ones, and one malformed in a hundred."""
     from tests.support.mailfactory import MALFORMED, realistic
 
     rng = random.Random(seed)
     broken = list(MALFORMED.values())
+    for i in range(count):
+        yield broken[i // 100 % len(broken)] if i % 100 == 99 else realistic(i, rng)
+
+
+def build_maildir(maildir: Path, count: int, seed: int = 7) -> int:
+    """Write ``count`` messages into ``maildir/cur``; returns the bytes written."""
+    from sandbox.dovecot import MAIL_UID
+
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
     total = 0
-    for i in range(count):
-        raw = broken[i // 100 % len(broken)] if i % 100 == 99 else realistic(i, rng)
+    for i, raw in enumerate(mailbox_messages(count, seed)):
         path = maildir / "cur" / f"{1700000000 + i}.M{i}P1.bench,S={len(raw)}:2,"
         path.write_bytes(raw)
         total += len(raw)
@@ -97,6 +104,16 @@ def bare_incremental(dovecot: Any, user: str, last_uid: int) -> float:
     finally:
         client.logout()
     return time.perf_counter() - start
+
+
+def imap_connection(dovecot: Any, user: str) -> Any:
+    """A new, saved IMAP connection to ``user``'s mailbox on the benchmark's Dovecot."""
+    from integrations.models import Connection
+
+    conn = Connection(kind="imap", name=f"bench {user}", config=dovecot.connection_config(user))
+    conn.set_secrets({"password": dovecot.users[user]})
+    conn.save()
+    return conn
 
 
 def forget(conn: Any) -> None:
@@ -180,9 +197,7 @@ def main() -> None:
             if conn is not None:
                 forget(conn)
             fetched, bare_s = bare_fetch(dovecot, user)
-            conn = Connection(kind="imap", name="bench", config=dovecot.connection_config(user))
-            conn.set_secrets({"password": dovecot.users[user]})
-            conn.save()
+            conn = imap_connection(dovecot, user)
             pairs.append((fetched, bare_s, job_phase_child(__file__, "initial", conn.pk)))
         assert conn is not None
         noop = job_phase_child(__file__, "manual", conn.pk)

@@ -16,7 +16,6 @@ import argparse
 import gc
 import json
 import os
-import random
 import statistics
 import sys
 import time
@@ -35,15 +34,10 @@ def main() -> None:
     import django
 
     django.setup()
+    from bench.imap_sync import mailbox_messages
     from mail.parsing import parse_message
-    from tests.support.mailfactory import MALFORMED, realistic
 
-    rng = random.Random(7)
-    broken = list(MALFORMED.values())
-    messages = [
-        broken[i // 100 % len(broken)] if i % 100 == 99 else realistic(i, rng)
-        for i in range(args.messages)
-    ]
+    messages = list(mailbox_messages(args.messages))
     took = []
     for _ in range(args.rounds):
         gc.collect()
