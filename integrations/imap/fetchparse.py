@@ -3,14 +3,19 @@
 imapclient reads a FETCH answer with a general IMAP lexer written in Python, one character at
 a time; for a mailbox's worth of messages that is about a fifth of the whole initial sync (the
 message texts come as literals, which imaplib has already cut out, but every line around them
-goes through the lexer). The answers to the sync's own FETCH have one plain shape::
+goes through the lexer). The answers to the sync's own FETCHes have two plain shapes, the
+metadata::
 
     * 12 FETCH (UID 5031 MODSEQ (7) FLAGS (\\Seen $Forwarded) INTERNALDATE
-      "24-Feb-2011 19:30:36 +0000" RFC822.SIZE 5870 BODY[]<0> {5870}
+      "24-Feb-2011 19:30:36 +0000" RFC822.SIZE 5870)
+
+and the bodies (any of the items above may come before the body, asked for or not)::
+
+    * 12 FETCH (UID 5031 MODSEQ (7) BODY[]<0> {5870}
     <5870 bytes>
     )
 
-``parse_fetch`` reads that shape with one regular expression per message and produces exactly
+``parse_fetch`` reads these shapes with one regular expression per message and produces exactly
 what imapclient's ``parse_fetch_response`` produces (the same keys, upper-cased, the same
 values and types; ``tests/integrations/imap/test_fetchparse.py`` checks this on generated
 answers). Anything else — another item, a quoted or NIL body, a flag that is not a plain atom,
@@ -39,6 +44,8 @@ _ITEM = re.compile(
     rb"|INTERNALDATE \"([0-9A-Za-z :+-]*)\")(?: |$)",
     re.IGNORECASE,
 )
+# an answer without a literal (the metadata FETCH): ``12 (UID 5031 FLAGS (\\Seen) ...)``
+_LINE = re.compile(rb"([0-9]{1,18}) \((.*)\)", re.DOTALL)
 _HEAD = re.compile(
     rb"([0-9]{1,18}) \((?:(.*?) )?(BODY\[[0-9A-Z.]*\](?:<[0-9]{1,18}>)?) \{([0-9]{1,18})\}",
     re.IGNORECASE,
@@ -49,13 +56,23 @@ class _Unusual(Exception):
     """This answer is not of the plain shape: imapclient reads it."""
 
 
-def _message(head: bytes, literal: bytes, normalise_times: bool) -> tuple[int, dict[bytes, Any]]:
-    match = _HEAD.fullmatch(head)
-    if match is None or int(match.group(4)) != len(literal):
-        raise _Unusual
+def _message(
+    head: bytes, literal: bytes | None, normalise_times: bool
+) -> tuple[int, dict[bytes, Any]]:
+    """One message's FETCH data: ``head`` and its body ``literal``, or (``literal`` None) a
+    line of items only."""
+    if literal is None:
+        match = _LINE.fullmatch(head)
+        if match is None:
+            raise _Unusual
+        items = match.group(2)
+    else:
+        match = _HEAD.fullmatch(head)
+        if match is None or int(match.group(4)) != len(literal):
+            raise _Unusual
+        items = match.group(2) or b""
     data: dict[bytes, Any] = {b"SEQ": int(match.group(1))}
     uid = None
-    items = match.group(2) or b""
     position = 0
     while position < len(items):
         item = _ITEM.match(items, position)
@@ -79,7 +96,8 @@ def _message(head: bytes, literal: bytes, normalise_times: bool) -> tuple[int, d
         position = item.end()
     if uid is None:
         raise _Unusual
-    data[match.group(3).upper()] = literal
+    if literal is not None:
+        data[match.group(3).upper()] = literal
     return uid, data
 
 
@@ -87,16 +105,21 @@ def fast_parse(data: Sequence[Any], normalise_times: bool = True) -> dict[int, A
     """The answer read by the fast path, or None when it is not of the plain shape."""
     parsed: dict[int, dict[bytes, Any]] = {}
     try:
-        if len(data) % 2:
-            raise _Unusual
-        for index in range(0, len(data), 2):
-            pair, rest = data[index], data[index + 1]
-            if not (isinstance(pair, tuple) and len(pair) == 2 and rest == b")"):
-                raise _Unusual
-            head, literal = pair
-            if not (isinstance(head, bytes) and isinstance(literal, bytes)):
-                raise _Unusual
-            uid, values = _message(head, literal, normalise_times)
+        index = 0
+        while index < len(data):
+            part = data[index]
+            if isinstance(part, bytes):  # items only
+                uid, values = _message(part, None, normalise_times)
+                index += 1
+            else:
+                rest = data[index + 1] if index + 1 < len(data) else None
+                if not (isinstance(part, tuple) and len(part) == 2 and rest == b")"):
+                    raise _Unusual
+                head, literal = part
+                if not (isinstance(head, bytes) and isinstance(literal, bytes)):
+                    raise _Unusual
+                uid, values = _message(head, literal, normalise_times)
+                index += 2
             if uid in parsed:
                 raise _Unusual  # imapclient merges repeats; leave that to it
             parsed[uid] = values

@@ -29,7 +29,8 @@ odd_number = st.sampled_from([b"0123", b"00", b"-1", b"1.5"])
 
 @st.composite
 def message(draw: Any) -> tuple[Any, ...]:
-    """One message of a FETCH answer as imaplib hands it over: (head, literal) and b")"."""
+    """One message of a FETCH answer as imaplib hands it over: (head, literal) and b")", or
+    a line of items only."""
     odd = draw(st.booleans())
     body = draw(st.binary(max_size=60))
     flags = draw(st.lists(st.one_of(plain_flag, odd_flag) if odd else plain_flag, max_size=4))
@@ -48,6 +49,9 @@ def message(draw: Any) -> tuple[Any, ...]:
     items = draw(st.lists(st.sampled_from(items), min_size=0, max_size=len(items), unique=True))
     if draw(st.booleans()):
         items = [item.lower() for item in items]
+    if draw(st.booleans()):  # items only (the metadata FETCH)
+        tail = draw(st.sampled_from([b")", b")", b"", b" )"])) if odd else b")"
+        return (draw(number) + b" (" + b" ".join(items) + tail,)
     name = draw(st.sampled_from([b"BODY[]<0>", b"BODY[]", b"body[]<0>", b"BODY[TEXT]"]))
     length = len(body) + (draw(st.sampled_from([0, 1, -1])) if odd and body else 0)
     glue = draw(st.sampled_from([b" ", b" ", b" ", b""])) if odd else b" "
@@ -92,6 +96,22 @@ def test_plain_answers_take_the_fast_path() -> None:
     assert fast[42][b"BODY[]<0>"] == b"abc"
 
 
+def test_answers_without_a_body_take_the_fast_path() -> None:
+    """The metadata FETCH's answer, and an unsolicited flag update among bodies."""
+    data = [
+        b'1 (UID 41 MODSEQ (9) FLAGS (\\Seen) INTERNALDATE "24-Feb-2011 19:30:36 +0000" '
+        b"RFC822.SIZE 5)",
+        b"2 (UID 42 FLAGS () RFC822.SIZE 70000)",
+        (b"3 (UID 43 BODY[]<0> {3}", b"abc"),
+        b")",
+        b"4 (FLAGS (\\Flagged) UID 44)",
+    ]
+    fast = fetchparse.fast_parse(data)
+    assert fast is not None
+    assert fast == dict(parse_fetch_response(data, True, True))
+    assert fast[42] == {b"SEQ": 2, b"FLAGS": (), b"RFC822.SIZE": 70000}
+
+
 @pytest.mark.parametrize(
     "odd",
     [
@@ -99,7 +119,8 @@ def test_plain_answers_take_the_fast_path() -> None:
         [(b"1 (UID 4 RFC822.SIZE 012 BODY[]<0> {1}", b"x"), b")"],  # kept as bytes there
         [(b"1 (FLAGS () BODY[]<0> {1}", b"x"), b")"],  # no UID: keyed by sequence number
         [(b"1 (UID 4 BODY[]<0> {2}", b"x"), b")"],  # literal shorter than announced
-        [b"1 (UID 4 FLAGS (\\Seen))"],  # an unsolicited flag update
+        [b"1 (UID 4 FLAGS (\\Seen)", (b"2 (UID 5 BODY[] {1}", b"x"), b")"],  # cut short
+        [(b"1 (UID 4 BODY[] {1}", b"x"), b")", b"2 (UID 4 FLAGS (\\Seen))"],  # a repeat
         [None],  # nothing matched
         [(b"1 (UID 5BODY[] {3}", b"abc"), b")"],  # one word to the lexer
         [(b"1 (RFC822.SIZE 3body[]<0> {3}", b"abc"), b")"],
@@ -112,8 +133,9 @@ def test_anything_else_is_left_to_imapclient(odd: list[Any]) -> None:
 
 
 def test_real_dovecot_answers_take_the_fast_path(dovecot: Any, imap_user: str) -> None:
-    """What the initial sync asks Dovecot for (with QRESYNC enabled, as the sync does),
-    malformed messages included: read the same both ways, and without the fallback."""
+    """What the initial sync asks Dovecot for (with QRESYNC enabled, as the sync does): the
+    metadata, then the bodies, malformed messages included. Read the same both ways, and
+    without the fallback."""
     rng = random.Random(3)
     dovecot.deliver(imap_user, [realistic(i, rng) for i in range(30)], flags=(b"\\Seen",))
     dovecot.drop(imap_user, list(MALFORMED.values())[:10])
@@ -122,17 +144,21 @@ def test_real_dovecot_answers_take_the_fast_path(dovecot: Any, imap_user: str) -
         client.enable("QRESYNC")
         client.select_folder("INBOX", readonly=True)
         uids = client.search(["ALL"])
-        items = [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]<0.64000>"]
-        imap = client._imap
-        tag = imap._command(
-            "UID", "FETCH", ",".join(map(str, uids)), b"(" + b" ".join(items) + b")"
-        )
-        typ, data = imap._command_complete("FETCH", tag)
-        _, data = imap._untagged_response(typ, data, "FETCH")
-        fast = fetchparse.fast_parse(data)
-        assert fast is not None, "Dovecot's answer fell back to imapclient"
-        assert fast == dict(parse_fetch_response(data, True, True))
-        assert fetchparse.fetch(client, uids, items) == client.fetch(uids, items)
-        assert len(fast) == len(uids) == 40
+        for items in (
+            [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"],
+            [b"BODY.PEEK[]<0.25000000>"],
+            [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]<0.64000>"],
+        ):
+            imap = client._imap
+            tag = imap._command(
+                "UID", "FETCH", ",".join(map(str, uids)), b"(" + b" ".join(items) + b")"
+            )
+            typ, data = imap._command_complete("FETCH", tag)
+            _, data = imap._untagged_response(typ, data, "FETCH")
+            fast = fetchparse.fast_parse(data)
+            assert fast is not None, f"Dovecot's answer to {items} fell back to imapclient"
+            assert fast == dict(parse_fetch_response(data, True, True))
+            assert fetchparse.fetch(client, uids, items) == client.fetch(uids, items)
+            assert len(fast) == len(uids) == 40
     finally:
         client.logout()
