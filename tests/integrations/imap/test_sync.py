@@ -354,6 +354,31 @@ def test_attachments_are_stored_with_metadata_and_limits(
     assert any("big.bin" in d for d in msg.defects)
 
 
+def test_every_body_is_fetched_once_in_few_round_trips(
+    make_imap_connection, dovecot, imap_user, work
+):
+    """The sizes come first (one metadata FETCH), then the bodies in FETCHes of up to
+    FETCH_BYTES: a large message is not sent twice (a first slice, then whole), and does not
+    cost a round trip of its own unless it alone fills one."""
+    small = [message(subject=f"small {i}", body="s" * 2_000) for i in range(30)]
+    large = [message(subject=f"large {i}", body="L" * 150_000) for i in range(6)]
+    mixed = [m for pair in zip(small, large * 5, strict=True) for m in pair]
+    uids = dovecot.deliver(imap_user, mixed)
+    conn = make_imap_connection()
+    dovecot.record_commands(imap_user)
+    job = sync_once(conn, work)
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert sorted(stored(conn)) == uids
+    assert {m.subject for m in stored(conn).values() if m.size > 150_000} == {
+        f"large {i}" for i in range(6)
+    }
+    fetches = [c for c in dovecot.commands(imap_user) if c.upper().startswith("UID FETCH")]
+    bodies = [c for c in fetches if "BODY.PEEK[]" in c.upper()]
+    sent = [int(uid) for c in bodies for uid in c.split()[2].split(",")]
+    assert sorted(sent) == uids  # each body asked for exactly once
+    assert len(fetches) == 2  # the sizes, then all 60 bodies (about 5 MB) in one FETCH
+
+
 def test_oversized_message_is_stored_from_its_beginning_and_marked(
     make_imap_connection, dovecot, imap_user, work, settings
 ):
