@@ -1,6 +1,7 @@
 """IMAP sync benchmark against a private Dovecot. Prints one JSON object.
 
     python bench/imap_sync.py --messages 10000 [--format maildir|sdbox] [--repeat 3]
+                              [--delay-ms 5]
 
 Builds a mailbox of N realistic messages (varied sizes, HTML alternatives, about 10 % with an
 attachment, about 1 % malformed) written straight into the server's Maildir, lets Dovecot index
@@ -30,6 +31,9 @@ to it (its guard against coarse directory timestamps), so a sync right after new
 the folder's size on the server's side whatever the client sends. ``sdbox`` (Dovecot's own
 format, imported from the same Maildir) has no such directory to read: there the
 ``plus100`` figures show what the client's side costs.
+
+``--delay-ms`` puts ``bench/delay_proxy.py`` in front of the server for everything measured:
+each way that much later, as a server elsewhere on the network would be.
 
 The database is a fresh SQLite file (or DATABASE_URL); the server and database are removed after.
 """
@@ -76,9 +80,19 @@ def build_maildir(maildir: Path, count: int, seed: int = 7) -> int:
     return total
 
 
-def bare_fetch(dovecot: Any, user: str) -> tuple[int, float]:
+def bare_client(dovecot: Any, user: str, port: int | None = None) -> Any:
+    """A logged-in imapclient session with ``user``, through ``port`` on 127.0.0.1 when given
+    (a proxy in front of the server)."""
+    from imapclient import IMAPClient
+
+    client = IMAPClient("127.0.0.1", port=port or dovecot.port, ssl=False, timeout=30)
+    client.login(user, dovecot.users[user])
+    return client
+
+
+def bare_fetch(dovecot: Any, user: str, port: int | None = None) -> tuple[int, float]:
     """What imapclient alone achieves: every body, read-only, 500 UIDs per FETCH."""
-    client = dovecot.client(user)
+    client = bare_client(dovecot, user, port)
     try:
         client.select_folder("INBOX", readonly=True)
         uids = client.search(["ALL"])
@@ -91,12 +105,12 @@ def bare_fetch(dovecot: Any, user: str) -> tuple[int, float]:
         client.logout()
 
 
-def bare_incremental(dovecot: Any, user: str, last_uid: int) -> float:
+def bare_incremental(dovecot: Any, user: str, last_uid: int, port: int | None = None) -> float:
     """What imapclient alone spends on the same incremental step, in a new session: open the
     folder read-only, find the UIDs above ``last_uid``, fetch them (the server's cost of opening
     a large Maildir folder after new mail is in it, as it is in ours)."""
     start = time.perf_counter()
-    client = dovecot.client(user)
+    client = bare_client(dovecot, user, port)
     try:
         client.select_folder("INBOX", readonly=True)
         uids = [u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid]
@@ -106,11 +120,13 @@ def bare_incremental(dovecot: Any, user: str, last_uid: int) -> float:
     return time.perf_counter() - start
 
 
-def imap_connection(dovecot: Any, user: str) -> Any:
-    """A new, saved IMAP connection to ``user``'s mailbox on the benchmark's Dovecot."""
+def imap_connection(dovecot: Any, user: str, port: int | None = None) -> Any:
+    """A new, saved IMAP connection to ``user``'s mailbox on the benchmark's Dovecot (through
+    ``port`` on 127.0.0.1 instead, when given: a proxy in front of it)."""
     from integrations.models import Connection
 
-    conn = Connection(kind="imap", name=f"bench {user}", config=dovecot.connection_config(user))
+    config = {**dovecot.connection_config(user), **({"port": port} if port else {})}
+    conn = Connection(kind="imap", name=f"bench {user}", config=config)
     conn.set_secrets({"password": dovecot.users[user]})
     conn.save()
     return conn
@@ -152,6 +168,12 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="bare fetch / initial sync pairs (median reported)"
     )
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0,
+        help="reach the server through bench/delay_proxy.py, this much later each way",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--connection", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,8 +198,14 @@ def main() -> None:
     from tests.support.mailfactory import realistic
 
     dovecot = Dovecot(mail_format=args.format)
+    proxy = None
     try:
         dovecot.start()
+        port = dovecot.port
+        if args.delay_ms:
+            from bench import delay_proxy
+
+            proxy, port = delay_proxy.start(port, args.delay_ms)
         user = "bench"
         dovecot.add_user(user)
         if args.format == "maildir":
@@ -190,14 +218,14 @@ def main() -> None:
             dovecot.import_maildir(user, built)
         dovecot.doveadm("mailbox", "status", "-u", user, "messages", "INBOX")  # index it
         index_s = time.perf_counter() - start
-        bare_fetch(dovecot, user)  # not counted: every pair reads a mailbox read before
+        bare_fetch(dovecot, user, port)  # not counted: every pair reads a mailbox read before
         pairs = []  # (bare fetch, initial sync): alternated, so both see the same load
         conn: Connection | None = None
         for _ in range(max(1, args.repeat)):
             if conn is not None:
                 forget(conn)
-            fetched, bare_s = bare_fetch(dovecot, user)
-            conn = imap_connection(dovecot, user)
+            fetched, bare_s = bare_fetch(dovecot, user, port)
+            conn = imap_connection(dovecot, user, port)
             pairs.append((fetched, bare_s, job_phase_child(__file__, "initial", conn.pk)))
         assert conn is not None
         noop = job_phase_child(__file__, "manual", conn.pk)
@@ -207,8 +235,11 @@ def main() -> None:
         plus = job_phase_child(__file__, "manual", conn.pk)
         stored = MailMessage.objects.filter(connection=conn).count()
         dovecot.deliver_many(user, (realistic(args.messages + 100 + i, rng) for i in range(100)))
-        bare_plus = bare_incremental(dovecot, user, args.messages + 100)
+        bare_plus = bare_incremental(dovecot, user, args.messages + 100, port)
     finally:
+        if proxy is not None:
+            proxy.kill()
+            proxy.wait()
         dovecot.cleanup()
 
     runs = [
@@ -228,6 +259,7 @@ def main() -> None:
                 "benchmark": "imap_sync",
                 "messages": args.messages,
                 "format": args.format,
+                "delay_ms_each_way": args.delay_ms,
                 "mailbox_mb": round(size / 1e6, 1),
                 "messages_per_s": round(middle["messages_per_s"], 1),
                 "baseline_fetch_messages_per_s": round(middle["baseline"], 1),
