@@ -462,6 +462,7 @@ class MailboxSync:
         For up to ``META_UIDS`` messages at a time, one FETCH asks for the metadata (flags,
         date, RFC822.SIZE: a short answer), and the sizes then decide the body FETCHes: as
         many messages per FETCH as fit ``FETCH_BYTES``, a larger message in one of its own.
+        A single message is asked for whole with its metadata (memory: one message either way).
         So every message crosses the wire once, in about as many round trips as its bytes
         need (asking for a first slice of every message and again for the larger ones sent
         their first bytes twice and cost a round trip each: on a server 30 ms away, 10 s per
@@ -474,11 +475,14 @@ class MailboxSync:
         weight = 0
         upto = 0
         for chunk in _chunks(uids, META_UIDS):
-            meta = fetchparse.fetch(self.client, chunk, self._fetch_items())
+            # one message (new mail, as IDLE announces it): its body in the same round trip
+            single = len(chunk) == 1
+            items = [*self._fetch_items(), *([body] if single else [])]
+            meta = fetchparse.fetch(self.client, chunk, items)
             rounds = _body_rounds([uid for uid in chunk if uid in meta], meta, limit)
             round_of = {uid: number for number, each in enumerate(rounds) for uid in each}
-            bodies: dict[int, Any] = {}
-            fetched = -1  # the last round fetched
+            bodies: dict[int, Any] = dict(meta) if single else {}
+            fetched = 0 if single else -1  # the last round fetched
             for uid in chunk:
                 upto = uid
                 data = meta.pop(uid, None)
@@ -490,7 +494,7 @@ class MailboxSync:
                 answer = bodies.pop(uid, None)
                 if answer is None:
                     continue  # expunged meanwhile
-                raw = answer.get(b"BODY[]<0>") or b""  # NIL: an empty message, kept as one
+                raw = answer.pop(b"BODY[]<0>", None) or b""  # NIL: an empty message, kept
                 size = _size(data)
                 cut_at = size if size > len(raw) >= limit else None
                 if group and weight + len(raw) > BATCH_BYTES:

@@ -359,7 +359,8 @@ def test_every_body_is_fetched_once_in_few_round_trips(
 ):
     """The sizes come first (one metadata FETCH), then the bodies in FETCHes of up to
     FETCH_BYTES: a large message is not sent twice (a first slice, then whole), and does not
-    cost a round trip of its own unless it alone fills one."""
+    cost a round trip of its own unless it alone fills one. A single new message comes whole
+    with its metadata."""
     small = [message(subject=f"small {i}", body="s" * 2_000) for i in range(30)]
     large = [message(subject=f"large {i}", body="L" * 150_000) for i in range(6)]
     mixed = [m for pair in zip(small, large * 5, strict=True) for m in pair]
@@ -377,6 +378,13 @@ def test_every_body_is_fetched_once_in_few_round_trips(
     sent = [int(uid) for c in bodies for uid in c.split()[2].split(",")]
     assert sorted(sent) == uids  # each body asked for exactly once
     assert len(fetches) == 2  # the sizes, then all 60 bodies (about 5 MB) in one FETCH
+    # one new message (as IDLE announces it): one round trip for it all
+    [new] = dovecot.deliver(imap_user, [message(subject="new", body="N" * 100_000)])
+    dovecot.record_commands(imap_user)
+    sync_once(conn, work)
+    fetches = [c for c in dovecot.commands(imap_user) if c.upper().startswith("UID FETCH")]
+    assert [c.split()[2] for c in fetches] == [str(new)] and "BODY.PEEK[]" in fetches[0]
+    assert stored(conn)[new].size > 100_000 and not stored(conn)[new].truncated
 
 
 def test_oversized_message_is_stored_from_its_beginning_and_marked(
