@@ -11,6 +11,10 @@ full disk, a killed process) leaves at most a stray temporary file. A file alrea
 name is reused only when it holds exactly these bytes; anything else there is replaced, which
 also repairs a file damaged earlier. Other storages get Django's ``save`` under the same name
 (a suffixed copy when a file of another size is there).
+
+Files no row names any more are deleted by ``sweep`` (the dispatcher's, a directory a minute)
+once they have been neither written nor reused for ``SWEEP_GRACE``: reusing a file renews its
+time, so it is not swept from under the row about to name it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import hashlib
 import os
 import re
 import secrets
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +81,7 @@ def _holds(path: Path, data: bytes) -> bool:
 
 
 def _keep_local(storage: FileSystemStorage, path: Path, data: bytes) -> None:
-    if _holds(path, data):
+    if _holds(path, data) and _refreshed(path):
         return
     mode = storage.directory_permissions_mode
     if mode is not None:  # as FileSystemStorage creates them: that mode on every level
@@ -93,6 +99,111 @@ def _keep_local(storage: FileSystemStorage, path: Path, data: bytes) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _refreshed(path: Path) -> bool:
+    """Mark a file that is being reused as recently used (its modification time), so that
+    ``sweep`` leaves it alone until the row that is about to name it exists. False when it
+    went meanwhile: the caller writes it again."""
+    seen = _verified.get(path)
+    if seen is not None and seen[2] > time.time_ns() - _REFRESH_AFTER_NS:
+        return True
+    try:
+        os.utime(path)
+        info = path.stat()
+    except FileNotFoundError:
+        _verified.pop(path, None)
+        return False
+    _verified[path] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    return True
+
+
+# --- files no row names any more ---------------------------------------------------------------
+#: a file younger than this is never swept: its message may not be committed yet (a batch is
+#: stored within minutes), or a worker is reusing it right now
+SWEEP_GRACE = timedelta(days=1)
+SWEEP_EVERY = timedelta(minutes=1)  # one of the 256 directories per turn: all in about 4 h
+_REFRESH_AFTER_NS = 3600 * 10**9  # a reused file's time is renewed at most once an hour
+_SWEEP_BATCH = 500
+
+
+def sweep(now: datetime, prefix: str | None = None) -> int:
+    """Delete the attachment files of one directory (``attachments/<prefix>``: by default the
+    one whose turn it is, by the minute) that no attachment row names and that were not
+    written or reused within ``SWEEP_GRACE``, and temporary files left by writes cut short.
+    Their messages were deleted (a connection removed, mail gone from the server and purged)
+    or their batch was given up on. Local files only (Django's plain ``FileSystemStorage``);
+    returns how many files went."""
+    storage = storages["default"]
+    if type(storage) is not FileSystemStorage:
+        return 0
+    prefix = prefix or f"{int(now.timestamp() // SWEEP_EVERY.total_seconds()) % 256:02x}"
+    directory = Path(storage.path(f"attachments/{prefix}"))
+    cutoff = (now - SWEEP_GRACE).timestamp()
+    removed = 0
+    old: list[tuple[str, Path]] = []
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        path = Path(entry.path)
+        if entry.name.startswith("."):  # .NAME.TOKEN.part: a write cut short
+            removed += _unlink(path)
+        elif _DIGEST.fullmatch(entry.name):
+            old.append((f"attachments/{prefix}/{entry.name}", path))
+    for start in range(0, len(old), _SWEEP_BATCH):
+        removed += _remove_unnamed(old[start : start + _SWEEP_BATCH], cutoff)
+    return removed
+
+
+def _remove_unnamed(files: list[tuple[str, Path]], cutoff: float) -> int:
+    from mail.models import MailAttachment
+
+    named = set(
+        MailAttachment.objects.filter(file__in=[name for name, _ in files]).values_list(
+            "file", flat=True
+        )
+    )
+    removed = 0
+    for name, path in files:
+        if name in named:
+            continue
+        try:
+            if path.stat().st_mtime >= cutoff:
+                continue  # reused since it was listed
+        except FileNotFoundError:
+            continue
+        removed += _unlink(path)
+    return removed
+
+
+def _unlink(path: Path) -> int:
+    _verified.pop(path, None)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return 1
+
+
+def sweep_due(sender: Any = None, now: datetime | None = None, **kwargs: Any) -> int:
+    """The dispatcher's part (``syncqueue.signals.dispatcher_pass``): one directory per
+    ``SWEEP_EVERY``, whichever dispatcher gets there first."""
+    from django.utils import timezone
+
+    from syncqueue.locks import hold_lock
+
+    seconds = int(SWEEP_EVERY.total_seconds())
+    with hold_lock("mail-attachment-sweep", seconds=seconds, release=False) as due:
+        return sweep(now or timezone.now()) if due else 0
 
 
 def present(storage: Storage, stored: tuple[str, str], size: int) -> bool:

@@ -98,6 +98,7 @@ class MailAttachment(models.Model):
         upload_to="attachments/",
         max_length=300,
         blank=True,
+        db_index=True,  # the sweep asks which files rows still name (mail.attachment_files)
         help_text="Stored content; empty when over the size limit (see note).",
     )
     note = models.CharField(max_length=300, blank=True, help_text="Why content is missing.")

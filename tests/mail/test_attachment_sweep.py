@@ -1,0 +1,120 @@
+"""Attachment files that no row names any more are removed, a day after they were last written
+or reused (mail/attachment_files.py ``sweep``); files rows name, young files and anything that
+is not ours are left alone. Real files in the test storage, real rows."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from mail import attachment_files
+from mail.models import MailAttachment
+from mail.parsing import parse_message
+from mail.store import FetchedMessage, upsert_messages
+from syncqueue import dispatcher
+from tests.support.mailfactory import message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+DAY = timedelta(days=1)
+
+
+def stored_with(conn, uid: int, data: bytes) -> str:
+    """A message of ``conn`` with ``data`` attached; the attachment's file name."""
+    raw = message(subject=f"m{uid}", attachments=[("a.bin", "application/octet-stream", data)])
+    item = FetchedMessage(
+        folder="INBOX", uidvalidity=1, uid=uid, parsed=parse_message(raw), size=len(raw), raw=raw
+    )
+    upsert_messages(conn, [item])
+    return MailAttachment.objects.get(message__connection=conn, message__uid=uid).file.name
+
+
+def age(name: str, by: timedelta, now: datetime) -> Path:
+    path = Path(default_storage.path(name))
+    stamp = (now - by).timestamp()
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def prefix_of(name: str) -> str:
+    return name.split("/")[1]
+
+
+def test_files_no_row_names_go_after_a_day_and_nothing_else(make_connection):
+    now = timezone.now()
+    imap = {"host": "imap.example.com", "username": "u"}
+    keep_conn = make_connection(kind="imap", name="stays", config=imap)
+    gone_conn = make_connection(kind="imap", name="removed", config=imap)
+    shared = b"shared logo " * 300
+    named = stored_with(keep_conn, 1, shared)
+    assert stored_with(gone_conn, 1, shared) == named  # one file for both
+    orphan = stored_with(gone_conn, 2, b"only in the removed connection " * 300)
+    young = stored_with(gone_conn, 3, b"written an hour ago " * 300)
+    gone_conn.delete()  # its messages and attachment rows go; the files stay, for now
+    paths = {name: age(name, 2 * DAY, now) for name in (named, orphan)}
+    paths[young] = age(young, timedelta(hours=1), now)
+    digest = hashlib.sha256(b"x").hexdigest()
+    stray = Path(default_storage.path(f"attachments/{prefix_of(orphan)}"))
+    left_over = stray / f".{digest}.0a1b2c3d.part"  # a write cut short
+    foreign = stray / "notes.txt"  # not a name keep() gives
+    for path in (left_over, foreign):
+        path.write_bytes(b"?")
+        os.utime(path, ((now - 2 * DAY).timestamp(),) * 2)
+
+    removed = sum(attachment_files.sweep(now, prefix) for prefix in {prefix_of(n) for n in paths})
+
+    assert not paths[orphan].exists() and not left_over.exists()
+    assert paths[named].exists() and paths[young].exists() and foreign.exists()
+    assert removed == 2
+    assert MailAttachment.objects.get(file=named).file.read() == shared
+    foreign.unlink()
+
+
+def test_a_file_reused_by_new_mail_is_renewed_and_kept(make_connection):
+    """A body whose messages are gone but which new mail brings again (the same logo) is
+    marked as used when it is reused, so the sweep does not take it from under the row that
+    is about to name it."""
+    now = timezone.now()
+    data = b"logo again " * 300
+    name, _ = attachment_files.keep(default_storage, data)
+    path = age(name, 2 * DAY, now)  # no row names it: an orphan, two days old
+    attachment_files._verified.clear()
+    assert attachment_files.keep(default_storage, data)[0] == name  # reused, not rewritten
+    assert path.stat().st_mtime > (now - timedelta(minutes=5)).timestamp()
+    assert attachment_files.sweep(now, prefix_of(name)) == 0
+    assert path.read_bytes() == data
+    default_storage.delete(name)
+
+
+def test_a_file_swept_while_being_reused_is_written_again():
+    """The sweep removed an old file after this process had checked it, before it was marked
+    as used: renewing it fails, and the file is written again."""
+    data = b"swept meanwhile " * 300
+    name, _ = attachment_files.keep(default_storage, data)
+    path = age(name, 2 * DAY, timezone.now())
+    assert attachment_files._holds(path, data)  # checked (and remembered) as two days old
+    path.unlink()  # the sweep's turn
+    assert attachment_files._refreshed(path) is False
+    assert attachment_files.keep(default_storage, data)[0] == name
+    assert path.read_bytes() == data
+    default_storage.delete(name)
+
+
+def test_the_dispatcher_sweeps_one_directory_per_turn(make_connection):
+    data = b"left behind " * 300
+    name, _ = attachment_files.keep(default_storage, data)
+    prefix = prefix_of(name)
+    # a time whose turn is this file's directory, three days after it was written
+    turn = int(prefix, 16) * 60 + 256 * 60 * 100_000
+    now = datetime.fromtimestamp(turn, tz=timezone.get_current_timezone())
+    path = age(name, 3 * DAY, now)
+    other = datetime.fromtimestamp(turn + 60, tz=timezone.get_current_timezone())
+    assert attachment_files.sweep(other) == 0  # another directory's turn
+    assert path.exists()
+    dispatcher.dispatch(now)
+    assert not path.exists()
