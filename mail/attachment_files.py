@@ -20,6 +20,7 @@ time, so it is not swept from under the row about to name it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -32,6 +33,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.utils._os import safe_makedirs  # type: ignore[attr-defined]  # Django 5.2, not in the stubs
 from django.utils.functional import LazyObject
+
+logger = logging.getLogger(__name__)
 
 _COMPARE_CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -203,7 +206,10 @@ def sweep_due(sender: Any = None, now: datetime | None = None, **kwargs: Any) ->
 
     seconds = int(SWEEP_EVERY.total_seconds())
     with hold_lock("mail-attachment-sweep", seconds=seconds, release=False) as due:
-        return sweep(now or timezone.now()) if due else 0
+        removed = sweep(now or timezone.now()) if due else 0
+    if removed:
+        logger.info("Removed %d attachment file(s) that no message names any more.", removed)
+    return removed
 
 
 def present(storage: Storage, stored: tuple[str, str], size: int) -> bool:
