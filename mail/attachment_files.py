@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 _COMPARE_CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_PARTIAL = re.compile(r"\.[0-9a-f]{64}\.[0-9a-f]{8}\.part")  # _keep_local's temporary files
 
 
 def keep(storage: Storage, data: bytes) -> tuple[str, str]:
@@ -114,7 +115,7 @@ def _refreshed(path: Path) -> bool:
     try:
         os.utime(path)
         info = path.stat()
-    except FileNotFoundError:
+    except OSError:  # gone meanwhile, or not ours to touch (another user's file): write anew
         _verified.pop(path, None)
         return False
     _verified[path] = (info.st_ino, info.st_size, info.st_mtime_ns)
@@ -142,7 +143,8 @@ def sweep(now: datetime, prefix: str | None = None) -> int:
         return 0
     prefix = prefix or f"{int(now.timestamp() // SWEEP_EVERY.total_seconds()) % 256:02x}"
     directory = Path(storage.path(f"attachments/{prefix}"))
-    cutoff = (now - SWEEP_GRACE).timestamp()
+    # never later than this machine's clock: the files' times come from it
+    cutoff = min(now.timestamp(), time.time()) - SWEEP_GRACE.total_seconds()
     removed = 0
     old: list[tuple[str, Path]] = []
     try:
@@ -158,7 +160,7 @@ def sweep(now: datetime, prefix: str | None = None) -> int:
         except FileNotFoundError:
             continue
         path = Path(entry.path)
-        if entry.name.startswith("."):  # .NAME.TOKEN.part: a write cut short
+        if _PARTIAL.fullmatch(entry.name):  # a write cut short
             removed += _unlink(path)
         elif _DIGEST.fullmatch(entry.name):
             old.append((f"attachments/{prefix}/{entry.name}", path))

@@ -62,17 +62,19 @@ def test_files_no_row_names_go_after_a_day_and_nothing_else(make_connection):
     stray = Path(default_storage.path(f"attachments/{prefix_of(orphan)}"))
     left_over = stray / f".{digest}.0a1b2c3d.part"  # a write cut short
     foreign = stray / "notes.txt"  # not a name keep() gives
-    for path in (left_over, foreign):
+    nfs = stray / ".nfs00000000000a1b2c00000001"  # an NFS client's open-but-deleted file
+    for path in (left_over, foreign, nfs):
         path.write_bytes(b"?")
         os.utime(path, ((now - 2 * DAY).timestamp(),) * 2)
 
     removed = sum(attachment_files.sweep(now, prefix) for prefix in {prefix_of(n) for n in paths})
 
     assert not paths[orphan].exists() and not left_over.exists()
-    assert paths[named].exists() and paths[young].exists() and foreign.exists()
+    assert paths[named].exists() and paths[young].exists() and foreign.exists() and nfs.exists()
     assert removed == 2
     assert MailAttachment.objects.get(file=named).file.read() == shared
     foreign.unlink()
+    nfs.unlink()
 
 
 def test_a_file_reused_by_new_mail_is_renewed_and_kept(make_connection):
