@@ -20,6 +20,10 @@ class GmailMessage:
     labels: list[str]
     msgid: int
     flags: list[str] = field(default_factory=list)
+    #: misbehaving on purpose: the RFC822.SIZE it announces (None: the true one), and whether
+    #: it answers a body FETCH without the body
+    announced_size: int | None = None
+    withheld: bool = False
 
 
 def _tokens(text: str) -> list[str]:
@@ -103,7 +107,12 @@ class FakeGmail:
             write(f"* SEARCH {' '.join(map(str, sorted(self.messages)))}\r\n".encode() + ok)
         elif verb == "UID FETCH":
             uid_set, _, items = args.partition(" ")
-            for uid in sorted(int(u) for u in uid_set.split(",")):
+            wanted: set[int] = set()
+            for part in uid_set.split(","):  # a sequence set: 4,7:9 (RFC 3501 section 9)
+                low, _, high = part.partition(":")
+                first, last = sorted((int(low), int(high or low)))
+                wanted.update(uid for uid in self.messages if first <= uid <= last)
+            for uid in sorted(wanted):
                 self.fetch(write, uid, items.upper())
             write(ok)
         elif verb == "LOGOUT":
@@ -122,14 +131,17 @@ class FakeGmail:
         if "INTERNALDATE" in items:
             parts.append('INTERNALDATE "23-Nov-2026 10:00:00 +0000"')
         if "RFC822.SIZE" in items:
-            parts.append(f"RFC822.SIZE {len(message.raw)}")
+            size = len(message.raw) if message.announced_size is None else message.announced_size
+            parts.append(f"RFC822.SIZE {size}")
         if "X-GM-MSGID" in items:
             parts.append(f"X-GM-MSGID {message.msgid}")
         if "X-GM-LABELS" in items:
             parts.append(f"X-GM-LABELS ({labels})")
         head = f"* {uid} FETCH (" + " ".join(parts)
         partial = re.search(r"BODY\.PEEK\[\]<0\.(\d+)>", items)
-        if partial:  # like a real server: the first N bytes, labelled with the origin
+        if message.withheld:
+            write(f"{head})\r\n".encode())
+        elif partial:  # like a real server: the first N bytes, labelled with the origin
             body = message.raw[: int(partial.group(1))]
             write(f"{head} BODY[]<0> {{{len(body)}}}\r\n".encode() + body + b")\r\n")
         elif "BODY.PEEK[]" in items:

@@ -137,6 +137,24 @@ def parse_fetch(data: Sequence[Any], normalise_times: bool = True) -> dict[int, 
     return parsed
 
 
+def uid_set(uids: Sequence[int]) -> str:
+    """``uids`` as an IMAP sequence set, runs of consecutive UIDs as ranges (``1:1000,1002``):
+    a thousand UIDs need not make a line some servers refuse as too long. A range holds only
+    UIDs asked for (an expunged one in it is simply not answered)."""
+    parts: list[str] = []
+    start = previous = None
+    for uid in uids:
+        if previous is not None and uid == previous + 1:
+            previous = uid
+            continue
+        if start is not None:
+            parts.append(f"{start}:{previous}" if previous != start else str(start))
+        start = previous = uid
+    if start is not None:
+        parts.append(f"{start}:{previous}" if previous != start else str(start))
+    return ",".join(parts)
+
+
 def fetch(client: IMAPClient, uids: Sequence[int], items: Sequence[bytes]) -> dict[int, Any]:
     """``client.fetch(uids, items)`` for a client in UID mode, with UIDs as ints and items as
     bytes — the sync's own calls; answers for other messages dropped, read by ``parse_fetch``,
@@ -146,9 +164,7 @@ def fetch(client: IMAPClient, uids: Sequence[int], items: Sequence[bytes]) -> di
     if not uids:
         return {}
     imap = client._imap
-    tag = imap._command(
-        "UID", "FETCH", ",".join(str(uid) for uid in uids), b"(" + b" ".join(items).upper() + b")"
-    )
+    tag = imap._command("UID", "FETCH", uid_set(uids), b"(" + b" ".join(items).upper() + b")")
     typ, data = imap._command_complete("FETCH", tag)
     client._checkok("fetch", typ, data)
     typ, data = imap._untagged_response(typ, data, "FETCH")

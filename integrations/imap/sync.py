@@ -53,12 +53,20 @@ if TYPE_CHECKING:
 FETCH_BYTES = 8_000_000  # message bytes per body FETCH: bounds memory whatever the batch size
 BATCH_BYTES = 16_000_000  # message bytes per committed batch (one larger message: alone)
 META_UIDS = 1000  # messages per metadata FETCH (flags, date, size: about 100 bytes each)
+FETCH_MAX_BYTES = 32_000_000  # what a body FETCH may answer even if every size was wrong
+BODY_SLACK = 4096  # a body FETCH reads this much past the largest size announced in it
 #: a VANISHED answer naming more UIDs than this is not expanded: the UID SEARCH ALL diff decides
 MAX_VANISHED = 200_000
 
 
-# uid, FETCH data (flags, date, size), message bytes, full size when cut to the limit
-_Raw = tuple[int, dict[bytes, Any], bytes, int | None]
+# uid, FETCH data (flags, date, size), message bytes (None: the server sent none), full size
+# when cut to the limit
+_Raw = tuple[int, dict[bytes, Any], bytes | None, int | None]
+
+
+class NoBodySent(Exception):
+    """The server answered for a message without its content (its record becomes a skipped
+    item, read again at the next sync)."""
 
 
 @dataclass
@@ -145,20 +153,48 @@ def _size(data: dict[bytes, Any]) -> int:
         return 0
 
 
-def _body_rounds(uids: list[int], meta: dict[int, Any], limit: int) -> list[list[int]]:
-    """``uids`` (in order) cut into body FETCHes by the sizes in ``meta``: as many messages
-    as fit ``FETCH_BYTES``, a larger one (or one whose size the server did not give) in a
-    FETCH of its own. The bound holds as far as the sizes are true: a body is read whole (up
-    to ``limit``) whatever was announced, so a wrong size costs memory, never mail."""
-    rounds: list[list[int]] = []
-    weight = 0
+def _body_item(cap: int) -> bytes:
+    """A body read up to ``cap`` bytes, and one more: whether there was more is then known."""
+    return f"BODY.PEEK[]<0.{cap + 1}>".encode()
+
+
+def _body(answer: dict[bytes, Any] | None) -> bytes | None:
+    """The message text of one FETCH answer (``BODY[]<0>``, or ``BODY[]`` from a server that
+    names it so); None when there is none (no answer, no body item, NIL)."""
+    if answer is None:
+        return None
+    value = answer.pop(b"BODY[]<0>", None)
+    if value is None:
+        value = answer.pop(b"BODY[]", None)
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    return value if isinstance(value, bytes) else None
+
+
+def _body_rounds(uids: list[int], meta: dict[int, Any]) -> list[tuple[list[int], int]]:
+    """``uids`` (in order) cut into body FETCHes by the sizes in ``meta``, each with how much
+    of each message it asks for (its cap: ``BODY_SLACK`` over the largest size announced in
+    it, at most the message limit; unknown sizes count as the limit).
+
+    A FETCH holds as many messages as fit ``FETCH_BYTES`` by their sizes, and no more than
+    fit ``FETCH_MAX_BYTES`` at its cap each: so an answer stays within that however wrong
+    the announced sizes are (a body longer than its cap is fetched again, on its own).
+    """
+    limit = settings.MAIL_MAX_MESSAGE_BYTES
+    rounds: list[tuple[list[int], int]] = []
+    each: list[int] = []
+    weight = cap = 0
     for uid in uids:
-        size = min(_size(meta[uid]) or limit, limit)  # no size given: perhaps the largest
-        if not rounds or (weight and weight + size > FETCH_BYTES):
-            rounds.append([])
-            weight = 0
-        rounds[-1].append(uid)
+        size = min(_size(meta[uid]) or limit, limit)
+        wider = min(limit, max(cap, size + BODY_SLACK))
+        if each and (weight + size > FETCH_BYTES or (len(each) + 1) * wider > FETCH_MAX_BYTES):
+            rounds.append((each, cap))
+            each, weight, wider = [], 0, min(limit, size + BODY_SLACK)
+        each.append(uid)
         weight += size
+        cap = wider
+    if each:
+        rounds.append((each, cap))
     return rounds
 
 
@@ -403,7 +439,10 @@ class MailboxSync:
                 # and N to the engine to store while the helper parses N+1
                 records = self._records(plan, helper, *pending) if pending else None
                 helper = parse_helper.shared() if helper else None  # None once it stopped
-                ticket = parse_helper.submit(helper, [(raw, cut) for _, _, raw, cut in group])
+                # (a message without content is not parsed: it becomes a skipped item)
+                items = [(raw or b"", cut) for _, _, raw, cut in group]
+                ticket = parse_helper.submit(helper, items)
+                del items
                 pending = (group, upto, where, ticket)
                 del group
                 if records is not None:
@@ -460,48 +499,62 @@ class MailboxSync:
         own), with the highest UID the group accounts for (expunged UIDs are skipped).
 
         For up to ``META_UIDS`` messages at a time, one FETCH asks for the metadata (flags,
-        date, RFC822.SIZE: a short answer), and the sizes then decide the body FETCHes: as
-        many messages per FETCH as fit ``FETCH_BYTES``, a larger message in one of its own.
-        A single message is asked for whole with its metadata (memory: one message either way).
-        So every message crosses the wire once, in about as many round trips as its bytes
-        need (asking for a first slice of every message and again for the larger ones sent
-        their first bytes twice and cost a round trip each: on a server 30 ms away, 10 s per
-        10,000 messages of ordinary mail). A body is read up to ``MAIL_MAX_MESSAGE_BYTES``; a
-        message the server says is larger is stored from its first bytes, marked truncated.
+        date, RFC822.SIZE: a short answer), and the sizes then plan the body FETCHes
+        (``_body_rounds``): as many messages per FETCH as fit ``FETCH_BYTES``, each read up to
+        a little more than the largest size announced in its FETCH. So every message crosses
+        the wire once, in about as many round trips as its bytes need (asking for a first
+        slice of every message and again for the larger ones sent their first bytes twice and
+        cost a round trip each: on a server 30 ms away, 10 s per 10,000 messages of ordinary
+        mail). A single message is asked for whole with its metadata.
+
+        A body longer than its FETCH asked for (the server announced a size too small) is
+        fetched again on its own, up to ``MAIL_MAX_MESSAGE_BYTES``; one longer than that is
+        kept from its first bytes and marked truncated. A message whose body does not come
+        even then is handed on without one (raw None): it becomes a skipped item, read again
+        later, never a message passed over in silence.
         """
         limit = settings.MAIL_MAX_MESSAGE_BYTES
-        body = f"BODY.PEEK[]<0.{limit}>".encode()
         group: list[_Raw] = []
         weight = 0
         upto = 0
         for chunk in _chunks(uids, META_UIDS):
             # one message (new mail, as IDLE announces it): its body in the same round trip
             single = len(chunk) == 1
-            items = [*self._fetch_items(), *([body] if single else [])]
+            items = [*self._fetch_items(), *([_body_item(limit)] if single else [])]
             meta = fetchparse.fetch(self.client, chunk, items)
-            rounds = _body_rounds([uid for uid in chunk if uid in meta], meta, limit)
-            round_of = {uid: number for number, each in enumerate(rounds) for uid in each}
+            rounds = (
+                [(chunk, limit)] if single else _body_rounds([u for u in chunk if u in meta], meta)
+            )
             bodies: dict[int, Any] = dict(meta) if single else {}
             fetched = 0 if single else -1  # the last round fetched
+            round_of = {uid: number for number, (each, _) in enumerate(rounds) for uid in each}
             for uid in chunk:
                 upto = uid
                 data = meta.pop(uid, None)
                 if data is None:
                     continue  # expunged between SEARCH and FETCH
-                if round_of[uid] > fetched:
-                    fetched = round_of[uid]
-                    bodies = fetchparse.fetch(self.client, rounds[fetched], [body])
-                answer = bodies.pop(uid, None)
-                if answer is None:
-                    continue  # expunged meanwhile
-                raw = answer.pop(b"BODY[]<0>", None) or b""  # NIL: an empty message, kept
+                number = round_of[uid]
+                if number > fetched:
+                    fetched = number
+                    each, cap = rounds[number]
+                    bodies = fetchparse.fetch(self.client, each, [_body_item(cap)])
+                cap = rounds[number][1]
+                raw = _body(bodies.pop(uid, None))
+                if raw is None or (len(raw) > cap and cap < limit):
+                    # no body in the answer, or more than the size announced: on its own
+                    lone = fetchparse.fetch(self.client, [uid], [_body_item(limit)])
+                    raw = _body(lone.get(uid))
+                    del lone
                 size = _size(data)
-                cut_at = size if size > len(raw) >= limit else None
-                if group and weight + len(raw) > BATCH_BYTES:
+                cut_at = None
+                if raw is not None and len(raw) > limit:
+                    cut_at, raw = max(size, len(raw)), raw[:limit]
+                length = len(raw) if raw is not None else 0
+                if group and weight + length > BATCH_BYTES:
                     yield group, group[-1][0]
                     group, weight = [], 0
                 group.append((uid, data, raw, cut_at))
-                weight += len(raw)
+                weight += length
                 if weight >= BATCH_BYTES:
                     yield group, uid
                     group, weight = [], 0
@@ -514,18 +567,23 @@ class MailboxSync:
         plan: _Plan,
         uid: int,
         meta: dict[bytes, Any],
-        raw: bytes,
+        raw: bytes | None,
         cut_at: int | None,
         parsed: ParsedMessage | None = None,
     ) -> FetchedMessage:
         """``parsed``: what the parse helper made of ``raw``, if it did."""
+        if raw is None:
+            raise NoBodySent(
+                "The server listed this message but sent no content for it; it is read "
+                "again at the next sync."
+            )
         labels = [_decode(label) for label in meta.get(b"X-GM-LABELS", ())]
         return FetchedMessage(
             folder=plan.name,
             uidvalidity=int(plan.state["uidvalidity"]),
             uid=uid,
             parsed=parsed if parsed is not None else parse_message(raw, cut_at=cut_at),
-            size=int(meta.get(b"RFC822.SIZE", len(raw))),
+            size=_size(meta) or len(raw),
             received_at=meta.get(b"INTERNALDATE"),
             flags=_flags(meta.get(b"FLAGS")),
             labels=sorted(labels),

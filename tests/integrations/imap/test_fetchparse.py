@@ -81,6 +81,17 @@ def test_reads_every_answer_as_imapclient_does(messages: list[tuple[Any, bytes]]
     assert ours(data) == imapclient_reads(data)
 
 
+@PROFILE
+@given(st.lists(st.integers(1, 60), max_size=30))
+def test_uid_sets_name_exactly_the_uids(uids: list[int]) -> None:
+    named: list[int] = []
+    for part in filter(None, fetchparse.uid_set(uids).split(",")):
+        low, _, high = part.partition(":")
+        named.extend(range(int(low), int(high or low) + 1))
+    assert named == uids
+    assert fetchparse.uid_set([1, 2, 3, 5, 7, 8]) == "1:3,5,7:8"
+
+
 def test_plain_answers_take_the_fast_path() -> None:
     data = [
         (b'1 (UID 41 MODSEQ (9) FLAGS (\\Seen $Forwarded) INTERNALDATE "24-Feb-2011 19:30:36 '

@@ -7,7 +7,7 @@ import pytest
 from mail.models import MailMessage
 from sandbox.gmail import ALL_MAIL, FakeGmail, GmailMessage
 from syncqueue import engine
-from syncqueue.models import SyncJob
+from syncqueue.models import SkippedItem, SyncJob
 from tests.support.mailfactory import message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,3 +49,47 @@ def test_gmail_syncs_all_mail_once_with_labels(make_connection, work):
     fetches = [c for c in commands if "FETCH" in c]
     assert all("BODY[]" not in c.replace("BODY.PEEK[]", "") for c in fetches)
     assert not any(" STORE " in c for c in commands)
+
+
+def test_a_server_that_misreports_sizes_or_withholds_a_body_loses_nothing(make_connection, work):
+    """RFC822.SIZE only plans the body FETCHes: a message announced far smaller than it is
+    comes whole (fetched again on its own), not cut to the announced size; a body the server
+    leaves out of its answer becomes a skipped item, read again (and stored) by the next sync
+    instead of being passed over while the checkpoint moves on."""
+    big = message(subject="bigger than announced", body="B" * 100_000)
+    mails = [
+        GmailMessage(message(subject="plain"), [], 1),
+        GmailMessage(big, [], 2, announced_size=100),
+        GmailMessage(message(subject="withheld"), [], 3, withheld=True),
+        GmailMessage(message(subject="after"), [], 4),
+    ]
+    with FakeGmail(mails) as gmail:
+        conn = make_connection(
+            kind="imap",
+            config={
+                "host": "127.0.0.1",
+                "port": gmail.port,
+                "security": "none",
+                "username": "me@gmail.example",
+                "history_days": None,
+            },
+            secrets={"password": "app-password"},
+        )
+        job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
+        work()
+        job.refresh_from_db()
+        rows = {m.subject: m for m in MailMessage.objects.filter(connection=conn)}
+        assert job.state == SyncJob.State.SUCCEEDED, job.error_message
+        assert set(rows) == {"plain", "bigger than announced", "after"}
+        whole = rows["bigger than announced"]
+        assert bytes(whole.source.data) == big and not whole.truncated
+        [skipped] = SkippedItem.objects.filter(connection=conn, state=SkippedItem.State.OPEN)
+        assert skipped.label.endswith("UID 3") and "no content" in skipped.message
+        assert skipped.error_class == "NoBodySent"
+
+        gmail.messages[3].withheld = False  # the server answers properly again
+        engine.enqueue(conn, SyncJob.Kind.MANUAL)
+        work()
+    skipped.refresh_from_db()
+    assert skipped.state == SkippedItem.State.RESOLVED
+    assert MailMessage.objects.filter(connection=conn, subject="withheld").exists()
