@@ -55,6 +55,7 @@ BATCH_BYTES = 16_000_000  # message bytes per committed batch (one larger messag
 META_UIDS = 1000  # messages per metadata FETCH (flags, date, size: about 100 bytes each)
 FETCH_MAX_BYTES = 32_000_000  # what a body FETCH may answer even if every size was wrong
 BODY_SLACK = 4096  # a body FETCH reads this much past the largest size announced in it
+SMALL_BYTES = 64_000  # messages up to this size share body FETCHes; larger ones have theirs
 #: a VANISHED answer naming more UIDs than this is not expanded: the UID SEARCH ALL diff decides
 MAX_VANISHED = 200_000
 
@@ -174,28 +175,31 @@ def _body(answer: dict[bytes, Any] | None) -> bytes | None:
 def _body_rounds(uids: list[int], meta: dict[int, Any]) -> list[tuple[list[int], int]]:
     """``uids`` (in order) cut into body FETCHes by the sizes in ``meta``, each with how much
     of each message it asks for (its cap: ``BODY_SLACK`` over the largest size announced in
-    it, at most the message limit; unknown sizes count as the limit).
+    it, at most the message limit; an unknown size counts as the limit).
 
-    A FETCH holds as many messages as fit ``FETCH_BYTES`` by their sizes, and no more than
-    fit ``FETCH_MAX_BYTES`` at its cap each: so an answer stays within that however wrong
-    the announced sizes are (a body longer than its cap is fetched again, on its own).
+    Messages up to ``SMALL_BYTES`` and larger ones go into FETCHes of their own kind, each in
+    UID order, so a few large messages do not make every FETCH of small ones wide. A FETCH
+    holds as many messages as fit ``FETCH_BYTES`` by their sizes, and no more than fit
+    ``FETCH_MAX_BYTES`` at its cap each: its answer stays within that however wrong the
+    announced sizes are (a body longer than its cap is fetched again, on its own). Read in
+    UID order, at most one FETCH of each kind is open at a time.
     """
     limit = settings.MAIL_MAX_MESSAGE_BYTES
     rounds: list[tuple[list[int], int]] = []
-    each: list[int] = []
-    weight = cap = 0
+    open_round: dict[bool, tuple[list[int], int, int]] = {}  # kind: (uids, bytes, cap)
     for uid in uids:
         size = min(_size(meta[uid]) or limit, limit)
+        kind = size <= SMALL_BYTES
+        each, weight, cap = open_round.get(kind, ([], 0, 0))
         wider = min(limit, max(cap, size + BODY_SLACK))
         if each and (weight + size > FETCH_BYTES or (len(each) + 1) * wider > FETCH_MAX_BYTES):
             rounds.append((each, cap))
             each, weight, wider = [], 0, min(limit, size + BODY_SLACK)
         each.append(uid)
-        weight += size
-        cap = wider
-    if each:
-        rounds.append((each, cap))
-    return rounds
+        open_round[kind] = (each, weight + size, wider)
+    rounds.extend((each, cap) for each, _, cap in open_round.values() if each)
+    # numbered in the order their first messages come, as the reading meets them
+    return sorted(rounds, key=lambda found: found[0][0])
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
@@ -522,24 +526,25 @@ class MailboxSync:
             single = len(chunk) == 1
             items = [*self._fetch_items(), *([_body_item(limit)] if single else [])]
             meta = fetchparse.fetch(self.client, chunk, items)
-            rounds = (
-                [(chunk, limit)] if single else _body_rounds([u for u in chunk if u in meta], meta)
-            )
-            bodies: dict[int, Any] = dict(meta) if single else {}
-            fetched = 0 if single else -1  # the last round fetched
+            present = [uid for uid in chunk if uid in meta]
+            rounds = [(chunk, limit)] if single else _body_rounds(present, meta)
             round_of = {uid: number for number, (each, _) in enumerate(rounds) for uid in each}
+            left = {number: len(each) for number, (each, _) in enumerate(rounds)}
+            # the answers of the rounds being read: at most one of each size class at a time
+            bodies: dict[int, dict[int, Any]] = {0: dict(meta)} if single else {}
             for uid in chunk:
                 upto = uid
                 data = meta.pop(uid, None)
                 if data is None:
                     continue  # expunged between SEARCH and FETCH
                 number = round_of[uid]
-                if number > fetched:
-                    fetched = number
-                    each, cap = rounds[number]
-                    bodies = fetchparse.fetch(self.client, each, [_body_item(cap)])
-                cap = rounds[number][1]
-                raw = _body(bodies.pop(uid, None))
+                each, cap = rounds[number]
+                if number not in bodies:
+                    bodies[number] = fetchparse.fetch(self.client, each, [_body_item(cap)])
+                raw = _body(bodies[number].pop(uid, None))
+                left[number] -= 1
+                if not left[number]:
+                    del bodies[number]
                 if raw is None or (len(raw) > cap and cap < limit):
                     # no body in the answer, or more than the size announced: on its own
                     lone = fetchparse.fetch(self.client, [uid], [_body_item(limit)])
