@@ -133,7 +133,7 @@ _SWEEP_BATCH = 500
 
 def sweep(now: datetime, prefix: str | None = None) -> int:
     """Delete the attachment files of one directory (``attachments/<prefix>``: by default the
-    one whose turn it is, by the minute) that no attachment row names and that were not
+    one whose turn it is, ``_next_prefix``) that no attachment row names and that were not
     written or reused within ``SWEEP_GRACE``, and temporary files left by writes cut short.
     Their messages were deleted (a connection removed, mail gone from the server and purged)
     or their batch was given up on. Local files only (Django's plain ``FileSystemStorage``);
@@ -141,7 +141,7 @@ def sweep(now: datetime, prefix: str | None = None) -> int:
     storage = storages["default"]
     if type(storage) is not FileSystemStorage:
         return 0
-    prefix = prefix or f"{int(now.timestamp() // SWEEP_EVERY.total_seconds()) % 256:02x}"
+    prefix = prefix or _next_prefix()
     directory = Path(storage.path(f"attachments/{prefix}"))
     # never later than this machine's clock: the files' times come from it
     cutoff = min(now.timestamp(), time.time()) - SWEEP_GRACE.total_seconds()
@@ -167,6 +167,22 @@ def sweep(now: datetime, prefix: str | None = None) -> int:
     for start in range(0, len(old), _SWEEP_BATCH):
         removed += _remove_unnamed(old[start : start + _SWEEP_BATCH], cutoff)
     return removed
+
+
+def _next_prefix() -> str:
+    """The directory whose turn it is: a counter in the shared cache, so that every directory
+    comes round whatever the dispatcher's rhythm (one lost with the cache starts over at 00)."""
+    from django.core.cache import cache
+
+    try:
+        turn = cache.incr(_TURN_KEY)
+    except ValueError:  # not there yet (or evicted)
+        cache.set(_TURN_KEY, 0, None)
+        turn = 0
+    return f"{turn % 256:02x}"
+
+
+_TURN_KEY = "mail:attachment-sweep:turn"
 
 
 def _remove_unnamed(files: list[tuple[str, Path]], cutoff: float) -> int:

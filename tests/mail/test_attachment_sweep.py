@@ -107,16 +107,18 @@ def test_a_file_swept_while_being_reused_is_written_again():
     default_storage.delete(name)
 
 
-def test_the_dispatcher_sweeps_one_directory_per_turn(make_connection):
+def test_the_dispatcher_sweeps_every_directory_in_turn(make_connection):
+    """One directory per sweep, the next one each time (a counter in the shared cache): after
+    256 sweeps every directory has had its turn, whatever the dispatcher's rhythm."""
+    from django.core.cache import cache
+
     data = b"left behind " * 300
     name, _ = attachment_files.keep(default_storage, data)
-    prefix = prefix_of(name)
-    # a time whose turn is this file's directory, three days after it was written
-    turn = int(prefix, 16) * 60 + 256 * 60 * 100_000
-    now = datetime.fromtimestamp(turn, tz=timezone.get_current_timezone())
-    path = age(name, 3 * DAY, now)
-    other = datetime.fromtimestamp(turn + 60, tz=timezone.get_current_timezone())
-    assert attachment_files.sweep(other) == 0  # another directory's turn
+    path = age(name, 3 * DAY, timezone.now())
+    cache.set(attachment_files._TURN_KEY, int(prefix_of(name), 16) - 2, None)
+    assert attachment_files.sweep(timezone.now()) == 0  # the directory before its own
     assert path.exists()
-    dispatcher.dispatch(now)
+    dispatcher.dispatch(timezone.now())  # its turn
     assert not path.exists()
+    seen = {attachment_files._next_prefix() for _ in range(256)}
+    assert len(seen) == 256
