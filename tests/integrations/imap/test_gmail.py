@@ -13,24 +13,29 @@ from tests.support.mailfactory import message
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def gmail_connection(make_connection, gmail: FakeGmail, **config):
+    """An IMAP connection to the fake Gmail (all mail, no history window)."""
+    return make_connection(
+        kind="imap",
+        config={
+            "host": "127.0.0.1",
+            "port": gmail.port,
+            "security": "none",
+            "username": "me@gmail.example",
+            "history_days": None,
+            **config,
+        },
+        secrets={"password": "app-password"},
+    )
+
+
 def test_gmail_syncs_all_mail_once_with_labels(make_connection, work):
     mails = [
         GmailMessage(message(subject="in two labels"), ["\\Inbox", "Work"], 1278455344230334865),
         GmailMessage(message(subject="archived"), [], 1278455344230334866, ["\\Seen"]),
     ]
     with FakeGmail(mails) as gmail:
-        conn = make_connection(
-            kind="imap",
-            config={
-                "host": "127.0.0.1",
-                "port": gmail.port,
-                "security": "none",
-                "username": "me@gmail.example",
-                "folders": ["INBOX", "Work"],
-                "history_days": None,
-            },
-            secrets={"password": "app-password"},
-        )
+        conn = gmail_connection(make_connection, gmail, folders=["INBOX", "Work"])
         result = conn.build_connector().check()
         job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
         work()
@@ -64,17 +69,7 @@ def test_a_server_that_misreports_sizes_or_withholds_a_body_loses_nothing(make_c
         GmailMessage(message(subject="after"), [], 4),
     ]
     with FakeGmail(mails) as gmail:
-        conn = make_connection(
-            kind="imap",
-            config={
-                "host": "127.0.0.1",
-                "port": gmail.port,
-                "security": "none",
-                "username": "me@gmail.example",
-                "history_days": None,
-            },
-            secrets={"password": "app-password"},
-        )
+        conn = gmail_connection(make_connection, gmail)
         job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
         work()
         job.refresh_from_db()
