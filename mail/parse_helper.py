@@ -1,7 +1,7 @@
 """Parsing mail in a second process, beside the worker that fetches and stores it.
 
 Reading a message into what the store keeps (``mail.parsing.parse_message``) is pure Python,
-about 0.18 ms of CPU per message, and it held the worker's only thread for 40 % of a large
+about 0.2 ms of CPU per message, and it held the worker's only thread for 40 % of a large
 first sync; the rest is fetching and storing, which wait on the server and the database. A
 ``ParseHelper`` is a child process (``python -m mail.parse_helper``) that runs the same
 function on messages sent to it, so the worker stores one batch while the helper reads the next

@@ -245,7 +245,9 @@ def _attachment(leaf: Leaf, defects: list[str], limit: int) -> ParsedAttachment:
     filename = _read(defects, "attachment filename", lambda: _filename(headers, defects), "")[:500]
     if content_type == "message/rfc822":
         filename = filename or "attached-message.eml"
-    size = leaf.decoded_size
+    # counting the decoded size takes a pass over the content: only needed when it may be
+    # over the limit (the decoded content is never larger than the encoded one)
+    size = leaf.encoded_size if leaf.encoded_size <= limit else leaf.decoded_size
     content_id = _SPACE.sub("", str(headers.get("Content-ID", "") or "")).strip("<>")[:500]
     disposition = str(headers.get("Content-Disposition", "") or "").lower()
     inline = disposition.startswith("inline") or (bool(content_id) and not filename)
@@ -348,10 +350,8 @@ def make_storable(result: ParsedMessage) -> None:
         result.defects.append(f"{what}: NUL or invalid characters removed")
         return _UNSTORABLE.sub("", value)
 
-    for item in fields(result):
-        value = getattr(result, item.name)
-        if isinstance(value, str) and item.name != "snippet":
-            setattr(result, item.name, fix(value, item.name.replace("_", " ")))
+    for name in _TEXT_FIELDS:
+        setattr(result, name, fix(getattr(result, name), name.replace("_", " ")))
     for name in ("to", "cc"):
         for entry in getattr(result, name):
             entry["name"] = fix(entry["name"], f"{name} name")
@@ -360,7 +360,13 @@ def make_storable(result: ParsedMessage) -> None:
         attachment.filename = fix(attachment.filename, "attachment filename")
         attachment.content_id = fix(attachment.content_id, "attachment content id")
         attachment.content_type = fix(attachment.content_type, "attachment type")
-    result.defects = [_UNSTORABLE.sub("", d) for d in result.defects]
+    result.defects = [d if _storable_text(d) else _UNSTORABLE.sub("", d) for d in result.defects]
+
+
+#: the text fields ``make_storable`` checks (the snippet is cut from them afterwards)
+_TEXT_FIELDS = tuple(
+    f.name for f in fields(ParsedMessage) if f.type in ("str", str) and f.name != "snippet"
+)
 
 
 def parse_message(raw: bytes, *, cut_at: int | None = None) -> ParsedMessage:
@@ -392,7 +398,7 @@ def parse_message(raw: bytes, *, cut_at: int | None = None) -> ParsedMessage:
             result.truncated = True
             defects.append(f"{attachment.filename or attachment.content_type}: {attachment.note}")
     source = result.text_body or html_to_text(result.html_body[:20_000])
-    result.snippet = _SPACE.sub(" ", source[: SNIPPET_CHARS * 4]).strip()[:SNIPPET_CHARS]
+    result.snippet = " ".join(source[: SNIPPET_CHARS * 4].split())[:SNIPPET_CHARS]
     make_storable(result)
     result.snippet = _UNSTORABLE.sub("", result.snippet)
     result.defects = list(dict.fromkeys(defects))  # unique, in order
