@@ -54,6 +54,7 @@ def run_job_phase(kind: str, connection_id: int) -> dict[str, Any]:
             pass
     profile_to = os.environ.get("BENCH_PROFILE_PHASE") == kind and os.environ.get("BENCH_PROFILE")
     profiler = cProfile.Profile() if profile_to else None
+    cpu = os.times()
     start = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -62,6 +63,7 @@ def run_job_phase(kind: str, connection_id: int) -> dict[str, Any]:
     while engine.process_ticket() != "nothing to claim":
         pass
     elapsed = time.perf_counter() - start
+    used = os.times()
     if profiler and profile_to:  # BENCH_PROFILE=file BENCH_PROFILE_PHASE=kind: where time goes
         profiler.disable()
         profiler.dump_stats(profile_to)
@@ -75,6 +77,9 @@ def run_job_phase(kind: str, connection_id: int) -> dict[str, Any]:
         "created": job.created_count,
         "slices": job.slices,
         "peak_rss_mb": peak_rss_mb(),
+        # this process's CPU while it worked (all its threads), user and system
+        "cpu_user_s": round(used.user - cpu.user, 2),
+        "cpu_system_s": round(used.system - cpu.system, 2),
         "finished": job.state == SyncJob.State.SUCCEEDED,
     }
 

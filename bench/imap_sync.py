@@ -11,7 +11,9 @@ it, then measures in the same run:
   chunks of 500 UIDs) — the protocol ceiling on this machine;
 - ``messages_per_s``: our initial sync through the engine (a fresh process claiming and running
   the job, parsing and storing every message), its ``peak_rss_mb``, and that of the parse
-  helper it starts for a large fetch (``helper_peak_rss_mb``; mail/parse_helper.py);
+  helper it starts for a large fetch (``helper_peak_rss_mb``; mail/parse_helper.py), and
+  where the time went: ``initial_cpu_s`` gives the CPU seconds (user, system) the worker (all
+  its threads) and the helper used in the median pair's sync;
 - ``noop_sync_s``: a second sync with nothing new, in a fresh worker process, and
   ``noop_warm_sync_s``: the same in a warm one (after a first sync in that process);
 - ``plus100_sync_s``: a sync after 100 new messages arrived (a fresh worker process), and
@@ -144,21 +146,28 @@ def forget(conn: Any) -> None:
     shutil.rmtree(Path(settings.MEDIA_ROOT) / "attachments", ignore_errors=True)
 
 
-def helper_peak_rss_mb() -> float:
-    """Peak memory of this worker's parse helper (mail/parse_helper.py), 0 without one."""
+def helper_figures() -> dict[str, float]:
+    """Peak memory and CPU (user, system) of this worker's parse helper
+    (mail/parse_helper.py), which started with this phase's sync; zeros without one."""
     from mail import parse_helper
 
+    figures = {"helper_peak_rss_mb": 0.0, "helper_cpu_user_s": 0.0, "helper_cpu_system_s": 0.0}
     helper = parse_helper._helpers.get(os.getpid())
     if helper is None:
-        return 0.0
+        return figures
     try:
         status = Path(f"/proc/{helper.proc.pid}/status").read_text()
+        # fields 14 and 15 of /proc/PID/stat, after the command name in parentheses
+        stat = Path(f"/proc/{helper.proc.pid}/stat").read_text().rpartition(")")[2].split()
     except FileNotFoundError:  # it stopped (the worker parsed the rest itself)
-        return 0.0
+        return figures
     for line in status.splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+            figures["helper_peak_rss_mb"] = int(line.split()[1]) / 1024
+    tick = os.sysconf("SC_CLK_TCK")
+    figures["helper_cpu_user_s"] = round(int(stat[11]) / tick, 2)
+    figures["helper_cpu_system_s"] = round(int(stat[12]) / tick, 2)
+    return figures
 
 
 def main() -> None:
@@ -181,7 +190,7 @@ def main() -> None:
         from bench.harness import run_job_phase
 
         result = run_job_phase(args.phase, args.connection)
-        result["helper_peak_rss_mb"] = helper_peak_rss_mb()
+        result.update(helper_figures())
         print(json.dumps(result))
         return
 
@@ -271,6 +280,13 @@ def main() -> None:
                     max(r["initial"]["helper_peak_rss_mb"] for r in runs), 1
                 ),
                 "initial_sync_s": round(initial["seconds"], 2),
+                # CPU seconds of the median pair's sync: where the time went
+                "initial_cpu_s": {
+                    "worker_user": initial["cpu_user_s"],
+                    "worker_system": initial["cpu_system_s"],
+                    "helper_user": initial["helper_cpu_user_s"],
+                    "helper_system": initial["helper_cpu_system_s"],
+                },
                 "initial_slices": initial["slices"],
                 "noop_sync_s": round(noop["seconds"], 3),
                 "noop_warm_sync_s": round(noop_warm["seconds"], 3),
