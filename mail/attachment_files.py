@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 _COMPARE_CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _PARTIAL = re.compile(r"\.[0-9a-f]{64}\.[0-9a-f]{8}\.part")  # _keep_local's temporary files
+_ASIDE = re.compile(r"\.([0-9a-f]{64})\.sweep")  # a file the sweep is about to delete
 
 
 def keep(storage: Storage, data: bytes) -> tuple[str, str]:
@@ -137,7 +138,8 @@ def sweep(now: datetime, prefix: str | None = None) -> int:
     written or reused within ``SWEEP_GRACE``, and temporary files left by writes cut short.
     Their messages were deleted (a connection removed, mail gone from the server and purged)
     or their batch was given up on. Local files only (Django's plain ``FileSystemStorage``);
-    returns how many files went."""
+    returns how many files went. A file is set aside before it is deleted (``_settle``), so a
+    reuse at that moment keeps it."""
     storage = storages["default"]
     if type(storage) is not FileSystemStorage:
         return 0
@@ -155,11 +157,16 @@ def sweep(now: datetime, prefix: str | None = None) -> int:
         try:
             if not entry.is_file(follow_symlinks=False):
                 continue
-            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                continue
+            recent = entry.stat(follow_symlinks=False).st_mtime >= cutoff
         except FileNotFoundError:
             continue
         path = Path(entry.path)
+        aside = _ASIDE.fullmatch(entry.name)
+        if aside:  # left by a sweep that stopped midway: deleted, or put back if reused
+            removed += _settle(path, path.with_name(aside.group(1)), cutoff)
+            continue
+        if recent:
+            continue
         if _PARTIAL.fullmatch(entry.name):  # a write cut short
             removed += _unlink(path)
         elif _DIGEST.fullmatch(entry.name):
@@ -197,13 +204,31 @@ def _remove_unnamed(files: list[tuple[str, Path]], cutoff: float) -> int:
     for name, path in files:
         if name in named:
             continue
+        # set aside under a name no writer looks for, then look at its time once more: a
+        # reuse that renewed it before this is seen here, and it is put back; one after finds
+        # no file and writes it anew (``_refreshed``). So a file is never deleted from under
+        # a reuse, however the two interleave. (Without the step aside, a reuse between the
+        # last look and the deletion lost the file under a row about to name it.)
+        aside = path.with_name(f".{path.name}.sweep")
+        _verified.pop(path, None)
         try:
-            if path.stat().st_mtime >= cutoff:
-                continue  # reused since it was listed
+            path.rename(aside)
         except FileNotFoundError:
             continue
-        removed += _unlink(path)
+        removed += _settle(aside, path, cutoff)
     return removed
+
+
+def _settle(aside: Path, path: Path, cutoff: float) -> int:
+    """A file the sweep set aside: deleted when it was not renewed since ``cutoff``, else put
+    back under its name (a copy written there meanwhile holds the same bytes)."""
+    try:
+        if aside.stat().st_mtime >= cutoff:
+            aside.replace(path)  # reused before it was set aside
+            return 0
+    except FileNotFoundError:
+        return 0
+    return _unlink(aside)
 
 
 def _unlink(path: Path) -> int:

@@ -122,3 +122,50 @@ def test_the_dispatcher_sweeps_every_directory_in_turn(make_connection):
     assert not path.exists()
     seen = {attachment_files._next_prefix() for _ in range(256)}
     assert len(seen) == 256
+
+
+def test_a_reuse_at_the_moment_of_deletion_keeps_the_file():
+    """The sweep sets a file aside before it deletes it. A reuse that renewed the file just
+    before that is seen, and the file put back; a reuse just after finds no file and writes
+    it again. Either way the row about to name it finds its file."""
+    now = timezone.now()
+    cutoff = (now - attachment_files.SWEEP_GRACE).timestamp()
+    data = b"reused at the last moment " * 300
+    name, _ = attachment_files.keep(default_storage, data)
+    path = age(name, 2 * DAY, now)
+    aside = path.with_name(f".{path.name}.sweep")
+
+    assert attachment_files.keep(default_storage, data)[0] == name  # renewed: now recent
+    path.rename(aside)  # the sweep, which looked before the renewal, sets it aside
+    assert attachment_files._settle(aside, path, cutoff) == 0
+    assert path.read_bytes() == data and not aside.exists()
+
+    age(name, 2 * DAY, now)
+    assert attachment_files._holds(path, data)  # a reuse checks it (two days old) ...
+    path.rename(aside)  # ... the sweep sets it aside ...
+    assert attachment_files.keep(default_storage, data)[0] == name  # ... the reuse writes it
+    assert attachment_files._settle(aside, path, cutoff) == 1  # the old copy goes
+    assert path.read_bytes() == data and not aside.exists()
+    default_storage.delete(name)
+
+
+def test_files_a_stopped_sweep_set_aside_are_settled_by_the_next():
+    """A sweep killed between setting a file aside and deleting it leaves ``.<digest>.sweep``:
+    the next sweep of that directory deletes it, or puts it back if it was reused."""
+    now = timezone.now()
+    old_data, reused_data = b"set aside, then killed " * 300, b"set aside, but reused " * 300
+    old_name, _ = attachment_files.keep(default_storage, old_data)
+    reused_name, _ = attachment_files.keep(default_storage, reused_data)
+    asides = {}
+    for name, by in ((old_name, 2 * DAY), (reused_name, timedelta(minutes=1))):
+        path = age(name, by, now)
+        asides[name] = path.with_name(f".{path.name}.sweep")
+        path.rename(asides[name])
+
+    for prefix in {prefix_of(old_name), prefix_of(reused_name)}:
+        attachment_files.sweep(now, prefix)
+
+    assert not asides[old_name].exists() and not default_storage.exists(old_name)
+    assert not asides[reused_name].exists()
+    assert default_storage.open(reused_name).read() == reused_data
+    default_storage.delete(reused_name)
