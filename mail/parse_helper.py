@@ -185,14 +185,71 @@ def shared() -> ParseHelper | None:
 
 def wanted(messages: int) -> bool:
     """Whether a fetch of ``messages`` is worth a helper: ``MAIL_PARSE_HELPER_FROM`` or more,
-    and a second CPU this process may run on (affinity and cpusets count; CPU quotas do not)."""
+    and at least two CPUs' worth of time for this process: CPUs it may run on (affinity and
+    cpusets) and, in a container or service with a CPU limit, its cgroup's quota (``cpu_quota``).
+    Worker and helper each keep about a core busy; on one CPU's worth the helper would only
+    add the cost of sending the mail across."""
     from django.conf import settings
 
     threshold = settings.MAIL_PARSE_HELPER_FROM
     if not threshold or messages < threshold:
         return False
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (usable or 1) > 1
+    usable: float = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    quota = cpu_quota()
+    if quota is not None:
+        usable = min(usable, quota)
+    return usable >= 2
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_MEMBERSHIP = Path("/proc/self/cgroup")
+
+
+def cpu_quota(root: Path | None = None, membership: Path | None = None) -> float | None:
+    """How many CPUs' worth of time this process may use by its cgroup's CPU limit (Docker's
+    ``--cpus``, Kubernetes' CPU limit, systemd's ``CPUQuota=``), or None without a limit or
+    when it cannot be read. cgroup v2: ``cpu.max`` (``quota period``, or ``max``) of this
+    process's cgroup and of every one above it, the smallest; cgroup v1: ``cpu.cfs_quota_us``
+    over ``cpu.cfs_period_us`` (-1: none). Inside a container the cgroup files are those of
+    the container itself, at the top of ``root`` (default ``CGROUP_ROOT``)."""
+    root = root or CGROUP_ROOT
+    try:
+        lines = (membership or CGROUP_MEMBERSHIP).read_text().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for line in lines:
+        number, controllers, path = [*line.split(":", 2), "", ""][:3]
+        inside = Path(path.strip().lstrip("/"))
+        if number == "0" and not controllers:  # v2: one hierarchy
+            places = [root / inside, *(root / up for up in inside.parents)]
+            limits += [q for q in map(_v2_limit, places) if q is not None]
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's hierarchy
+            for base in (root / controllers, root / "cpu"):
+                found = _v1_limit(base / inside) or _v1_limit(base)
+                if found is not None:
+                    limits.append(found)
+                    break
+    return min(limits) if limits else None
+
+
+def _v2_limit(directory: Path) -> float | None:
+    try:
+        quota, _, period = (directory / "cpu.max").read_text().strip().partition(" ")
+        return int(quota) / int(period) if quota != "max" and int(period) > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_limit(directory: Path) -> float | None:
+    try:
+        quota = int((directory / "cpu.cfs_quota_us").read_text())
+        period = int((directory / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def give_up(helper: ParseHelper, why: str) -> None:

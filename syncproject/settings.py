@@ -585,8 +585,8 @@ MAIL_PARSE_HELPER_FROM = env_int(
     "MAIL_PARSE_HELPER_FROM",
     1000,
     "A fetch of at least this many messages is parsed in a helper process beside the worker "
-    "(mail/parse_helper.py) when the machine has more than one CPU; 0 = always parse in the "
-    "worker.",
+    "(mail/parse_helper.py) when the worker has at least two CPUs' worth of time (CPU "
+    "affinity and its cgroup's CPU limit); 0 = always parse in the worker.",
     minimum=0,
 )
 SYNC_CA_BUNDLE = env_str(

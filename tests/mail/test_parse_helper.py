@@ -228,6 +228,7 @@ def test_the_helper_dies_with_its_worker():
 
 def test_a_helper_only_for_large_fetches_on_more_than_one_cpu(settings, monkeypatch):
     settings.MAIL_PARSE_HELPER_FROM = 1000
+    monkeypatch.setattr(parse_helper, "CGROUP_MEMBERSHIP", Path("/nonexistent"))  # no CPU limit
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert parse_helper.wanted(1000) and not parse_helper.wanted(999)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # pinned to one CPU
@@ -235,6 +236,69 @@ def test_a_helper_only_for_large_fetches_on_more_than_one_cpu(settings, monkeypa
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     settings.MAIL_PARSE_HELPER_FROM = 0
     assert not parse_helper.wanted(50_000)
+
+
+def cgroup_files(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("membership", "files", "cpus"),
+    [
+        # cgroup v2 in a container (docker --cpus=1.5): its own cgroup at the top
+        ("0::/\n", {"cpu.max": "150000 100000\n"}, 1.5),
+        # v2 under systemd: the service has no limit, its slice does (the smallest counts)
+        (
+            "0::/work.slice/sync.service\n",
+            {
+                "work.slice/sync.service/cpu.max": "max 100000\n",
+                "work.slice/cpu.max": "100000 100000\n",
+            },
+            1.0,
+        ),
+        # v2 without a cgroup namespace: the path names the host's cgroup, not found here
+        ("0::/docker/0123abcd\n", {"cpu.max": "400000 100000\n"}, 4.0),
+        ("0::/\n", {"cpu.max": "max 100000\n"}, None),  # no limit
+        # cgroup v1 (hybrid hosts, older Docker)
+        (
+            "4:cpu,cpuacct:/docker/0123abcd\n0::/\n",
+            {
+                "cpu,cpuacct/cpu.cfs_quota_us": "200000\n",
+                "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            },
+            2.0,
+        ),
+        (
+            "3:cpu:/\n1:memory:/x\n0::/\n",
+            {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"},
+            None,
+        ),
+        ("0::/\n", {}, None),  # nothing to read
+        ("garbage\n", {"cpu.max": "nonsense"}, None),
+    ],
+)
+def test_the_cpu_limit_of_the_cgroup_is_read(tmp_path, membership, files, cpus):
+    root = cgroup_files(tmp_path / "cgroup", files)
+    (tmp_path / "membership").write_text(membership)
+    assert parse_helper.cpu_quota(root, tmp_path / "membership") == cpus
+
+
+def test_no_helper_under_a_cpu_limit_of_less_than_two(settings, monkeypatch, tmp_path):
+    """Two CPUs on the machine, but a container limited to 1.5 CPUs' worth: the helper would
+    only add the cost of sending the mail across."""
+    settings.MAIL_PARSE_HELPER_FROM = 1000
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    (tmp_path / "membership").write_text("0::/\n")
+    monkeypatch.setattr(parse_helper, "CGROUP_MEMBERSHIP", tmp_path / "membership")
+    monkeypatch.setattr(
+        parse_helper, "CGROUP_ROOT", cgroup_files(tmp_path, {"cpu.max": "150000 100000"})
+    )
+    assert not parse_helper.wanted(50_000)
+    (tmp_path / "cpu.max").write_text("200000 100000")
+    assert parse_helper.wanted(50_000)
 
 
 def test_the_helper_is_given_none_of_the_workers_secrets(monkeypatch):

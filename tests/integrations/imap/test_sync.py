@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator
 from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -660,6 +661,7 @@ def test_a_large_fetch_parsed_beside_the_worker_stores_the_same_mail(
     from mail import parse_helper
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # a second CPU
+    monkeypatch.setattr(parse_helper, "CGROUP_MEMBERSHIP", Path("/nonexistent"))  # no CPU limit
     attached = [("report.pdf", "application/pdf", b"%PDF-1.4 " * 50)]
     dovecot.deliver_many(
         imap_user,
