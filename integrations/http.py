@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -102,8 +103,33 @@ def overload_error(
     return None
 
 
+def origin_of(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``url``, the port filled in for http and https: what decides
+    which server a request reaches."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(scheme, 0)
+    except ValueError:  # a port that is no number
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _server(origin: tuple[str, str, int]) -> str:
+    """``host``, or ``host:port`` when the port is not the scheme's own."""
+    scheme, host, port = origin
+    default = {"https": 443, "http": 80}.get(scheme)
+    return (host or "no host") + ("" if port == default else f":{port}")
+
+
 class HttpClient:
-    """A ``requests.Session`` with timeouts and error mapping; one per connector run."""
+    """A ``requests.Session`` with timeouts and error mapping; one per connector run.
+
+    ``origin``: the server this client's credentials were entered for (a URL; its scheme, host
+    and port count). Every request then goes there or nowhere: a link the service hands back
+    (a next page, a delta link) that points at another server is refused with ``Permanent``
+    before anything is sent, so the credentials in the session's headers never reach it.
+    """
 
     def __init__(
         self,
@@ -111,12 +137,28 @@ class HttpClient:
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         headers: dict[str, str] | None = None,
         what: str = "the service",
+        origin: str | None = None,
     ) -> None:
         self.session = Session(timeout)
         self.session.headers.update({"User-Agent": "syncproject", **(headers or {})})
         self.what = what
+        self.origin = origin_of(origin) if origin else None
+
+    def check_destination(self, url: str) -> None:
+        """Raise ``Permanent`` unless ``url`` is on this client's ``origin`` (if it has one).
+        Also for links a caller is about to keep for later (a delta link in a cursor)."""
+        if self.origin is None or origin_of(url) == self.origin:
+            return
+        found, own = _server(origin_of(url)), _server(self.origin)
+        raise Permanent(
+            f"{self.what} answered with a link to another server ({found}); it was not "
+            f"followed, because this connection's credentials are sent only to {own}.",
+            detail=f"refused a link to {origin_of(url)[0]}://{found}; the credentials are for "
+            f"{self.origin[0]}://{own}",
+        )
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        self.check_destination(url)
         with transport_errors(self.what):
             return self.session.request(method, url, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover

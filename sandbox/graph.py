@@ -435,6 +435,8 @@ class FakeGraph(_Subscriptions, LocalServer):
     next round replays one); ``partial_updates`` sends updated items with their changed
     properties only."""
 
+    LINK_KEYS = frozenset({"@odata.nextLink", "@odata.deltaLink"})
+
     def __init__(
         self,
         ca: TestCA,

@@ -144,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
                 response.headers["Retry-After"] = f"{fault.retry_after:g}"
         else:
             try:
-                response = app.handle(request)
+                response = app.redirect_links(app.handle(request))
             except Exception as exc:  # a bug in the fake server: make it visible to the test
                 app.errors.append(repr(exc))
                 response = Response(500, {"error": {"code": "FakeServerBug", "message": repr(exc)}})
@@ -176,6 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
 class LocalServer:
     """Subclasses implement ``handle(request) -> Response``."""
 
+    #: the keys of the links to this server's own pages in its JSON answers (``links_to``)
+    LINK_KEYS: frozenset[str] = frozenset()
+
     def __init__(self, ca: TestCA | None = None) -> None:
         self.ca = ca
         self.faults: list[Fault] = []
@@ -183,6 +186,9 @@ class LocalServer:
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.RLock()
         self.delay = 0.0  # seconds added to every answer (a slow network)
+        #: misbehaving on purpose (a hostile or compromised server): the paging links in JSON
+        #: answers (``LINK_KEYS``: next pages, delta links) point at this other server instead
+        self.links_to: str | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -216,6 +222,19 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def redirect_links(self, response: Response) -> Response:
+        """``links_to``: this server's paging links in a JSON answer point at that server."""
+        if self.links_to is None or not isinstance(response.body, dict):
+            return response
+        own = self.url
+        response.body = {
+            key: self.links_to + value[len(own) :]
+            if key in self.LINK_KEYS and isinstance(value, str) and value.startswith(own)
+            else value
+            for key, value in response.body.items()
+        }
+        return response
 
     # --- faults --------------------------------------------------------------------------------
     def fault(self, pattern: str, status: int = 503, **kwargs: Any) -> Fault:

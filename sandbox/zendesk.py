@@ -75,6 +75,8 @@ def _iso(epoch: float) -> str:
 
 
 class FakeZendesk(LocalServer):
+    LINK_KEYS = frozenset({"after_url", "before_url", "next_page", "previous_page"})
+
     def __init__(self, ca: TestCA, *, rate: tuple[int, float] | None = (10, 60.0)) -> None:
         super().__init__(ca)
         self.accounts: dict[str, Account] = {}

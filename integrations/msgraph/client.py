@@ -48,7 +48,11 @@ class GraphClient:
     def __init__(self, config: GraphConfig, secrets: Mapping[str, Any]) -> None:
         self.config = config
         self.secrets = secrets
-        self.http = HttpClient(timeout=(10.0, config.request_timeout), what="Microsoft Graph")
+        # requests go to the Graph endpoint the credentials were entered for, and nowhere
+        # else: a nextLink or deltaLink pointing at another server is refused (HttpClient)
+        self.http = HttpClient(
+            timeout=(10.0, config.request_timeout), what="Microsoft Graph", origin=config.graph_url
+        )
         self.slots = mailbox_slots(config)
         self._token: str | None = None
         self.request_count = 0
@@ -60,9 +64,16 @@ class GraphClient:
     def get(
         self, url: str, *, params: dict[str, Any] | None = None, page_size: int | None = None
     ) -> dict[str, Any]:
-        """GET a Graph URL (a path below the mailbox, or a full nextLink/deltaLink)."""
+        """GET a Graph URL (a path below the mailbox, or a full nextLink/deltaLink). An answer
+        whose nextLink or deltaLink points at another server is refused (``Permanent``) before
+        anyone can keep that link in a cursor and follow it later."""
         response = self._send(url, params, page_size)
-        return response.json()
+        body = response.json()
+        if isinstance(body, dict):
+            for key in ("@odata.nextLink", "@odata.deltaLink"):
+                if isinstance(body.get(key), str):
+                    self.http.check_destination(body[key])
+        return body
 
     def call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Any other request (subscriptions: POST, PATCH, DELETE); {} for an empty answer."""

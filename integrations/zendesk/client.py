@@ -44,8 +44,13 @@ class ZendeskClient:
                 "Zendesk credentials are incomplete: give the admin's email and an API token, "
                 "or an OAuth token."
             )
+        # the session carries the credentials: requests go to this account's server only (an
+        # after_url or next_page pointing at another server is refused, HttpClient)
         self.http = HttpClient(
-            timeout=(10.0, config.request_timeout), headers=headers, what="Zendesk"
+            timeout=(10.0, config.request_timeout),
+            headers=headers,
+            what="Zendesk",
+            origin=self.base,
         )
         self.requests = 0
 
