@@ -48,6 +48,7 @@ TENANT = "8f3c1e52-6b1d-4f0e-9a63-2d5c7b9e4a10"
 CLIENT_ID = "5e0d1f2a-3b4c-4d5e-8f60-718293a4b5c6"
 CLIENT_SECRET = "local-graph-secret"  # noqa: S105 - the fake server's own test credential, not a real one
 SEARCH_CAP = 1000
+ATTACHMENTS_PER_PAGE = 10  # not documented for attachments; Graph pages every collection
 ITEM_NOT_FOUND = "The specified object was not found in the store."
 ACCESS_DENIED = "Access is denied. Check credentials and try again."
 MAILBOX_CONCURRENCY = 4
@@ -1038,12 +1039,16 @@ class FakeGraph(_Subscriptions, LocalServer):
         page = [self._selected(i, select) for i in hits[skip : skip + top]]
         body: dict[str, Any] = {"value": page}
         if skip + top < len(hits):
-            params = "&".join(
-                f"{k}={quote(v, safe='')}"
-                for k, v in {**request.query, "$top": str(top), "$skip": str(skip + top)}.items()
-            )
-            body["@odata.nextLink"] = f"{self.url}{request.path}?{params}"
+            body["@odata.nextLink"] = self._next_link(request, top, skip + top)
         return Response(200, body)
+
+    def _next_link(self, request: Request, top: int, skip: int) -> str:
+        """The next page of ``request``: the same query options, ``$top`` and ``$skip`` on."""
+        params = "&".join(
+            f"{k}={quote(v, safe='')}"
+            for k, v in {**request.query, "$top": str(top), "$skip": str(skip)}.items()
+        )
+        return f"{self.url}{request.path}?{params}"
 
     def message_route(self, request: Request, box: Mailbox, message_id: str, rest: str) -> Response:
         with self.lock:
@@ -1061,13 +1066,21 @@ class FakeGraph(_Subscriptions, LocalServer):
             )
             return Response(200, mime, content_type="message/rfc822")
         if rest == "/attachments":
+            # a collection, so paged like any (graph/paging: server-side paging, @odata.nextLink
+            # until the last page); the page size for attachments is not documented: 10 here
+            top = min(int(request.query.get("$top", ATTACHMENTS_PER_PAGE)), 1000)
+            skip = int(request.query.get("$skip", 0))
+            window = attachments[skip : skip + top]
             hidden = {"data", "mime"}
-            meta = [{k: v for k, v in a.items() if k not in hidden} for a in attachments]
+            meta = [{k: v for k, v in a.items() if k not in hidden} for a in window]
             if "$select" not in request.query:
-                for entry, attachment in zip(meta, attachments, strict=True):
+                for entry, attachment in zip(meta, window, strict=True):
                     if "data" in attachment:  # only file attachments carry contentBytes
                         entry["contentBytes"] = base64.b64encode(attachment["data"]).decode()
-            return Response(200, {"value": meta})
+            body: dict[str, Any] = {"value": meta}
+            if skip + top < len(attachments):
+                body["@odata.nextLink"] = self._next_link(request, top, skip + top)
+            return Response(200, body)
         if m := re.match(r"^/attachments/([^/]+)/\$value$", rest):
             for attachment in attachments:
                 if attachment["id"] != m.group(1):

@@ -229,15 +229,18 @@ class GraphSync:
         attachment whose content cannot be read is recorded with a note — never a failure of
         the whole mailbox."""
         limit = settings.MAIL_MAX_ATTACHMENT_BYTES
+        entries: list[dict[str, Any]] = []
+        url: str | None = f"messages/{message_id}/attachments"
+        params: dict[str, Any] | None = {"$select": "id,name,contentType,size,isInline"}
         try:
-            listing = self.client.get(
-                f"messages/{message_id}/attachments",
-                params={"$select": "id,name,contentType,size,isInline"},
-            )
+            while url:  # the listing can come in pages, like any collection (graph/paging)
+                page = self.client.get(url, params=params)
+                entries += page.get("value", [])
+                url, params = page.get("@odata.nextLink"), None
         except ItemGone:
             return []
         found = []
-        for entry in listing.get("value", []):
+        for entry in entries:
             size = int(entry.get("size") or 0)
             kind = str(entry.get("@odata.type") or "#microsoft.graph.fileAttachment")
             data, note = None, ""

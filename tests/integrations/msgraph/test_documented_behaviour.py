@@ -84,6 +84,22 @@ def test_reference_and_item_attachments_do_not_fail_the_mailbox(
     assert not row.truncated  # a link is complete as it is
 
 
+def test_a_message_with_more_attachments_than_a_page_keeps_them_all(
+    make_graph_connection, graph, mailbox, work
+):
+    """Graph pages collections (graph/paging), the attachment listing too: every page is read
+    (before, the first page only, and the rest were lost without a word)."""
+    files = tuple((f"part{n:02}.txt", f"content {n}".encode(), "text/plain") for n in range(23))
+    message = graph.add_message(mailbox, subject="many files", attachments=files)
+    conn = make_graph_connection()
+    sync_once(conn, work, succeed=True)
+    stored = MailAttachment.objects.filter(message__connection=conn, message__remote_id=message)
+    assert sorted(a.filename for a in stored) == [name for name, _, _ in files]
+    assert {a.file.read() for a in stored} == {data for _, data, _ in files}
+    listings = [t for _, t in graph.requests if t.split("?")[0].endswith("/attachments")]
+    assert len(listings) == 3  # 10 + 10 + 3
+
+
 def test_search_folders_are_not_synced(make_graph_connection, graph, mailbox, work):
     graph.add_message(mailbox, folder="Projects", subject="important")
     graph.add_search_folder(mailbox, "High importance", sources=("Projects",))
