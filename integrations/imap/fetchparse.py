@@ -130,11 +130,27 @@ def fast_parse(data: Sequence[Any], normalise_times: bool = True) -> dict[int, A
 
 def parse_fetch(data: Sequence[Any], normalise_times: bool = True) -> dict[int, Any]:
     """What ``imapclient.response_parser.parse_fetch_response(data, normalise_times, True)``
-    returns for the raw FETCH lines ``data`` as imaplib collected them."""
+    returns for the raw FETCH lines ``data`` as imaplib collected them — except for answers
+    that carry no UID, which are left out.
+
+    imapclient keys such an answer by its sequence number, so it would be taken for the
+    message whose UID happens to be that number: an unsolicited flag change (``* 5 FETCH
+    (FLAGS (\\Seen))``, which a server without QRESYNC may send in the middle of our FETCH,
+    RFC 3501 §7.4.2) gave its flags to UID 5, and a server that leaves UID out of a UID FETCH
+    answer (against §6.4.8) had its messages filed under the wrong UIDs. Left out, the
+    messages asked for are simply not answered, and are read again later."""
     parsed = fast_parse(data, normalise_times)
-    if parsed is None:
+    if parsed is not None:
+        return parsed
+    by_number = parse_fetch_response(list(data), normalise_times, False)
+    if all(b"UID" in values for values in by_number.values()):
         return dict(parse_fetch_response(list(data), normalise_times, True))
-    return parsed
+    found: dict[int, Any] = {}
+    for values in by_number.values():
+        uid = values.pop(b"UID", None)
+        if uid is not None:
+            found.setdefault(uid, {}).update(values)  # repeats merge, as imapclient's do
+    return found
 
 
 def uid_set(uids: Sequence[int]) -> str:
