@@ -20,10 +20,12 @@ class GmailMessage:
     labels: list[str]
     msgid: int
     flags: list[str] = field(default_factory=list)
-    #: misbehaving on purpose: the RFC822.SIZE it announces (None: the true one), and whether
-    #: it answers a body FETCH without the body
+    #: misbehaving on purpose: the RFC822.SIZE it announces (None: the true one), whether
+    #: it answers a body FETCH without the body, and whether its answers leave out its UID
+    #: (against RFC 3501 6.4.8)
     announced_size: int | None = None
     withheld: bool = False
+    uid_left_out: bool = False
 
 
 def _tokens(text: str) -> list[str]:
@@ -125,7 +127,7 @@ class FakeGmail:
     def fetch(self, write, uid: int, items: str) -> None:
         message = self.messages[uid]
         labels = " ".join(f'"{label}"' for label in message.labels)
-        parts = [f"UID {uid}"]
+        parts = [] if message.uid_left_out else [f"UID {uid}"]
         if "FLAGS" in items:
             parts.append(f"FLAGS ({' '.join(message.flags)})")
         if "INTERNALDATE" in items:

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.exceptions import ProtocolError
 from imapclient.response_parser import _convert_INTERNALDATE, parse_fetch_response
 
 # A number as imapclient's lexer turns it into an int: no leading zero (it keeps "0123" as
@@ -145,12 +146,21 @@ def parse_fetch(data: Sequence[Any], normalise_times: bool = True) -> dict[int, 
     by_number = parse_fetch_response(list(data), normalise_times, False)
     if all(b"UID" in values for values in by_number.values()):
         return dict(parse_fetch_response(list(data), normalise_times, True))
-    found: dict[int, Any] = {}
+    found = _WithoutUids()
     for values in by_number.values():
         uid = values.pop(b"UID", None)
-        if uid is not None:
+        if uid is None:
+            found.left_out += 1
+        else:
             found.setdefault(uid, {}).update(values)  # repeats merge, as imapclient's do
     return found
+
+
+class _WithoutUids(dict[int, Any]):
+    """``parse_fetch``'s reading of an answer in which ``left_out`` messages came without a
+    UID (and were left out)."""
+
+    left_out = 0
 
 
 def uid_set(uids: Sequence[int]) -> str:
@@ -185,4 +195,14 @@ def fetch(client: IMAPClient, uids: Sequence[int], items: Sequence[bytes]) -> di
     client._checkok("fetch", typ, data)
     typ, data = imap._untagged_response(typ, data, "FETCH")
     response = parse_fetch(data, client.normalise_times)
-    return {uid: response[uid] for uid in uids if uid in response}
+    answered = {uid: response[uid] for uid in uids if uid in response}
+    if len(answered) < len(uids) and isinstance(response, _WithoutUids):
+        # messages asked for are missing and answers came without their UIDs: most likely
+        # they are those (a server against RFC 3501 6.4.8). Not taken for expunged messages,
+        # which the sync would pass over: an error, so the fetch is tried again later.
+        raise ProtocolError(
+            f"The server answered a UID FETCH without the UIDs ({response.left_out} "
+            f"message(s)); {len(uids) - len(answered)} of the {len(uids)} asked for are "
+            "missing from the answer (RFC 3501 6.4.8: the UID must be in every answer)."
+        )
+    return answered

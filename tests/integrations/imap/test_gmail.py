@@ -88,3 +88,29 @@ def test_a_server_that_misreports_sizes_or_withholds_a_body_loses_nothing(make_c
     skipped.refresh_from_db()
     assert skipped.state == SkippedItem.State.RESOLVED
     assert MailMessage.objects.filter(connection=conn, subject="withheld").exists()
+
+
+def test_answers_without_uids_are_not_taken_for_expunged_mail(make_connection, work):
+    """A server that leaves the UID out of its FETCH answers (against RFC 3501 6.4.8): the
+    message is not passed over as if it had been expunged (the checkpoint would move past it
+    for good) nor filed under a UID read from its sequence number; the sync fails, is tried
+    again, and stores it once the server answers properly."""
+    mails = [
+        GmailMessage(message(subject="first"), [], 1),
+        GmailMessage(message(subject="no uid"), [], 2, uid_left_out=True),
+        GmailMessage(message(subject="third"), [], 3),
+    ]
+    with FakeGmail(mails) as gmail:
+        conn = gmail_connection(make_connection, gmail)
+        job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
+        work()
+        job.refresh_from_db()
+        assert job.state != SyncJob.State.SUCCEEDED
+        assert "without the UIDs" in job.error_detail and job.error_class == "Transient"
+        assert not MailMessage.objects.filter(connection=conn, subject="no uid").exists()
+
+        gmail.messages[2].uid_left_out = False
+        engine.enqueue(conn, SyncJob.Kind.MANUAL)
+        work()
+    subjects = set(MailMessage.objects.filter(connection=conn).values_list("subject", flat=True))
+    assert subjects == {"first", "no uid", "third"}
