@@ -20,10 +20,11 @@ class GmailMessage:
     labels: list[str]
     msgid: int
     flags: list[str] = field(default_factory=list)
-    #: misbehaving on purpose: the RFC822.SIZE it announces (None: the true one), whether
-    #: it answers a body FETCH without the body, and whether its answers leave out its UID
-    #: (against RFC 3501 6.4.8)
+    #: misbehaving on purpose: the RFC822.SIZE it announces (None: the true one) or whether
+    #: it leaves RFC822.SIZE out, whether it answers a body FETCH without the body, and
+    #: whether its answers leave out its UID (against RFC 3501 6.4.8)
     announced_size: int | None = None
+    size_left_out: bool = False
     withheld: bool = False
     uid_left_out: bool = False
 
@@ -132,7 +133,7 @@ class FakeGmail:
             parts.append(f"FLAGS ({' '.join(message.flags)})")
         if "INTERNALDATE" in items:
             parts.append('INTERNALDATE "23-Nov-2026 10:00:00 +0000"')
-        if "RFC822.SIZE" in items:
+        if "RFC822.SIZE" in items and not message.size_left_out:
             size = len(message.raw) if message.announced_size is None else message.announced_size
             parts.append(f"RFC822.SIZE {size}")
         if "X-GM-MSGID" in items:

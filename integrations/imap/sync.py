@@ -175,7 +175,10 @@ def _body(answer: dict[bytes, Any] | None) -> bytes | None:
 def _body_rounds(uids: list[int], meta: dict[int, Any]) -> list[tuple[list[int], int]]:
     """``uids`` (in order) cut into body FETCHes by the sizes in ``meta``, each with how much
     of each message it asks for (its cap: ``BODY_SLACK`` over the largest size announced in
-    it, at most the message limit; an unknown size counts as the limit).
+    it, at most the message limit). A message without a size (the server left RFC822.SIZE
+    out, or said 0) is planned as one of ``SMALL_BYTES``: most mail is, and a longer one is
+    fetched again on its own, as one announced too small is (counting it as the limit put it
+    in a FETCH of its own: a round trip per message).
 
     Messages up to ``SMALL_BYTES`` and larger ones go into FETCHes of their own kind, each in
     UID order, so a few large messages do not make every FETCH of small ones wide. A FETCH
@@ -188,7 +191,7 @@ def _body_rounds(uids: list[int], meta: dict[int, Any]) -> list[tuple[list[int],
     rounds: list[tuple[list[int], int]] = []
     open_round: dict[bool, tuple[list[int], int, int]] = {}  # kind: (uids, bytes, cap)
     for uid in uids:
-        size = min(_size(meta[uid]) or limit, limit)
+        size = min(_size(meta[uid]) or SMALL_BYTES, limit)
         kind = size <= SMALL_BYTES
         each, weight, cap = open_round.get(kind, ([], 0, 0))
         wider = min(limit, max(cap, size + BODY_SLACK))

@@ -114,3 +114,23 @@ def test_answers_without_uids_are_not_taken_for_expunged_mail(make_connection, w
         work()
     subjects = set(MailMessage.objects.filter(connection=conn).values_list("subject", flat=True))
     assert subjects == {"first", "no uid", "third"}
+
+
+def test_mail_without_sizes_is_fetched_many_at_a_time(make_connection, work):
+    """A server that leaves RFC822.SIZE out: the bodies still come many to a FETCH (planned
+    as ordinary mail), and one longer than that is fetched again on its own, whole. Before,
+    every message without a size was a FETCH of its own: a round trip per message."""
+    big = message(subject="big", body="B" * 200_000)
+    mails = [GmailMessage(message(subject=f"m{n}"), [], n, size_left_out=True) for n in range(8)]
+    mails.append(GmailMessage(big, [], 99, size_left_out=True))
+    with FakeGmail(mails) as gmail:
+        conn = gmail_connection(make_connection, gmail)
+        job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
+        work()
+        job.refresh_from_db()
+        fetches = [c for c in gmail.commands if " FETCH " in c]
+    assert job.state == SyncJob.State.SUCCEEDED, job.error_message
+    rows = {m.subject: m for m in MailMessage.objects.filter(connection=conn)}
+    assert len(rows) == 9 and bytes(rows["big"].source.data) == big
+    assert not rows["big"].truncated
+    assert len(fetches) == 3, fetches  # the sizes, the bodies, the big one again
