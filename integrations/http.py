@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,10 +36,22 @@ class Session(requests.Session):
     """A session whose ``verify`` and timeout hold for every request. (Plain ``requests`` lets
     the REQUESTS_CA_BUNDLE environment variable override a session's ``verify``.)"""
 
-    def __init__(self, timeout: tuple[float, float] | float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        timeout: tuple[float, float] | float = DEFAULT_TIMEOUT,
+        guard: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__()
         self.verify = verify_setting()
         self.default_timeout = timeout
+        self.guard = guard
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+        """``guard`` sees the URL as it is sent (prepared: a backslash or userinfo in a link
+        is resolved as the connection will be), for every request, redirects included."""
+        if self.guard is not None:
+            self.guard(str(request.url or ""))
+        return super().send(request, **kwargs)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("verify") is None:
@@ -106,13 +118,24 @@ def overload_error(
 def origin_of(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of ``url``, the port filled in for http and https: what decides
     which server a request reaches."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
     try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
         port = parts.port or {"https": 443, "http": 80}.get(scheme, 0)
-    except ValueError:  # a port that is no number
-        port = -1
-    return scheme, (parts.hostname or "").lower(), port
+        return scheme, (parts.hostname or "").lower(), port
+    except ValueError:  # a port that is no number, a broken IPv6 address: no server at all
+        return "", "", -1
+
+
+def as_sent(url: str) -> str:
+    """``url`` as ``requests`` sends it (prepared): where the connection really goes. A link
+    can be written so that a plain reading finds another host than the connection does
+    (``https://a.example\\@b.example/``: urlsplit reads b.example, the connection goes to
+    a.example); prepared, it has one reading. "" for one that cannot be sent."""
+    try:
+        return str(requests.Request("GET", url).prepare().url or "")
+    except Exception:  # an invalid URL: requests would refuse it too
+        return ""
 
 
 def _server(origin: tuple[str, str, int]) -> str:
@@ -128,7 +151,9 @@ class HttpClient:
     ``origin``: the server this client's credentials were entered for (a URL; its scheme, host
     and port count). Every request then goes there or nowhere: a link the service hands back
     (a next page, a delta link) that points at another server is refused with ``Permanent``
-    before anything is sent, so the credentials in the session's headers never reach it.
+    before anything is sent, so the credentials in the session's headers never reach it. The
+    URL checked is the one the session sends (``Session.guard``): as the connection will read
+    it, and for each redirect too.
     """
 
     def __init__(
@@ -139,21 +164,24 @@ class HttpClient:
         what: str = "the service",
         origin: str | None = None,
     ) -> None:
-        self.session = Session(timeout)
+        self.origin = origin_of(origin) if origin else None
+        self.session = Session(timeout, guard=self.check_destination if origin else None)
         self.session.headers.update({"User-Agent": "syncproject", **(headers or {})})
         self.what = what
-        self.origin = origin_of(origin) if origin else None
 
     def check_destination(self, url: str) -> None:
         """Raise ``Permanent`` unless ``url`` is on this client's ``origin`` (if it has one).
         Also for links a caller is about to keep for later (a delta link in a cursor)."""
-        if self.origin is None or origin_of(url) == self.origin:
+        if self.origin is None:
             return
-        found, own = _server(origin_of(url)), _server(self.origin)
+        target = origin_of(as_sent(url))
+        if target == self.origin:
+            return
+        found, own = _server(target), _server(self.origin)
         raise Permanent(
             f"{self.what} answered with a link to another server ({found}); it was not "
             f"followed, because this connection's credentials are sent only to {own}.",
-            detail=f"refused a link to {origin_of(url)[0]}://{found}; the credentials are for "
+            detail=f"refused a link to {target[0]}://{found}; the credentials are for "
             f"{self.origin[0]}://{own}",
         )
 
