@@ -132,35 +132,49 @@ def fast_parse(data: Sequence[Any], normalise_times: bool = True) -> dict[int, A
 def parse_fetch(data: Sequence[Any], normalise_times: bool = True) -> dict[int, Any]:
     """What ``imapclient.response_parser.parse_fetch_response(data, normalise_times, True)``
     returns for the raw FETCH lines ``data`` as imaplib collected them — except for answers
-    that carry no UID, which are left out.
+    that carry no UID, which are left out (counted in ``left_out`` of the result).
 
     imapclient keys such an answer by its sequence number, so it would be taken for the
     message whose UID happens to be that number: an unsolicited flag change (``* 5 FETCH
     (FLAGS (\\Seen))``, which a server without QRESYNC may send in the middle of our FETCH,
     RFC 3501 §7.4.2) gave its flags to UID 5, and a server that leaves UID out of a UID FETCH
-    answer (against §6.4.8) had its messages filed under the wrong UIDs. Left out, the
-    messages asked for are simply not answered, and are read again later."""
+    answer (against §6.4.8) had its messages filed under the wrong UIDs. So each answer is
+    read on its own (by sequence number only within itself: numbers can shift in the middle
+    of a UID FETCH, §7.4.1) and filed by the UID it carries; answers for the same UID merge,
+    in order, as imapclient's do."""
     parsed = fast_parse(data, normalise_times)
     if parsed is not None:
         return parsed
-    by_number = parse_fetch_response(list(data), normalise_times, False)
-    if all(b"UID" in values for values in by_number.values()):
-        return dict(parse_fetch_response(list(data), normalise_times, True))
-    found = _WithoutUids()
-    for values in by_number.values():
-        uid = values.pop(b"UID", None)
-        if uid is None:
-            found.left_out += 1
-        else:
-            found.setdefault(uid, {}).update(values)  # repeats merge, as imapclient's do
+    found = Answers()
+    for response in _responses(data):
+        for values in parse_fetch_response(response, normalise_times, False).values():
+            uid = values.pop(b"UID", None)
+            if uid is None:
+                found.left_out += 1
+            else:
+                found.setdefault(uid, {}).update(values)
     return found
 
 
-class _WithoutUids(dict[int, Any]):
-    """``parse_fetch``'s reading of an answer in which ``left_out`` messages came without a
-    UID (and were left out)."""
+class Answers(dict[int, Any]):
+    """``parse_fetch``'s reading: by UID, and how many answers came without one."""
 
     left_out = 0
+
+
+def _responses(data: Sequence[Any]) -> list[list[Any]]:
+    """imaplib's FETCH lines cut into one list per answer. An answer starts with its sequence
+    number (``b"5 (FLAGS ...)"``, or a literal's head ``b"5 (UID 9 BODY[] {n}"``); what
+    continues one after a literal starts with a space or ``)`` (RFC 3501 §9: a literal is
+    followed by SP or ")"), never with a digit."""
+    responses: list[list[Any]] = []
+    for part in data:
+        head = part[0] if isinstance(part, tuple) and part else part
+        if not responses or (isinstance(head, bytes) and head[:1].isdigit()):
+            responses.append([part])
+        else:
+            responses[-1].append(part)
+    return responses
 
 
 def uid_set(uids: Sequence[int]) -> str:
@@ -181,10 +195,14 @@ def uid_set(uids: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def fetch(client: IMAPClient, uids: Sequence[int], items: Sequence[bytes]) -> dict[int, Any]:
+def fetch(
+    client: IMAPClient, uids: Sequence[int], items: Sequence[bytes], *, strict: bool = True
+) -> dict[int, Any]:
     """``client.fetch(uids, items)`` for a client in UID mode, with UIDs as ints and items as
     bytes — the sync's own calls; answers for other messages dropped, read by ``parse_fetch``,
-    sent the way imapclient's own ``fetch`` sends them (no modifiers)."""
+    sent the way imapclient's own ``fetch`` sends them (no modifiers). ``strict``: messages
+    asked for that are missing where answers came without a UID are an error (see below);
+    otherwise they are simply not in the result (flag updates: nothing is lost by that)."""
     if not client.use_uid:
         raise ValueError("fetchparse.fetch needs a client in UID mode")
     if not uids:
@@ -196,12 +214,13 @@ def fetch(client: IMAPClient, uids: Sequence[int], items: Sequence[bytes]) -> di
     typ, data = imap._untagged_response(typ, data, "FETCH")
     response = parse_fetch(data, client.normalise_times)
     answered = {uid: response[uid] for uid in uids if uid in response}
-    if len(answered) < len(uids) and isinstance(response, _WithoutUids):
+    left_out = getattr(response, "left_out", 0)
+    if strict and left_out and len(answered) < len(uids):
         # messages asked for are missing and answers came without their UIDs: most likely
         # they are those (a server against RFC 3501 6.4.8). Not taken for expunged messages,
         # which the sync would pass over: an error, so the fetch is tried again later.
         raise ProtocolError(
-            f"The server answered a UID FETCH without the UIDs ({response.left_out} "
+            f"The server answered a UID FETCH without the UIDs ({left_out} "
             f"message(s)); {len(uids) - len(answered)} of the {len(uids)} asked for are "
             "missing from the answer (RFC 3501 6.4.8: the UID must be in every answer)."
         )

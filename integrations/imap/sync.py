@@ -633,7 +633,9 @@ class MailboxSync:
         changes: list[FlagChange] = []
         items = [b"FLAGS"] + ([b"X-GM-LABELS"] if self.gmail else [])
         for chunk in _chunks(uids, 1000):
-            for uid, data in self.client.fetch(chunk, items).items():
+            # answers without a UID (unsolicited flag changes) are left out, not filed by
+            # their sequence number under another message (fetchparse.parse_fetch)
+            for uid, data in fetchparse.fetch(self.client, chunk, items, strict=False).items():
                 labels = data.get(b"X-GM-LABELS")
                 changes.append(
                     FlagChange(
