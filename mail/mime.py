@@ -206,7 +206,9 @@ def _plain_fields(unified: str) -> list[list[str]] | None:
     ``headers_of``'s line-by-line reading; None for anything else, which that reading
     handles. ``unified`` has LF line ends only."""
     end = unified.find("\n\n") + 1
-    if end <= 0 or _FIELDS.fullmatch(unified, 0, end) is None:
+    # a first line "From ..." is an mbox envelope line to the line-by-line reading, even as
+    # "From : Alice" (which reads as a field here): that reading decides
+    if end <= 0 or unified.startswith("From ") or _FIELDS.fullmatch(unified, 0, end) is None:
         return None
     return [[name, value.replace("\n", "\r\n")] for name, value in _FIELD.findall(unified, 0, end)]
 

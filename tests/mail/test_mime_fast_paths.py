@@ -38,6 +38,7 @@ LINE = st.one_of(
     st.builds(lambda w, v: w + v, st.sampled_from([" ", "\t"]), VALUE),  # a continuation
     VALUE,  # anything: no header at all, an mbox "From " line, a stray blank
     st.just("From someone@example.com Mon Nov 23 10:00:00 2026"),
+    st.builds(lambda w, v: f"From{w}:{v}", st.sampled_from([" ", "\t "]), VALUE),
     st.just(""),
 )
 ENDING = st.sampled_from(["\r\n", "\n", "\r"])
@@ -61,6 +62,7 @@ def header_blocks(draw: st.DrawFn) -> bytes:
 @example(b"Subject:   \r\n\tfolded\r\nFrom: a@example.com\r\n\r\n")
 @example(b"A: b\n\r\nC: d\r\n\r\n")
 @example(b" leading: continuation\r\nA: b\r\n\r\n")
+@example(b"From : Alice <alice@example.com>\r\nSubject: hi\r\n\r\n")  # an mbox line to both
 def test_a_plain_header_block_reads_as_line_by_line(block: bytes) -> None:
     text = block.decode("ascii", "surrogateescape")
     bare_cr = text.count("\r") != text.count("\r\n")
