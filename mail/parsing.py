@@ -399,7 +399,7 @@ def parse_message(raw: bytes, *, cut_at: int | None = None) -> ParsedMessage:
             defects.append(f"{attachment.filename or attachment.content_type}: {attachment.note}")
     source = result.text_body or html_to_text(result.html_body[:20_000])
     result.snippet = " ".join(source[: SNIPPET_CHARS * 4].split())[:SNIPPET_CHARS]
-    make_storable(result)
+    make_storable(result)  # result.defects is then a cleaned copy of ``defects``
     result.snippet = _UNSTORABLE.sub("", result.snippet)
-    result.defects = list(dict.fromkeys(defects))  # unique, in order
+    result.defects = list(dict.fromkeys(result.defects))  # unique, in order
     return result

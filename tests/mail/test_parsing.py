@@ -99,3 +99,23 @@ def test_a_boundary_that_prefixes_another_is_not_confused_with_it():
     parsed = parse_message(raw)
     assert (parsed.text_body, parsed.html_body) == ("plain", "<p>html</p>")
     assert [(a.filename, a.data) for a in parsed.attachments] == [("x.pdf", b"%PDF")]
+
+
+def test_no_defect_note_carries_a_nul(settings):
+    """A file name with a NUL (RFC 2231 ``%00``) on an attachment over the limit: the note
+    about it names the file without the NUL (PostgreSQL refuses NUL in JSON, and the row would
+    never be stored). The cleaned notes were made, then replaced by the raw ones."""
+    settings.MAIL_MAX_ATTACHMENT_BYTES = 10
+    raw = (
+        b"Subject: nul\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        b"--b\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename*=utf-8''a%00b.bin\r\n\r\n"
+        + b"x" * 100
+        + b"\r\n--b--\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.attachments[0].filename == "ab.bin"
+    assert any("ab.bin: larger than" in d for d in parsed.defects)
+    assert not any("\x00" in d for d in parsed.defects)
