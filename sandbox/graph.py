@@ -451,6 +451,8 @@ class FakeGraph(_Subscriptions, LocalServer):
         super().__init__(ca)
         self.rng = random.Random(seed)
         self.repeat = repeat
+        #: misbehaving on purpose: this many times, a listing's next page is its first one again
+        self.pages_loop = 0
         self.partial_updates = partial_updates
         self.retry_after = retry_after
         self.tenant = TENANT
@@ -1044,6 +1046,9 @@ class FakeGraph(_Subscriptions, LocalServer):
 
     def _next_link(self, request: Request, top: int, skip: int) -> str:
         """The next page of ``request``: the same query options, ``$top`` and ``$skip`` on."""
+        if self.pages_loop > 0:
+            self.pages_loop -= 1
+            skip = 0
         params = "&".join(
             f"{k}={quote(v, safe='')}"
             for k, v in {**request.query, "$top": str(top), "$skip": str(skip)}.items()

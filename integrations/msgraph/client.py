@@ -11,7 +11,7 @@ error classes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -74,6 +74,25 @@ class GraphClient:
                 if isinstance(body.get(key), str):
                     self.http.check_destination(body[key])
         return body
+
+    def pages(self, url: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """A listing, page by page, following each ``@odata.nextLink`` to the last page
+        (graph/paging). A nextLink handed out before means the listing would never end:
+        ``Transient`` (tried again later), not a request loop."""
+        seen: set[str] = set()
+        link: str | None = url
+        while link:
+            page = self.get(link, params=params)
+            yield page
+            link, params = page.get("@odata.nextLink"), None
+            if link in seen:
+                raise Transient(
+                    "Microsoft Graph kept answering with a page it had already sent; the "
+                    "listing is read again at the next try.",
+                    detail=f"repeated @odata.nextLink after {len(seen) + 1} pages",
+                )
+            if link:
+                seen.add(link)
 
     def call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Any other request (subscriptions: POST, PATCH, DELETE); {} for an empty answer."""

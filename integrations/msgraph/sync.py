@@ -230,13 +230,13 @@ class GraphSync:
         the whole mailbox."""
         limit = settings.MAIL_MAX_ATTACHMENT_BYTES
         entries: list[dict[str, Any]] = []
-        url: str | None = f"messages/{message_id}/attachments"
-        params: dict[str, Any] | None = {"$select": "id,name,contentType,size,isInline"}
+        listing = self.client.pages(
+            f"messages/{message_id}/attachments",
+            params={"$select": "id,name,contentType,size,isInline"},
+        )
         try:
-            while url:  # the listing can come in pages, like any collection (graph/paging)
-                page = self.client.get(url, params=params)
+            for page in listing:  # in pages, like any collection (graph/paging)
                 entries += page.get("value", [])
-                url, params = page.get("@odata.nextLink"), None
         except ItemGone:
             return []
         found = []
@@ -350,9 +350,7 @@ class MailboxDelta(GraphSync):
         self.existing: set[str] = set()  # every folder the mailbox has now, chosen or not
         todo = ["mailFolders"]
         while todo:
-            url: str | None = todo.pop()
-            while url:
-                page = self.client.get(url, params={"$top": 100} if "://" not in url else None)
+            for page in self.client.pages(todo.pop(), params={"$top": 100}):
                 for folder in page.get("value", []):
                     if str(folder.get("@odata.type", "")).endswith("mailSearchFolder"):
                         # a view of messages that live in other folders: delta there would
@@ -362,7 +360,6 @@ class MailboxDelta(GraphSync):
                     self.existing.add(str(folder.get("id")))
                     if folder.get("childFolderCount"):
                         todo.append(f"mailFolders/{folder['id']}/childFolders")
-                url = page.get("@odata.nextLink")
         if self.config.folders:
             wanted = {name.lower() for name in self.config.folders}
             chosen = [f for f in found if str(f.get("displayName", "")).lower() in wanted]
@@ -577,10 +574,9 @@ class HistorySearch(GraphSync):
     def search(self, who: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         query = f'"{who} AND received>={_kql_day(start)} AND received<{_kql_day(end)}"'
         items: list[dict[str, Any]] = []
-        url: str | None = "messages"
-        params: dict[str, Any] | None = {"$search": query, "$select": SELECT, "$top": 250}
-        while url and len(items) < SEARCH_CAP:
-            page = self.client.get(url, params=params)
+        params = {"$search": query, "$select": SELECT, "$top": 250}
+        for page in self.client.pages("messages", params=params):
             items.extend(page.get("value", []))
-            url, params = page.get("@odata.nextLink"), None
+            if len(items) >= SEARCH_CAP:
+                break
         return items

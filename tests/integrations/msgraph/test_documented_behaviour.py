@@ -100,6 +100,26 @@ def test_a_message_with_more_attachments_than_a_page_keeps_them_all(
     assert len(listings) == 3  # 10 + 10 + 3
 
 
+def test_a_listing_that_never_ends_is_not_followed_for_ever(
+    make_graph_connection, graph, mailbox, work
+):
+    """A server whose next page is its first one again: the sync stops after the repeat, as
+    a server error tried again later, instead of asking for ever; once the server pages
+    properly, every attachment is stored."""
+    files = tuple((f"part{n:02}.txt", b"x", "text/plain") for n in range(15))
+    graph.add_message(mailbox, subject="looping", attachments=files)
+    conn = make_graph_connection()
+    graph.pages_loop = 50  # (a bound, so that a client that loops fails here, not hangs)
+    job = sync_once(conn, work)
+    assert job.state != SyncJob.State.SUCCEEDED and job.error_class == "Transient"
+    assert "page it had already sent" in job.error_message
+    listings = [t for _, t in graph.requests if t.split("?")[0].endswith("/attachments")]
+    assert len(listings) <= 3 * job.attempts
+    graph.pages_loop = 0
+    sync_once(conn, work, succeed=True)
+    assert MailAttachment.objects.filter(message__connection=conn).count() == 15
+
+
 def test_search_folders_are_not_synced(make_graph_connection, graph, mailbox, work):
     graph.add_message(mailbox, folder="Projects", subject="important")
     graph.add_search_folder(mailbox, "High importance", sources=("Projects",))
