@@ -212,8 +212,9 @@ def cpu_quota(root: Path | None = None, membership: Path | None = None) -> float
     ``--cpus``, Kubernetes' CPU limit, systemd's ``CPUQuota=``), or None without a limit or
     when it cannot be read. cgroup v2: ``cpu.max`` (``quota period``, or ``max``) of this
     process's cgroup and of every one above it, the smallest; cgroup v1: ``cpu.cfs_quota_us``
-    over ``cpu.cfs_period_us`` (-1: none). Inside a container the cgroup files are those of
-    the container itself, at the top of ``root`` (default ``CGROUP_ROOT``)."""
+    over ``cpu.cfs_period_us`` (-1: none), likewise up the tree. Inside a container the
+    cgroup files are those of the container itself, at the top of ``root`` (default
+    ``CGROUP_ROOT``)."""
     root = root or CGROUP_ROOT
     try:
         lines = (membership or CGROUP_MEMBERSHIP).read_text().splitlines()
@@ -228,9 +229,9 @@ def cpu_quota(root: Path | None = None, membership: Path | None = None) -> float
             limits += [q for q in map(_v2_limit, places) if q is not None]
         elif "cpu" in controllers.split(","):  # v1: the cpu controller's hierarchy
             for base in (root / controllers, root / "cpu"):
-                found = _v1_limit(base / inside) or _v1_limit(base)
-                if found is not None:
-                    limits.append(found)
+                if base.is_dir():  # this cgroup and every one above it, the smallest
+                    places = [base / inside, *(base / up for up in inside.parents)]
+                    limits += [q for q in map(_v1_limit, places) if q is not None]
                     break
     return min(limits) if limits else None
 

@@ -271,6 +271,17 @@ def cgroup_files(root: Path, files: dict[str, str]) -> Path:
             },
             2.0,
         ),
+        # v1 under systemd: the slice's limit counts for the service below it
+        (
+            "3:cpu,cpuacct:/work.slice/sync.service\n",
+            {
+                "cpu,cpuacct/work.slice/sync.service/cpu.cfs_quota_us": "-1\n",
+                "cpu,cpuacct/work.slice/sync.service/cpu.cfs_period_us": "100000\n",
+                "cpu,cpuacct/work.slice/cpu.cfs_quota_us": "100000\n",
+                "cpu,cpuacct/work.slice/cpu.cfs_period_us": "100000\n",
+            },
+            1.0,
+        ),
         (
             "3:cpu:/\n1:memory:/x\n0::/\n",
             {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"},
