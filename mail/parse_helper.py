@@ -38,6 +38,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,15 +226,18 @@ def cpu_quota(root: Path | None = None, membership: Path | None = None) -> float
         number, controllers, path = [*line.split(":", 2), "", ""][:3]
         inside = Path(path.strip().lstrip("/"))
         if number == "0" and not controllers:  # v2: one hierarchy
-            places = [root / inside, *(root / up for up in inside.parents)]
-            limits += [q for q in map(_v2_limit, places) if q is not None]
+            limits += _up_the_tree(root, inside, _v2_limit)
         elif "cpu" in controllers.split(","):  # v1: the cpu controller's hierarchy
-            for base in (root / controllers, root / "cpu"):
-                if base.is_dir():  # this cgroup and every one above it, the smallest
-                    places = [base / inside, *(base / up for up in inside.parents)]
-                    limits += [q for q in map(_v1_limit, places) if q is not None]
-                    break
+            base = next((b for b in (root / controllers, root / "cpu") if b.is_dir()), None)
+            if base is not None:
+                limits += _up_the_tree(base, inside, _v1_limit)
     return min(limits) if limits else None
+
+
+def _up_the_tree(base: Path, inside: Path, limit_of: Callable[[Path], float | None]) -> list[float]:
+    """The limits of the cgroup ``inside`` of hierarchy ``base`` and of every one above it."""
+    places = [base / inside, *(base / up for up in inside.parents)]
+    return [found for found in map(limit_of, places) if found is not None]
 
 
 def _v2_limit(directory: Path) -> float | None:

@@ -398,7 +398,7 @@ def parse_message(raw: bytes, *, cut_at: int | None = None) -> ParsedMessage:
             result.truncated = True
             defects.append(f"{attachment.filename or attachment.content_type}: {attachment.note}")
     source = result.text_body or html_to_text(result.html_body[:20_000])
-    result.snippet = " ".join(source[: SNIPPET_CHARS * 4].split())[:SNIPPET_CHARS]
+    result.snippet = h.clean(source[: SNIPPET_CHARS * 4])[:SNIPPET_CHARS]
     make_storable(result)  # result.defects is then a cleaned copy of ``defects``
     result.snippet = _UNSTORABLE.sub("", result.snippet)
     result.defects = list(dict.fromkeys(result.defects))  # unique, in order
