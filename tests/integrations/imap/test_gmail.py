@@ -6,8 +6,8 @@ import pytest
 
 from mail.models import MailMessage
 from sandbox.gmail import ALL_MAIL, FakeGmail, GmailMessage
-from syncqueue import engine
 from syncqueue.models import SkippedItem, SyncJob
+from tests.support.jobs import sync_once
 from tests.support.mailfactory import message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,9 +37,7 @@ def test_gmail_syncs_all_mail_once_with_labels(make_connection, work):
     with FakeGmail(mails) as gmail:
         conn = gmail_connection(make_connection, gmail, folders=["INBOX", "Work"])
         result = conn.build_connector().check()
-        job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
-        work()
-        job.refresh_from_db()
+        job = sync_once(conn, work, SyncJob.Kind.INITIAL)
         commands = list(gmail.commands)
 
     assert "Gmail" in result.message and ALL_MAIL in result.message
@@ -70,9 +68,7 @@ def test_a_server_that_misreports_sizes_or_withholds_a_body_loses_nothing(make_c
     ]
     with FakeGmail(mails) as gmail:
         conn = gmail_connection(make_connection, gmail)
-        job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
-        work()
-        job.refresh_from_db()
+        job = sync_once(conn, work, SyncJob.Kind.INITIAL)
         rows = {m.subject: m for m in MailMessage.objects.filter(connection=conn)}
         assert job.state == SyncJob.State.SUCCEEDED, job.error_message
         assert set(rows) == {"plain", "bigger than announced", "after"}
@@ -83,8 +79,7 @@ def test_a_server_that_misreports_sizes_or_withholds_a_body_loses_nothing(make_c
         assert skipped.error_class == "NoBodySent"
 
         gmail.messages[3].withheld = False  # the server answers properly again
-        engine.enqueue(conn, SyncJob.Kind.MANUAL)
-        work()
+        sync_once(conn, work)
     skipped.refresh_from_db()
     assert skipped.state == SkippedItem.State.RESOLVED
     assert MailMessage.objects.filter(connection=conn, subject="withheld").exists()
@@ -102,16 +97,13 @@ def test_answers_without_uids_are_not_taken_for_expunged_mail(make_connection, w
     ]
     with FakeGmail(mails) as gmail:
         conn = gmail_connection(make_connection, gmail)
-        job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
-        work()
-        job.refresh_from_db()
+        job = sync_once(conn, work, SyncJob.Kind.INITIAL)
         assert job.state != SyncJob.State.SUCCEEDED
         assert "without the UIDs" in job.error_detail and job.error_class == "Transient"
         assert not MailMessage.objects.filter(connection=conn, subject="no uid").exists()
 
         gmail.messages[2].uid_left_out = False
-        engine.enqueue(conn, SyncJob.Kind.MANUAL)
-        work()
+        sync_once(conn, work)
     subjects = set(MailMessage.objects.filter(connection=conn).values_list("subject", flat=True))
     assert subjects == {"first", "no uid", "third"}
 
@@ -125,9 +117,7 @@ def test_mail_without_sizes_is_fetched_many_at_a_time(make_connection, work):
     mails.append(GmailMessage(big, [], 99, size_left_out=True))
     with FakeGmail(mails) as gmail:
         conn = gmail_connection(make_connection, gmail)
-        job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
-        work()
-        job.refresh_from_db()
+        job = sync_once(conn, work, SyncJob.Kind.INITIAL)
         fetches = [c for c in gmail.commands if " FETCH " in c]
     assert job.state == SyncJob.State.SUCCEEDED, job.error_message
     rows = {m.subject: m for m in MailMessage.objects.filter(connection=conn)}
