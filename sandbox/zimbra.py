@@ -10,6 +10,10 @@ document it follows is listed in docs/protocols.md (Zimbra).
   missing uid ``mail.NO_SUCH_CALITEM``.
 - ``ModifyTaskRequest`` checks for conflicts only when **both** ``ms`` and ``rev`` are sent:
   either one older than the task's answers ``mail.INVITE_OUT_OF_DATE``.
+- A modify **replaces the whole invite** with the one sent (attributes, parts, time zones):
+  what it leaves out (a reminder, a location) is gone. ``GetTaskRequest`` writes the invite
+  back with Zimbra's bookkeeping (``x_uid``, ``seq``, ``d``, ``compNum``, ``method``,
+  ``isOrg``, ``calItemId``, ``ciFolder``, ``<fr>``); a completed task gets ``completed``.
 - Deleting a task in the web client (``delete_in_zimbra``) and ``CancelTaskRequest`` move it to
   the **Trash** (folder 3); Modify and Cancel on a task in the Trash answer
   ``service.INVALID_REQUEST`` ("cannot modify/cancel a calendar item under trash"); emptying the
@@ -31,7 +35,7 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -86,6 +90,10 @@ class ZTask:
     #: the invite's SEQUENCE: every modify raises it (ours or the web client's); a create
     #: for a UID Zimbra holds at a higher one is ignored (see ``_write``)
     seq: int = 0
+    #: the invite's child elements as sent (``<e>``, ``<desc>``, ``<alarm>``, ``<s>``, …) and
+    #: the ``<tz>`` definitions beside it, serialized: a modify replaces all of them
+    parts: list[bytes] = field(default_factory=list)
+    zones: list[bytes] = field(default_factory=list)
 
 
 TRASH = "3"
@@ -134,6 +142,7 @@ class FakeZimbra(LocalServer):
         self.tokens: dict[str, tuple[str, str, float]] = {}  # token -> (kind, account, expiry)
         self.token_lifetime = 3600.0
         self.operations: list[str] = []
+        self._after_read: list[tuple[str, str, dict[str, str]]] = []
 
     @property
     def soap_url(self) -> str:
@@ -173,14 +182,31 @@ class FakeZimbra(LocalServer):
             r"/service/soap", 429, body="Too many requests", retry_after=retry_after, times=times
         )
 
-    def edit_in_zimbra(self, account: str, uid: str, at: float | None = None, **comp: str) -> None:
-        """Someone changes the task in Zimbra's web client (``at``: when, default now)."""
+    def edit_in_zimbra(
+        self,
+        account: str,
+        uid: str,
+        at: float | None = None,
+        add: Sequence[str] = (),
+        **comp: str,
+    ) -> None:
+        """Someone changes the task in Zimbra's web client (``at``: when, default now):
+        ``comp`` sets attributes of the invite, ``add`` adds parts to it (XML in Zimbra's
+        form, e.g. ``<alarm action="DISPLAY">…</alarm>`` for a reminder)."""
         with self.lock:
             box = self.mailboxes[account]
             task = box.tasks[uid]
             task.comp.update(comp)
+            wrapper = etree.fromstring(f'<comp xmlns="{MAIL}">{"".join(add)}</comp>')
+            task.parts += [etree.tostring(part, with_tail=False) for part in wrapper]
             task.seq += 1
             self._touch(box, task, at)
+
+    def edit_after_next_read(self, account: str, uid: str, **comp: str) -> None:
+        """Someone changes the task in the web client just after the next GetTask has been
+        answered: a modify sent on what that read said is out of date."""
+        with self.lock:
+            self._after_read.append((account, uid, comp))
 
     def delete_in_zimbra(self, account: str, uid: str) -> None:
         """Someone deletes the task in the web client: it moves to the Trash (a CancelTask)."""
@@ -348,7 +374,11 @@ class FakeZimbra(LocalServer):
                     f'<ItemActionResponse xmlns="{MAIL}"><action op="delete"/></ItemActionResponse>'
                 )
             if name == "GetTaskRequest":
-                return self._get(box, operation)
+                answer = self._get(box, operation)
+                for account, uid, comp in self._after_read:
+                    self.edit_in_zimbra(account, uid, None, (), **comp)
+                self._after_read.clear()
+                return answer
             if name == "SyncRequest":
                 return self._sync(box, operation)
         raise SoapError("service.UNKNOWN_DOCUMENT", f"unknown document: {name}")
@@ -363,7 +393,23 @@ class FakeZimbra(LocalServer):
             task = box.by_id(item_id or "")
             if task is None:
                 raise SoapError("mail.NO_SUCH_ITEM", f"no such item: {item_id}")
-        attrs = " ".join(f"{k}={quoteattr(v)}" for k, v in task.comp.items())
+        # the invite as ToXML.encodeInviteComponent writes it: what was sent, and Zimbra's
+        # own bookkeeping beside it (never to be sent back)
+        bookkeeping = {
+            "x_uid": task.uid,
+            "uid": task.uid,
+            "seq": str(task.seq),
+            "d": str(task.md * 1000),
+            "compNum": "0",
+            "method": "PUBLISH",
+            "isOrg": "1",
+            "calItemId": str(task.cal_item_id),
+            "ciFolder": task.folder,
+        }
+        attrs = " ".join(f"{k}={quoteattr(v)}" for k, v in {**task.comp, **bookkeeping}.items())
+        parts = b"".join(task.parts).decode()
+        if task.description:
+            parts += f"<fr>{escape(task.description[:100])}</fr>"
         # modified date and sequence only on sync-related requests (sync="1")
         sync = operation.get("sync") in ("1", "true")
         extra = f' f="" tn="" ms="{task.ms}" md="{task.md}"' if sync else ""
@@ -371,7 +417,8 @@ class FakeZimbra(LocalServer):
             f'<GetTaskResponse xmlns="{MAIL}"><task id="{task.cal_item_id}" '
             f'uid={quoteattr(task.uid)} l="{task.folder}" rev="{task.rev}" s="0" '
             f'd="{task.md * 1000}"{extra}><inv id="{task.inv_id.split("-")[1]}">'
-            f"<comp {attrs}/></inv></task></GetTaskResponse>"
+            f"{b''.join(task.zones).decode()}<comp {attrs}>{parts}</comp></inv></task>"
+            "</GetTaskResponse>"
         )
 
     def _sync(self, box: Mailbox, operation: Any) -> str:
@@ -451,7 +498,17 @@ class FakeZimbra(LocalServer):
             item = next(box.ids)
             task = ZTask(uid, item, f"{item}-{item - 1}", 0, 0, m.get("l", "15"), {})
             box.tasks[uid] = task
-        task.comp = dict(comp.attrib)
+        # the new invite is built from the request alone (CalendarUtils.parseInviteForModify):
+        # what it leaves out is gone
+        task.comp = {str(k): str(v) for k, v in comp.attrib.items()}
+        if task.comp.get("status") != "COMP":
+            task.comp.pop("completed", None)
+        elif "completed" not in task.comp:  # Invite.setCompleted(now) when none is given
+            task.comp["completed"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        task.parts = [etree.tostring(part, with_tail=False) for part in comp]
+        task.zones = [
+            etree.tostring(tz, with_tail=False) for tz in comp.getparent().iterfind(f"{{{MAIL}}}tz")
+        ]
         task.due = (
             comp.find(f"{{{MAIL}}}e").get("d", "") if comp.find(f"{{{MAIL}}}e") is not None else ""
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from copy import deepcopy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,25 +36,61 @@ def xml_text(value: Any) -> str:
     return _NOT_XML.sub("", str(value))
 
 
-def build_task(uid: str, task: Any, folder: str) -> Any:
-    """The ``<m>`` of a CreateTask/ModifyTask for ``task`` under our ``uid``. A title or
-    description with characters XML cannot carry (a pasted form feed, say) goes without
-    them, rather than never."""
+# A modify replaces the whole invite with the one sent: Zimbra builds the new version from the
+# request alone (``CalendarUtils.parseInviteForModify``), so whatever the person set in Zimbra
+# and we do not own — a reminder, a location, a start date, categories — is sent back as
+# Zimbra gave it (``ToXML.encodeInviteComponent`` writes these in the form the parser reads).
+# Ours: the title, status, priority, percent complete, due date and description; everything
+# else a GetTask answer adds (uid, seq, d, compNum, method, isOrg, calItemId, the fragment)
+# is Zimbra's own bookkeeping and is not sent back.
+KEPT_ATTRIBUTES = ("loc", "url", "class", "draft", "neverSent")
+KEPT_PARTS = frozenset(
+    {"s", "alarm", "recur", "category", "comment", "contact", "geo", "at", "or", "xprop"}
+)
+
+
+def _kept(held: etree._Element | None) -> tuple[list[Any], dict[str, str], list[Any]]:
+    """From the ``<task>`` Zimbra holds: its time zones, and the attributes and parts of its
+    invite that a modify of ours must carry over (copies)."""
+    inv = held.find(f"{{{MAIL}}}inv") if held is not None else None
+    comp = inv.find(f"{{{MAIL}}}comp") if inv is not None else None
+    if inv is None or comp is None:
+        return [], {}, []
+    zones = [deepcopy(tz) for tz in inv.iterfind(f"{{{MAIL}}}tz")]
+    attributes = {k: str(comp.get(k)) for k in KEPT_ATTRIBUTES if comp.get(k) is not None}
+    if comp.get("completed") and comp.get("status") == "COMP":
+        attributes["completed"] = str(comp.get("completed"))  # when it was done stays put
+    parts = [deepcopy(c) for c in comp if etree.QName(c).localname in KEPT_PARTS]
+    return zones, attributes, parts
+
+
+def build_task(uid: str, task: Any, folder: str, held: etree._Element | None = None) -> Any:
+    """The ``<m>`` of a CreateTask/ModifyTask for ``task`` under our ``uid``; ``held`` is the
+    ``<task>`` Zimbra holds (a GetTask answer), whose fields we do not own are carried over.
+    A title or description with characters XML cannot carry (a pasted form feed, say) goes
+    without them, rather than never."""
     title, description = xml_text(task.title), xml_text(task.description)
+    zones, kept, parts = _kept(held)
+    status = STATUS.get(task.status, "NEED")
+    if status != "COMP":
+        kept.pop("completed", None)
     m = element("m", l=folder)
     inv = element("inv")
+    inv.extend(zones)
     comp = element(
         "comp",
         name=title,
         uid=uid,
-        status=STATUS.get(task.status, "NEED"),
+        status=status,
         priority=PRIORITY.get(task.priority, "5"),
         percentComplete=task.percent_complete,
         allDay="1",
+        **kept,
     )
     if task.due_date:
         comp.append(element("e", d=task.due_date.strftime("%Y%m%d")))
     comp.append(element("desc", description))
+    comp.extend(parts)
     inv.append(comp)
     m.append(inv)
     m.append(element("su", title))

@@ -1,11 +1,13 @@
 """Outbound: one assignment's task into its person's Zimbra Tasks.
 
 Create carries our own ``uid``, so a retry after a lost answer (or a killed worker) updates
-the same Zimbra task. Modify sends the whole task with the last ``ms``/``rev``; when Zimbra
-says the task changed meanwhile it is re-read and the modify retried (a later change made
-there is kept when reading back is on); when the task is gone there, it is created again. The
-ids Zimbra returns are stored by :mod:`.store` in the engine's transaction together with the
-"pushed" mark.
+the same Zimbra task. A modify replaces the whole task in Zimbra, so it starts from a read of
+Zimbra's copy: what the person set there that we do not own (a reminder, a location) is sent
+back, a change made there since our last write is merged (a later one is kept when reading
+back is on), and that read's ``ms``/``rev`` guard the modify; when Zimbra says the task
+changed after the read, it is read again and the modify retried once; when the task is gone
+there, it is created again. The ids Zimbra returns are stored by :mod:`.store` in the
+engine's transaction together with the "pushed" mark.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ def upsert(
             return None
         return answer.find(f"{{{MAIL}}}task")
 
-    inv_id, cal_item_id, ms, rev = copy.inv_id, copy.cal_item_id, copy.ms, copy.rev
+    inv_id, cal_item_id, ms = copy.inv_id, copy.cal_item_id, copy.ms
     if not inv_id:
         ids = create(check=False)
         if ids["invId"]:
@@ -149,22 +151,33 @@ def upsert(
         # lost and that someone edited since, or one left in the Trash — and ignored this
         # one without a word (docs/protocols.md, Zimbra). Find it and carry on from there.
         found = held()
-        invite = found.find(f"{{{MAIL}}}inv") if found is not None else None
-        if found is None or invite is None:
+        if found is None or found.find(f"{{{MAIL}}}inv") is None:
             raise Transient("Zimbra neither took the task nor showed the one it has.")
+        ms = ""  # not written by us: whatever it says is someone's change
+    else:
+        # A modify replaces the whole task, so it starts from Zimbra's copy: what the person
+        # set there that we do not own (a reminder, say) is sent back (docs/protocols.md).
+        found = held()
+    for attempt in (1, 2):
+        if found is None:
+            return create()  # deleted in Zimbra: the person still has the task here
         if found.get("l") == TRASH:
+            # deleted in the web client (moved to the Trash), still assigned here: empty that
+            # copy out of the Trash, then create the task again under our uid
             purge(found.get("id", ""))
             return create()
-        cal_item_id = found.get("id", "")
-        inv_id = f"{cal_item_id}-{invite.get('id', '')}"
+        if found.get("ms", "") != ms:
+            reconcile(found)  # changed there since we last wrote it
         ms, rev = found.get("ms", ""), found.get("rev", "")
-        reconcile(found)  # someone changed it there since our lost create
-    for attempt in (1, 2):
+        invite = found.find(f"{{{MAIL}}}inv")
+        cal_item_id = found.get("id", "") or cal_item_id
+        if invite is not None and invite.get("id"):
+            inv_id = f"{cal_item_id}-{invite.get('id')}"
         try:
             answer = soap.call(
                 account,
                 "ModifyTask",
-                [build_task(copy.uid, task, zimbra.tasks_folder)],
+                [build_task(copy.uid, task, zimbra.tasks_folder, held=found)],
                 id=inv_id,
                 comp="0",
                 ms=ms,
@@ -172,12 +185,10 @@ def upsert(
             )
             return ids_of(answer)
         except InTrash:
-            # deleted in the web client (moved to the Trash), still assigned here: empty that
-            # copy out of the Trash, then create the task again under our uid
-            purge(cal_item_id)
+            purge(cal_item_id)  # moved to the Trash since we read it
             return create()
         except ItemGone:
-            return create()  # deleted in Zimbra: the person still has the task here
+            return create()  # deleted in Zimbra meanwhile: the person still has the task
         except OutOfDate as conflict:
             if attempt == 2:
                 raise Transient(
@@ -185,10 +196,5 @@ def upsert(
                     "will be tried again.",
                     detail=str(conflict)[:300],
                 ) from conflict
-            # md and ms come back only on a sync request (docs/protocols.md, Zimbra)
-            found = held()
-            if found is None:
-                return create()  # deleted for good meanwhile: the person still has the task
-            ms, rev = found.get("ms", ""), found.get("rev", "")
-            reconcile(found)
+            found = held()  # changed between our read and our modify: read it again
     raise AssertionError("unreachable")  # pragma: no cover

@@ -99,3 +99,38 @@ def test_missing_items_answer_no_such_item_and_calitem(zimbra):
         with pytest.raises(ItemGone):
             soap(zimbra).call("ann@corp.test", "GetTask", **attrs)
     assert {"GetTaskRequest"} <= set(zimbra.operations)
+
+
+def test_a_modify_replaces_the_whole_invite(zimbra):
+    """ModifyTask builds the new invite from the request alone
+    (CalendarUtils.parseInviteForModify): a reminder the request leaves out is gone."""
+    box = zimbra.add_account("ann@corp.test")
+    client = soap(zimbra)
+    task = Task(title="Report", due_date=date(2026, 12, 1))
+    answer = client.call("ann@corp.test", "CreateTask", [build_task("uid-9", task, "15")])
+    zimbra.edit_in_zimbra("ann@corp.test", "uid-9", loc="Room 4", add=['<alarm action="DISPLAY"/>'])
+    read = client.call("ann@corp.test", "GetTask", uid="uid-9", sync="1").find(f"{{{MAIL}}}task")
+    comp = read.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
+    assert comp.get("loc") == "Room 4" and comp.find(f"{{{MAIL}}}alarm") is not None
+    assert comp.get("x_uid") == "uid-9" and comp.get("calItemId") == answer.get("calItemId")
+
+    client.call(
+        "ann@corp.test",
+        "ModifyTask",
+        [build_task("uid-9", task, "15")],
+        id=answer.get("invId"),
+        comp="0",
+    )
+    held = box.tasks["uid-9"]
+    assert "loc" not in held.comp and not any(b"alarm" in p for p in held.parts)
+
+    zimbra.edit_in_zimbra("ann@corp.test", "uid-9", loc="Room 5", add=['<alarm action="DISPLAY"/>'])
+    again = client.call("ann@corp.test", "GetTask", uid="uid-9", sync="1").find(f"{{{MAIL}}}task")
+    client.call(
+        "ann@corp.test",
+        "ModifyTask",
+        [build_task("uid-9", task, "15", held=again)],
+        id=answer.get("invId"),
+        comp="0",
+    )
+    assert held.comp["loc"] == "Room 5" and any(b"alarm" in p for p in held.parts)

@@ -207,9 +207,13 @@ def test_an_edit_in_zimbra_meanwhile_is_reread_and_a_deleted_task_recreated(
     work()
     zimbra.edit_in_zimbra(ann.email, assignment.uid, percentComplete="50")
     retitle(task, "Renamed")
+    zimbra.edit_after_next_read(ann.email, assignment.uid, priority="9")  # and again, racing
+    del zimbra.operations[:]
     work()
     assert box(zimbra, ann).tasks[assignment.uid].comp["name"] == "Renamed"
-    assert "GetTaskRequest" in zimbra.operations  # re-read after INVITE_OUT_OF_DATE
+    # read, INVITE_OUT_OF_DATE (the edit after the read), read again, modify
+    assert zimbra.operations == ["GetTaskRequest", "ModifyTaskRequest"] * 2
+    assert SyncJob.objects.filter(kind="push", state=State.SUCCEEDED).count() == 2
 
     zimbra.delete_in_zimbra(ann.email, assignment.uid)
     retitle(task, "Renamed again")
@@ -310,3 +314,59 @@ def test_an_edit_made_in_zimbra_before_a_retried_create_is_kept(
     assert (held.comp["status"], held.comp["percentComplete"]) == ("COMP", "100")
     task = Task.objects.get(pk=assignment.task_id)
     assert (task.status, task.percent_complete) == ("completed", 100)
+
+
+REMINDER = (
+    '<alarm action="DISPLAY"><trigger><abs d="20261130T080000Z"/></trigger>'
+    "<desc>Call the supplier</desc></alarm>"
+)
+
+
+def parts_of(zimbra, user, uid: str) -> dict[str, bytes]:
+    """The invite's parts Zimbra holds, by name (the last of each)."""
+    from lxml import etree
+
+    return {
+        etree.QName(etree.fromstring(p)).localname: p for p in box(zimbra, user).tasks[uid].parts
+    }
+
+
+def test_what_the_person_set_in_zimbra_survives_our_modify(zimbra, zimbra_server, people, work):
+    """Zimbra builds a modified task from the request alone: a reminder, a location, a start
+    date or a category set in the web client would be gone after our next change unless the
+    modify carries them (docs/protocols.md, Zimbra). Ours — title, due date, description —
+    replace Zimbra's, and Zimbra's own bookkeeping in a GetTask answer is not sent back."""
+    ann = people[0]
+    task = new_task()
+    assignment = assign(task, ann)
+    work()
+    zimbra.edit_in_zimbra(
+        ann.email,
+        assignment.uid,
+        loc="Room 4",
+        add=[REMINDER, '<s d="20261125"/>', "<category>Suppliers</category>"],
+    )
+    with transaction.atomic():
+        task.title, task.due_date, task.description = "Call the new supplier", None, "Soon"
+        task.save()
+    work()
+    held = box(zimbra, ann).tasks[assignment.uid]
+    assert held.comp["loc"] == "Room 4" and held.comp["name"] == "Call the new supplier"
+    parts = parts_of(zimbra, ann, assignment.uid)
+    assert {"alarm", "s", "category", "desc"} <= set(parts) and "e" not in parts
+    assert b"20261130T080000Z" in parts["alarm"] and b"Suppliers" in parts["category"]
+    assert held.description == "Soon" and held.due == ""
+    bookkeeping = {"x_uid", "seq", "d", "compNum", "method", "isOrg", "calItemId", "ciFolder"}
+    assert not bookkeeping & set(held.comp)
+    assert b"<fr" not in b"".join(held.parts)
+
+    with transaction.atomic():  # done here: Zimbra records when; a later edit keeps that time
+        task.status, task.percent_complete = "completed", 100
+        task.save()
+    work()
+    done_at = box(zimbra, ann).tasks[assignment.uid].comp["completed"]
+    time.sleep(1.1)
+    retitle(task, "Called the new supplier")
+    work()
+    held = box(zimbra, ann).tasks[assignment.uid]
+    assert held.comp["completed"] == done_at and "alarm" in parts_of(zimbra, ann, assignment.uid)
