@@ -14,6 +14,9 @@ document it follows is listed in docs/protocols.md (Zimbra).
   what it leaves out (a reminder, a location) is gone. ``GetTaskRequest`` writes the invite
   back with Zimbra's bookkeeping (``x_uid``, ``seq``, ``d``, ``compNum``, ``method``,
   ``isOrg``, ``calItemId``, ``ciFolder``, ``<fr>``); a completed task gets ``completed``.
+  A modify moves the task to the folder it names, keeps only the files it attaches by
+  reference (``<attach><mp mid part/>``; ``includeContent="1"`` lists them), refuses a
+  reminder without a trigger, and drops the time of an all-day task's start.
 - Deleting a task in the web client (``delete_in_zimbra``) and ``CancelTaskRequest`` move it to
   the **Trash** (folder 3); Modify and Cancel on a task in the Trash answer
   ``service.INVALID_REQUEST`` ("cannot modify/cancel a calendar item under trash"); emptying the
@@ -94,6 +97,9 @@ class ZTask:
     #: the ``<tz>`` definitions beside it, serialized: a modify replaces all of them
     parts: list[bytes] = field(default_factory=list)
     zones: list[bytes] = field(default_factory=list)
+    #: files attached to the task's message: (file name, content type, bytes); they are
+    #: parts 2, 3, … of it (part 1 is the text)
+    attachments: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
 TRASH = "3"
@@ -201,6 +207,17 @@ class FakeZimbra(LocalServer):
             task.parts += [etree.tostring(part, with_tail=False) for part in wrapper]
             task.seq += 1
             self._touch(box, task, at)
+
+    def attach_in_zimbra(
+        self, account: str, uid: str, filename: str, data: bytes, content_type: str = "text/plain"
+    ) -> None:
+        """Someone attaches a file to the task in the web client."""
+        with self.lock:
+            box = self.mailboxes[account]
+            task = box.tasks[uid]
+            task.attachments.append((filename, content_type, data))
+            task.seq += 1
+            self._touch(box, task)
 
     def edit_after_next_read(self, account: str, uid: str, **comp: str) -> None:
         """Someone changes the task in the web client just after the next GetTask has been
@@ -410,6 +427,17 @@ class FakeZimbra(LocalServer):
         parts = b"".join(task.parts).decode()
         if task.description:
             parts += f"<fr>{escape(task.description[:100])}</fr>"
+        # the message's parts (not their content) with includeContent="1"; the calendar part
+        # is left out (ToXML.encodeInvite → addParts, excludeCalendarParts)
+        content = ""
+        if operation.get("includeContent") in ("1", "true"):
+            text = f'<mp part="1" ct="text/plain" s="{len(task.description.encode())}" body="1"/>'
+            files = "".join(
+                f'<mp part="{n}" ct={quoteattr(ct)} s="{len(data)}" cd="attachment" '
+                f"filename={quoteattr(name)}/>"
+                for n, (name, ct, data) in enumerate(task.attachments, start=2)
+            )
+            content = f'<mp part="TEXT" ct="multipart/mixed">{text}{files}</mp>' if files else text
         # modified date and sequence only on sync-related requests (sync="1")
         sync = operation.get("sync") in ("1", "true")
         extra = f' f="" tn="" ms="{task.ms}" md="{task.md}"' if sync else ""
@@ -417,7 +445,7 @@ class FakeZimbra(LocalServer):
             f'<GetTaskResponse xmlns="{MAIL}"><task id="{task.cal_item_id}" '
             f'uid={quoteattr(task.uid)} l="{task.folder}" rev="{task.rev}" s="0" '
             f'd="{task.md * 1000}"{extra}><inv id="{task.inv_id.split("-")[1]}">'
-            f"{b''.join(task.zones).decode()}<comp {attrs}>{parts}</comp></inv></task>"
+            f"{b''.join(task.zones).decode()}<comp {attrs}>{parts}</comp>{content}</inv></task>"
             "</GetTaskResponse>"
         )
 
@@ -482,17 +510,21 @@ class FakeZimbra(LocalServer):
         only when its SEQUENCE is the same or newer (``Invite.isSameOrNewerVersion``) and
         otherwise ignores it ("Appointment already has a newer version of the Invite ...
         Ignore it", ``CalendarItem.processNewInviteRequestOrCancel``): None, and the answer
-        carries no ids (``CalendarRequest.sendCalendarMessage``). A task taken back out of
-        the Trash this way returns to the folder the invite names."""
+        carries no ids (``CalendarRequest.sendCalendarMessage``). A task taken in moves to
+        the folder the request names (``CalendarItem``: "Move appointment/task to a
+        different folder"), out of the Trash too."""
         m = operation.find(f"{{{MAIL}}}m")
         comp = m.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp") if m is not None else None
         if comp is None or not comp.get("uid"):
             raise SoapError("service.INVALID_REQUEST", "missing <comp uid>")
+        self._check_invite(comp)
         uid = comp.get("uid")
         if task is None and uid in box.tasks:  # Zimbra finds calendar items by UID
             task = box.tasks[uid]
             if task.seq > int(comp.get("seq") or 0):
                 return None
+        files = self._attached(task, m)
+        if task is not None:
             task.folder = m.get("l", task.folder)
         if task is None:
             item = next(box.ids)
@@ -505,7 +537,13 @@ class FakeZimbra(LocalServer):
             task.comp.pop("completed", None)
         elif "completed" not in task.comp:  # Invite.setCompleted(now) when none is given
             task.comp["completed"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        if comp.get("allDay") in ("1", "true"):  # an all-day task's dates have no time
+            for start in comp.iterfind(f"{{{MAIL}}}s"):  # (CalendarUtils: "bug 30121")
+                start.set("d", start.get("d", "").split("T")[0])
+                for name in ("tz", "u"):
+                    start.attrib.pop(name, None)
         task.parts = [etree.tostring(part, with_tail=False) for part in comp]
+        task.attachments = files  # the stored message is replaced (CalendarItem.modifyBlob)
         task.zones = [
             etree.tostring(tz, with_tail=False) for tz in comp.getparent().iterfind(f"{{{MAIL}}}tz")
         ]
@@ -516,6 +554,46 @@ class FakeZimbra(LocalServer):
         task.subject = m.findtext(f"{{{MAIL}}}su") or ""
         self._touch(box, task)
         return task
+
+    @staticmethod
+    def _attached(task: ZTask | None, m: Any) -> list[tuple[str, str, bytes]]:
+        """The files ``<m><attach><mp mid part/></attach>`` takes from the task's own message
+        (``ParseMimeMessage.attachPart``: ``calItemId-invId`` names an invite's message); a
+        message or part that is not there answers ``mail.NO_SUCH_ITEM`` / ``NO_SUCH_PART``."""
+        files = []
+        for ref in m.iterfind(f"{{{MAIL}}}attach/{{{MAIL}}}mp"):
+            if task is None or ref.get("mid") != task.inv_id:
+                raise SoapError("mail.NO_SUCH_ITEM", f"no such item: {ref.get('mid')}")
+            number = ref.get("part", "")
+            if not number.isdigit() or not 2 <= int(number) <= len(task.attachments) + 1:
+                raise SoapError("mail.NO_SUCH_PART", f"no such part: {number}")
+            files.append(task.attachments[int(number) - 2])
+        return files
+
+    @staticmethod
+    def _check_invite(comp: Any) -> None:
+        """What ``CalendarUtils.parseInviteElementCommon`` refuses, as far as a task's parts
+        go: a reminder without an action or a trigger (``Alarm.parse``), a recurrence with
+        neither a start nor a due date."""
+        for alarm in comp.iterfind(f"{{{MAIL}}}alarm"):
+            trigger = alarm.find(f"{{{MAIL}}}trigger")
+            if (
+                not alarm.get("action")
+                or trigger is None
+                or (
+                    trigger.find(f"{{{MAIL}}}rel") is None
+                    and trigger.find(f"{{{MAIL}}}abs") is None
+                )
+            ):
+                raise SoapError(
+                    "service.INVALID_REQUEST",
+                    "invalid request: <trigger> must have either <rel> or <abs>",
+                )
+        dated = comp.find(f"{{{MAIL}}}s") is not None or comp.find(f"{{{MAIL}}}e") is not None
+        if comp.find(f"{{{MAIL}}}recur") is not None and not dated:
+            raise SoapError(
+                "service.INVALID_REQUEST", "invalid request: recurrence used without DTSTART"
+            )
 
     def _ids(self, element: str, task: ZTask) -> str:
         return (

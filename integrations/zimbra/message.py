@@ -42,7 +42,8 @@ def xml_text(value: Any) -> str:
 # Zimbra gave it (``ToXML.encodeInviteComponent`` writes these in the form the parser reads).
 # Ours: the title, status, priority, percent complete, due date and description; everything
 # else a GetTask answer adds (uid, seq, d, compNum, method, isOrg, calItemId, the fragment)
-# is Zimbra's own bookkeeping and is not sent back.
+# is Zimbra's own bookkeeping and is not sent back. Files attached to the task are sent back
+# by reference (``attachments_of``).
 KEPT_ATTRIBUTES = ("loc", "url", "class", "draft", "neverSent")
 KEPT_PARTS = frozenset(
     {"s", "alarm", "recur", "category", "comment", "contact", "geo", "at", "or", "xprop"}
@@ -64,11 +65,28 @@ def _kept(held: etree._Element | None) -> tuple[list[Any], dict[str, str], list[
     return zones, attributes, parts
 
 
+def attachments_of(held: etree._Element | None) -> list[tuple[str, str]]:
+    """(message id, part) of each file attached to the task Zimbra holds, as a GetTask with
+    ``includeContent="1"`` lists them (``<mp part cd="attachment">`` under the ``<inv>``; the
+    invite's message is ``calItemId-invId``)."""
+    inv = held.find(f"{{{MAIL}}}inv") if held is not None else None
+    if held is None or inv is None:
+        return []
+    mid = f"{held.get('id', '')}-{inv.get('id', '')}"
+    return [
+        (mid, str(mp.get("part")))
+        for mp in inv.iter(f"{{{MAIL}}}mp")
+        if (mp.get("cd") or "").lower() == "attachment" and mp.get("part")
+    ]
+
+
 def build_task(uid: str, task: Any, folder: str, held: etree._Element | None = None) -> Any:
     """The ``<m>`` of a CreateTask/ModifyTask for ``task`` under our ``uid``; ``held`` is the
-    ``<task>`` Zimbra holds (a GetTask answer), whose fields we do not own are carried over.
-    A title or description with characters XML cannot carry (a pasted form feed, say) goes
-    without them, rather than never."""
+    ``<task>`` Zimbra holds (a GetTask answer), whose fields we do not own are carried over,
+    and whose attached files are attached again by reference (Zimbra replaces the task's
+    stored message with the one a modify builds, so files it leaves out are gone). A title
+    or description with characters XML cannot carry (a pasted form feed, say) goes without
+    them, rather than never."""
     title, description = xml_text(task.title), xml_text(task.description)
     zones, kept, parts = _kept(held)
     status = STATUS.get(task.status, "NEED")
@@ -97,6 +115,11 @@ def build_task(uid: str, task: Any, folder: str, held: etree._Element | None = N
     mp = element("mp", ct="text/plain")
     mp.append(element("content", description))
     m.append(mp)
+    files = attachments_of(held)
+    if files:
+        attach = element("attach")
+        attach.extend(element("mp", mid=mid, part=part) for mid, part in files)
+        m.append(attach)
     return m
 
 

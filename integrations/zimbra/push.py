@@ -134,10 +134,10 @@ def upsert(
             ctx.log("info", merge.kept_ours(task, account, remote, LABELS), assignment=copy.pk)
 
     def held() -> Any:
-        """The task Zimbra holds under our uid (with ``md`` and ``ms``: a sync request), or
-        None when there is none."""
+        """The task Zimbra holds under our uid (with ``md`` and ``ms``: a sync request; and
+        the parts of its message, to find attached files), or None when there is none."""
         try:
-            answer = soap.call(account, "GetTask", uid=copy.uid, sync="1")
+            answer = soap.call(account, "GetTask", uid=copy.uid, sync="1", includeContent="1")
         except ItemGone:
             return None
         return answer.find(f"{{{MAIL}}}task")

@@ -8,6 +8,7 @@ from datetime import date
 
 import pytest
 from django.db import transaction
+from lxml import etree
 
 from integrations.zimbra.config import ZimbraConfig
 from integrations.zimbra.message import build_task
@@ -101,6 +102,11 @@ def test_missing_items_answer_no_such_item_and_calitem(zimbra):
     assert {"GetTaskRequest"} <= set(zimbra.operations)
 
 
+REMINDER = (
+    '<alarm action="DISPLAY"><trigger><rel neg="1" m="15" related="START"/></trigger></alarm>'
+)
+
+
 def test_a_modify_replaces_the_whole_invite(zimbra):
     """ModifyTask builds the new invite from the request alone
     (CalendarUtils.parseInviteForModify): a reminder the request leaves out is gone."""
@@ -108,7 +114,7 @@ def test_a_modify_replaces_the_whole_invite(zimbra):
     client = soap(zimbra)
     task = Task(title="Report", due_date=date(2026, 12, 1))
     answer = client.call("ann@corp.test", "CreateTask", [build_task("uid-9", task, "15")])
-    zimbra.edit_in_zimbra("ann@corp.test", "uid-9", loc="Room 4", add=['<alarm action="DISPLAY"/>'])
+    zimbra.edit_in_zimbra("ann@corp.test", "uid-9", loc="Room 4", add=[REMINDER])
     read = client.call("ann@corp.test", "GetTask", uid="uid-9", sync="1").find(f"{{{MAIL}}}task")
     comp = read.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
     assert comp.get("loc") == "Room 4" and comp.find(f"{{{MAIL}}}alarm") is not None
@@ -124,7 +130,7 @@ def test_a_modify_replaces_the_whole_invite(zimbra):
     held = box.tasks["uid-9"]
     assert "loc" not in held.comp and not any(b"alarm" in p for p in held.parts)
 
-    zimbra.edit_in_zimbra("ann@corp.test", "uid-9", loc="Room 5", add=['<alarm action="DISPLAY"/>'])
+    zimbra.edit_in_zimbra("ann@corp.test", "uid-9", loc="Room 5", add=[REMINDER])
     again = client.call("ann@corp.test", "GetTask", uid="uid-9", sync="1").find(f"{{{MAIL}}}task")
     client.call(
         "ann@corp.test",
@@ -134,3 +140,73 @@ def test_a_modify_replaces_the_whole_invite(zimbra):
         comp="0",
     )
     assert held.comp["loc"] == "Room 5" and any(b"alarm" in p for p in held.parts)
+
+
+def test_a_modify_takes_the_task_to_the_folder_it_names_and_checks_reminders(zimbra):
+    """ModifyTask moves the task to the request's folder (CalendarItem: "Move
+    appointment/task to a different folder"); a reminder without a trigger is refused
+    (Alarm.parse); an all-day task's start date loses its time (CalendarUtils, bug 30121)."""
+    from integrations.errors import Permanent
+
+    box = zimbra.add_account("ann@corp.test")
+    client = soap(zimbra)
+    task = Task(title="Report", due_date=date(2026, 12, 1))
+    answer = client.call("ann@corp.test", "CreateTask", [build_task("uid-7", task, "15")])
+    box.tasks["uid-7"].folder = "300"  # filed in another task list in the web client
+    client.call(
+        "ann@corp.test",
+        "ModifyTask",
+        [build_task("uid-7", task, "15")],
+        id=answer.get("invId"),
+        comp="0",
+    )
+    assert box.tasks["uid-7"].folder == "15"
+
+    broken = build_task("uid-7", task, "15")
+    comp = broken.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
+    comp.append(etree.fromstring(f'<alarm xmlns="{MAIL}" action="DISPLAY"/>'))
+    with pytest.raises(Permanent, match="INVALID_REQUEST"):
+        client.call("ann@corp.test", "ModifyTask", [broken], id=answer.get("invId"), comp="0")
+
+    timed = build_task("uid-7", task, "15")
+    timed.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp").append(
+        etree.fromstring(f'<s xmlns="{MAIL}" d="20261125T090000" tz="Europe/Berlin"/>')
+    )
+    client.call("ann@corp.test", "ModifyTask", [timed], id=answer.get("invId"), comp="0")
+    assert any(b'd="20261125"' in p for p in box.tasks["uid-7"].parts)
+
+
+def test_a_modify_keeps_only_the_files_it_attaches_by_reference(zimbra):
+    """The stored message is replaced by the one the modify builds (CalendarItem.modifyBlob);
+    ``<attach><mp mid="calItemId-invId" part/>`` takes a file from the task's own message
+    (ParseMimeMessage.attachPart), and a part that is not there is refused."""
+    from integrations.errors import Permanent
+
+    box = zimbra.add_account("ann@corp.test")
+    client = soap(zimbra)
+    task = Task(title="Report", due_date=date(2026, 12, 1))
+    answer = client.call("ann@corp.test", "CreateTask", [build_task("uid-8", task, "15")])
+    zimbra.attach_in_zimbra("ann@corp.test", "uid-8", "a.txt", b"A")
+    zimbra.attach_in_zimbra("ann@corp.test", "uid-8", "b.txt", b"B")
+    read = client.call("ann@corp.test", "GetTask", uid="uid-8", includeContent="1")
+    listed = read.find(f"{{{MAIL}}}task/{{{MAIL}}}inv").iter(f"{{{MAIL}}}mp")
+    assert [(p.get("part"), p.get("filename")) for p in listed if p.get("cd")] == [
+        ("2", "a.txt"),
+        ("3", "b.txt"),
+    ]
+    message = build_task("uid-8", task, "15", held=read.find(f"{{{MAIL}}}task"))
+    client.call("ann@corp.test", "ModifyTask", [message], id=answer.get("invId"), comp="0")
+    assert [name for name, _, _ in box.tasks["uid-8"].attachments] == ["a.txt", "b.txt"]
+
+    message.find(f"{{{MAIL}}}attach/{{{MAIL}}}mp").set("part", "4")
+    with pytest.raises(Permanent, match="NO_SUCH_PART"):
+        client.call("ann@corp.test", "ModifyTask", [message], id=answer.get("invId"), comp="0")
+
+    client.call(
+        "ann@corp.test",
+        "ModifyTask",
+        [build_task("uid-8", task, "15")],
+        id=answer.get("invId"),
+        comp="0",
+    )
+    assert box.tasks["uid-8"].attachments == []  # a modify without them drops them

@@ -370,3 +370,24 @@ def test_what_the_person_set_in_zimbra_survives_our_modify(zimbra, zimbra_server
     work()
     held = box(zimbra, ann).tasks[assignment.uid]
     assert held.comp["completed"] == done_at and "alarm" in parts_of(zimbra, ann, assignment.uid)
+
+
+def test_files_attached_in_zimbra_survive_our_modify(zimbra, zimbra_server, people, work):
+    """Zimbra replaces the task's stored message with the one a modify builds
+    (CalendarItem.modifyBlob): the push attaches the task's files again by reference."""
+    ann = people[0]
+    task = new_task()
+    assignment = assign(task, ann)
+    work()
+    zimbra.attach_in_zimbra(
+        ann.email, assignment.uid, "quote.pdf", b"%PDF-1.4 quote", "application/pdf"
+    )
+    zimbra.attach_in_zimbra(ann.email, assignment.uid, "notes.txt", b"call before noon")
+    retitle(task, "Call the supplier again")
+    work()
+    held = box(zimbra, ann).tasks[assignment.uid]
+    assert held.comp["name"] == "Call the supplier again"
+    assert held.attachments == [
+        ("quote.pdf", "application/pdf", b"%PDF-1.4 quote"),
+        ("notes.txt", "text/plain", b"call before noon"),
+    ]
