@@ -248,10 +248,12 @@ def _ids_of(connection: Connection, items: Sequence[FetchedMessage]) -> dict[Any
 def save_attachments(rows: Iterable[tuple[int, ParsedMessage]]) -> None:
     """Attachment metadata (and content within the limit) for messages by primary key."""
     attachments = []
+    helper_wrote = False
     for message_id, parsed in rows:
         for a in parsed.attachments:
             if a.stored is not None:  # written by the parse helper
                 name, digest = a.stored
+                helper_wrote = True
             elif a.data is not None:
                 name, digest = attachment_files.keep(default_storage, a.data)
             else:  # over the size limit: metadata and a note only
@@ -270,6 +272,7 @@ def save_attachments(rows: Iterable[tuple[int, ParsedMessage]]) -> None:
                 }
             )
     if attachments:
+        attachment_files.flush(default_storage, helper_wrote)  # the files first, on disk
         _insert_attachments(attachments)
 
 

@@ -8,6 +8,7 @@ import hashlib
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
@@ -169,3 +170,32 @@ def test_files_a_stopped_sweep_set_aside_are_settled_by_the_next():
     assert not asides[reused_name].exists()
     assert default_storage.open(reused_name).read() == reused_data
     default_storage.delete(reused_name)
+
+
+def test_new_files_are_flushed_to_disk_before_the_rows_that_name_them(make_connection, monkeypatch):
+    """A power cut after the rows' commit must not leave a row naming an empty or missing
+    file: the file system is flushed (syncfs) after the files are written and before the
+    attachment rows are inserted — once per batch, and not when nothing new was written."""
+    from django.db.backends.utils import CursorWrapper
+
+    conn = make_connection(kind="imap", name="durable", config={"host": "h", "username": "u"})
+    events: list[str] = []
+    real_syncfs, real_executemany = attachment_files._syncfs, CursorWrapper.executemany
+
+    def syncfs(fd: int) -> int:
+        events.append("flush " + os.readlink(f"/proc/self/fd/{fd}"))
+        return real_syncfs(fd) if real_syncfs is not None else 0
+
+    def executemany(self: Any, sql: str, params: Any) -> Any:
+        if "mail_mailattachment" in sql:
+            events.append("rows")
+        return real_executemany(self, sql, params)
+
+    monkeypatch.setattr(attachment_files, "_syncfs", syncfs)
+    monkeypatch.setattr(CursorWrapper, "executemany", executemany)
+    stored_with(conn, 1, b"kept through a power cut " * 100)
+    assert events == [f"flush {default_storage.location}", "rows"]
+
+    events.clear()
+    stored_with(conn, 2, b"kept through a power cut " * 100)  # the same bytes: reused as is
+    assert events == ["rows"]
