@@ -78,8 +78,7 @@ def notice(conn: Connection, workers: WorkerStatus, job: SyncJob | None = None) 
             )
         return Notice(
             "error",
-            "The service no longer accepts the credentials your administrator set up for this "
-            "connection.",
+            ADMIN_CREDENTIALS,
             "Your administrator has been told; syncing resumes by itself once they are renewed.",
         )
     if conn.status == Status.FAILING:
@@ -130,8 +129,24 @@ def _iso(moment: Any) -> str | None:
     return moment.isoformat() if moment else None
 
 
+#: what a job that failed on credentials the owner cannot change says to them: the error's own
+#: text is written for whoever can (it names the fix: "enter the current secret for client …")
+ADMIN_CREDENTIALS = (
+    "The service no longer accepts the credentials your administrator set up for this connection."
+)
+
+
+def _error_for_owner(job: SyncJob) -> str | None:
+    if not job.error_message:
+        return None
+    if job.error_class == "AuthFailed" and not can_edit(job.connection):
+        return ADMIN_CREDENTIALS
+    return neutral(job.error_message)
+
+
 def job_summary(job: SyncJob) -> dict[str, Any]:
-    """State, progress (with items per second while running), counts and a user-safe error."""
+    """State, progress (with items per second while running), counts and a user-safe error
+    (for credentials only an administrator can change, what the notice says, not the fix)."""
     per_second = None
     if job.state == SyncJob.State.RUNNING and job.started_at and job.progress_done:
         elapsed = (timezone.now() - job.started_at).total_seconds()
@@ -157,7 +172,7 @@ def job_summary(job: SyncJob) -> dict[str, Any]:
         },
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
-        "error": neutral(job.error_message) or None,
+        "error": _error_for_owner(job),
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),

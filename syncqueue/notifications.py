@@ -257,8 +257,8 @@ def _connection_mail(conn: Connection, problem: str) -> tuple[str, str, list[str
             # nothing about it, and the provider's wording names app internals
             reason = "The service no longer accepts the credentials your administrator set up."
             todo = (
-                "Your administrator has been told and renews them; syncing resumes by itself. "
-                "You can follow it here:"
+                "Your administrator has been told; syncing resumes by itself once they have "
+                "renewed them. You can follow it here:"
             )
     if owner is None:
         recipients = staff_emails()

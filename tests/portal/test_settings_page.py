@@ -97,6 +97,42 @@ def test_rejected_password_message_for_imap(client, owner, make_connection):
     assert "Change settings" in page
 
 
+def test_credentials_only_an_administrator_can_change_are_not_the_owners_to_fix(
+    client, owner, make_connection
+):
+    """A Microsoft 365 mailbox is set up by staff (an app registration): when Microsoft
+    rejects the app's secret, its owner is told their administrator is on it — not the fix
+    meant for staff, nor the app's client id — on the page and through the API."""
+    alive()
+    conn = make_connection(
+        kind="msgraph",
+        name="Support shared mailbox",
+        config={"tenant_id": "t", "client_id": "5e0d1f2a", "mailbox": "support@corp.test"},
+    )
+    fix = (
+        "Microsoft rejected the app's credentials (invalid client secret or certificate): "
+        "enter the current secret for client 5e0d1f2a."
+    )
+    Connection.objects.filter(pk=conn.pk).update(status="auth_required", last_error=fix)
+    job = SyncJob.objects.create(
+        connection=conn,
+        kind="incremental",
+        state="failed",
+        error_class="AuthFailed",
+        error_message=fix,
+        run_after=timezone.now(),
+    )
+    page = login(client, owner).get(SETTINGS).content.decode()
+    assert "credentials your administrator set up" in page
+    api = [
+        client.get(f"/api/connections/{conn.pk}").json(),
+        client.get(f"/api/jobs/{job.pk}").json(),
+    ]
+    for shown in (page, str(api)):
+        assert "enter the current secret" not in shown and "5e0d1f2a" not in shown
+    assert api[1]["error"] == api[0]["job"]["error"] == api[0]["health"]["message"]
+
+
 def test_personal_switches(client, owner, outsider, monkeypatch, make_connection):
     from workspace.models import Organization
 
