@@ -33,7 +33,8 @@ DISPATCHER = "dispatcher"
 CLUSTER_PREFIX = "cluster:"
 LISTENER_PREFIX = "listener:"  # the IMAP IDLE listener (integrations.imap.listener)
 LISTEN_COMMAND = "python manage.py sync_listen"
-START_COMMAND = "python manage.py qcluster"
+START_COMMAND = "manage.py qcluster"  # on each worker host (make run starts them too)
+_START = f"{START_COMMAND} on each worker host (make run starts them with the web server)."
 _WORKER_BEAT_EVERY = 15.0  # seconds between heartbeats from one busy worker process
 _last_worker_beat = 0.0
 
@@ -81,13 +82,12 @@ class WorkerStatus:
             return f"Workers are running (last heartbeat {self.age_seconds:.0f}s ago)."
         if self.last_seen is None:
             return (
-                "Background workers have never run, so no sync will happen. "
-                f"Start them with: {START_COMMAND}"
+                f"Background workers have never run, so no sync will happen. Start them: {_START}"
             )
         minutes = (self.age_seconds or 0) / 60
         return (
             f"Background workers are not running: the last heartbeat was {minutes:.0f} minutes "
-            f"ago, so queued syncs are not being processed. Start them with: {START_COMMAND}"
+            f"ago, so queued syncs are not being processed. Start them: {_START}"
         )
 
 

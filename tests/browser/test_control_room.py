@@ -45,7 +45,7 @@ def test_banner_sync_now_and_retry_a_failed_group(
     log_in(page, base)
     banner = page.locator("#worker-banner")
     expect(banner).to_contain_text("Background workers are not running")
-    expect(banner).to_contain_text("python manage.py qcluster")
+    expect(banner).to_contain_text("manage.py qcluster")
 
     with qcluster("browser", **WORKERS):
         wait_for(lambda: WorkerHeartbeat.objects.exists(), 20, "the first worker heartbeat")

@@ -295,7 +295,7 @@ def test_log_list_pages_cheaply(admin_client_for, make_connection):
 def test_worker_banner_on_every_admin_page_until_workers_run(admin_client_for):
     for url in (reverse("admin:index"), CONNECTIONS, JOBS, DASHBOARD):
         text = admin_client_for.get(url).content.decode()
-        assert 'id="worker-banner"' in text and "python manage.py qcluster" in text
+        assert 'id="worker-banner"' in text and "manage.py qcluster" in text
     alive()
     assert 'id="worker-banner"' not in admin_client_for.get(CONNECTIONS).content.decode()
 

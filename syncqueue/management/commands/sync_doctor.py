@@ -17,7 +17,6 @@ from integrations.models import Connection
 from integrations.probe import probe
 from syncqueue.heartbeat import (
     DISPATCHER,
-    START_COMMAND,
     clusters,
     listener_status,
     worker_status,
@@ -156,8 +155,7 @@ class Command(BaseCommand):
             self.report(
                 "fail",
                 "workers",
-                f"{status.message} (keep it running, e.g. under "
-                f"systemd; '{START_COMMAND}' on each worker host)",
+                f"{status.message} (in production, under a service manager: docs/deployment.md)",
             )
         for cluster in clusters():
             heal = cluster.last_heal
