@@ -58,6 +58,7 @@ class Connection(models.Model):
         DISABLED = "disabled", "Disabled"
 
     kind = models.CharField(
+        "provider",
         max_length=32,
         db_index=True,
         help_text="Which provider this is (imap, msgraph, zendesk, zimbra). Choices come from the "
@@ -376,6 +377,7 @@ class UserSwitch(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name_plural = "user switches"
         constraints = [
             models.UniqueConstraint(fields=["user", "key"], name="one_switch_per_user_and_key")
         ]

@@ -221,7 +221,7 @@ class Demo:
             connect(
                 {"password": self.dovecot.users["bob"]},
                 kind="imap",
-                name="Bob's mailbox (IMAP)",
+                name="Bob's mailbox",
                 owner=bob,
                 config=self.dovecot.connection_config("bob"),
                 schedule="every 1m",

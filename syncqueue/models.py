@@ -36,7 +36,7 @@ class SyncJob(models.Model):
     class Priority(models.IntegerChoices):
         BACKGROUND = 0, "Background"
         SCHEDULED = 10, "Scheduled"
-        PUSH = 20, "Push"
+        PUSH = 20, "High"  # pushes and change notifications: before the scheduled syncs
         MANUAL = 30, "Manual"
 
     WAITING = (State.QUEUED, State.RETRYING)

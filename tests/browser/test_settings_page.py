@@ -50,7 +50,7 @@ def test_connect_a_mailbox_watch_it_sync_and_turn_it_off(
         card = page.locator(f"#connection-{conn.pk}")
         expect(card.locator("[data-field=job-label]")).to_have_text("Succeeded", timeout=30_000)
         expect(card.locator("progress")).to_have_attribute("value", "400")
-        expect(card.locator("[data-field=count]")).to_contain_text("400 / 400")
+        expect(card.locator("[data-field=count]")).to_contain_text("400 of 400 items")
         expect(card.locator("[data-field=last-success]")).not_to_have_text("not yet")
         screenshot(page, "settings-synced")
 
@@ -63,7 +63,7 @@ def test_connect_a_mailbox_watch_it_sync_and_turn_it_off(
             30,
             "Sync now",
         )
-        expect(card.locator("[data-field=count]")).to_contain_text("1 / 1", timeout=10_000)
+        expect(card.locator("[data-field=count]")).to_contain_text("1 of 1 item", timeout=10_000)
 
         card.get_by_label("Sync this account").uncheck()  # saves on change
         expect(page.locator(".messages")).to_contain_text("nothing syncs until you turn it on")

@@ -318,6 +318,12 @@ def test_dashboard_numbers_alerts_groups_chart(admin_client_for, make_connection
     assert "1 connection(s) need new credentials" in page
     assert "<svg" in page and "1 succeeded, 2 failed" in page
     assert page.count("Retry this group") == 1  # both failures share one cause
+    refused = make_connection(name="refused", config={"faults": [{"at": 0, "error": "auth"}]})
+    engine.enqueue(refused, Kind.MANUAL)
+    work()
+    page = admin_client_for.get(DASHBOARD).content.decode()
+    # a retry can only fail the same way until the credentials are fixed: no button for that
+    assert page.count("Retry this group") == 1 and "New credentials first" in page
     assert "m0" in page and "m1" in page
     index = admin_client_for.get(reverse("admin:index")).content.decode()
     assert "Failure dashboard" in index and "need new credentials" in index
