@@ -214,7 +214,7 @@ class StaleFilter(admin.SimpleListFilter):
 class KindFilter(admin.SimpleListFilter):
     """Choices come from the registry, not from the database (no migration per provider)."""
 
-    title = "kind"
+    title = "provider"
     parameter_name = "kind"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:

@@ -188,6 +188,23 @@ def test_lists_are_readable_at_1280_px(
     )
     job = engine.enqueue(conn, SyncJob.Kind.MANUAL)
     engine.process_ticket()
+    # a long error with an unbroken client id, as the demo's: the columns still fit
+    refused = make_connection(
+        name="Support shared mailbox (wrong secret)",
+        kind="msgraph",
+        config={
+            "tenant_id": "t",
+            "client_id": "5e0d1f2a-9c4b-4d8e-b1a7-3f6c2e8d9a01",
+            "mailbox": "support@corp.test",
+        },
+    )
+    Connection.objects.filter(pk=refused.pk).update(
+        status="auth_required",
+        last_error=(
+            "Microsoft rejected the app's credentials (invalid client secret or certificate): "
+            "enter the current secret for client 5e0d1f2a-9c4b-4d8e-b1a7-3f6c2e8d9a01."
+        ),
+    )
     base = live_server.url
     sign_in(page, base, "stella", "pw-stella-1")
     page.goto(f"{base}/admin/integrations/connection/")
