@@ -73,11 +73,17 @@ def attachments_of(held: etree._Element | None) -> list[tuple[str, str]]:
     if held is None or inv is None:
         return []
     mid = f"{held.get('id', '')}-{inv.get('id', '')}"
-    return [
-        (mid, str(mp.get("part")))
-        for mp in inv.iter(f"{{{MAIL}}}mp")
-        if (mp.get("cd") or "").lower() == "attachment" and mp.get("part")
-    ]
+    found: list[tuple[str, str]] = []
+
+    def walk(parent: etree._Element) -> None:
+        for mp in parent.iterfind(f"{{{MAIL}}}mp"):
+            if (mp.get("cd") or "").lower() == "attachment" and mp.get("part"):
+                found.append((mid, str(mp.get("part"))))  # with what it holds (a mail's parts)
+            elif not (mp.get("ct") or "").lower().startswith("message/"):
+                walk(mp)
+
+    walk(inv)
+    return found
 
 
 def build_task(uid: str, task: Any, folder: str, held: etree._Element | None = None) -> Any:

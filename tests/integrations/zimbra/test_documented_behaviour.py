@@ -210,3 +210,22 @@ def test_a_modify_keeps_only_the_files_it_attaches_by_reference(zimbra):
         comp="0",
     )
     assert box.tasks["uid-8"].attachments == []  # a modify without them drops them
+
+
+def test_a_mail_attached_to_a_task_is_attached_again_whole():
+    """GetTask lists parts as Mime.listParts names them (the root multipart unnumbered, then
+    "2", "2.2", …): an attached mail (message/rfc822) is attached again as one part — its own
+    parts are inside it, and attaching them too would add a copy at every push."""
+    from integrations.zimbra.message import attachments_of
+
+    held = etree.fromstring(
+        f'<task xmlns="{MAIL}" id="300"><inv id="301"><comp name="Report"/>'
+        '<mp ct="multipart/mixed"><mp part="1" ct="text/plain" body="1"/>'
+        '<mp part="2" ct="message/rfc822" cd="attachment" filename="Quote.eml">'
+        '<mp part="2.1" ct="text/plain"/>'
+        '<mp part="2.2" ct="application/pdf" cd="attachment" filename="inner.pdf"/></mp>'
+        '<mp part="3" ct="multipart/related"><mp part="3.1" ct="text/html"/>'
+        '<mp part="3.2" ct="image/png" cd="attachment" filename="plan.png"/></mp>'
+        "</mp></inv></task>"
+    )
+    assert attachments_of(held) == [("300-301", "2"), ("300-301", "3.2")]
