@@ -25,6 +25,7 @@ time, so it is not swept from under the row about to name it.
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import logging
 import os
@@ -92,7 +93,11 @@ def _holds(path: Path, data: bytes) -> bool:
 
 
 def _keep_local(storage: FileSystemStorage, path: Path, data: bytes) -> None:
+    global _unflushed
     if _holds(path, data) and _refreshed(path):
+        # another process may have written it and not flushed it yet (or died before): the
+        # row about to name it needs it on disk as much as a file written here
+        _unflushed = True
         return
     mode = storage.directory_permissions_mode
     if mode is not None:  # as FileSystemStorage creates them: that mode on every level
@@ -110,12 +115,11 @@ def _keep_local(storage: FileSystemStorage, path: Path, data: bytes) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    global _unflushed
     _unflushed = True
 
 
 # --- on disk before the rows --------------------------------------------------------------------
-#: whether this process wrote a file since its last ``flush``
+#: whether this process wrote (or reused) a file since its last ``flush``
 _unflushed = False
 
 
@@ -131,12 +135,17 @@ def flush(storage: Storage, helper_wrote: bool = False) -> None:
     if type(storage) is not FileSystemStorage or not (_unflushed or helper_wrote):
         return
     _unflushed = False  # before the flush: a file written during it marks it again
-    try:
-        fd = os.open(storage.location, os.O_RDONLY)
+    try:  # the files' own directory: it may be a file system of its own (a mount, a link)
+        fd = os.open(storage.path("attachments"), os.O_RDONLY)
     except OSError:  # no directory yet (nothing written), or one that cannot be opened
         return
     try:
-        if _syncfs is None or _syncfs(fd) != 0:
+        if _syncfs is None:
+            os.sync()
+        elif _syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            if code != errno.ENOSYS:  # a write that failed (EIO, ENOSPC): no row may name it
+                raise OSError(code, f"flushing the attachment files failed: {os.strerror(code)}")
             os.sync()
     finally:
         os.close(fd)

@@ -4,6 +4,8 @@ is not ours are left alone. Real files in the test storage, real rows."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 from datetime import datetime, timedelta
@@ -175,7 +177,8 @@ def test_files_a_stopped_sweep_set_aside_are_settled_by_the_next():
 def test_new_files_are_flushed_to_disk_before_the_rows_that_name_them(make_connection, monkeypatch):
     """A power cut after the rows' commit must not leave a row naming an empty or missing
     file: the file system is flushed (syncfs) after the files are written and before the
-    attachment rows are inserted — once per batch, and not when nothing new was written."""
+    attachment rows are inserted — once per batch, for a reused file too (another process may
+    have written it and not flushed it yet)."""
     from django.db.backends.utils import CursorWrapper
 
     conn = make_connection(kind="imap", name="durable", config={"host": "h", "username": "u"})
@@ -193,9 +196,19 @@ def test_new_files_are_flushed_to_disk_before_the_rows_that_name_them(make_conne
 
     monkeypatch.setattr(attachment_files, "_syncfs", syncfs)
     monkeypatch.setattr(CursorWrapper, "executemany", executemany)
+    flushed = f"flush {default_storage.path('attachments')}"
     stored_with(conn, 1, b"kept through a power cut " * 100)
-    assert events == [f"flush {default_storage.location}", "rows"]
+    assert events == [flushed, "rows"]
 
     events.clear()
     stored_with(conn, 2, b"kept through a power cut " * 100)  # the same bytes: reused as is
-    assert events == ["rows"]
+    assert events == [flushed, "rows"]
+
+    def failing(fd: int) -> int:  # the disk reports a failed write-back
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(attachment_files, "_syncfs", failing)
+    with pytest.raises(OSError, match="flushing the attachment files failed"):
+        stored_with(conn, 3, b"never named by a row " * 100)
+    assert not MailAttachment.objects.filter(message__uid=3).exists()
