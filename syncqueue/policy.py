@@ -158,7 +158,8 @@ def health_after(
     A retried attempt marks it degraded; a failed job counts towards its failures: at
     ``failing_after`` it is failing, at ``disable_after`` it is turned off. Credentials that
     were refused mark it ``auth_required`` at once (its schedule pauses until someone fixes
-    them).
+    them) and never turn it off: what it waits for is new credentials, and saving them starts
+    a sync only while it waits for them.
     """
     if error_class == "RateLimited":
         return None
@@ -169,7 +170,7 @@ def health_after(
     if not job_failed:
         return Health(status, consecutive_failures, disabled=False)
     failures = consecutive_failures + 1
-    if failures >= limits.disable_after:
+    if failures >= limits.disable_after and status != "auth_required":
         return Health("disabled", failures, disabled=True)
     if failures >= limits.failing_after and status != "auth_required":
         status = "failing"

@@ -68,6 +68,11 @@ def test_connection_health_degrades_fails_and_turns_off():
     assert policy.health_after("failing", 9, "Permanent", True, LIMITS) == policy.Health(
         "disabled", 10, disabled=True
     )
+    # refused credentials at the limit: waiting for new ones, not turned off (saving them
+    # starts a sync only while the connection waits for them)
+    assert policy.health_after("failing", 9, "AuthFailed", True, LIMITS) == policy.Health(
+        "auth_required", 10, disabled=False
+    )
 
 
 def test_durations_read_naturally():

@@ -41,7 +41,7 @@
     bar.textContent = `${job.progress.percent || 0}%`;
     let count = `${job.progress.done}`;
     if (job.progress.total) count += ` of ${job.progress.total}`;
-    count += job.progress.done === 1 ? " item" : " items";
+    count += (job.progress.total || job.progress.done) === 1 ? " item" : " items";
     if (job.progress.per_second) count += ` · ${job.progress.per_second}/s`;
     field(card, "count").textContent = count;
   };
