@@ -307,6 +307,12 @@ class Connector(Generic[ConfigT]):
         43,300, UIDVALIDITY 1712…"); the admin shows these instead of the raw cursor."""
         return []
 
+    @classmethod
+    def folder_label(cls, cursor: Mapping[str, Any], folder: str) -> str:
+        """A stored message's ``folder`` as people know it (IMAP's folder names already are;
+        a provider that files messages by an opaque id names it from its ``cursor``)."""
+        return folder
+
     def check(self) -> CheckResult:
         """Probe reachability and credentials cheaply."""
         raise NotImplementedError(f"{type(self).__name__} must implement check()")

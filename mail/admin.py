@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from integrations.errors import SyncError
 from mail.models import MailAttachment, MailMessage, MailSource
 from syncqueue.admin import ReadOnlyAdmin
 from syncqueue.admin_display import shown
@@ -132,7 +133,14 @@ class MailMessageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Folder", ordering="folder")
     def folder_shown(self, message: MailMessage) -> str:
-        return shown(message.folder)
+        """The folder's name (a Graph message is filed by folder id: named from the sync's
+        position, which the list already has with the connection)."""
+        conn = message.connection
+        try:
+            label = conn.connector_class.folder_label(conn.cursor or {}, message.folder)
+        except SyncError:  # a provider this installation no longer has
+            label = message.folder
+        return shown(label)
 
     @admin.display(description="Snippet")
     def snippet_shown(self, message: MailMessage) -> str:

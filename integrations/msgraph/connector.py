@@ -62,6 +62,12 @@ class GraphConnector(Connector[GraphConfig]):
                 lines.append(f"{name}: not synced yet")
         return sorted(lines)
 
+    @classmethod
+    def folder_label(cls, cursor: Mapping[str, Any], folder: str) -> str:
+        """Messages are filed by folder id; the sync keeps each folder's display name."""
+        state = (cursor.get("folders") or {}).get(folder)
+        return str(state.get("name") or folder) if isinstance(state, dict) else folder
+
     def check(self) -> CheckResult:
         """Get a token, read the mailbox's owner and count its folders."""
         client = GraphClient(self.graph, self.secrets)

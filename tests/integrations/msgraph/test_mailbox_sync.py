@@ -299,3 +299,18 @@ def test_a_message_moved_out_of_the_synced_folders_leaves_the_mirror(
     assert job.state == State.SUCCEEDED, job.error_message
     stored = mirror(conn)
     assert stored[filed].deleted and not stored[stays].deleted
+
+
+def test_the_mail_list_names_graph_folders_not_their_ids(
+    make_graph_connection, graph, mailbox, work, client, staff
+):
+    """Graph files messages by folder id (``AAMkAG…``); staff read the folder's name."""
+    graph.add_message(mailbox, subject="in the inbox")
+    graph.add_message(mailbox, folder="Projects", subject="in a project")
+    conn = make_graph_connection()
+    assert sync_once(conn, work, Kind.INITIAL).state == State.SUCCEEDED
+    folder_id = MailMessage.objects.get(connection=conn, subject="in a project").folder
+    client.force_login(staff)
+    page = client.get("/admin/mail/mailmessage/").content.decode()
+    assert "Projects" in page and "Inbox" in page
+    assert folder_id not in page
