@@ -19,7 +19,7 @@ def relative(moment: datetime | None, empty: str = "never", now: datetime | None
     now = now or timezone.now()
     seconds = (moment - now).total_seconds()
     if abs(seconds) < JUST_NOW_SECONDS:
-        return "just now"
+        return "just now" if seconds <= 0 else "in a moment"
     if abs(seconds) < 60:  # Django's timesince says "0 minutes" here
         count = int(abs(seconds))
         return f"{count} seconds ago" if seconds < 0 else f"in {count} seconds"

@@ -1,5 +1,6 @@
-"""One way to say when, everywhere: "in 16 minutes", "16 minutes ago", "just now", and a
-scheduled time already passed is "due — waiting for a worker", never "46 seconds ago"."""
+"""One way to say when, everywhere: "in 16 minutes", "16 minutes ago", "just now", "in a
+moment", and a scheduled time already passed is "due — waiting for a worker", never "46
+seconds ago"."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
         (timedelta(minutes=16, seconds=10), "in 16 minutes"),
         (-timedelta(minutes=16), "16 minutes ago"),
         (-timedelta(days=2, hours=3), "2 days ago"),
-        (timedelta(seconds=2), "just now"),
+        (timedelta(seconds=2), "in a moment"),  # not "just now": it has not happened yet
         (-timedelta(seconds=3), "just now"),
         (-timedelta(seconds=46), "46 seconds ago"),
         (timedelta(seconds=20), "in 20 seconds"),

@@ -11,7 +11,7 @@
     const abs = Math.abs(seconds);
     const [value, unit] = abs < 60 ? [abs, "second"] : abs < 3600 ? [Math.round(abs / 60), "minute"]
       : abs < 86400 ? [Math.round(abs / 3600), "hour"] : [Math.round(abs / 86400), "day"];
-    if (abs < 5) return "just now";
+    if (abs < 5) return seconds <= 0 ? "just now" : "in a moment";
     const text = `${value} ${unit}${value === 1 ? "" : "s"}`;
     return seconds < 0 ? `${text} ago` : `in ${text}`;
   };
