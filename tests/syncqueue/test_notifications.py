@@ -203,6 +203,7 @@ def test_an_owner_who_cannot_fix_the_credentials_is_told_the_administrator_does(
     assert "Your administrator has been told" in mail.body
     assert "AADSTS" not in mail.body and "client" not in mail.body  # no app internals
     assert "enter the current password" not in mail.body  # nothing they could do
+    assert '"Team mailbox" (Fake) needs attention' in mail.body  # the provider's name, not a code
 
 
 def test_a_connection_that_breaks_again_soon_is_mailed_after_the_interval(
