@@ -105,41 +105,56 @@ def test_missing_items_answer_no_such_item_and_calitem(zimbra):
 REMINDER = (
     '<alarm action="DISPLAY"><trigger><rel neg="1" m="15" related="START"/></trigger></alarm>'
 )
+ANN = "ann@corp.test"
+
+
+class Created:
+    """A task "Report" created in Ann's mailbox under ``uid``, and the calls the tests make."""
+
+    def __init__(self, zimbra, uid: str) -> None:
+        self.box = zimbra.add_account(ANN)
+        self.client = soap(zimbra)
+        self.uid = uid
+        self.task = Task(title="Report", due_date=date(2026, 12, 1))
+        self.inv_id = self.client.call(ANN, "CreateTask", [self.message()]).get("invId")
+
+    def message(self, held=None):
+        return build_task(self.uid, self.task, "15", held=held)
+
+    def modify(self, message=None):
+        return self.client.call(
+            ANN,
+            "ModifyTask",
+            [message if message is not None else self.message()],
+            id=self.inv_id,
+            comp="0",
+        )
+
+    def read(self, **attrs):
+        return self.client.call(ANN, "GetTask", uid=self.uid, sync="1", **attrs).find(
+            f"{{{MAIL}}}task"
+        )
+
+    @property
+    def held(self):
+        return self.box.tasks[self.uid]
 
 
 def test_a_modify_replaces_the_whole_invite(zimbra):
     """ModifyTask builds the new invite from the request alone
     (CalendarUtils.parseInviteForModify): a reminder the request leaves out is gone."""
-    box = zimbra.add_account("ann@corp.test")
-    client = soap(zimbra)
-    task = Task(title="Report", due_date=date(2026, 12, 1))
-    answer = client.call("ann@corp.test", "CreateTask", [build_task("uid-9", task, "15")])
-    zimbra.edit_in_zimbra("ann@corp.test", "uid-9", loc="Room 4", add=[REMINDER])
-    read = client.call("ann@corp.test", "GetTask", uid="uid-9", sync="1").find(f"{{{MAIL}}}task")
-    comp = read.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
+    made = Created(zimbra, "uid-9")
+    zimbra.edit_in_zimbra(ANN, "uid-9", loc="Room 4", add=[REMINDER])
+    comp = made.read().find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
     assert comp.get("loc") == "Room 4" and comp.find(f"{{{MAIL}}}alarm") is not None
-    assert comp.get("x_uid") == "uid-9" and comp.get("calItemId") == answer.get("calItemId")
+    assert comp.get("x_uid") == "uid-9" and comp.get("calItemId") == str(made.held.cal_item_id)
 
-    client.call(
-        "ann@corp.test",
-        "ModifyTask",
-        [build_task("uid-9", task, "15")],
-        id=answer.get("invId"),
-        comp="0",
-    )
-    held = box.tasks["uid-9"]
-    assert "loc" not in held.comp and not any(b"alarm" in p for p in held.parts)
+    made.modify()
+    assert "loc" not in made.held.comp and not any(b"alarm" in p for p in made.held.parts)
 
-    zimbra.edit_in_zimbra("ann@corp.test", "uid-9", loc="Room 5", add=[REMINDER])
-    again = client.call("ann@corp.test", "GetTask", uid="uid-9", sync="1").find(f"{{{MAIL}}}task")
-    client.call(
-        "ann@corp.test",
-        "ModifyTask",
-        [build_task("uid-9", task, "15", held=again)],
-        id=answer.get("invId"),
-        comp="0",
-    )
-    assert held.comp["loc"] == "Room 5" and any(b"alarm" in p for p in held.parts)
+    zimbra.edit_in_zimbra(ANN, "uid-9", loc="Room 5", add=[REMINDER])
+    made.modify(made.message(held=made.read()))
+    assert made.held.comp["loc"] == "Room 5" and any(b"alarm" in p for p in made.held.parts)
 
 
 def test_a_modify_takes_the_task_to_the_folder_it_names_and_checks_reminders(zimbra):
@@ -148,32 +163,24 @@ def test_a_modify_takes_the_task_to_the_folder_it_names_and_checks_reminders(zim
     (Alarm.parse); an all-day task's start date loses its time (CalendarUtils, bug 30121)."""
     from integrations.errors import Permanent
 
-    box = zimbra.add_account("ann@corp.test")
-    client = soap(zimbra)
-    task = Task(title="Report", due_date=date(2026, 12, 1))
-    answer = client.call("ann@corp.test", "CreateTask", [build_task("uid-7", task, "15")])
-    box.tasks["uid-7"].folder = "300"  # filed in another task list in the web client
-    client.call(
-        "ann@corp.test",
-        "ModifyTask",
-        [build_task("uid-7", task, "15")],
-        id=answer.get("invId"),
-        comp="0",
+    made = Created(zimbra, "uid-7")
+    made.held.folder = "300"  # filed in another task list in the web client
+    made.modify()
+    assert made.held.folder == "15"
+
+    broken = made.message()
+    broken.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp").append(
+        etree.fromstring(f'<alarm xmlns="{MAIL}" action="DISPLAY"/>')
     )
-    assert box.tasks["uid-7"].folder == "15"
-
-    broken = build_task("uid-7", task, "15")
-    comp = broken.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
-    comp.append(etree.fromstring(f'<alarm xmlns="{MAIL}" action="DISPLAY"/>'))
     with pytest.raises(Permanent, match="INVALID_REQUEST"):
-        client.call("ann@corp.test", "ModifyTask", [broken], id=answer.get("invId"), comp="0")
+        made.modify(broken)
 
-    timed = build_task("uid-7", task, "15")
+    timed = made.message()
     timed.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp").append(
         etree.fromstring(f'<s xmlns="{MAIL}" d="20261125T090000" tz="Europe/Berlin"/>')
     )
-    client.call("ann@corp.test", "ModifyTask", [timed], id=answer.get("invId"), comp="0")
-    assert any(b'd="20261125"' in p for p in box.tasks["uid-7"].parts)
+    made.modify(timed)
+    assert any(b'd="20261125"' in p for p in made.held.parts)
 
 
 def test_a_modify_keeps_only_the_files_it_attaches_by_reference(zimbra):
@@ -182,34 +189,25 @@ def test_a_modify_keeps_only_the_files_it_attaches_by_reference(zimbra):
     (ParseMimeMessage.attachPart), and a part that is not there is refused."""
     from integrations.errors import Permanent
 
-    box = zimbra.add_account("ann@corp.test")
-    client = soap(zimbra)
-    task = Task(title="Report", due_date=date(2026, 12, 1))
-    answer = client.call("ann@corp.test", "CreateTask", [build_task("uid-8", task, "15")])
-    zimbra.attach_in_zimbra("ann@corp.test", "uid-8", "a.txt", b"A")
-    zimbra.attach_in_zimbra("ann@corp.test", "uid-8", "b.txt", b"B")
-    read = client.call("ann@corp.test", "GetTask", uid="uid-8", includeContent="1")
-    listed = read.find(f"{{{MAIL}}}task/{{{MAIL}}}inv").iter(f"{{{MAIL}}}mp")
+    made = Created(zimbra, "uid-8")
+    zimbra.attach_in_zimbra(ANN, "uid-8", "a.txt", b"A")
+    zimbra.attach_in_zimbra(ANN, "uid-8", "b.txt", b"B")
+    read = made.read(includeContent="1")
+    listed = read.find(f"{{{MAIL}}}inv").iter(f"{{{MAIL}}}mp")
     assert [(p.get("part"), p.get("filename")) for p in listed if p.get("cd")] == [
         ("2", "a.txt"),
         ("3", "b.txt"),
     ]
-    message = build_task("uid-8", task, "15", held=read.find(f"{{{MAIL}}}task"))
-    client.call("ann@corp.test", "ModifyTask", [message], id=answer.get("invId"), comp="0")
-    assert [name for name, _, _ in box.tasks["uid-8"].attachments] == ["a.txt", "b.txt"]
+    message = made.message(held=read)
+    made.modify(message)
+    assert [name for name, _, _ in made.held.attachments] == ["a.txt", "b.txt"]
 
     message.find(f"{{{MAIL}}}attach/{{{MAIL}}}mp").set("part", "4")
     with pytest.raises(Permanent, match="NO_SUCH_PART"):
-        client.call("ann@corp.test", "ModifyTask", [message], id=answer.get("invId"), comp="0")
+        made.modify(message)
 
-    client.call(
-        "ann@corp.test",
-        "ModifyTask",
-        [build_task("uid-8", task, "15")],
-        id=answer.get("invId"),
-        comp="0",
-    )
-    assert box.tasks["uid-8"].attachments == []  # a modify without them drops them
+    made.modify()
+    assert made.held.attachments == []  # a modify without them drops them
 
 
 def test_a_mail_attached_to_a_task_is_attached_again_whole():
