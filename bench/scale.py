@@ -123,8 +123,12 @@ def measure_pages() -> dict[str, Any]:
         assert answer.status_code == 202, answer.content
 
     cold = time.perf_counter()
-    dashboard()  # computes its figures over history once (then the dispatcher keeps them)
+    dashboard()  # computes its figures over history (then the dispatcher keeps them)
     cold_ms = (time.perf_counter() - cold) * 1000
+    # a figure is served from the dispatcher's refresh once it was slow twice running
+    # (stats._expensive): the second view counts again, the later ones do not
+    stats.queue_stats()
+    dashboard()
     return {
         "queue_stats_first_call_ms": round(first_ms, 1),
         "dashboard_first_call_ms": round(cold_ms, 1),

@@ -45,18 +45,29 @@ def rollup(name: str, compute: Callable[[], T], *, refresh: bool = False) -> T:
     if (
         not refresh
         and cached is not None
-        and _expensive(name, cached["cost"])
+        and _expensive(name, cached)
         and time.time() - cached["at"] < ROLLUP_MAX_AGE
     ):
         return cast(T, cached["value"])
     started = time.perf_counter()
     value = compute()
     cost = time.perf_counter() - started
-    cache.set(_key(name), {"value": value, "cost": cost, "at": time.time()}, ROLLUP_MAX_AGE)
+    entry = {
+        "value": value,
+        "cost": cost,
+        "prior": cached["cost"] if cached is not None else 0.0,
+        "at": time.time(),
+    }
+    cache.set(_key(name), entry, ROLLUP_MAX_AGE)
     return value
 
 
-def _expensive(name: str, cost: float) -> bool:
+def _expensive(name: str, cached: dict[str, Any]) -> bool:
+    """Whether the figure's last two computations both cost at least its threshold. One slow
+    count alone (a busy moment: a start-up, a backup) does not make a cheap figure stale for
+    a dispatcher pass; a history that is really large is slow twice running, and from then on
+    served from the dispatcher's refresh."""
+    cost = min(cached["cost"], cached.get("prior", 0.0))
     return cost >= CHEAP.get(name, CHEAP_SECONDS)
 
 
@@ -82,7 +93,7 @@ def refresh_if_expensive() -> None:
         cached = cache.get(_key(name))
         if (
             cached is not None
-            and _expensive(name, cached["cost"])
+            and _expensive(name, cached)
             # and before readers would find it too old and count it themselves
             and time.time() - cached["at"]
             >= min(REFRESH_AFTER_COSTS * cached["cost"], ROLLUP_MAX_AGE / 2)
