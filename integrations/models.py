@@ -200,6 +200,18 @@ class Connection(models.Model):
 
         return get_connector_class(self.kind)
 
+    @property
+    def owner_edits_settings(self) -> bool:
+        """Whether the owner edits this connection's settings on their settings page (its
+        provider has a settings-page form); otherwise staff do, in the admin. False for an
+        unknown kind: staff's business."""
+        from integrations.registry import UnknownConnectorKind
+
+        try:
+            return bool(self.connector_class.settings_form)
+        except UnknownConnectorKind:
+            return False
+
     def build_connector(self) -> Connector:
         """A connector for this connection (raises ``UnknownConnectorKind``/``ConfigError``)."""
         return self.connector_class(self)

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.utils import timezone
 
-from integrations.errors import SyncError
 from integrations.models import Connection
 from syncproject.safetext import neutral
 from syncproject.timewords import next_sync, relative
@@ -23,13 +22,6 @@ class Notice:
     level: str  # "error" | "warning" | "info"
     message: str
     action: str
-
-
-def can_edit(conn: Connection) -> bool:
-    try:
-        return bool(conn.connector_class.settings_form)
-    except SyncError:
-        return False
 
 
 def _what_next(conn: Connection, job: SyncJob | None) -> str:
@@ -50,7 +42,7 @@ def _what_next(conn: Connection, job: SyncJob | None) -> str:
 def notice(conn: Connection, workers: WorkerStatus, job: SyncJob | None = None) -> Notice | None:
     """The one thing the owner should know about this connection now, if anything. ``job`` is
     the connection's current job (``current_job``): what is said about retries follows it."""
-    fix_below = can_edit(conn)
+    fix_below = conn.owner_edits_settings
     if not conn.enabled:
         why = f": {conn.disabled_reason}" if conn.disabled_reason else "."
         if conn.disabled_by_staff:
@@ -139,7 +131,7 @@ ADMIN_CREDENTIALS = (
 def _error_for_owner(job: SyncJob) -> str | None:
     if not job.error_message:
         return None
-    if job.error_class == "AuthFailed" and not can_edit(job.connection):
+    if job.error_class == "AuthFailed" and not job.connection.owner_edits_settings:
         return ADMIN_CREDENTIALS
     return neutral(job.error_message)
 

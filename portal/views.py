@@ -27,7 +27,7 @@ from integrations.errors import SyncError
 from integrations.models import Connection, UserSwitch
 from integrations.probe import probe
 from integrations.registry import available, get_connector_class
-from portal.status import can_edit, current_job, job_summary, notice
+from portal.status import current_job, job_summary, notice
 from syncproject import limits
 from syncproject.requests import SignedInRequest
 from syncqueue import control
@@ -88,7 +88,7 @@ def settings_page(request: SignedInRequest) -> HttpResponse:
                 "label": conn.connector_class.label,
                 "notice": notice(conn, workers, job),
                 "job": job_summary(job) if job else None,
-                "editable": can_edit(conn),
+                "editable": conn.owner_edits_settings,
             }
         )
     stored = {s.key: s for s in UserSwitch.objects.filter(user=request.user)}

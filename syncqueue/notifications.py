@@ -226,14 +226,6 @@ def send_pending_notices(now: datetime | None = None) -> int:
     return sum(send_connection_notice(pk, now) for pk in pending.values_list("pk", flat=True))
 
 
-def _owner_can_fix(conn: Connection) -> bool:
-    """The owner edits this connection's settings (its provider has a settings-page form)."""
-    try:
-        return bool(conn.connector_class.settings_form)
-    except Exception:  # an unknown kind: staff's business
-        return False
-
-
 def _provider(conn: Connection) -> str:
     """The provider in words ("Microsoft 365 mailbox"), not its code ("msgraph")."""
     try:
@@ -260,7 +252,7 @@ def _connection_mail(conn: Connection, problem: str) -> tuple[str, str, list[str
         reason = conn.last_error or "The service rejected the credentials."
         what = "the service no longer accepts its sign-in details, so nothing syncs."
         todo = "Open it here and enter the current password (or sign in again); syncing resumes:"
-        if owner is not None and not _owner_can_fix(conn):
+        if owner is not None and not conn.owner_edits_settings:
             # set up by staff (an app registration, a server account): the owner can do
             # nothing about it, and the provider's wording names app internals
             reason = "The service no longer accepts the credentials your administrator set up."
