@@ -33,8 +33,7 @@ class ContactInline(admin.TabularInline):
 class CaseAdmin(admin.ModelAdmin):
     """Cases and the search for their contacts' mail. Adding a contact queues a history search
     in the owner's mailboxes that can search history (and the other mailboxes named here); the
-    state
-    follows the searches' outcomes. "Retry history sync" queues failed searches again."""
+    state follows the searches' outcomes. "Retry history sync" queues failed searches again."""
 
     list_display = ["title", "owner", "contact_count", "state", "sync_error", "synced", "mail"]
     list_filter = ["sync_state"]
@@ -49,6 +48,16 @@ class CaseAdmin(admin.ModelAdmin):
         ("Mail history", {"fields": ["state", "sync_error", "synced_at", "mail", "searches"]}),
     ]
     actions = ["retry_history"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Case | None = None) -> Any:
+        """ "Why syncing failed." is shown only when a search did fail."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and obj.sync_error:
+            return fieldsets
+        return [
+            (name, {**options, "fields": [f for f in options["fields"] if f != "sync_error"]})
+            for name, options in fieldsets
+        ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Case]:
         return (

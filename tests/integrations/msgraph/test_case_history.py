@@ -146,6 +146,7 @@ def test_a_failed_search_shows_why_and_the_admin_retries_it(
     client.force_login(staff)
     page = client.get(f"/admin/workspace/case/{case.pk}/change/")
     assert b"Failed" in page.content and b"Mail.Read (Application) is missing" in page.content
+    assert b"Why syncing failed." in page.content
     listing = client.get("/admin/workspace/case/")
     assert b"Fabrikam contract" in listing.content
 
@@ -162,6 +163,8 @@ def test_a_failed_search_shows_why_and_the_admin_retries_it(
     case.refresh_from_db()
     assert case.sync_state == Case.SyncState.SYNCED
     assert linked(case) == set(expected)
+    page = client.get(f"/admin/workspace/case/{case.pk}/change/")
+    assert b"Why syncing failed." not in page.content  # nothing failed: no empty "why"
     mail = client.get(f"/admin/mail/mailmessage/?case_links__case__id__exact={case.pk}")
     assert mail.context_data["cl"].result_count == 5
 
