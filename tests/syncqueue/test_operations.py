@@ -130,6 +130,23 @@ def test_sync_doctor_passes_when_workers_are_alive_and_checks_live(make_connecti
 
 
 @pytest.mark.django_db
+def test_sync_doctor_says_each_thing_once(settings, tmp_path, capsys):
+    """The development key was reported three times: by Django's checks before the command,
+    as a check by the command, and under "encryption"."""
+    from django.core.management import load_command_class
+
+    settings.SYNC_ENCRYPTION_KEYS = []
+    settings.SYNC_DEV_ENCRYPTION_KEY_FILE = str(tmp_path / "dev.key")
+    command = load_command_class("syncqueue", "sync_doctor")
+    with pytest.raises(SystemExit):  # no workers: exit status 1
+        command.run_from_argv(["manage.py", "sync_doctor"])  # as typed, checks and all
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert text.count("development key") == 1, text
+    assert "WARN encryption: using the development key" in text
+
+
+@pytest.mark.django_db
 def test_sync_doctor_reports_unreadable_credentials(make_connection, settings):
     from integrations import crypto
 
