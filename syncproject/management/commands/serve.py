@@ -118,12 +118,14 @@ class Command(BaseCommand):
             "10",
         ]
         # Each in its own process group, so stopping reaches the workers qcluster forks too.
+        # This command has run the system checks and shown their warnings: once is enough.
+        manage = [sys.executable, "-m", "syncproject"]
         processes = {
-            "workers": Workers([sys.executable, "-m", "syncproject", "qcluster"], self.stderr),
+            "workers": Workers([*manage, "qcluster", "--skip-checks"], self.stderr),
             "web": Process(web),
             # IMAP IDLE: new mail within seconds (polling carries on without it)
             "listener": Restarting(
-                [sys.executable, "-m", "syncproject", "sync_listen"], "IMAP listener", self.stderr
+                [*manage, "sync_listen", "--skip-checks"], "IMAP listener", self.stderr
             ),
         }
         url = f"http://{options['host']}:{options['port']}"
