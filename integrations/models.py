@@ -201,6 +201,13 @@ class Connection(models.Model):
         return get_connector_class(self.kind)
 
     @property
+    def provider_label(self) -> str:
+        """The provider in words ("Microsoft 365 mailbox"), not its code ("msgraph")."""
+        from integrations.registry import label_of
+
+        return label_of(self.kind)
+
+    @property
     def owner_edits_settings(self) -> bool:
         """Whether the owner edits this connection's settings on their settings page (its
         provider has a settings-page form); otherwise staff do, in the admin. False for an

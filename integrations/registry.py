@@ -41,6 +41,15 @@ def get_connector_class(kind: str) -> type[Connector]:
     return import_string(path)
 
 
+def label_of(kind: str) -> str:
+    """The provider in words ("Microsoft 365 mailbox"), not its code ("msgraph"); the code for
+    a kind no connector is registered for, since it is all there is."""
+    try:
+        return str(get_connector_class(kind).label)
+    except UnknownConnectorKind:
+        return kind
+
+
 def kinds_with(capability: str) -> list[str]:
     """Kinds whose connector class has ``capability`` (a class attribute) set, e.g.
     ``searches_history``: how the host asks for "mailboxes that can search history" without

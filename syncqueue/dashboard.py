@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from integrations.models import Connection
+from integrations.registry import label_of
 from syncqueue import stats
 from syncqueue.heartbeat import WorkerStatus, clusters, listener_status, worker_status
 from syncqueue.models import SyncJob, SyncLog
@@ -140,6 +141,10 @@ class FailureGroup:
     example: str = ""
 
     @property
+    def provider(self) -> str:
+        return label_of(self.kind)
+
+    @property
     def key(self) -> str:
         raw = "\x1f".join((self.kind, self.error_class, self.message))
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -252,7 +257,9 @@ def outcomes_svg(rows: list[dict[str, Any]]) -> str:
     scale = (height - bottom - top) / peak
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" role="img" aria-label="Job outcomes per hour, last {len(rows)} hours">',
+        # at most its own width: scaled up, its 10-12 px labels grew to 20 px headings
+        f'width="100%" style="max-width: {width}px" role="img" '
+        f'aria-label="Job outcomes per hour, last {len(rows)} hours">',
         f'<text x="{left}" y="14" font-size="12" fill="#333">Jobs per hour: '
         + "".join(
             f'<tspan fill="{COLORS[name]}" font-weight="bold">  ■ {name}</tspan>'

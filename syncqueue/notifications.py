@@ -226,14 +226,6 @@ def send_pending_notices(now: datetime | None = None) -> int:
     return sum(send_connection_notice(pk, now) for pk in pending.values_list("pk", flat=True))
 
 
-def _provider(conn: Connection) -> str:
-    """The provider in words ("Microsoft 365 mailbox"), not its code ("msgraph")."""
-    try:
-        return str(conn.connector_class.label)
-    except Exception:  # an unknown kind: its code is all there is
-        return conn.kind
-
-
 def _connection_mail(conn: Connection, problem: str) -> tuple[str, str, list[str]] | None:
     """(subject, body, recipients) for a connection still in ``problem``; None if it is not, or
     if there is nobody to tell."""
@@ -276,7 +268,7 @@ def _connection_mail(conn: Connection, problem: str) -> tuple[str, str, list[str
         [
             greeting,
             "",
-            f'{whose}"{conn.name}" ({_provider(conn)}) needs attention: {what}',
+            f'{whose}"{conn.name}" ({conn.provider_label}) needs attention: {what}',
             "",
             f"Reason: {reason}",
             "",
