@@ -201,6 +201,11 @@ class Connection(models.Model):
         return get_connector_class(self.kind)
 
     @property
+    def is_stale(self) -> bool:
+        """No sync succeeded by ``stale_after``."""
+        return self.stale_after is not None and self.stale_after < timezone.now()
+
+    @property
     def provider_label(self) -> str:
         """The provider in words ("Microsoft 365 mailbox"), not its code ("msgraph")."""
         from integrations.registry import label_of

@@ -418,12 +418,15 @@ def test_a_failure_group_shows_a_real_message_and_skips_connections_needing_cred
     assert group.example == real
     page = admin_client_for.get(DASHBOARD).content.decode()
     assert f">{real}</td>" in page  # people read a real message, the grouping key is a tooltip
-    Connection.objects.filter(pk=conns[0].pk).update(stale_after=timezone.now())
+    Connection.objects.filter(pk=conns[0].pk).update(
+        stale_after=timezone.now() - timedelta(minutes=3)
+    )
     page = admin_client_for.get(DASHBOARD).content.decode()
     for table in ("failure-groups", "failing", "stalest"):  # the provider in words, not its code
         rows = page.split(f'id="{table}"')[1].split("</table>")[0]
         assert "<th>Provider</th>" in rows and "<td>Fake</td>" in rows, table
         assert "<td>fake</td>" not in rows, table
+    assert "<th>Stale</th>" in page and "<strong>for 3\xa0minutes</strong>" in page
 
     Connection.objects.filter(pk=conns[0].pk).update(status="auth_required")
     response = admin_client_for.post(
