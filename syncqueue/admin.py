@@ -277,13 +277,14 @@ class SkippedItemAdmin(ReadOnlyAdmin):
     def last_tried(self, item: SkippedItem) -> str:
         return relative(item.last_tried_at)
 
-    @admin.action(description="Retry these items (queue their connections' sync now)")
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        """Retrying queues a sync of the items' connections: the right to change them."""
+        return request.user.has_perm("integrations.change_connection")
+
+    @admin.action(
+        description="Retry these items (queue their connections' sync now)", permissions=["retry"]
+    )
     def retry_items(self, request: HttpRequest, queryset: QuerySet[SkippedItem]) -> None:
-        if not request.user.has_perm("integrations.change_connection"):
-            self.message_user(
-                request, "Retrying needs the permission to change connections.", messages.ERROR
-            )
-            return
         items = queryset.filter(state=SkippedItem.State.OPEN).select_related("connection")
         # the oldest tries come first in the next sync's bounded retry list
         items.update(last_tried_at=timezone.now() - timedelta(days=3650))

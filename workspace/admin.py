@@ -97,14 +97,18 @@ class CaseAdmin(admin.ModelAdmin):
         jobs = cases.history_jobs(case).count()
         return format_html('<a href="{}">{} search job(s)</a>', url, jobs)
 
-    @admin.action(description="Retry history sync")
+    @admin.action(description="Retry history sync", permissions=["change"])
     def retry_history(self, request: HttpRequest, queryset: QuerySet[Case]) -> None:
         total = 0
         for case in queryset:
             try:
-                total += cases.retry(case, request.user)
+                queued = cases.retry(case, request.user)
             except SyncError as exc:
                 self.message_user(request, f"{case}: {exc.message}", messages.ERROR)
+                continue
+            total += queued
+            if queued:
+                self.log_change(request, case, f"Retry history sync: {queued} search(es).")
         self.message_user(request, f"{total} history search(es) queued again.", messages.SUCCESS)
 
 

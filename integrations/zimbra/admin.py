@@ -52,11 +52,14 @@ class TaskCopyAdmin(admin.ModelAdmin):
     def active(self, copy: TaskCopy) -> bool:
         return copy.active
 
-    @admin.action(description="Push to Zimbra again")
+    @admin.action(description="Push to Zimbra again", permissions=["change"])
     def push_again(self, request: HttpRequest, queryset: QuerySet[TaskCopy]) -> None:
         queued = 0
         for copy in queryset.select_related("assignment__user"):
             TaskCopy.objects.filter(pk=copy.pk).update(pushed_hash="", state="pending")
             copy.pushed_hash = ""
-            queued += outbound.queue_push(copy, request.user) is not None
+            job = outbound.queue_push(copy, request.user)
+            if job is not None:
+                queued += 1
+                self.log_change(request, copy, f"Push to Zimbra again: job {job.pk}.")
         self.message_user(request, f"{queued} push(es) queued.", messages.SUCCESS)
