@@ -56,19 +56,49 @@ def allowed_networks() -> tuple[Network, ...]:
     return _allowed_networks(tuple(spec))
 
 
+#: IPv6 ranges that carry an IPv4 address in their last 32 bits and reach it (a translator or a
+#: tunnel on the way delivers there): NAT64's well-known prefix (RFC 6052), the IPv4-translated
+#: (RFC 2765) and the deprecated IPv4-compatible (RFC 4291) forms. Python's ``is_global`` counts
+#: them as global, whatever IPv4 address they carry.
+_EMBEDS_IPV4_LAST_32 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("::/96"),
+)
+#: NAT64 prefixes a network chooses for itself (RFC 8215): where they lead is local, never public
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def reached(address: IPAddress) -> IPAddress:
+    """The address a connection to ``address`` reaches in the end: the IPv4 address inside an
+    IPv4-mapped, NAT64, 6to4 (RFC 3056), IPv4-translated or IPv4-compatible IPv6 address; the
+    address itself otherwise. A check that looked only at the IPv6 form would let
+    ``64:ff9b::a00:1`` through to 10.0.0.1 on a network with NAT64."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if int(address) > 1 and any(address in network for network in _EMBEDS_IPV4_LAST_32):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address  # (:: and ::1 are themselves, not IPv4-compatible forms)
+
+
 def is_public(address: IPAddress) -> bool:
-    """True for a globally routable unicast address (IPv4-mapped IPv6 judged as IPv4)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """True for a globally routable unicast address, judged by the address it reaches."""
+    if isinstance(address, ipaddress.IPv6Address) and address in _LOCAL_NAT64:
+        return False
+    final = reached(address)
+    if final is not address and isinstance(final, ipaddress.IPv4Address):
+        return is_public(final)
     return address.is_global and not address.is_multicast
 
 
 def address_allowed(address: IPAddress) -> bool:
     if is_public(address):
         return True
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in allowed_networks())
+    return any(address in network or reached(address) in network for network in allowed_networks())
 
 
 def checked_address(host: str, port: int) -> str:

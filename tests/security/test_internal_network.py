@@ -63,6 +63,14 @@ def test_private_addresses_are_refused_alike_for_open_and_closed_ports(client, o
         "::ffff:127.0.0.1",
         "0.0.0.0",
         "224.0.0.1",
+        # IPv6 forms that reach a private IPv4 address (Python counts them as global)
+        "64:ff9b::a00:1",  # NAT64 (RFC 6052) to 10.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 to the cloud metadata address
+        "64:ff9b:1::808:808",  # a network's own NAT64 prefix (RFC 8215): local
+        "2002:a00:1::1",  # 6to4 (RFC 3056) from 10.0.0.1
+        "::a00:1",  # IPv4-compatible (RFC 4291)
+        "::ffff:0:a00:1",  # IPv4-translated (RFC 2765)
+        "[::]",
     ],
 )
 def test_non_public_hosts_are_refused(host, settings):
@@ -75,6 +83,10 @@ def test_public_addresses_and_allowed_ranges_pass(settings):
     settings.SYNC_ALLOWED_PRIVATE_NETWORKS = ["10.1.2.0/24"]
     assert netguard.checked_address("93.184.215.14", 993) == "93.184.215.14"
     assert netguard.checked_address("10.1.2.3", 993) == "10.1.2.3"
+    # the IPv4 address inside decides, for public and for allowed addresses
+    assert netguard.checked_address("64:ff9b::5db8:d70e", 993) == "64:ff9b::5db8:d70e"
+    assert netguard.checked_address("2002:5db8:d70e::1", 993) == "2002:5db8:d70e::1"
+    assert netguard.checked_address("64:ff9b::a01:203", 993) == "64:ff9b::a01:203"
     with pytest.raises(netguard.HostNotAllowed):
         netguard.checked_address("10.1.3.3", 993)
 
