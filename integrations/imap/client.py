@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from imapclient import IMAPClient, SocketTimeout, tls
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imap4 import IMAP4WithTimeout
@@ -86,7 +87,48 @@ def imap_errors(config: ImapConfig) -> Iterator[None]:
         ) from exc
 
 
-class _PinnedTLS(tls.IMAP4_TLS):
+#: Headroom above the largest literal this client asks for (a message body, up to
+#: ``MAIL_MAX_MESSAGE_BYTES``): what a server may add around it
+LITERAL_SLACK = 64 * 1024
+
+
+def literal_limit() -> int:
+    """The longest literal a session accepts. Every body is asked for with an upper bound, and
+    the other answers carry short strings, so only a broken or hostile server goes past it."""
+    return int(settings.MAIL_MAX_MESSAGE_BYTES) + LITERAL_SLACK
+
+
+class _BoundedLiterals:
+    """imaplib reads a literal in full, however large the server says it is: a server chosen
+    by anyone who may add a mailbox could announce gigabytes in its greeting and make the web
+    process (a connection test) or the worker hold them. Here a literal larger than
+    ``literal_limit()`` ends the session before anything is read."""
+
+    file: Any
+
+    def read(self, size: int) -> bytes:
+        if size > literal_limit():
+            # not one of imaplib's errors, which it would catch and re-word: ours reaches the
+            # seam (imap_errors) as it is, and the session is closed without reading on
+            raise Permanent(
+                "The mail server sent an answer far larger than anything asked for, so the "
+                "connection was closed. Check that the host is a mail server.",
+                detail=f"a literal of {size} bytes; the limit is {literal_limit()}",
+                code="imap_oversized_answer",
+            )
+        data: bytes = self.file.read(size)
+        return data
+
+
+class _BoundedTLS(_BoundedLiterals, tls.IMAP4_TLS):
+    pass
+
+
+class _BoundedPlain(_BoundedLiterals, IMAP4WithTimeout):
+    pass
+
+
+class _PinnedTLS(_BoundedTLS):
     """imapclient's TLS transport, connecting to an address checked beforehand while the
     certificate is still verified for the host name."""
 
@@ -99,7 +141,7 @@ class _PinnedTLS(tls.IMAP4_TLS):
         return tls.wrap_socket(sock, self.ssl_context, self.host)
 
 
-class _PinnedPlain(IMAP4WithTimeout):
+class _PinnedPlain(_BoundedPlain):
     pinned: str
 
     def _create_socket(self, timeout: float | None = None) -> socket.socket:
@@ -119,6 +161,13 @@ class QuietIMAPClient(IMAPClient):
         super().__init__(*args, **kwargs)
         if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
             self._imap.debug = 0
+
+    def _create_IMAP4(self) -> Any:
+        """imapclient's transports, with literals bounded (``_BoundedLiterals``)."""
+        connect_timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return _BoundedTLS(self.host, self.port, self.ssl_context, connect_timeout)
+        return _BoundedPlain(self.host, self.port, connect_timeout)
 
 
 class PinnedIMAPClient(QuietIMAPClient):

@@ -94,3 +94,43 @@ def test_idling_sessions_use_tcp_keepalive():
     finally:
         client.close()
         server.close()
+
+
+def test_a_server_announcing_a_huge_answer_is_cut_off_before_it_is_read(make_imap_connection):
+    """imaplib reads a literal in full, however large: a server anyone may name (a connection
+    test runs in the web process) could make us hold gigabytes. It announces one of 1 GB in its
+    CAPABILITY answer (RFC 3501 §4.3: "{size}" then the bytes) and sends a few bytes of it:
+    before, the test waited for the rest until the read timeout; now it stops at once, with a
+    message that says what happened."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    sent: list[int] = []
+
+    def serve() -> None:
+        peer, _ = server.accept()
+        with peer:
+            peer.sendall(b"* OK ready\r\n")
+            tag = peer.recv(1024).split(b" ", 1)[0]  # the client's CAPABILITY
+            assert tag
+            head = b"* CAPABILITY {1000000000}\r\nIMAP4rev1 "
+            peer.sendall(head)
+            sent.append(len(head))
+            peer.settimeout(30)
+            peer.recv(1)  # until the client hangs up
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    conn = make_imap_connection(
+        host="127.0.0.1", port=server.getsockname()[1], security="none", read_timeout=3
+    )
+    try:
+        with pytest.raises(Permanent, match="far larger than anything asked for") as caught:
+            conn.build_connector().check()
+        assert caught.value.code == "imap_oversized_answer"
+        assert "1000000000" in caught.value.detail
+    finally:
+        thread.join(timeout=30)
+        server.close()
+    assert sent  # the server did announce it
