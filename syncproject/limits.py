@@ -24,6 +24,7 @@ WHAT = {
     "connection_test": "connection tests",
     "task_create": "new tasks",
     "address_confirmation": "confirmation mails",
+    "password_reset": "password reset mails for this address",
 }
 
 
@@ -43,10 +44,15 @@ def _seconds(seconds: int) -> str:
     return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
-def hit(request: HttpRequest, action: str) -> Limited | None:
-    """Count one ``action`` by this person; a ``Limited`` when they are over its rate."""
+def hit(request: HttpRequest, action: str, key: str | None = None) -> Limited | None:
+    """Count one ``action`` by this person (or, given ``key``, for that key: a password reset
+    counts per address); a ``Limited`` when they are over its rate."""
     usage = get_usage(
-        request, group=f"sync.{action}", key="user_or_ip", rate=_rate(action), increment=True
+        request,
+        group=f"sync.{action}",
+        key="user_or_ip" if key is None else (lambda group, request: key),
+        rate=_rate(action),
+        increment=True,
     )
     if usage is None or not usage["should_limit"]:
         return None

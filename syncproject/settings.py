@@ -280,6 +280,9 @@ SYNC_RATE_LIMITS = {
     "address_confirmation": env_str(
         "SYNC_RATE_ADDRESS_CONFIRMATION", "5/h", "Address confirmation mails a person may ask for."
     ),
+    "password_reset": env_str(
+        "SYNC_RATE_PASSWORD_RESET", "3/h", "Password reset mails per address (asked by anyone)."
+    ),
 }
 SYNC_CONNECTION_TEST_TIMEOUT = env_float(
     "SYNC_CONNECTION_TEST_TIMEOUT",

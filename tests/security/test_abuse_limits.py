@@ -98,3 +98,33 @@ def test_the_limit_is_per_person(client, owner, outsider, make_connection, setti
     client.force_login(outsider)
     assert client.post(f"/api/connections/{theirs.pk}/sync").status_code == 202
     assert SyncJob.objects.count() == 2
+
+
+def test_password_reset_mails_are_limited_per_address_and_link_to_the_site(
+    client, staff, settings, mailoutbox
+):
+    """Anyone may ask for a reset mail: at most SYNC_RATE_PASSWORD_RESET per address, whoever
+    asks and from wherever, and the link names SITE_URL, not the Host the request came with."""
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.SITE_URL = "https://sync.example.com"
+    settings.ALLOWED_HOSTS = ["testserver", "evil.example"]
+    settings.SYNC_RATE_LIMITS = {**settings.SYNC_RATE_LIMITS, "password_reset": "3/h"}
+    for n in range(3):
+        answer = client.post(
+            "/accounts/password_reset/",
+            {"email": staff.email.upper()},  # the same address, however written
+            HTTP_HOST="evil.example",
+            REMOTE_ADDR=f"10.0.0.{n}",  # from anywhere
+        )
+        assert answer.status_code == 302
+    assert len(mailoutbox) == 3
+    assert "https://sync.example.com/accounts/reset/" in mailoutbox[0].body
+    assert "evil.example" not in mailoutbox[0].body
+    limited = client.post("/accounts/password_reset/", {"email": staff.email})
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
+    assert "Too many password reset mails for this address" in limited.content.decode()
+    assert len(mailoutbox) == 3
+    other = client.post("/accounts/password_reset/", {"email": "nobody@example.com"})
+    assert other.status_code == 302  # another address counts on its own (and says nothing)
