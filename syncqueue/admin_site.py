@@ -35,5 +35,8 @@ class SyncAdminSite(admin.AdminSite):
     def index(self, request: Any, extra_context: dict[str, Any] | None = None) -> Any:
         from syncqueue import dashboard
 
-        context = {"sync_alerts": dashboard.alerts(), **(extra_context or {})}
+        # the alerts are the dashboard's (queue sizes, failures, workers): for those who may
+        # see it; staff without that permission get Django's index only
+        allowed = request.user.has_perm("syncqueue.view_syncjob")
+        context = {"sync_alerts": dashboard.alerts() if allowed else [], **(extra_context or {})}
         return super().index(request, context)

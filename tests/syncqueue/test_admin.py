@@ -300,7 +300,9 @@ def test_worker_banner_on_every_admin_page_until_workers_run(admin_client_for):
     assert 'id="worker-banner"' not in admin_client_for.get(CONNECTIONS).content.decode()
 
 
-def test_dashboard_numbers_alerts_groups_chart(admin_client_for, make_connection, work, settings):
+def test_dashboard_numbers_alerts_groups_chart(
+    admin_client_for, make_connection, work, settings, django_user_model
+):
     settings.SYNC_ALERT_FAILURES_24H = 1
     alive()
     conns = [
@@ -327,6 +329,11 @@ def test_dashboard_numbers_alerts_groups_chart(admin_client_for, make_connection
     assert "m0" in page and "m1" in page
     index = admin_client_for.get(reverse("admin:index")).content.decode()
     assert "Failure dashboard" in index and "need new credentials" in index
+    # staff who may not see the dashboard do not read its alerts on the front page either
+    bare = django_user_model.objects.create_user("bea", "bea@example.com", "pw", is_staff=True)
+    admin_client_for.force_login(bare)
+    index = admin_client_for.get(reverse("admin:index")).content.decode()
+    assert "need new credentials" not in index and "jobs failed" not in index
 
 
 def test_dashboard_lists_clusters_heals_and_alerts_on_a_lost_one(admin_client_for):
