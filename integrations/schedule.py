@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cron_descriptor import get_description
-from croniter import CroniterBadCronError, croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 from django.core.exceptions import ValidationError
 
 _INTERVAL = re.compile(r"^every\s+(\d+)\s*([mhd])$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 _ALIASES = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
+
+
+#: the longest "every …" interval: a longer one is a typo, and soon runs past the last date
+#: Python knows (year 9999)
+MAX_INTERVAL = timedelta(days=3650)
 
 
 class InvalidSchedule(ValueError):
@@ -93,9 +98,14 @@ def parse_schedule(text: str) -> Schedule:
     match = _INTERVAL.match(text)
     if match:
         count, unit = int(match.group(1)), match.group(2).lower()
-        interval = timedelta(**{_UNITS[unit]: count})
+        try:
+            interval = timedelta(**{_UNITS[unit]: count})
+        except OverflowError:
+            interval = MAX_INTERVAL * 2
         if interval < timedelta(minutes=1):
             raise InvalidSchedule("An interval must be at least one minute.")
+        if interval > MAX_INTERVAL:
+            raise InvalidSchedule("An interval must be at most ten years (every 3650d).")
         return Schedule(text=f"every {count}{unit}", interval=interval)
     if text.lower() in _ALIASES:
         return Schedule(text=text.lower())
@@ -107,7 +117,12 @@ def parse_schedule(text: str) -> Schedule:
             "or use an interval such as 'every 30m'."
         )
     try:
-        croniter(text)
+        runs = croniter(text, datetime(2000, 1, 1, tzinfo=UTC))
+        # two runs, as typical_interval asks for: "0 0 30 2 *" (February 30th) parses but
+        # never comes, and would fail every later use of the schedule instead of here
+        runs.get_next(datetime), runs.get_next(datetime)
+    except CroniterBadDateError:
+        raise InvalidSchedule(f"{text!r} never runs: no date matches it.") from None
     except (CroniterBadCronError, ValueError, KeyError) as exc:
         raise InvalidSchedule(f"{text!r} is not a valid cron expression: {exc}.") from None
     return Schedule(text=" ".join(fields))

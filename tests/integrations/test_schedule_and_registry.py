@@ -24,6 +24,11 @@ UTC = ZoneInfo("UTC")
         ("every 0m", "at least one minute"),
         ("sometimes", "not a valid schedule"),
         ("* * * * * *", "5 fields"),
+        # these parsed, then failed every use with an OverflowError or CroniterBadDateError
+        ("every 99999999999d", "at most ten years"),
+        ("every 3651d", "at most ten years"),
+        ("0 0 30 2 *", "never runs"),
+        ("0 0 31 4,6 *", "never runs"),
     ],
 )
 def test_invalid_schedules_are_refused_with_the_reason(text, problem):

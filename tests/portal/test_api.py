@@ -132,6 +132,8 @@ def test_schedule_actions(conn, owner):
     [
         ({"action": "update-interval", "interval": "61 * * * *"}, "not a valid cron expression"),
         ({"action": "update-interval", "interval": "*/5 * *"}, "5 fields"),
+        ({"action": "update-interval", "interval": "every 999999999d"}, "at most ten years"),
+        ({"action": "update-interval", "interval": "0 0 30 2 *"}, "never runs"),
         ({"action": "update-interval"}, "Give the new schedule"),
         ({"action": "pause"}, "Unknown schedule action 'pause'"),
         ({}, "Unknown schedule action ''"),
