@@ -59,10 +59,40 @@ def _summary(task: Task, viewer: Any) -> dict[str, Any]:
     }
 
 
+#: the JSON types each field takes (None: the field may be emptied with null)
+JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "title": (str,),
+    "description": (str,),
+    "due_date": (str, type(None)),
+    "priority": (str,),
+    "status": (str,),
+    "percent_complete": (int,),
+}
+JSON_WORDS = {str: "text", int: "a whole number", type(None): "null"}
+
+
+def _wrong_type(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for field ``name`` before the model sees it: a list or an
+    object where text belongs (the model would store its Python spelling), a number where a
+    date belongs, true/1e400/Infinity as a percentage, text that is not Unicode."""
+    allowed = JSON_TYPES[name]
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        return f"{name}: give {' or '.join(JSON_WORDS[t] for t in allowed)}."
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{name}: the text holds characters that are not valid Unicode."
+    return None
+
+
 def _save(task: Task, body: dict[str, Any]) -> JsonResponse | None:
     unknown = set(body) - set(EDITABLE)
     if unknown:
         return error(400, "invalid", f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    wrong = [problem for name, value in body.items() if (problem := _wrong_type(name, value))]
+    if wrong:
+        return error(400, "invalid", " ".join(wrong))
     for name, value in body.items():
         setattr(task, name, value)
     try:

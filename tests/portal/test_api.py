@@ -170,3 +170,35 @@ def test_staff_sees_queue_stats(conn, staff):
     body = as_user(staff).get("/api/queue/stats").json()
     assert body["waiting"] == 1 and body["workers_running"] is False
     assert {"running", "retrying", "failed", "succeeded", "oldest_waiting_seconds"} <= set(body)
+
+
+@pytest.mark.parametrize(
+    "raw,problem",
+    [
+        ('{"title": "t", "percent_complete": Infinity}', "percent_complete: give a whole number"),
+        ('{"title": "t", "percent_complete": 1e400}', "percent_complete: give a whole number"),
+        ('{"title": "t", "percent_complete": true}', "percent_complete: give a whole number"),
+        ('{"title": "t", "percent_complete": 50.5}', "percent_complete: give a whole number"),
+        ('{"title": "t", "due_date": 5}', "due_date: give text or null"),
+        ('{"title": "t", "due_date": ["x"]}', "due_date: give text or null"),
+        ('{"title": "t", "due_date": {"a": 1}}', "due_date: give text or null"),
+        ('{"title": ["a"]}', "title: give text"),
+        ('{"title": {"a": 1}}', "title: give text"),
+        ('{"title": "\\ud800"}', "not valid Unicode"),
+    ],
+)
+def test_tasks_refuse_values_of_the_wrong_kind(owner, raw, problem):
+    """JSON that parses but does not fit a field: a clear 400 naming it, never a 500 (these
+    raised OverflowError, TypeError, UnicodeEncodeError) nor a list saved as its Python text."""
+    from workspace.models import Task
+
+    client = as_user(owner)
+    created = client.post("/api/tasks", raw, content_type="application/json")
+    assert created.status_code == 400, created.content
+    assert problem in created.json()["error"]["message"]
+    assert not Task.objects.exists()
+    task = Task.objects.create(title="kept", created_by=owner)
+    changed = client.patch(f"/api/tasks/{task.pk}", raw, content_type="application/json")
+    assert changed.status_code == 400 and problem in changed.json()["error"]["message"]
+    task.refresh_from_db()
+    assert task.title == "kept" and task.percent_complete == 0 and task.due_date is None
