@@ -32,6 +32,10 @@ def notifications(request: HttpRequest) -> HttpResponse:
         payload = json.loads(request.body)
     except (ValueError, RecursionError):  # not JSON, or nested beyond reason
         return HttpResponse("Not JSON.\n", status=400, content_type="text/plain")
+    if not isinstance(payload, dict) or not isinstance(payload.get("value"), list):
+        return HttpResponse(
+            "Not a notification collection.\n", status=400, content_type="text/plain"
+        )
     accepted, _ = push.handle(payload)
     if not accepted:
         return HttpResponse("Not from a subscription of ours.\n", status=403)

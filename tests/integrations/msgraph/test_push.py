@@ -93,6 +93,9 @@ def test_a_forged_notification_is_refused(
     # hostile bodies get a plain refusal, never a server error
     deep = "[" * 100_000 + "]" * 100_000
     assert client.post("/hooks/graph/", deep, content_type="application/json").status_code == 400
+    for shape in ("[1, 2]", '{"value": 5}', '"text"', "{}"):  # JSON, but not a collection
+        answer = client.post("/hooks/graph/", shape, content_type="application/json")
+        assert answer.status_code == 400, shape
     surrogate = '{"value": [{"clientState": "\\ud800", "subscriptionId": "x"}]}'
     answer = client.post("/hooks/graph/", surrogate, content_type="application/json")
     assert answer.status_code == 403
