@@ -9,6 +9,9 @@ from django.core.checks import Error, Warning, register
 
 from integrations import crypto
 
+#: what ``check_encryption_keys`` reports (``sync_doctor`` says it under "encryption")
+KEY_CHECKS = {"integrations.E001", "integrations.E002", "integrations.W001"}
+
 
 @register("syncproject")
 def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[Any]:

@@ -130,20 +130,29 @@ def test_sync_doctor_passes_when_workers_are_alive_and_checks_live(make_connecti
 
 
 @pytest.mark.django_db
-def test_sync_doctor_says_each_thing_once(settings, tmp_path, capsys):
+def test_sync_doctor_says_each_thing_once(settings, tmp_path):
     """The development key was reported three times: by Django's checks before the command,
     as a check by the command, and under "encryption"."""
     from django.core.management import load_command_class
 
+    def doctor() -> str:
+        """As typed: ``execute`` runs Django's checks first when the command asks for them."""
+        out, err = StringIO(), StringIO()
+        command = load_command_class("syncqueue", "sync_doctor")
+        options = {"force_color": False, "no_color": True, "skip_checks": False, "live": False}
+        with pytest.raises(CommandError):  # no workers
+            command.execute(stdout=out, stderr=err, **options)
+        return out.getvalue() + err.getvalue()
+
     settings.SYNC_ENCRYPTION_KEYS = []
     settings.SYNC_DEV_ENCRYPTION_KEY_FILE = str(tmp_path / "dev.key")
-    command = load_command_class("syncqueue", "sync_doctor")
-    with pytest.raises(SystemExit):  # no workers: exit status 1
-        command.run_from_argv(["manage.py", "sync_doctor"])  # as typed, checks and all
-    captured = capsys.readouterr()
-    text = captured.out + captured.err
+    settings.DATABASE_URL = ""  # the embedded default, where a development key is allowed
+    text = doctor()
     assert text.count("development key") == 1, text
     assert "WARN encryption: using the development key" in text
+    settings.DATABASE_URL = "postgres://db.example/sync"  # shared: no development key then
+    text = doctor()
+    assert text.count("SYNC_ENCRYPTION_KEYS is not set, but the database is shared") == 1, text
 
 
 @pytest.mark.django_db
