@@ -220,12 +220,23 @@ SQLITE_BUSY_TIMEOUT = env_int(
 SQLITE_CACHE_MB = env_int(
     "SQLITE_CACHE_MB", 2, "SQLite page cache per connection, in MB.", minimum=1
 )
+DB_PREPARED_STATEMENTS = env_bool(
+    "DB_PREPARED_STATEMENTS",
+    True,
+    "PostgreSQL: the engine's hottest statements run as prepared statements, planned once per "
+    "connection. Turn off behind PgBouncer in transaction mode older than 1.21 (or without "
+    "max_prepared_statements).",
+)
 if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL, conn_max_age=CONN_MAX_AGE, conn_health_checks=True
         )
     }
+    if DB_PREPARED_STATEMENTS:
+        # psycopg may prepare; only the statements that ask for it are (syncqueue.engine.rows:
+        # Django's own cursors bind on the client and never prepare)
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 else:
     Path(SQLITE_PATH).parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {

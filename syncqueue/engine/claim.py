@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from integrations.models import Connection
 from syncqueue import identity
-from syncqueue.engine.rows import columns, from_row
+from syncqueue.engine.rows import columns, fetch_one, from_row
 from syncqueue.models import SyncJob
 from workspace.models import Organization
 
@@ -150,9 +150,7 @@ def claim_next(
         )
         try:
             # One statement is atomic on its own; no BEGIN/COMMIT round trips needed.
-            with db.cursor() as cursor:
-                cursor.execute(sql, [worker, lease, stamp, stamp, stamp])
-                row = cursor.fetchone()
+            row = fetch_one(sql, [worker, lease, stamp, stamp, stamp])
         except IntegrityError:
             continue  # another job of the same connection started a moment ago
         if row is not None and len(row) > 1:

@@ -25,7 +25,7 @@ from integrations.errors import (
 )
 from integrations.models import Connection
 from syncqueue import broker
-from syncqueue.engine.rows import columns, from_row
+from syncqueue.engine.rows import columns, fetch_one, from_row
 from syncqueue.models import SyncJob
 
 log = logging.getLogger("syncqueue.engine")
@@ -208,10 +208,17 @@ def _ticket_package(job_id: int | None, name: str) -> str:
 
 
 @functools.cache
-def _insert_or_find_sql(with_ticket: bool) -> tuple[str, tuple[Field[Any, Any], ...]]:
+def _insert_or_find_sql(
+    with_ticket: bool, states: tuple[str, ...]
+) -> tuple[str, tuple[Field[Any, Any], ...]]:
     """The statement of ``_insert_or_find`` and the fields its values are for (worked out once
-    per process: it depends on the model only)."""
+    per process: it depends on the model only).
+
+    The states are written into it, not passed as a parameter: a plan made once for every
+    call (a prepared statement's) can then prove that they lie within the partial index of
+    unfinished jobs and use it; with ``state = ANY($3)`` it could not."""
     table = SyncJob._meta.db_table
+    wanted = ", ".join(f"'{State(state).value}'" for state in states)  # our constants, checked
     fields = tuple(f for f in SyncJob._meta.concrete_fields if not f.primary_key)
     names = ", ".join(db.ops.quote_name(f.column) for f in fields)
     every = columns(SyncJob)
@@ -225,7 +232,7 @@ def _insert_or_find_sql(with_ticket: bool) -> tuple[str, tuple[Field[Any, Any], 
     sql = f"""
         WITH found AS (
             SELECT {every} FROM {table}
-             WHERE connection_id = %s AND dedupe_key = %s AND state = ANY(%s)
+             WHERE connection_id = %s AND dedupe_key = %s AND state IN ({wanted})
              ORDER BY id LIMIT 1
         ), made AS (
             INSERT INTO {table} ({names})
@@ -246,17 +253,14 @@ def _insert_or_find(job: SyncJob, states: Sequence[str]) -> tuple[SyncJob | None
     this statement's snapshot and its insert (the ``one_new_job_per_stream`` index refused it).
     """
     with_ticket = broker.tickets_commit_with_jobs()
-    sql, fields = _insert_or_find_sql(with_ticket)
+    sql, fields = _insert_or_find_sql(with_ticket, tuple(states))
     wrapper = transaction.get_connection()  # the thread's connection, looked up once
     values = [f.get_db_prep_save(f.pre_save(job, True), wrapper) for f in fields]
     ticket_params: list[Any] = []
     if with_ticket:
         package = _ticket_package(None, f"sync-connection-{job.connection_id}")
         ticket_params = [Conf.CLUSTER_NAME, package, job.run_after]
-    params = [job.connection_id, job.dedupe_key, list(states), *values, *ticket_params]
-    with wrapper.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = fetch_one(sql, [job.connection_id, job.dedupe_key, *values, *ticket_params])
     if row is None:
         return None, None
     result = from_row(SyncJob, row[1:], "j")

@@ -3,12 +3,14 @@ rows so that no SELECT has to follow them)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from django.db import connection as db
 from django.db import transaction
+from django.db.backends.utils import CursorDebugWrapper
 from django.db.models import Model
 
 M = TypeVar("M", bound=Model)
@@ -33,6 +35,35 @@ def _reading(
         converters = [*db.ops.get_db_converters(col), *f.get_db_converters(db)]  # type: ignore[attr-defined]
         plan.append((col, converters))
     return [f.attname for f in fields], plan
+
+
+def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    """Run one of the engine's hottest statements and return its first row.
+
+    On PostgreSQL, as a prepared statement when the connection allows them (the
+    ``prepare_threshold`` that ``DB_PREPARED_STATEMENTS`` sets): PostgreSQL then plans it once
+    per connection instead of on every call. For the enqueue, planning took longer than
+    running (0.29 ms against 0.13 ms), and a prepared enqueue is about 1 ms faster end to end.
+    Logged, timed and error-mapped as Django's own cursor does."""
+    wrapper = transaction.get_connection()
+    with wrapper.cursor() as cursor:  # connected, checked and wrapped as Django does it
+        raw = wrapper.connection
+        if wrapper.vendor != "postgresql" or getattr(raw, "prepare_threshold", None) is None:
+            cursor.execute(sql, params)
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            return row
+        import psycopg  # PostgreSQL only
+
+        # Django's cursors bind on the client, which cannot prepare: one binding on the server
+        with psycopg.Cursor(raw) as server, wrapper.wrap_database_errors:
+            logged = (
+                CursorDebugWrapper(server, wrapper).debug_sql(sql, params)
+                if wrapper.queries_logged
+                else contextlib.nullcontext()
+            )
+            with logged:
+                server.execute(sql, params, prepare=True)
+            return server.fetchone()
 
 
 def from_row(model: type[M], values: Sequence[Any], alias: str) -> M:

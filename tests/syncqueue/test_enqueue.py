@@ -164,3 +164,28 @@ def test_retrying_a_never_started_job_while_the_same_work_waits_is_refused(make_
     first.refresh_from_db()
     assert control.retry_job(first) is False  # the waiting job does that work
     assert SyncJob.objects.filter(connection=conn, state=State.QUEUED).count() == 1
+
+
+def test_postgresql_plans_the_enqueue_and_the_claim_once_per_connection(make_connection):
+    """The hottest statements run prepared (DB_PREPARED_STATEMENTS), with one generic plan
+    that uses the partial index of unfinished jobs: planning the enqueue cost more than
+    running it. On SQLite there is nothing to prepare."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    from syncqueue.engine.claim import claim_next
+
+    for n in range(7):  # PostgreSQL tries a generic plan from the sixth execution
+        engine.enqueue(make_connection(name=f"c{n}"), SyncJob.Kind.MANUAL)
+        engine.enqueue(make_connection(name=f"n{n}"), SyncJob.Kind.NOTIFIED)  # other states
+        assert claim_next() is not None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement, generic_plans + custom_plans, generic_plans "
+            "FROM pg_prepared_statements WHERE NOT from_sql"
+        )
+        prepared = cursor.fetchall()
+    runs = sorted((text.split()[0:2], total) for text, total, _ in prepared)
+    assert [words for words, _ in runs].count(["WITH", "found"]) == 2  # ACTIVE and WAITING
+    assert all(total == 7 for _, total in runs), runs
+    assert any("UPDATE" in text for text, _, _ in prepared)  # the claim
+    assert all(generic >= 1 for _, _, generic in prepared), prepared
