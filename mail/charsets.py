@@ -44,9 +44,14 @@ def codec_for(charset: str | None) -> str | None:
         return None
     name = ALIASES.get(name, name)
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):  # unknown, or a name Python refuses (a NUL in it)
         return None
+    # base64, quoted-printable, rot13, hex, zlib: Python's codecs, but not charsets (decoding
+    # bytes with them raises LookupError); a charset naming one says nothing about the bytes
+    if not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
 
 
 def to_text(data: bytes, charset: str | None, what: str) -> tuple[str, str]:

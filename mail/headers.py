@@ -88,11 +88,19 @@ def header_text(value: str | None, what: str, notes: list[str]) -> str:
 
 # "Name <addr>" or "addr": the shapes of nearly all real address lists. Anything else (quotes,
 # comments, groups, escapes) goes to the standard library's full parser.
+# Matched against a stripped piece, in time linear in its length: the name is words with
+# single runs of blanks between them (no quantifier can take the same blank as another), the
+# domain has no "@" (so the address splits at its last one) and atomic groups try nothing
+# twice. A pattern that let a lazy name and the blanks around it share a run of spaces took
+# 25 s on 3,000 of them.
 _SIMPLE_ADDRESS = re.compile(
-    r"\s*(?:([^<>,;:\"()\\@]*?)\s*<([^<>\s,;\"()\\]+@[^<>\s,;\"()\\]+)>"
-    r"|([^<>\s,;:\"()\\]+@[^<>\s,;:\"()\\]+))\s*$"
+    r"(?:(?>([^<>,;:\"()\\@\s]+(?:\s+[^<>,;:\"()\\@\s]+)*))?\s*"
+    r"<(?>([^<>\s,;\"()\\]+@[^<>\s,;\"()\\@]+))>"
+    r"|(?>([^<>\s,;:\"()\\]+@[^<>\s,;:\"()\\@]+)))"
 )
-_EMPTY_GROUP = re.compile(r"[^,:;<>\"]*:\s*;")  # "undisclosed-recipients:;"
+# "undisclosed-recipients:;" at the start or after a comma (only there: tried at every
+# position, the scan for a colon made 100 kB without one take 27 s)
+_EMPTY_GROUP = re.compile(r"(?:^|(?<=,))[^,:;<>\"]*:\s*;")
 _ROUTE_IN_ANGLES = re.compile(r"<\s*(@[^<>:]*:)\s*([^<>]+)>")
 
 
@@ -101,7 +109,7 @@ def _simple(value: str) -> list[dict[str, str]] | None:
     for piece in value.split(","):
         if not piece.strip():
             continue
-        match = _SIMPLE_ADDRESS.match(piece)
+        match = _SIMPLE_ADDRESS.fullmatch(piece.strip())
         if match is None:
             return None
         name, angle, bare = match.groups()

@@ -131,7 +131,6 @@ class Leaf:
         return max(0, (end - self.start - noise) * 3 // 4 - padding)
 
 
-_LINES = re.compile(r"\r\n|\n|\r")  # a bare CR ends a header line too (no other splitters)
 _HEADER_LINE = re.compile(r"^[!-9;-~]+[ \t]*:")  # printable name, optional WSP, colon
 
 
@@ -155,7 +154,8 @@ def headers_of(block: bytes) -> tuple[Message, list[str], int | None]:
     text = block.decode("ascii", "surrogateescape")
     bare_cr = text.count("\r") != text.count("\r\n")
     unified = text.replace("\r\n", "\n")
-    if not bare_cr:
+    # the one-pass reading knows no body offset: only for a block its first blank line ends
+    if not bare_cr and unified.find("\n\n") + 2 == len(unified):
         plain = _plain_fields(unified)
         if plain is not None:
             return _message(plain), [], None
@@ -166,13 +166,19 @@ def _headers_by_line(
     text: str, unified: str, bare_cr: bool
 ) -> tuple[Message, list[str], int | None]:
     """``headers_of`` for any block, one line at a time (``unified``: ``text`` with CRLF
-    made LF)."""
+    made LF). Linear in the block's length, whatever it holds."""
     headers: list[list[str]] = []
     notes: list[str] = []
-    lines = (unified.replace("\r", "\n") if bare_cr else unified).split("\n")
+    if bare_cr:
+        notes.append("bare CR line ends in the headers (read as line breaks)")
+    lines, starts = _split_lines(text)
+    later_header: list[bool] | None = None
     for index, line in enumerate(lines):
         if line == "":
-            break
+            # the blank line: the body starts after it, which is where the caller looked for
+            # it unless bare CRs made a blank line before the CRLF CRLF it found
+            after = starts[index + 1] if index + 1 < len(starts) else len(text)
+            return _message(headers), notes, after if after < len(text) else None
         if line[:1] in (" ", "\t"):
             if headers:
                 headers[-1][1] += "\r\n" + line
@@ -183,15 +189,41 @@ def _headers_by_line(
             name, _, value = line.partition(":")
             headers.append([name.rstrip(" \t"), value.lstrip(" \t")])
             continue
-        if any(_HEADER_LINE.match(later) for later in lines[index + 1 :] if later):
-            notes.append(f"a header line without a name was skipped: {line[:60]!r}")
-            continue
+        if not line.startswith("--"):  # (a MIME boundary ends the headers, as in the stdlib)
+            if later_header is None:
+                later_header = _header_after(lines)
+            if later_header[index]:
+                notes.append(f"a header line without a name was skipped: {line[:60]!r}")
+                continue
         notes.append("no blank line between the headers and the body")
-        msg = _message(headers)
-        return msg, notes, len(text[: _line_start(text, index)].encode("ascii", "surrogateescape"))
-    if bare_cr:
-        notes.append("bare CR line ends in the headers (read as line breaks)")
+        return _message(headers), notes, starts[index]
     return _message(headers), notes, None
+
+
+#: a line end: LF with any CRs before it (CR CR LF is a message converted twice), or a bare CR
+_LINE_END = re.compile(r"\r*\n|\r")
+
+
+def _split_lines(text: str) -> tuple[list[str], list[int]]:
+    """The lines of ``text`` and where each starts."""
+    lines: list[str] = []
+    starts = [0]
+    for match in _LINE_END.finditer(text):
+        lines.append(text[starts[-1] : match.start()])
+        starts.append(match.end())
+    lines.append(text[starts[-1] :])
+    return lines, starts
+
+
+def _header_after(lines: list[str]) -> list[bool]:
+    """For each line, whether a header line comes after it (one pass from the end: asking
+    this anew for each stray line made a block of many of them quadratic)."""
+    flags = [False] * len(lines)
+    seen = False
+    for index in range(len(lines) - 1, -1, -1):
+        flags[index] = seen
+        seen = seen or bool(lines[index] and _HEADER_LINE.match(lines[index]))
+    return flags
 
 
 #: one header field: a name, its value and any continuation lines (LF line ends)
@@ -211,16 +243,6 @@ def _plain_fields(unified: str) -> list[list[str]] | None:
     if end <= 0 or unified.startswith("From ") or _FIELDS.fullmatch(unified, 0, end) is None:
         return None
     return [[name, value.replace("\n", "\r\n")] for name, value in _FIELD.findall(unified, 0, end)]
-
-
-def _line_start(text: str, index: int) -> int:
-    """Where line ``index`` of ``text`` starts (lines end as ``headers_of`` splits them)."""
-    if index == 0:
-        return 0
-    for number, match in enumerate(_LINES.finditer(text), 1):
-        if number == index:
-            return match.end()
-    return len(text)
 
 
 def _message(headers: list[list[str]]) -> Message:
@@ -314,7 +336,7 @@ def leaves(raw: bytes, max_parts: int) -> tuple[Message, list[Leaf], bool, list[
     block, body_start = _split_head_at(raw, 0, len(raw))
     top, notes, body_at = headers_of(block)
     if body_at is not None:
-        body_start = body_at
+        body_start = min(body_at, len(raw))  # (not into the blank line added to the block)
     result: list[Leaf] = []
     stack: list[tuple[Message, int, int, int, list[str]]] = [(top, body_start, len(raw), 0, [])]
     while stack:
@@ -330,7 +352,7 @@ def leaves(raw: bytes, max_parts: int) -> tuple[Message, list[Leaf], bool, list[
                 part_block, part_body = _split_head_at(raw, part_start, part_end)
                 part, part_notes, part_body_at = headers_of(part_block)
                 if part_body_at is not None:
-                    part_body = part_start + part_body_at
+                    part_body = min(part_start + part_body_at, part_end)
                 children.append((part, part_body, part_end, depth + 1, part_notes))
             stack.extend(reversed(children))
             continue

@@ -737,5 +737,99 @@ def corpus() -> list[Case]:
             defects_have=["text body cut to"],
             truncated=True,
         ),
+        # --- headers that are slow to read with a careless pattern (found by a hostile-mail
+        # probe: each of these took seconds to minutes, and a message slower than the task
+        # timeout stopped its mailbox's sync at every attempt) ------------------------------
+        Case(
+            "cc_long_blank_run",
+            mail(
+                "cc_long_blank_run",
+                [b"Cc: carol@example.com," + b" " * 20_000 + b"dave@example.com (Dave)"],
+            ),
+            subject="cc_long_blank_run",
+            verify=carol_and_dave,
+        ),
+        Case(
+            "cc_group_without_colon",
+            mail("cc_group_without_colon", [b"Cc: " + b"a" * 100_000 + b";"]),
+            subject="cc_group_without_colon",
+            sent=True,
+        ),
+        Case(
+            "to_folded_without_indent",
+            mail(
+                "to_folded_without_indent",
+                [b"To-List: first@example.com,"]
+                + [b"user%d@example.com," % i for i in range(20_000)]
+                + [b"X-Last: y"],
+            ),
+            subject="to_folded_without_indent",
+            sent=True,
+            defects_have=["a header line without a name was skipped"],
+        ),
+        # --- charsets that are Python codecs but not charsets ------------------------------
+        Case(
+            "charset_is_a_transform",
+            mail(
+                "charset_is_a_transform",
+                [b"Content-Type: text/plain; charset=base64"],
+                b"The body text that matters",
+            ),
+            subject="charset_is_a_transform",
+            text_has="The body text that matters",
+            attachment_count=0,
+        ),
+        Case(
+            "subject_word_in_a_transform",
+            mail(
+                "subject_word_in_a_transform",
+                subject=b"Invoice 42 =?quoted-printable?Q?paid?= today",
+            ),
+            subject_has="today",
+            verify=invoice_paid_today,
+        ),
+        # --- where the body starts -----------------------------------------------------------
+        Case(
+            "boundary_without_blank_line",
+            mail(
+                "boundary_without_blank_line",
+                [b"MIME-Version: 1.0", b'Content-Type: multipart/mixed; boundary="B"'],
+                b"--B\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe body text.\r\n"
+                b'--B\r\nContent-Type: application/pdf; name="x.pdf"\r\n'
+                b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQ=\r\n--B--",
+            )
+            # no blank line between the headers and the first boundary
+            .replace(b'boundary="B"\r\n\r\n--B', b'boundary="B"\r\n--B'),
+            subject="boundary_without_blank_line",
+            text_has="The body text.",
+            attachments=["x.pdf"],
+            defects_have=["no blank line between the headers and the body"],
+        ),
+        Case(
+            "cr_cr_lf",  # a message converted to CRLF twice
+            mail("cr_cr_lf", body=b"First paragraph.\r\r\n\r\r\nSecond.", eol=b"\r\r\n"),
+            subject="cr_cr_lf",
+            to_addresses=["bob@example.org"],
+            message_id="cr_cr_lf@hostile.example",
+            sent=True,
+            text_has="First paragraph.",
+        ),
+        Case(
+            "blank_line_cr_cr_lf",
+            mail("blank_line_cr_cr_lf", body=b"First paragraph.\r\n\r\nSecond paragraph.").replace(
+                b"case-blank_line_cr_cr_lf\r\n\r\n", b"case-blank_line_cr_cr_lf\r\n\r\r\n"
+            ),
+            subject="blank_line_cr_cr_lf",
+            sent=True,
+            text_has="First paragraph.",
+        ),
     ]
     return cases
+
+
+def invoice_paid_today(found: Any) -> None:
+    assert found.subject.startswith("Invoice 42 ") and found.subject.endswith(" today")
+
+
+def carol_and_dave(found: Any) -> None:
+    assert [a["address"] for a in found.cc] == ["carol@example.com", "dave@example.com"]
