@@ -49,29 +49,51 @@ def _decode_word(charset: str, encoding: str, payload: str) -> bytes:
 
 
 def decode_words(value: str, what: str, notes: list[str]) -> str:
-    """Decode RFC 2047 encoded words in a header value, one word at a time: a word that cannot
-    be decoded is kept as written (noted), the others are decoded."""
+    """Decode RFC 2047 encoded words in a header value: a word that cannot be decoded is kept
+    as written (noted), the others are decoded. Adjacent words in the same charset are decoded
+    together (RFC 2047 §5 lets a mailer split anywhere, and many split inside a multibyte
+    character: "=?UTF-8?B?5pel5pw=?= =?UTF-8?B?rOiqng==?=" is one word's bytes, 日本語)."""
     text = unescape_8bit(value, what, notes)
     if "=?" not in text:
         return text
     text = _BETWEEN_WORDS.sub("", text)  # whitespace between encoded words is not text
+    pieces: list[str] = []
+    run: list[bytes] = []  # the bytes of adjacent words in one charset, not decoded yet
+    run_charset = ""
+    last = 0  # where the text not yet in ``pieces`` starts
 
-    def one(match: re.Match[str]) -> str:
+    def flush() -> None:
+        nonlocal run_charset
+        if run:
+            decoded, note = to_text(b"".join(run), run_charset, what)
+            if note:
+                notes.append(note)
+            pieces.append(decoded)
+            run.clear()
+        run_charset = ""
+
+    for match in _WORD.finditer(text):
         charset, encoding, payload = match.groups()
+        charset = charset.split("*", 1)[0]  # (an RFC 2231 language after "*")
+        if not run or match.start() != last or charset.lower() != run_charset.lower():
+            flush()
+            pieces.append(text[last : match.start()])
+        last = match.end()
         try:
             data = _decode_word(charset, encoding, payload)
         except (ValueError, binascii.Error, UnicodeError):
+            flush()
             notes.append(
                 f"{what}: invalid {'base64' if encoding in 'bB' else 'quoted-printable'} in "
                 f"encoded word {match.group(0)[:80]!r}: kept as written"
             )
-            return match.group(0)
-        decoded, note = to_text(data, charset.split("*", 1)[0], what)
-        if note:
-            notes.append(note)
-        return decoded
-
-    return _WORD.sub(one, text)
+            pieces.append(match.group(0))
+            continue
+        run_charset = run_charset or charset
+        run.append(data)
+    flush()
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
 def clean(value: str) -> str:

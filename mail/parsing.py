@@ -229,7 +229,12 @@ def _filename(headers: Message, defects: list[str]) -> str:
         return ""
     if isinstance(value, tuple):  # RFC 2231: (charset, language, percent-decoded latin-1)
         charset, _, text = value
-        data = str(text).encode("latin-1", "surrogateescape")
+        try:
+            data = str(text).encode("latin-1", "surrogateescape")
+        except UnicodeEncodeError:
+            # characters, not bytes: the header held raw 8-bit text (filename*=UTF-8''Отчёт
+            # written unencoded), which the header reading already decoded
+            return str(text)
         name, note = to_text(data, charset, "attachment filename")
         if note:
             defects.append(note)

@@ -788,6 +788,38 @@ def corpus() -> list[Case]:
             subject_has="today",
             verify=invoice_paid_today,
         ),
+        # --- encoded words split inside a character (RFC 2047 §5 allows any split) ----------
+        Case(
+            "subject_split_in_a_character",
+            mail(
+                "subject_split_in_a_character",
+                subject=b"=?UTF-8?B?5pel5pw=?=\r\n =?UTF-8?B?rOiqnuOBruS7tuWQjeOBp+OBmQ==?=",
+            ),
+            subject="日本語の件名です",
+            clean=True,
+        ),
+        Case(
+            "subject_split_in_a_character_q",
+            mail(
+                "subject_split_in_a_character_q",
+                subject=b"=?utf-8?Q?Gr=C3?= =?utf-8?Q?=BC=C3=9Fe?=",
+            ),
+            subject="Grüße",
+            clean=True,
+        ),
+        Case(
+            "filename_2231_raw_utf8",
+            multipart(
+                "filename_2231_raw_utf8",
+                [
+                    text_part(b"see the report"),
+                    file_part(
+                        "Content-Disposition: attachment; filename*=UTF-8''Отчёт €.pdf".encode()
+                    ),
+                ],
+            ),
+            attachments=["Отчёт €.pdf"],
+        ),
         # --- where the body starts -----------------------------------------------------------
         Case(
             "boundary_without_blank_line",
