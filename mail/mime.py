@@ -4,9 +4,10 @@ The standard library's feed parser reads every body line by line and compiles a 
 expression per multipart boundary, which makes it the slowest step of a mail sync. Here the
 stdlib still parses each *header block* (so parameters, RFC 2231 filenames and charsets behave
 exactly as in ``email``), but bodies are cut at their boundaries with ``bytes.find`` and decoded
-with the C codecs in ``binascii``. Anything this does not handle plainly — a multipart without a
-boundary, nesting deeper than the limit, a boundary that never appears — raises ``Unsupported``
-and the caller falls back to the full standard-library parse.
+with the C codecs in ``binascii``. What the standard library reads leniently is read the same
+way here: a multipart without a boundary, or whose boundary never appears, is plain text;
+nesting deeper than the limit is kept as one part. (A fallback to the standard library's full
+parse for those lost attached messages nested 250 deep and re-wrote their bytes.)
 """
 
 from __future__ import annotations
@@ -23,10 +24,6 @@ from typing import Any
 #: remains is what ``a2b_base64`` skipped silently)
 _BASE64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n"
 MAX_DEPTH = 1000  # the walk is iterative; deeper content is kept as one part
-
-
-class Unsupported(Exception):
-    """The structure needs the full standard-library parser."""
 
 
 _MISSING = object()
@@ -252,8 +249,11 @@ def _message(headers: list[list[str]]) -> Message:
     return msg
 
 
-def _split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
-    """The (start, end) offsets of each part between ``start`` and ``end`` (no copies)."""
+def _split_multipart(
+    raw: bytes, start: int, end: int, boundary: bytes
+) -> list[tuple[int, int]] | None:
+    """The (start, end) offsets of each part between ``start`` and ``end`` (no copies); None
+    when the boundary never appears."""
     marker = b"--" + boundary
     starts: list[int] = []
     search = start
@@ -267,7 +267,7 @@ def _split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[
             continue  # a longer boundary that merely starts with ours
         starts.append(found)
     if not starts:
-        raise Unsupported("boundary never appears")
+        return None  # the boundary never appears
     parts = []
     for position, delimiter in enumerate(starts):
         after = delimiter + len(marker)
@@ -327,8 +327,7 @@ def decode_payload(headers: Message, body: bytes | memoryview, defects: list[str
 
 def leaves(raw: bytes, max_parts: int) -> tuple[Message, list[Leaf], bool, list[str]]:
     """Top-level headers, the leaf parts in document order, whether there were more than
-    ``max_parts`` (the rest is not read), and notes about the top-level headers. Raises
-    ``Unsupported`` for structures only the standard library's parser can read.
+    ``max_parts`` (the rest is not read), and notes about the top-level headers.
 
     Multiparts nested deeper than ``MAX_DEPTH`` are not split further: the deeper content is
     kept as one part, with a note (a thousand levels must not cost a thousand times anything).
@@ -341,24 +340,35 @@ def leaves(raw: bytes, max_parts: int) -> tuple[Message, list[Leaf], bool, list[
     stack: list[tuple[Message, int, int, int, list[str]]] = [(top, body_start, len(raw), 0, [])]
     while stack:
         headers, start, end, depth, header_notes = stack.pop()
+        as_text = False
         if headers.get_content_maintype() == "multipart" and depth < MAX_DEPTH:
             boundary = headers.get_param("boundary")
-            if not boundary:
-                raise Unsupported("multipart without a usable boundary")
-            children = []
-            for part_start, part_end in _split_multipart(
-                raw, start, end, str(boundary).encode("latin-1", "replace")
-            ):
-                part_block, part_body = _split_head_at(raw, part_start, part_end)
-                part, part_notes, part_body_at = headers_of(part_block)
-                if part_body_at is not None:
-                    part_body = min(part_start + part_body_at, part_end)
-                children.append((part, part_body, part_end, depth + 1, part_notes))
-            stack.extend(reversed(children))
-            continue
+            spans = (
+                _split_multipart(raw, start, end, str(boundary).encode("latin-1", "replace"))
+                if boundary
+                else None
+            )
+            if spans is not None:
+                children = []
+                for part_start, part_end in spans:
+                    part_block, part_body = _split_head_at(raw, part_start, part_end)
+                    part, part_notes, part_body_at = headers_of(part_block)
+                    if part_body_at is not None:
+                        part_body = min(part_start + part_body_at, part_end)
+                    children.append((part, part_body, part_end, depth + 1, part_notes))
+                stack.extend(reversed(children))
+                continue
+            as_text = True
         if len(result) >= max_parts:
             return top, result, True, notes
         defects = list(header_notes)
+        if as_text:
+            # no boundary, or one that never appears: as in the standard library, the content
+            # is plain text (kept as it is, and read as the text body)
+            why = "without a boundary" if not boundary else "whose boundary never appears"
+            defects.append(f"multipart {why}: its content is kept as text")
+            result.append(Leaf(headers, raw, defects, decoded=True, start=start, end=end))
+            continue
         if headers.get_content_maintype() == "multipart":
             defects.append(
                 f"multipart nested deeper than {MAX_DEPTH} levels: the rest is kept as one part"

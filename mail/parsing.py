@@ -13,7 +13,6 @@ lone surrogates are removed, with a note.
 
 from __future__ import annotations
 
-import email
 import hashlib
 import re
 from dataclasses import dataclass, field, fields
@@ -100,51 +99,8 @@ def _normalize_line_ends(raw: bytes, defects: list[str]) -> bytes:
     return raw
 
 
-def _stdlib_leaves(raw: bytes, defects: list[str]) -> tuple[Message, list[Leaf], bool]:
-    """The slow, maximally lenient path: the standard library's full parse, as leaves.
-
-    An attached message (message/rfc822) is one leaf whose payload is that message's bytes.
-    """
-    msg = email.message_from_bytes(raw, policy=compat32)
-    defects.extend(sorted({type(d).__name__ for d in msg.defects}))
-    leaves: list[Leaf] = []
-    stack: list[Message] = [msg]
-    more = False
-    while stack:
-        part = stack.pop()
-        payload = part.get_payload()
-        if isinstance(payload, list) and part.get_content_maintype() == "multipart":
-            stack.extend(p for p in reversed(payload) if isinstance(p, Message))
-            continue
-        if len(leaves) >= MAX_PARTS:
-            more = True
-            break
-        problems = sorted({type(d).__name__ for d in part.defects})
-        if isinstance(payload, list):  # message/rfc822: keep the attached message whole
-            try:
-                data = payload[0].as_bytes() if payload and isinstance(payload[0], Message) else b""
-            except Exception:
-                data = b""
-                problems.append("attached message could not be re-serialized")
-        elif part.get_content_maintype() == "multipart":  # no usable boundary: plain text
-            data = str(payload).encode("utf-8", "surrogateescape")
-        else:
-            try:
-                decoded = part.get_payload(decode=True)
-            except Exception:
-                decoded = None
-                problems.append("content could not be decoded")
-            data = decoded if isinstance(decoded, bytes) else b""
-        leaves.append(Leaf(part, data, problems, decoded=True))
-    return msg, leaves, more
-
-
 def _structure(raw: bytes, defects: list[str]) -> tuple[Message, list[Leaf], bool]:
-    try:
-        msg, leaves, more, notes = mime.leaves(raw, MAX_PARTS)
-    except mime.Unsupported:
-        msg, leaves, more = _stdlib_leaves(raw, defects)
-        return msg, leaves, more
+    msg, leaves, more, notes = mime.leaves(raw, MAX_PARTS)
     defects.extend(notes)
     return msg, leaves, more
 

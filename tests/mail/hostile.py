@@ -820,6 +820,22 @@ def corpus() -> list[Case]:
             ),
             attachments=["Отчёт €.pdf"],
         ),
+        # --- a multipart without a boundary beside an attached-message chain (it sent the
+        # whole message to the standard library, which stored a chain 300 deep as 0 bytes
+        # and re-wrote a shallow one with LF line ends) ---------------------------------------
+        Case(
+            "chain_beside_no_boundary",
+            multipart(
+                "chain_beside_no_boundary",
+                [
+                    text_part(b"the text"),
+                    b"Content-Type: multipart/alternative\r\n\r\nno boundary here",
+                    b"Content-Type: message/rfc822\r\n\r\n" + rfc822_chain(300),
+                ],
+            ),
+            text_has="the text",
+            verify=chain_kept_byte_for_byte,
+        ),
         # --- where the body starts -----------------------------------------------------------
         Case(
             "boundary_without_blank_line",
@@ -857,6 +873,29 @@ def corpus() -> list[Case]:
         ),
     ]
     return cases
+
+
+def rfc822_chain(depth: int) -> bytes:
+    """A message attached to a message, ``depth`` times over (CRLF line ends)."""
+    inner = b"From: x@example.com\r\nSubject: innermost\r\n\r\nbody\r\n"
+    for _ in range(depth):
+        head = b"From: x@example.com\r\nSubject: level\r\nContent-Type: message/rfc822\r\n"
+        inner = head + b"\r\n" + inner
+    return inner
+
+
+def chain_kept_byte_for_byte(found: Any) -> None:
+    """(``found``: what the parser made, or the stored message.)"""
+    chain = rfc822_chain(300)
+    attachments = found.attachments
+    if hasattr(attachments, "all"):  # stored: the file holds the bytes
+        [attached] = attachments.filter(content_type="message/rfc822")
+        with attached.file.open("rb") as stored:
+            assert stored.read() == chain
+    else:
+        [attached] = [a for a in attachments if a.content_type == "message/rfc822"]
+        assert attached.data is None or attached.data == chain
+    assert attached.size == len(chain)
 
 
 def invoice_paid_today(found: Any) -> None:
