@@ -14,12 +14,23 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import PasswordResetForm
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 
 from syncproject import limits
 
 
+class SiteLinkForm(PasswordResetForm):
+    """Django's form, its links naming ``SITE_URL`` whatever the view passes."""
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        site = urlsplit(settings.SITE_URL)
+        kwargs.update(domain_override=site.netloc, use_https=site.scheme == "https")
+        super().save(*args, **kwargs)
+
+
 class PasswordResetView(auth_views.PasswordResetView):
+    form_class = SiteLinkForm
+
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         form = self.get_form()
         if not form.is_valid():
@@ -33,18 +44,3 @@ class PasswordResetView(auth_views.PasswordResetView):
             response["Retry-After"] = str(limited.retry_after)
             return response
         return self.form_valid(form)
-
-    def form_valid(self, form: PasswordResetForm) -> HttpResponse:
-        site = urlsplit(settings.SITE_URL)
-        form.save(
-            domain_override=site.netloc,
-            use_https=site.scheme == "https",
-            token_generator=self.token_generator,
-            from_email=self.from_email,
-            email_template_name=self.email_template_name,
-            subject_template_name=self.subject_template_name,
-            request=self.request,
-            html_email_template_name=self.html_email_template_name,
-            extra_email_context=self.extra_email_context,
-        )
-        return HttpResponseRedirect(self.get_success_url())
