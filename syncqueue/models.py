@@ -43,8 +43,14 @@ class SyncJob(models.Model):
     ACTIVE = (State.QUEUED, State.RETRYING, State.RUNNING)
     FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
+    # No index of its own: syncjob_connection_idx (connection, -id) serves every lookup by
+    # connection, the cascade delete included; a second one cost each insert and claim a write.
     connection = models.ForeignKey(
-        Connection, on_delete=models.CASCADE, related_name="jobs", help_text="What is synced."
+        Connection,
+        on_delete=models.CASCADE,
+        related_name="jobs",
+        db_index=False,
+        help_text="What is synced.",
     )
     kind = models.CharField(max_length=20, choices=Kind.choices, help_text="What was asked for.")
     dedupe_key = models.CharField(
@@ -123,6 +129,7 @@ class SyncJob(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,  # syncjob_requested_by_idx, over the few jobs a person asked for
         help_text="Who asked for it; empty for scheduled jobs.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -169,7 +176,19 @@ class SyncJob(models.Model):
                 fields=["run_after"], condition=Q(state="retrying"), name="syncjob_retrying_idx"
             ),
             models.Index(fields=["connection", "-id"], name="syncjob_connection_idx"),
-            models.Index(fields=["finished_at"], name="syncjob_finished_idx"),
+            # Finished jobs only: every query on finished_at is a range (retention, the
+            # dashboard), and queued and running jobs then cost this index nothing.
+            models.Index(
+                fields=["finished_at"],
+                condition=Q(finished_at__isnull=False),
+                name="syncjob_finished_idx",
+            ),
+            # Deleting a user sets requested_by to NULL on their jobs; most jobs have none.
+            models.Index(
+                fields=["requested_by"],
+                condition=Q(requested_by__isnull=False),
+                name="syncjob_requested_by_idx",
+            ),
             # "Does this connection have work waiting or running?" (the dispatcher, per batch of
             # due connections): only unfinished jobs, a few among millions of finished ones.
             models.Index(
