@@ -61,11 +61,12 @@ def backoff_seconds(failed_attempts: int) -> float:
 
 
 def _release(run: _Run, **updates: Any) -> bool:
-    """Move our running job to a new state; False if it is no longer ours."""
-    now = timezone.now()
+    """Move our running job to a new state; False if it is no longer ours. ``updated_at``
+    defaults to now; a caller that timed the outcome from an earlier moment passes that one."""
+    updates.setdefault("updated_at", timezone.now())
     return bool(
         SyncJob.objects.filter(pk=run.job.pk, state=State.RUNNING, worker_id=run.worker).update(
-            leased_until=None, updated_at=now, **updates
+            leased_until=None, **updates
         )
     )
 
@@ -120,6 +121,8 @@ def _fail(run: _Run, exc: SyncError) -> None:
             "error_detail": detail,
             "worker_id": "",
             "attempts": outcome.attempts,
+            # the moment the wait is counted from: run_after - updated_at is the wait decided
+            "updated_at": now,
         }
         if outcome.state == State.FAILED:
             ok = _release(run, state=State.FAILED, finished_at=now, **common)
