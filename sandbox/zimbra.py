@@ -40,8 +40,10 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
+from zoneinfo import ZoneInfo
 
 from lxml import etree
 
@@ -103,6 +105,73 @@ class ZTask:
 
 
 TRASH = "3"
+
+
+def _timed(when: Any) -> bool:
+    return "T" in when.get("d", "")
+
+
+def _instant(when: Any) -> datetime:
+    """A ``<s>``/``<e>`` as a moment (ParsedDateTime.compareTo): a date alone is midnight in
+    the account's time zone, which is UTC for every account here."""
+    value = when.get("d", "")
+    if not _timed(when):
+        return datetime.strptime(value[:8], "%Y%m%d").replace(tzinfo=UTC)
+    moment = datetime.strptime(value[:15], "%Y%m%dT%H%M%S")
+    if value.endswith("Z") or not when.get("tz"):
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.replace(tzinfo=ZoneInfo(when.get("tz")))
+    except (ValueError, KeyError):  # a Windows-style zone of the <tz> map: taken as UTC here
+        return moment.replace(tzinfo=UTC)
+
+
+def settle_dates(comp: Any) -> None:
+    """What Zimbra makes of a task invite's dates and all-day flag, on ``comp`` in place.
+
+    - ``CalendarUtils.parseInviteElementCommon`` ("fixup for bug 30121"): the start, then the
+      due, loses its time when the invite is all-day; a date without a time makes it all-day.
+    - ``Invite.sanitize``: a task with a start and no due loses the start; the all-day flag
+      follows the start (else the due): no time → all-day, a time other than 00:00:00 → not,
+      exactly 00:00:00 → as it was; a due earlier than the start becomes a copy of the start.
+    - ``ToXML.encodeInviteComponent`` writes ``allDay="1"`` only when true, and an all-day
+      invite's dates without their times.
+    """
+    all_day = comp.get("allDay") in ("1", "true")
+    start, due = comp.find(f"{{{MAIL}}}s"), comp.find(f"{{{MAIL}}}e")
+    for when in (start, due):
+        if when is None:
+            continue
+        if all_day and _timed(when):
+            _date_only(when)
+        elif not all_day and not _timed(when):
+            all_day = True
+    if start is not None and due is None:
+        comp.remove(start)
+        start = None
+    first = start if start is not None else due
+    if first is None:
+        all_day = False
+    elif not _timed(first):
+        all_day = True
+    elif first.get("d", "")[9:15] != "000000":
+        all_day = False
+    if start is not None and due is not None and _instant(due) < _instant(start):
+        due.attrib.clear()
+        due.attrib.update(dict(start.attrib))
+    comp.attrib.pop("allDay", None)
+    if all_day:  # written without times (ToXML.encodeDtStart, encodeDtEnd)
+        comp.set("allDay", "1")
+        for when in (start, due):
+            if when is not None and _timed(when):
+                _date_only(when)
+
+
+def _date_only(when: Any) -> None:
+    """The date as written, in its own zone (ParsedDateTime.setHasTime(false))."""
+    day = when.get("d", "")[:8]
+    when.attrib.clear()
+    when.set("d", day)
 
 
 @dataclass
@@ -198,13 +267,26 @@ class FakeZimbra(LocalServer):
     ) -> None:
         """Someone changes the task in Zimbra's web client (``at``: when, default now):
         ``comp`` sets attributes of the invite, ``add`` adds parts to it (XML in Zimbra's
-        form, e.g. ``<alarm action="DISPLAY">…</alarm>`` for a reminder)."""
+        form, e.g. ``<alarm action="DISPLAY">…</alarm>`` for a reminder, ``<s d=…>`` for a
+        start, which replaces the one there). The web client's save is read as ours is, so
+        the same date rules apply (``settle_dates``)."""
         with self.lock:
             box = self.mailboxes[account]
             task = box.tasks[uid]
-            task.comp.update(comp)
-            wrapper = etree.fromstring(f'<comp xmlns="{MAIL}">{"".join(add)}</comp>')
-            task.parts += [etree.tostring(part, with_tail=False) for part in wrapper]
+            whole = etree.fromstring(
+                f'<comp xmlns="{MAIL}">{b"".join(task.parts).decode()}{"".join(add)}</comp>'
+            )
+            for name in ("s", "e"):  # one start and one due: an added one replaces the other
+                found = whole.findall(f"{{{MAIL}}}{name}")
+                for old in found[:-1]:
+                    whole.remove(old)
+            for name, value in {**task.comp, **comp}.items():
+                whole.set(name, value)
+            settle_dates(whole)
+            task.comp = {str(k): str(v) for k, v in whole.attrib.items()}
+            task.parts = [etree.tostring(part, with_tail=False) for part in whole]
+            due = whole.find(f"{{{MAIL}}}e")
+            task.due = due.get("d", "") if due is not None else ""
             task.seq += 1
             self._touch(box, task, at)
 
@@ -532,16 +614,12 @@ class FakeZimbra(LocalServer):
             box.tasks[uid] = task
         # the new invite is built from the request alone (CalendarUtils.parseInviteForModify):
         # what it leaves out is gone
+        settle_dates(comp)
         task.comp = {str(k): str(v) for k, v in comp.attrib.items()}
         if task.comp.get("status") != "COMP":
             task.comp.pop("completed", None)
         elif "completed" not in task.comp:  # Invite.setCompleted(now) when none is given
             task.comp["completed"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        if comp.get("allDay") in ("1", "true"):  # an all-day task's dates have no time
-            for start in comp.iterfind(f"{{{MAIL}}}s"):  # (CalendarUtils: "bug 30121")
-                start.set("d", start.get("d", "").split("T")[0])
-                for name in ("tz", "u"):
-                    start.attrib.pop(name, None)
         task.parts = [etree.tostring(part, with_tail=False) for part in comp]
         task.attachments = files  # the stored message is replaced (CalendarItem.modifyBlob)
         task.zones = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from copy import deepcopy
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from lxml import etree
@@ -65,6 +65,20 @@ def _kept(held: etree._Element | None) -> tuple[list[Any], dict[str, str], list[
     return zones, attributes, parts
 
 
+def _due(due_date: date | None, held: etree._Element | None) -> Any:
+    """The ``<e>`` for our due date: the one Zimbra holds when it names the same day with a
+    time (set by a CalDAV or Outlook client: the time stays), else the date alone."""
+    if due_date is None:
+        return None
+    day = due_date.strftime("%Y%m%d")
+    found = held.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp/{{{MAIL}}}e") if held is not None else None
+    if found is not None and str(found.get("d", "")).startswith(f"{day}T"):
+        # as a request gives it: d and tz (GetTask adds u, the moment in UTC, not read)
+        zone = {"tz": str(found.get("tz"))} if found.get("tz") else {}
+        return element("e", d=str(found.get("d")), **zone)
+    return element("e", d=day)
+
+
 def attachments_of(held: etree._Element | None) -> list[tuple[str, str]]:
     """(message id, part) of each file attached to the task Zimbra holds, as a GetTask with
     ``includeContent="1"`` lists them (``<mp part cd="attachment">`` under the ``<inv>``; the
@@ -101,6 +115,8 @@ def build_task(uid: str, task: Any, folder: str, held: etree._Element | None = N
     m = element("m", l=folder)
     inv = element("inv")
     inv.extend(zones)
+    due = _due(task.due_date, held)
+    timed = any("T" in str(when.get("d", "")) for when in [*parts, due] if when is not None)
     comp = element(
         "comp",
         name=title,
@@ -108,11 +124,14 @@ def build_task(uid: str, task: Any, folder: str, held: etree._Element | None = N
         status=status,
         priority=PRIORITY.get(task.priority, "5"),
         percentComplete=task.percent_complete,
-        allDay="1",
+        # all-day unless a time set in Zimbra is sent back: allDay="1" would take it off
+        # (CalendarUtils.parseInviteElementCommon, "bug 30121"); left out, Zimbra tells from
+        # the start whether the task is all-day (Invite.sanitize)
+        **({} if timed else {"allDay": "1"}),
         **kept,
     )
-    if task.due_date:
-        comp.append(element("e", d=task.due_date.strftime("%Y%m%d")))
+    if due is not None:
+        comp.append(due)
     comp.append(element("desc", description))
     comp.extend(parts)
     inv.append(comp)

@@ -160,7 +160,7 @@ def test_a_modify_replaces_the_whole_invite(zimbra):
 def test_a_modify_takes_the_task_to_the_folder_it_names_and_checks_reminders(zimbra):
     """ModifyTask moves the task to the request's folder (CalendarItem: "Move
     appointment/task to a different folder"); a reminder without a trigger is refused
-    (Alarm.parse); an all-day task's start date loses its time (CalendarUtils, bug 30121)."""
+    (Alarm.parse)."""
     from integrations.errors import Permanent
 
     made = Created(zimbra, "uid-7")
@@ -175,12 +175,53 @@ def test_a_modify_takes_the_task_to_the_folder_it_names_and_checks_reminders(zim
     with pytest.raises(Permanent, match="INVALID_REQUEST"):
         made.modify(broken)
 
-    timed = made.message()
-    timed.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp").append(
-        etree.fromstring(f'<s xmlns="{MAIL}" d="20261125T090000" tz="Europe/Berlin"/>')
+
+def _dated(made, all_day: str | None, start: str | None, due: str | None):
+    """Modify with these dates; what GetTask then says: (allDay, start d, due d)."""
+    message = made.message()
+    comp = message.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
+    comp.attrib.pop("allDay", None)
+    if all_day is not None:
+        comp.set("allDay", all_day)
+    for old in comp.findall(f"{{{MAIL}}}e"):
+        comp.remove(old)
+    for name, value in (("s", start), ("e", due)):
+        if value is not None:
+            zone = ' tz="Europe/Berlin"' if "T" in value and not value.endswith("Z") else ""
+            comp.append(etree.fromstring(f'<{name} xmlns="{MAIL}" d="{value}"{zone}/>'))
+    made.modify(message)
+    read = made.read().find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
+    found = {n: read.find(f"{{{MAIL}}}{n}") for n in ("s", "e")}
+    return (read.get("allDay"), *(w.get("d") if w is not None else None for w in found.values()))
+
+
+def test_a_task_s_dates_as_zimbra_settles_them(zimbra):
+    """CalendarUtils.parseInviteElementCommon ("fixup for bug 30121"): allDay="1" takes the
+    time off the start and the due; a date alone makes the invite all-day. Invite.sanitize:
+    no start without a due; the all-day flag follows the start (else the due); a due
+    earlier than the start becomes the start. ToXML writes allDay only when true."""
+    made = Created(zimbra, "uid-6")
+    assert _dated(made, "1", "20261125T090000", "20261201T170000") == ("1", "20261125", "20261201")
+    timed = ("20261125T090000", "20261201")  # a timed start, our date-only due
+    assert _dated(made, None, *timed) == (None, *timed)
+    assert _dated(made, "0", *timed) == (None, *timed)
+    assert _dated(made, None, "20261125T090000", "20261201T170000") == (
+        None,
+        "20261125T090000",
+        "20261201T170000",
     )
-    made.modify(timed)
-    assert any(b'd="20261125"' in p for p in made.held.parts)
+    assert _dated(made, None, "20261125", "20261201T170000") == ("1", "20261125", "20261201")
+    assert _dated(made, None, "20261125T090000", None) == (None, None, None)
+    assert _dated(made, None, None, "20261201") == ("1", None, "20261201")
+    assert _dated(made, None, None, None) == (None, None, None)
+    # a due before the start (a date is midnight in the account's zone, UTC here)
+    assert _dated(made, None, "20261125T090000", "20261125") == (
+        None,
+        "20261125T090000",
+        "20261125T090000",
+    )
+    # 00:00:00 leaves the flag as the request's dates made it
+    assert _dated(made, None, "20261125T000000", "20261201") == ("1", "20261125", "20261201")
 
 
 def test_a_modify_keeps_only_the_files_it_attaches_by_reference(zimbra):

@@ -347,15 +347,20 @@ def test_what_the_person_set_in_zimbra_survives_our_modify(zimbra, zimbra_server
         add=[REMINDER, '<s d="20261125"/>', "<category>Suppliers</category>"],
     )
     with transaction.atomic():
-        task.title, task.due_date, task.description = "Call the new supplier", None, "Soon"
+        task.title, task.due_date, task.description = (
+            "Call the new supplier",
+            date(2026, 12, 4),
+            "Soon",
+        )
         task.save()
     work()
     held = box(zimbra, ann).tasks[assignment.uid]
     assert held.comp["loc"] == "Room 4" and held.comp["name"] == "Call the new supplier"
     parts = parts_of(zimbra, ann, assignment.uid)
-    assert {"alarm", "s", "category", "desc"} <= set(parts) and "e" not in parts
+    assert {"alarm", "s", "category", "desc", "e"} <= set(parts)
     assert b"20261130T080000Z" in parts["alarm"] and b"Suppliers" in parts["category"]
-    assert held.description == "Soon" and held.due == ""
+    assert b'd="20261125"' in parts["s"] and held.comp["allDay"] == "1"
+    assert held.description == "Soon" and held.due == "20261204"
     bookkeeping = {"x_uid", "seq", "d", "compNum", "method", "isOrg", "calItemId", "ciFolder"}
     assert not bookkeeping & set(held.comp)
     assert b"<fr" not in b"".join(held.parts)
@@ -370,6 +375,50 @@ def test_what_the_person_set_in_zimbra_survives_our_modify(zimbra, zimbra_server
     work()
     held = box(zimbra, ann).tasks[assignment.uid]
     assert held.comp["completed"] == done_at and "alarm" in parts_of(zimbra, ann, assignment.uid)
+
+
+def test_times_set_in_zimbra_survive_our_modify(zimbra, zimbra_server, people, work):
+    """Our tasks are all-day, but a CalDAV or Outlook client can give one a start at 09:00
+    and a due time. allDay="1" would take both times off (CalendarUtils, "bug 30121"), so a
+    modify sends the held start back without it, and the held due when it names our due
+    day. Zimbra keeps no start on a task without a due (Invite.sanitize): removing our due
+    date removes the start as well."""
+    ann = people[0]
+    task = new_task(due_date=date(2026, 12, 4))
+    assignment = assign(task, ann)
+    work()
+    start = '<s d="20261201T090000" tz="Europe/Berlin"/>'
+    zimbra.edit_in_zimbra(ann.email, assignment.uid, allDay="0", add=[start])
+    held = box(zimbra, ann).tasks[assignment.uid]
+    assert "allDay" not in held.comp and held.due == "20261204"  # as Zimbra writes it back
+
+    retitle(task, "Call the supplier at nine")
+    work()
+    held = box(zimbra, ann).tasks[assignment.uid]
+    parts = parts_of(zimbra, ann, assignment.uid)
+    assert held.comp["name"] == "Call the supplier at nine" and "allDay" not in held.comp
+    assert b'd="20261201T090000"' in parts["s"] and b'tz="Europe/Berlin"' in parts["s"]
+    assert held.due == "20261204"
+
+    due = '<e d="20261204T170000" tz="Europe/Berlin"/>'
+    zimbra.edit_in_zimbra(ann.email, assignment.uid, add=[due])
+    retitle(task, "Call the supplier at nine, by five")
+    work()
+    assert box(zimbra, ann).tasks[assignment.uid].due == "20261204T170000"
+
+    with transaction.atomic():  # another due day: ours, as a date
+        task.due_date = date(2026, 12, 8)
+        task.save()
+    work()
+    held = box(zimbra, ann).tasks[assignment.uid]
+    assert held.due == "20261208" and b"T090000" in parts_of(zimbra, ann, assignment.uid)["s"]
+
+    with transaction.atomic():
+        task.due_date = None
+        task.save()
+    work()
+    parts = parts_of(zimbra, ann, assignment.uid)
+    assert "s" not in parts and "e" not in parts
 
 
 def test_files_attached_in_zimbra_survive_our_modify(zimbra, zimbra_server, people, work):
