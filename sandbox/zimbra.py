@@ -40,7 +40,7 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 from zoneinfo import ZoneInfo
@@ -107,38 +107,76 @@ class ZTask:
 TRASH = "3"
 
 
+_DATE = re.compile(r"[0-9]{8}(?:T[0-9]{6}Z?)?")
+
+
 def _timed(when: Any) -> bool:
     return "T" in when.get("d", "")
 
 
 def _instant(when: Any) -> datetime:
-    """A ``<s>``/``<e>`` as a moment (ParsedDateTime.compareTo): a date alone is midnight in
-    the account's time zone, which is UTC for every account here."""
+    """A ``<s>``/``<e>`` as a moment (``ParsedDateTime.compareTo``): a date alone is midnight
+    in the account's time zone, which is UTC for every account here; a value Zimbra cannot
+    read is refused as ``parseDtElement`` refuses it."""
     value = when.get("d", "")
-    if not _timed(when):
-        return datetime.strptime(value[:8], "%Y%m%d").replace(tzinfo=UTC)
-    moment = datetime.strptime(value[:15], "%Y%m%dT%H%M%S")
+    try:
+        if not _DATE.fullmatch(value):
+            raise ValueError(value)
+        if not _timed(when):
+            return datetime.strptime(value, "%Y%m%d").replace(tzinfo=UTC)
+        moment = datetime.strptime(value[:15], "%Y%m%dT%H%M%S")
+    except ValueError:
+        raise SoapError(
+            "service.INVALID_REQUEST", f"invalid request: Caught ParseException: {value!r}"
+        ) from None
     if value.endswith("Z") or not when.get("tz"):
         return moment.replace(tzinfo=UTC)
     try:
         return moment.replace(tzinfo=ZoneInfo(when.get("tz")))
-    except (ValueError, KeyError):  # a Windows-style zone of the <tz> map: taken as UTC here
+    except Exception:  # a Windows-style name of the <tz> map, say: taken as UTC here
         return moment.replace(tzinfo=UTC)
+
+
+def _date_only(when: Any) -> None:
+    """The date as written, in its own zone (``ParsedDateTime.setHasTime(false)``: the moment
+    behind it does not change, see ``settle_dates``)."""
+    day = when.get("d", "")[:8]
+    when.attrib.clear()
+    when.set("d", day)
+
+
+def _day_before(due: Any, moment: datetime) -> tuple[Any, datetime]:
+    """The start Zimbra gives a recurring task that has only a due: the due less a second
+    when it has a time, else less a day."""
+    start = etree.Element(f"{{{MAIL}}}s", dict(due.attrib))
+    value = due.get("d", "")
+    if _timed(due):
+        local = datetime.strptime(value[:15], "%Y%m%dT%H%M%S") - timedelta(seconds=1)
+        start.set("d", local.strftime("%Y%m%dT%H%M%S") + ("Z" if value.endswith("Z") else ""))
+        return start, moment - timedelta(seconds=1)
+    start.set("d", (datetime.strptime(value, "%Y%m%d") - timedelta(days=1)).strftime("%Y%m%d"))
+    return start, moment - timedelta(days=1)
 
 
 def settle_dates(comp: Any) -> None:
     """What Zimbra makes of a task invite's dates and all-day flag, on ``comp`` in place.
 
     - ``CalendarUtils.parseInviteElementCommon`` ("fixup for bug 30121"): the start, then the
-      due, loses its time when the invite is all-day; a date without a time makes it all-day.
-    - ``Invite.sanitize``: a task with a start and no due loses the start; the all-day flag
-      follows the start (else the due): no time → all-day, a time other than 00:00:00 → not,
-      exactly 00:00:00 → as it was; a due earlier than the start becomes a copy of the start.
-    - ``ToXML.encodeInviteComponent`` writes ``allDay="1"`` only when true, and an all-day
-      invite's dates without their times.
+      due, loses its time when the invite is all-day (the moment behind it stays: later
+      comparisons use it); a date without a time makes it all-day. A recurrence with a due
+      and no start gets a start: the due less a day (less a second when it has a time).
+    - ``Invite.sanitize`` (``sanitize(false)`` on create and modify: nothing is refused): a
+      task with a start and no due loses the start, and then a recurrence; the all-day flag
+      follows the start (else the due): no time → all-day, a time other than 00:00:00 →
+      not, exactly 00:00:00 → as it was; a due earlier than the start becomes the start.
+    - ``ToXML.encodeInviteComponent``, ``encodeDtStart``/``encodeDtEnd``: ``allDay="1"`` only
+      when true; an all-day invite's dates without their times; a date with a time as ``d``
+      in its own zone with ``tz`` (none for UTC: ``d`` ends in Z) and ``u``, the moment in
+      milliseconds; a date alone as ``d`` only.
     """
-    all_day = comp.get("allDay") in ("1", "true")
     start, due = comp.find(f"{{{MAIL}}}s"), comp.find(f"{{{MAIL}}}e")
+    moments = {when: _instant(when) for when in (start, due) if when is not None}
+    all_day = comp.get("allDay") in ("1", "true")
     for when in (start, due):
         if when is None:
             continue
@@ -146,9 +184,15 @@ def settle_dates(comp: Any) -> None:
             _date_only(when)
         elif not all_day and not _timed(when):
             all_day = True
+    recur = comp.find(f"{{{MAIL}}}recur")
+    if recur is not None and start is None and due is not None:
+        start, moments[start] = _day_before(due, moments[due])
+        comp.insert(comp.index(due), start)
     if start is not None and due is None:
         comp.remove(start)
         start = None
+    if recur is not None and start is None:
+        comp.remove(recur)
     first = start if start is not None else due
     if first is None:
         all_day = False
@@ -156,22 +200,22 @@ def settle_dates(comp: Any) -> None:
         all_day = True
     elif first.get("d", "")[9:15] != "000000":
         all_day = False
-    if start is not None and due is not None and _instant(due) < _instant(start):
+    if start is not None and due is not None and moments[due] < moments[start]:
         due.attrib.clear()
         due.attrib.update(dict(start.attrib))
+        moments[due] = moments[start]
     comp.attrib.pop("allDay", None)
-    if all_day:  # written without times (ToXML.encodeDtStart, encodeDtEnd)
+    if all_day:
         comp.set("allDay", "1")
-        for when in (start, due):
-            if when is not None and _timed(when):
-                _date_only(when)
-
-
-def _date_only(when: Any) -> None:
-    """The date as written, in its own zone (ParsedDateTime.setHasTime(false))."""
-    day = when.get("d", "")[:8]
-    when.attrib.clear()
-    when.set("d", day)
+    for when in (start, due):
+        if when is None:
+            continue
+        if all_day or not _timed(when):
+            _date_only(when)
+        else:
+            if when.get("d", "").endswith("Z"):
+                when.attrib.pop("tz", None)
+            when.set("u", str(int(moments[when].timestamp() * 1000)))
 
 
 @dataclass

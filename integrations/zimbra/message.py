@@ -65,17 +65,20 @@ def _kept(held: etree._Element | None) -> tuple[list[Any], dict[str, str], list[
     return zones, attributes, parts
 
 
-def _due(due_date: date | None, held: etree._Element | None) -> Any:
-    """The ``<e>`` for our due date: the one Zimbra holds when it names the same day with a
-    time (set by a CalDAV or Outlook client: the time stays), else the date alone."""
+def _due(due_date: date | None, held: etree._Element | None) -> etree._Element | None:
+    """The ``<e>`` for our due date: the one Zimbra holds when it is a time on that day in
+    its own zone (set by a CalDAV or Outlook client: the time stays), else the date alone.
+    A time in UTC (``d`` ending in Z) may fall on another day where the person is, so it is
+    not taken for ours."""
     if due_date is None:
         return None
     day = due_date.strftime("%Y%m%d")
     found = held.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp/{{{MAIL}}}e") if held is not None else None
-    if found is not None and str(found.get("d", "")).startswith(f"{day}T"):
-        # as a request gives it: d and tz (GetTask adds u, the moment in UTC, not read)
-        zone = {"tz": str(found.get("tz"))} if found.get("tz") else {}
-        return element("e", d=str(found.get("d")), **zone)
+    if found is not None and found.get("tz"):
+        value = str(found.get("d", ""))
+        if value.startswith(f"{day}T") and not value.endswith("Z"):
+            # as a request gives it: d and tz (GetTask adds u, the moment in UTC, not read)
+            return element("e", d=value, tz=str(found.get("tz")))
     return element("e", d=day)
 
 
@@ -116,7 +119,10 @@ def build_task(uid: str, task: Any, folder: str, held: etree._Element | None = N
     inv = element("inv")
     inv.extend(zones)
     due = _due(task.due_date, held)
-    timed = any("T" in str(when.get("d", "")) for when in [*parts, due] if when is not None)
+    dates = [part for part in parts if etree.QName(part).localname == "s"] + (
+        [due] if due is not None else []
+    )
+    timed = any("T" in str(when.get("d", "")) for when in dates)
     comp = element(
         "comp",
         name=title,

@@ -176,8 +176,11 @@ def test_a_modify_takes_the_task_to_the_folder_it_names_and_checks_reminders(zim
         made.modify(broken)
 
 
-def _dated(made, all_day: str | None, start: str | None, due: str | None):
-    """Modify with these dates; what GetTask then says: (allDay, start d, due d)."""
+def _dated(
+    made, all_day: str | None, start: str | None, due: str | None, *, zone="Europe/Berlin", add=""
+):
+    """Modify with these dates (``add``: more parts); what GetTask then says: (allDay, start
+    d, due d)."""
     message = made.message()
     comp = message.find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
     comp.attrib.pop("allDay", None)
@@ -187,8 +190,10 @@ def _dated(made, all_day: str | None, start: str | None, due: str | None):
         comp.remove(old)
     for name, value in (("s", start), ("e", due)):
         if value is not None:
-            zone = ' tz="Europe/Berlin"' if "T" in value and not value.endswith("Z") else ""
-            comp.append(etree.fromstring(f'<{name} xmlns="{MAIL}" d="{value}"{zone}/>'))
+            tz = f' tz="{zone}"' if "T" in value and not value.endswith("Z") else ""
+            comp.append(etree.fromstring(f'<{name} xmlns="{MAIL}" d="{value}"{tz}/>'))
+    if add:
+        comp.append(etree.fromstring(add.replace("<recur>", f'<recur xmlns="{MAIL}">')))
     made.modify(message)
     read = made.read().find(f"{{{MAIL}}}inv/{{{MAIL}}}comp")
     found = {n: read.find(f"{{{MAIL}}}{n}") for n in ("s", "e")}
@@ -222,6 +227,36 @@ def test_a_task_s_dates_as_zimbra_settles_them(zimbra):
     )
     # 00:00:00 leaves the flag as the request's dates made it
     assert _dated(made, None, "20261125T000000", "20261201") == ("1", "20261125", "20261201")
+    # a time taken off still counts in the comparison: 23:00 in New York is the 26th in UTC
+    late = _dated(made, "1", "20261125T230000", "20261126", zone="America/New_York")
+    assert late == ("1", "20261125", "20261125")
+
+
+def test_a_recurring_task_s_dates(zimbra):
+    """A recurrence needs a start: with only a due, Zimbra makes one (the due less a day, or
+    a second); with neither it refuses (CalendarUtils). A start without a due is dropped,
+    and then the recurrence with it (Invite.sanitize(false): dropped, not refused). A date
+    Zimbra cannot read is refused (parseDtElement); GetTask gives a time's moment as ``u``."""
+    from integrations.errors import Permanent
+
+    made = Created(zimbra, "uid-5")
+    weekly = '<recur><add><rule freq="WEE"><interval ival="1"/></rule></add></recur>'
+    assert _dated(made, None, None, "20261201", add=weekly) == ("1", "20261130", "20261201")
+    assert any(b"recur" in part for part in made.held.parts)
+    assert _dated(made, None, None, "20261201T170000Z", add=weekly) == (
+        None,
+        "20261201T165959Z",
+        "20261201T170000Z",
+    )
+    assert _dated(made, None, "20261125T090000", None, add=weekly) == (None, None, None)
+    assert not any(b"recur" in part for part in made.held.parts)
+    with pytest.raises(Permanent, match="INVALID_REQUEST"):
+        _dated(made, None, None, None, add=weekly)
+    with pytest.raises(Permanent, match="INVALID_REQUEST"):
+        _dated(made, None, "20261325", "20261201")
+    _dated(made, None, "20261125T090000", "20261201T170000")
+    start = made.read().find(f"{{{MAIL}}}inv/{{{MAIL}}}comp/{{{MAIL}}}s")
+    assert start.get("tz") == "Europe/Berlin" and start.get("u") == "1795593600000"  # 08:00 UTC
 
 
 def test_a_modify_keeps_only_the_files_it_attaches_by_reference(zimbra):

@@ -381,8 +381,9 @@ def test_times_set_in_zimbra_survive_our_modify(zimbra, zimbra_server, people, w
     """Our tasks are all-day, but a CalDAV or Outlook client can give one a start at 09:00
     and a due time. allDay="1" would take both times off (CalendarUtils, "bug 30121"), so a
     modify sends the held start back without it, and the held due when it names our due
-    day. Zimbra keeps no start on a task without a due (Invite.sanitize): removing our due
-    date removes the start as well."""
+    day (a time in UTC may be another day where the person is: not taken for ours). A due on
+    the start's day, or before it, becomes the start's time (Invite.sanitize), and Zimbra
+    keeps no start on a task without a due: removing our due date removes the start."""
     ann = people[0]
     task = new_task(due_date=date(2026, 12, 4))
     assignment = assign(task, ann)
@@ -412,6 +413,20 @@ def test_times_set_in_zimbra_survive_our_modify(zimbra, zimbra_server, people, w
     work()
     held = box(zimbra, ann).tasks[assignment.uid]
     assert held.due == "20261208" and b"T090000" in parts_of(zimbra, ann, assignment.uid)["s"]
+
+    zimbra.edit_in_zimbra(ann.email, assignment.uid, add=['<e d="20261208T233000Z"/>'])
+    retitle(task, "Call the supplier at nine, by the 8th")
+    work()
+    assert box(zimbra, ann).tasks[assignment.uid].due == "20261208"  # 9 Dec in Berlin
+
+    with transaction.atomic():  # the start's day: Zimbra gives the due the start's time
+        task.due_date = date(2026, 12, 1)
+        task.save()
+    work()
+    assert box(zimbra, ann).tasks[assignment.uid].due == "20261201T090000"
+    retitle(task, "Call the supplier at nine, today")
+    work()
+    assert box(zimbra, ann).tasks[assignment.uid].due == "20261201T090000"
 
     with transaction.atomic():
         task.due_date = None
