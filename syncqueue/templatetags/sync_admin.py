@@ -1,4 +1,6 @@
-"""``{% worker_banner %}``: the red banner on every admin page when workers are down."""
+"""``{% worker_banner %}``: the red banner on every admin page when workers are down;
+``{% admin_site_name "site_title" %}``: the admin site's names, for pages whose view does not
+pass them (Django's sign-in and password pages extend the admin's base template)."""
 
 from __future__ import annotations
 
@@ -19,3 +21,11 @@ def worker_banner(context: dict[str, Any]) -> dict[str, Any]:
         return {"show": False}  # the login page tells nothing about the system
     status = worker_status()
     return {"show": not status.alive, "status": status, "command": START_COMMAND}
+
+
+@register.simple_tag
+def admin_site_name(which: str) -> str:
+    """``site_title`` or ``site_header`` of the admin site."""
+    from django.contrib import admin
+
+    return str(getattr(admin.site, which))
