@@ -89,7 +89,6 @@ class ZTask:
     folder: str
     comp: dict[str, str]
     md: int = 0  # seconds since the epoch of the last change
-    due: str = ""
     description: str = ""
     subject: str = ""
     #: the invite's SEQUENCE: every modify raises it (ours or the web client's); a create
@@ -102,6 +101,21 @@ class ZTask:
     #: files attached to the task's message: (file name, content type, bytes); they are
     #: parts 2, 3, … of it (part 1 is the text)
     attachments: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    @property
+    def due(self) -> str:
+        """The due date as GetTask writes it (``d`` of the ``<e>``); "" for none."""
+        for part in self.parts:
+            element = etree.fromstring(part)
+            if etree.QName(element).localname == "e":
+                return str(element.get("d", ""))
+        return ""
+
+    def keep_invite(self, comp: Any) -> None:
+        """Store ``comp``'s attributes and parts as Zimbra reads them (``settle_dates``)."""
+        settle_dates(comp)
+        self.comp = {str(k): str(v) for k, v in comp.attrib.items()}
+        self.parts = [etree.tostring(part, with_tail=False) for part in comp]
 
 
 TRASH = "3"
@@ -326,11 +340,7 @@ class FakeZimbra(LocalServer):
                     whole.remove(old)
             for name, value in {**task.comp, **comp}.items():
                 whole.set(name, value)
-            settle_dates(whole)
-            task.comp = {str(k): str(v) for k, v in whole.attrib.items()}
-            task.parts = [etree.tostring(part, with_tail=False) for part in whole]
-            due = whole.find(f"{{{MAIL}}}e")
-            task.due = due.get("d", "") if due is not None else ""
+            task.keep_invite(whole)
             task.seq += 1
             self._touch(box, task, at)
 
@@ -658,20 +668,15 @@ class FakeZimbra(LocalServer):
             box.tasks[uid] = task
         # the new invite is built from the request alone (CalendarUtils.parseInviteForModify):
         # what it leaves out is gone
-        settle_dates(comp)
-        task.comp = {str(k): str(v) for k, v in comp.attrib.items()}
+        task.keep_invite(comp)
         if task.comp.get("status") != "COMP":
             task.comp.pop("completed", None)
         elif "completed" not in task.comp:  # Invite.setCompleted(now) when none is given
             task.comp["completed"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        task.parts = [etree.tostring(part, with_tail=False) for part in comp]
         task.attachments = files  # the stored message is replaced (CalendarItem.modifyBlob)
         task.zones = [
             etree.tostring(tz, with_tail=False) for tz in comp.getparent().iterfind(f"{{{MAIL}}}tz")
         ]
-        task.due = (
-            comp.find(f"{{{MAIL}}}e").get("d", "") if comp.find(f"{{{MAIL}}}e") is not None else ""
-        )
         task.description = comp.findtext(f"{{{MAIL}}}desc") or ""
         task.subject = m.findtext(f"{{{MAIL}}}su") or ""
         self._touch(box, task)
