@@ -48,14 +48,32 @@ _LOGGED_SKIPS_PER_SLICE = 20
 SYSTEMIC_AFTER = 10  # items in a batch that all failing alike means "not the items"
 
 
-def _store(run: _Run, connector: Connector, batch: Batch) -> Counts:
+class StoreItemByItem(Exception):  # a signal to _commit, not an error
+    """The whole batch could not be stored: ``_commit`` rolls its transaction back and stores
+    the batch again item by item. Carries what went wrong with the whole batch."""
+
+    def __init__(self, whole: Exception) -> None:
+        super().__init__(str(whole))
+        self.whole = whole
+
+
+def _store(run: _Run, connector: Connector, batch: Batch, whole: Exception | None = None) -> Counts:
     """Write a batch's records (inside ``_commit``'s transaction).
 
     When that fails for a reason that is not about the connection — a bug, a constraint, a
-    shape nobody expected — the batch is stored again item by item (``connector.items``), each
-    in its own savepoint, and the items that fail are listed as skipped items with what went
-    wrong: one poison item must not stop the sync, and the checkpoint still moves on. Records
-    the connector could not even read (``Unreadable``) are listed the same way.
+    shape nobody expected — ``StoreItemByItem`` makes ``_commit`` roll the transaction back
+    and call this again with ``whole``, the failure: the batch is then stored item by item
+    (``connector.items``), each in its own savepoint, and the items that fail are listed as
+    skipped items with what went wrong: one poison item must not stop the sync, and the
+    checkpoint still moves on. Records the connector could not even read (``Unreadable``) are
+    listed the same way.
+
+    The whole batch is written without a savepoint of its own. On SQLite, a savepoint around
+    a write larger than the page cache (``SQLITE_CACHE_MB``) made every page of it reach the
+    write-ahead log twice, at the same place: once when the full cache spilled it, and again
+    at commit. A first mail sync wrote each message's source to the log twice, and spent
+    about 5 % of its time on that (docs/deployment.md, "Sizing, as measured"). A failed
+    batch costs a rolled-back transaction instead, which is rare.
     """
     special = (Unreadable, NoLongerThere)
     for record in batch.records:
@@ -67,14 +85,14 @@ def _store(run: _Run, connector: Connector, batch: Batch) -> Counts:
         batch = replace(batch, records=[r for r in batch.records if not isinstance(r, special)])
     if not (batch.records or batch.deleted):
         return Counts()
-    mark = len(run.logs)  # log lines of an apply that is rolled back go with it
-    try:
-        with transaction.atomic():
+    if whole is None:
+        try:
             counts = connector.apply(batch, run.log)
-    except _NOT_ABOUT_ONE_ITEM:
-        raise
-    except Exception as whole:
-        del run.logs[mark:]
+        except _NOT_ABOUT_ONE_ITEM:
+            raise
+        except Exception as exc:
+            raise StoreItemByItem(exc) from exc
+    else:
         counts = Counts()
         stored = []
         failures: list[tuple[ItemRef, str, str, str]] = []

@@ -37,7 +37,7 @@ from integrations.models import Connection
 from syncqueue import broker, heartbeat, lease, policy
 from syncqueue.engine.claim import claim_next, runnable_jobs
 from syncqueue.engine.enqueue import submit_ticket
-from syncqueue.engine.items import _store
+from syncqueue.engine.items import StoreItemByItem, _store
 from syncqueue.engine.outcome import _fail, _finish, _limits, _requeue_slice, announce_finished
 from syncqueue.engine.state import InternalError, _CancelRequested, _LeaseLost, _Run
 from syncqueue.models import SkippedItem, SyncJob
@@ -263,7 +263,28 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
 
     Counts are written as absolute values: only the lease holder writes a running job, and the
     conditional UPDATE proves we still hold it — a worker whose job was rescued rolls back.
+
+    A batch that cannot be stored whole (``StoreItemByItem``) is committed again, item by item
+    (``_store``): its first transaction is rolled back, and what it had noted in memory (log
+    lines, skipped items) with it.
     """
+    before = (len(run.logs), run.skipped, run.connection.skipped_items)
+    try:
+        _commit_once(run, connector, batch, finish=finish)
+    except StoreItemByItem as failed:
+        del run.logs[before[0] :]
+        run.skipped, run.connection.skipped_items = before[1], before[2]
+        _commit_once(run, connector, batch, finish=finish, whole=failed.whole)
+
+
+def _commit_once(
+    run: _Run,
+    connector: Connector,
+    batch: Batch,
+    *,
+    finish: bool = False,
+    whole: Exception | None = None,
+) -> None:
     job, conn = run.job, run.connection
     now = timezone.now()
     # A sync that found nothing (the common scheduled run): the job's success and the
@@ -283,7 +304,7 @@ def _commit(run: _Run, connector: Connector, batch: Batch, *, finish: bool = Fal
             # does for a batch that stores nothing).
             raise _CancelRequested if _is_cancelled(job.pk, run.worker) else _LeaseLost
         skipped_before = run.skipped
-        counts = _store(run, connector, batch)
+        counts = _store(run, connector, batch, whole)
         total = run.counts + counts
         updates: dict[str, Any] = {
             "created_count": job.created_count + total.created,

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.db import connection as db
 from django.db import transaction
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from integrations.models import Connection
@@ -198,3 +200,22 @@ def test_when_every_item_of_a_batch_fails_alike_the_job_fails_instead(
     assert (job.state, job.error_class, job.skipped_items) == ("retrying", "Internal", 0)
     assert "Every item of a batch of 12 failed to be stored the same way" in job.error_message
     assert not SkippedItem.objects.exists() and MailMessage.objects.count() == 0
+
+
+def test_a_batch_is_stored_without_a_savepoint_of_its_own(
+    dovecot, imap_user, make_imap_connection, work
+):
+    """A batch is written straight into its transaction. On SQLite a savepoint around a batch
+    larger than the page cache made every page of it reach the write-ahead log twice; a batch
+    that fails is rolled back with its transaction and stored again item by item (above)."""
+    dovecot.deliver_many(imap_user, (message(subject=f"message {i}") for i in range(6)))
+    conn = make_imap_connection(batch_size=3)
+    job = engine.enqueue(conn, SyncJob.Kind.MANUAL)
+    with CaptureQueriesContext(db) as queries:
+        work()
+    job.refresh_from_db()
+    assert job.state == SyncJob.State.SUCCEEDED and MailMessage.objects.count() == 6
+    inserts = [q["sql"] for q in queries.captured_queries if "INSERT INTO" in q["sql"]]
+    assert any("mail_mailmessage" in sql for sql in inserts)
+    savepoints = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" in q["sql"].upper()]
+    assert savepoints == []
