@@ -197,11 +197,23 @@ def _failed(sub_or_conn: Subscription | Connection, exc: Exception) -> None:
     log.warning("%s: Graph push not set up: %s", conn.name, message)
 
 
-def _backing_off(sub: Subscription, now: datetime) -> bool:
-    if not sub.failures:
-        return False
-    wait = timedelta(minutes=min(360, 2 ** min(sub.failures, 9)))
-    return sub.updated_at > now - wait
+BACKOFF_STEPS = 9  # after n failures, wait 2**n minutes (at most 6 hours) before trying again
+
+
+def _backoff(failures: int) -> timedelta:
+    return timedelta(minutes=min(360, 2 ** min(failures, BACKOFF_STEPS)))
+
+
+def _ready(now: datetime) -> Q:
+    """Subscriptions not waiting after failures (``_backoff``), as a query: the wait is left
+    out before a pass takes its share, so mailboxes Graph keeps refusing cannot fill every pass
+    while the working subscriptions expire."""
+    ready = Q(failures=0) | Q(
+        failures__gte=BACKOFF_STEPS, updated_at__lte=now - _backoff(BACKOFF_STEPS)
+    )
+    for failures in range(1, BACKOFF_STEPS):
+        ready |= Q(failures=failures, updated_at__lte=now - _backoff(failures))
+    return ready
 
 
 def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
@@ -214,6 +226,8 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
         forget(sub)
         done["forgotten"] += 1
     missing = watched().filter(graph_subscription__isnull=True)[:PER_PASS]
+    # The soonest to expire first: a live subscription that lapses stops push until it is
+    # made again; one that failed to be made can wait for the next pass.
     due = (
         Subscription.objects.filter(connection__in=watched())
         .filter(
@@ -222,6 +236,8 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
             | Q(expires_at__isnull=True)
             | Q(expires_at__lt=now + timedelta(minutes=settings.SYNC_GRAPH_RENEW_BEFORE_MINUTES))
         )
+        .filter(_ready(now))
+        .order_by(F("expires_at").asc(nulls_last=True), "pk")
         .select_related("connection")[:PER_PASS]
     )
     ends = time.monotonic() + PASS_SECONDS
@@ -237,8 +253,6 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
     for sub in due:
         if time.monotonic() > ends:
             break
-        if _backing_off(sub, now):
-            continue
         try:
             renew(sub, now)
             done["renewed"] += 1

@@ -13,6 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from integrations.msgraph import push
 from integrations.msgraph.models import Subscription
 from mail.models import MailMessage
 from syncqueue import dispatcher, engine
@@ -124,6 +125,36 @@ def test_subscriptions_are_renewed_before_they_expire(
     dispatcher.dispatch()
     sub.refresh_from_db()
     assert sub.subscription_id in graph.subscriptions
+
+
+def test_mailboxes_graph_keeps_refusing_do_not_hold_up_renewals(
+    push_on: str,
+    graph: Any,
+    mailbox: Any,
+    make_graph_connection: Any,
+    monkeypatch: Any,
+) -> None:
+    """A pass renews a share of the due subscriptions (``PER_PASS``). Mailboxes whose
+    subscription Graph refused (waiting before the next try) must not take that share: the
+    working subscriptions would expire one pass after another."""
+    monkeypatch.setattr(push, "PER_PASS", 2)
+    refused = [make_graph_connection() for _ in range(3)]
+    for conn in refused:  # made first: the oldest rows, which an unordered query returns first
+        Subscription.objects.create(connection=conn, failures=3, last_error="GraphError: 403")
+    _conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    soon = timezone.now() + timedelta(hours=2)
+    graph.subscriptions[sub.subscription_id].expires = soon
+    Subscription.objects.filter(pk=sub.pk).update(expires_at=soon)
+    dispatcher.dispatch()
+    sub.refresh_from_db()
+    assert sub.expires_at is not None and sub.expires_at > soon + timedelta(days=1)
+    assert graph.subscriptions[sub.subscription_id].expires > soon + timedelta(days=1)
+    # the refused ones are tried again once their wait is over
+    waited = timezone.now() - timedelta(minutes=9)
+    Subscription.objects.filter(connection__in=refused).update(updated_at=waited)
+    dispatcher.dispatch()
+    assert Subscription.objects.filter(connection__in=refused, failures=3).count() == 1
+    assert Subscription.objects.filter(connection__in=refused).exclude(failures=3).count() == 2
 
 
 def test_lifecycle_events(push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any):
