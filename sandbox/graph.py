@@ -919,12 +919,15 @@ class FakeGraph(_Subscriptions, LocalServer):
                 key = query.get("$skiptoken") or query.get("$deltatoken", "")
                 state = self.sync_states.get(key)
                 if state is None or state["folder"] != folder_id:
+                    # "a 40X-series error with error codes such as syncStateNotFound": the
+                    # status is left open, so it is drawn (410 is what Outlook is seen to send)
+                    status = self.rng.choice((410, 410, 400, 404))
                     return _error(
-                        410,
+                        status,
                         "syncStateNotFound",
                         "The sync state generation is not found. The delta token is expired and "
                         "data must be synchronized again.",
-                        Location=f"{base}/messages/delta",
+                        **({"Location": f"{base}/messages/delta"} if status == 410 else {}),
                     )
                 if "$deltatoken" in query:  # a new round: what changed since that round's start
                     changed: dict[str, frozenset[str] | None] = {}

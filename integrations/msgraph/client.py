@@ -159,6 +159,10 @@ class GraphClient:
                 detail=detail,
                 code=code,
             )
+        if status == 410 or _SYNC_STATE_CODES & _codes_of(response):
+            # before 403/404: Graph answers a forgotten position with "a 40X-series error"
+            # whose code (or an innererror's) names it (docs/protocols.md)
+            return CursorReset("Microsoft Graph no longer knows this sync position.", detail=detail)
         if status == 403:
             return Permanent(
                 f"Microsoft Graph denied access to mailbox {mailbox}: either admin consent for "
@@ -177,13 +181,6 @@ class GraphClient:
                 detail=detail,
                 code=code,
             )
-        if status == 410 or code in (
-            "SyncStateNotFound",
-            "syncStateNotFound",
-            "resyncRequired",
-            "syncStateInvalid",
-        ):
-            return CursorReset("Microsoft Graph no longer knows this sync position.", detail=detail)
         if status == 429 or (status == 503 and "Retry-After" in response.headers):
             return RateLimited(
                 f"Microsoft Graph is throttling requests to {mailbox}.",
@@ -200,6 +197,26 @@ class GraphClient:
         return Permanent(
             f"Microsoft Graph refused the request (HTTP {status} {code}).", detail=detail, code=code
         )
+
+
+_SYNC_STATE_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+
+
+def _codes_of(response: requests.Response) -> frozenset[str]:
+    """Every error code of a Graph error body, lower-cased: the top one and those of its
+    nested ``innererror`` objects, which clients must "loop over" (docs/protocols.md)."""
+    try:
+        node: Any = response.json().get("error")
+    except (ValueError, AttributeError):
+        return frozenset()
+    codes = set()
+    for _ in range(10):  # a hostile body cannot make this loop forever
+        if not isinstance(node, dict):
+            break
+        if isinstance(node.get("code"), str):
+            codes.add(node["code"].lower())
+        node = node.get("innererror", node.get("innerError"))
+    return frozenset(codes)
 
 
 def _error_of(response: requests.Response) -> tuple[str, str]:

@@ -34,6 +34,33 @@ def test_an_update_with_only_the_changed_property_keeps_the_others(
     assert row.flags == ["\\Flagged", "\\Seen"]
 
 
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (404, {"code": "syncStateNotFound", "message": "The sync state is gone."}),
+        (403, {"code": "resyncRequired", "message": "Resync required."}),
+        # a general code, the specific one nested: clients "loop over" innerError codes
+        (400, {"code": "badRequest", "message": "x", "innerError": {"code": "syncStateInvalid"}}),
+    ],
+)
+def test_a_forgotten_sync_position_in_any_40x_starts_the_folder_again(
+    make_graph_connection, graph, mailbox, work, status, error
+):
+    """An expired position comes as "a 40X-series error with error codes such as
+    syncStateNotFound", not only as a 410: it is a reset of that folder, not "access
+    denied" or "mailbox not found" failing the job."""
+    ids = {graph.add_message(mailbox, subject=f"m{i}") for i in range(3)}
+    conn = make_graph_connection()
+    sync_once(conn, work, SyncJob.Kind.INITIAL, succeed=True)
+    graph.fault(r"\$deltatoken=", status, times=1, body={"error": error})
+    later = graph.add_message(mailbox, subject="after the reset")
+    job = sync_once(conn, work)
+    assert job.state == SyncJob.State.SUCCEEDED, job.error_message
+    stored = set(MailMessage.objects.filter(connection=conn).values_list("remote_id", flat=True))
+    assert stored == ids | {later}
+    assert SyncLog.objects.filter(job=job, message__contains="Resyncing this folder").exists()
+
+
 def test_repeated_and_shuffled_delta_items_store_each_message_once(
     make_graph_connection, graph, mailbox, work
 ):
