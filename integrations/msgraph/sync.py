@@ -434,6 +434,18 @@ class MailboxDelta(GraphSync):
                     )
                     url = f"mailFolders/{folder_id}/messages/delta"
                     continue
+                except ItemGone:
+                    # deleted for good while this sync ran (after the folder list was read):
+                    # as for a folder gone before the sync began, its messages are marked
+                    # deleted (kept here), and the other folders go on
+                    states.pop(folder_id, None)
+                    yield Batch(
+                        records=[FullPassDone(folder_id, timezone.now().isoformat())],
+                        cursor=copy.deepcopy(cursor),
+                        note=f"{folder.get('displayName', '')}: no longer in the mailbox; its "
+                        "messages are marked deleted (they are kept here)",
+                    )
+                    break
                 # Pages come in no guaranteed order and an item may come twice (even within a
                 # page), an update with only the properties that changed: copies of an id in
                 # a page are merged, and upserts by id make repeats harmless (docs/protocols.md,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 
@@ -235,6 +236,34 @@ def test_a_folder_deleted_for_good_has_its_messages_marked_deleted(
     stored = mirror(conn)
     assert stored[doomed].deleted and not stored[saved].deleted
     assert SyncLog.objects.filter(job=job, message__contains="no longer in the mailbox").exists()
+    again = sync_once(conn, work)
+    assert (again.state, again.deleted_count) == (State.SUCCEEDED, 0)
+
+
+def test_a_folder_deleted_while_the_sync_runs_does_not_fail_it(
+    make_graph_connection, graph, mailbox, work
+):
+    """Listed when the sync began, gone when its turn came (Graph: 404 ErrorItemNotFound on
+    its delta): its messages are marked deleted and the other folders are read, where before
+    the job failed as an internal error and spent an attempt."""
+    graph.add_folder(mailbox, "Projects")
+    doomed = graph.add_message(mailbox, folder="Projects", subject="old plan")
+    conn = make_graph_connection()
+    sync_once(conn, work, Kind.INITIAL)
+    projects = mailbox.folder_id("Projects")
+    gone = {"code": "ErrorItemNotFound", "message": "The specified object was not found."}
+    # deleted after this sync read the folder list, before it read the folder
+    graph.fault(rf"mailFolders/{re.escape(projects)}/", 404, times=1, body={"error": gone})
+    later = graph.add_message(mailbox, subject="new in the inbox")
+    job = sync_once(conn, work)
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert job.attempts == 0
+    stored = mirror(conn)
+    assert stored[doomed].deleted and not stored[later].deleted
+    assert SyncLog.objects.filter(job=job, message__contains="no longer in the mailbox").exists()
+    conn.refresh_from_db()
+    assert projects not in conn.cursor["folders"]
+    graph.purge_folder(mailbox, "Projects")
     again = sync_once(conn, work)
     assert (again.state, again.deleted_count) == (State.SUCCEEDED, 0)
 
