@@ -254,7 +254,10 @@ class FakeZendesk(LocalServer):
                 return Response(404, {"error": "RecordNotFound", "description": "Not found"})
             ids = {ticket.get("requester_id"), ticket.get("assignee_id")}
             users = [account.users[u] for u in ids if u in account.users]
-            return Response(200, {"ticket": dict(ticket), "users": users})
+            # the ticket as Show Ticket gives it: generated_timestamp belongs to the export
+            # (only the export's examples carry it; the Ticket schema has no such property)
+            shown = {k: v for k, v in ticket.items() if k != "generated_timestamp"}
+            return Response(200, {"ticket": shown, "users": users})
 
     def authenticate(self, account: Account, request: Request) -> Agent | None:
         header = request.headers.get("Authorization") or ""

@@ -107,6 +107,10 @@ def upsert_tickets(
             )
             counts.created += 1
             continue
+        if "generated_timestamp" not in item:
+            # Show Ticket (a skipped ticket read again) has no generated_timestamp: only the
+            # export carries it, and the stored one stays
+            values["generated_timestamp"] = row.generated_timestamp
         if row.raw == values["raw"]:
             counts.unchanged += 1
             continue

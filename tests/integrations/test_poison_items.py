@@ -219,3 +219,31 @@ def test_a_batch_is_stored_without_a_savepoint_of_its_own(
     assert any("mail_mailmessage" in sql for sql in inserts)
     savepoints = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" in q["sql"].upper()]
     assert savepoints == []
+
+
+def test_a_ticket_read_again_keeps_its_export_stamp(
+    zendesk, acme, make_zendesk_connection, work, client, staff
+):
+    """A skipped ticket is read again with Show Ticket, which has no generated_timestamp (only
+    the export carries it): the stored stamp stays, instead of becoming 0."""
+    ticket_id = zendesk.add_ticket(acme, "the plan")
+    conn = make_zendesk_connection(history_days=None)
+    engine.enqueue(conn, SyncJob.Kind.MANUAL)
+    work()
+    stamp = Ticket.objects.get(connection=conn, zendesk_id=ticket_id).generated_timestamp
+    assert stamp > 0
+    zendesk.update_ticket(acme, ticket_id, subject=POISON)
+    with poisoned("workspace_ticket", "subject", POISON):
+        engine.enqueue(conn, SyncJob.Kind.MANUAL)
+        work()
+    item = SkippedItem.objects.get(connection=conn)
+    cure("workspace_ticket")
+    client.force_login(staff)
+    client.post(
+        reverse("admin:syncqueue_skippeditem_changelist"),
+        {"action": "retry_items", "_selected_action": [item.pk]},
+    )
+    work()
+    row = Ticket.objects.get(connection=conn, zendesk_id=ticket_id)
+    assert row.subject == POISON  # read again and stored
+    assert row.generated_timestamp >= stamp
