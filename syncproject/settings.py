@@ -220,6 +220,13 @@ SQLITE_BUSY_TIMEOUT = env_int(
 SQLITE_CACHE_MB = env_int(
     "SQLITE_CACHE_MB", 2, "SQLite page cache per connection, in MB.", minimum=1
 )
+SQLITE_BATCH_CACHE_MB = env_int(
+    "SQLITE_BATCH_CACHE_MB",
+    32,
+    "SQLite page cache while a worker writes one batch of a sync, in MB (then back to "
+    "SQLITE_CACHE_MB): a batch that fits is written to the log once, not spilled.",
+    minimum=1,
+)
 DB_PREPARED_STATEMENTS = env_bool(
     "DB_PREPARED_STATEMENTS",
     True,

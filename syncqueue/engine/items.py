@@ -69,10 +69,9 @@ def _store(run: _Run, connector: Connector, batch: Batch, whole: Exception | Non
     listed the same way.
 
     The whole batch is written without a savepoint of its own. On SQLite, a savepoint around
-    a write larger than the page cache (``SQLITE_CACHE_MB``) made every page of it reach the
-    write-ahead log twice, at the same place: once when the full cache spilled it, and again
-    at commit. A first mail sync wrote each message's source to the log twice, and spent
-    about 5 % of its time on that (docs/deployment.md, "Sizing, as measured"). A failed
+    a batch larger than the page cache made SQLite copy every page it spilled into the
+    savepoint's journal (a temporary file) as well: a first mail sync spent about 5 % of its
+    time on that, before batches got a page cache they fit in (``batch_writes``). A failed
     batch costs a rolled-back transaction instead, which is rare.
     """
     special = (Unreadable, NoLongerThere)

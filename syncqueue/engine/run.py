@@ -34,6 +34,7 @@ from integrations.errors import (
     Transient,
 )
 from integrations.models import Connection
+from syncproject.sqlite.base import batch_writes
 from syncqueue import broker, heartbeat, lease, policy
 from syncqueue.engine.claim import claim_next, runnable_jobs
 from syncqueue.engine.enqueue import submit_ticket
@@ -296,8 +297,11 @@ def _commit_once(
         and not (job.slices > 1 or job.attempts)
         and not any(run.counts.as_dict().values())
     )
-    with nullcontext() if quiet else transaction.atomic():
-        writes = bool(batch.records or batch.deleted)
+    writes = bool(batch.records or batch.deleted)
+    with (
+        batch_writes(db) if writes else nullcontext(),
+        nullcontext() if quiet else transaction.atomic(),
+    ):
         if db.vendor == "postgresql" and writes and not _holds(run, lock=True):
             # Rescued meanwhile: do not race the new holder on the same rows (SQLite writers
             # are serialized; the conditional UPDATE below rolls back a lost slice there, as it

@@ -247,3 +247,35 @@ def test_a_ticket_read_again_keeps_its_export_stamp(
     row = Ticket.objects.get(connection=conn, zendesk_id=ticket_id)
     assert row.subject == POISON  # read again and stored
     assert row.generated_timestamp >= stamp
+
+
+@pytest.mark.skipif(db.vendor != "sqlite", reason="SQLite's page cache")
+def test_a_batch_is_written_with_a_page_cache_it_fits_in(
+    dovecot, imap_user, make_imap_connection, work, settings
+):
+    """SQLite writes a batch with ``SQLITE_BATCH_CACHE_MB`` of page cache and statement
+    journals in memory (with the 2 MB default a batch spilled: pages logged twice, journals in
+    temporary files), and the connection is back to the defaults afterwards."""
+    dovecot.deliver_many(imap_user, (message(subject=f"message {i}") for i in range(4)))
+    conn = make_imap_connection(batch_size=2)
+    engine.enqueue(conn, SyncJob.Kind.MANUAL)
+    db.ensure_connection()
+    seen: list[str] = []
+    db.connection.set_trace_callback(seen.append)
+    try:
+        work()
+    finally:
+        db.connection.set_trace_callback(None)
+    assert MailMessage.objects.filter(connection=conn).count() == 4
+    batch = f"PRAGMA cache_size=-{settings.SQLITE_BATCH_CACHE_MB * 1024}"
+    inserts = [i for i, sql in enumerate(seen) if sql.startswith('INSERT INTO "mail_mailmessage"')]
+    assert len(inserts) == 4
+    for at in inserts:  # each batch's rows are written inside the larger cache
+        sizes = [i for i, sql in enumerate(seen[:at]) if sql.startswith("PRAGMA cache_size")]
+        assert sizes and seen[sizes[-1]] == batch, "the batch was written with the small cache"
+        assert "PRAGMA temp_store=MEMORY" in seen[sizes[-1] : at]
+    with db.cursor() as cursor:
+        cursor.execute("PRAGMA cache_size")
+        assert cursor.fetchone()[0] == -settings.SQLITE_CACHE_MB * 1024
+        cursor.execute("PRAGMA temp_store")
+        assert cursor.fetchone()[0] == 0
