@@ -224,7 +224,8 @@ SQLITE_BATCH_CACHE_MB = env_int(
     "SQLITE_BATCH_CACHE_MB",
     32,
     "SQLite page cache while a worker writes one batch of a sync, in MB (then back to "
-    "SQLITE_CACHE_MB): a batch that fits is written to the log once, not spilled.",
+    "SQLITE_CACHE_MB; not used when that is larger): a batch that fits is written to the log "
+    "once, not spilled.",
     minimum=1,
 )
 DB_PREPARED_STATEMENTS = env_bool(

@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import Error
 from django.db.backends.sqlite3 import base
 
 logger = logging.getLogger(__name__)
@@ -186,35 +186,29 @@ def _checkpointer(path: str) -> _Checkpointer:
 @contextmanager
 def batch_writes(connection: Any) -> Iterator[None]:
     """Around one large write transaction (a sync's batch) on SQLite: a page cache of
-    ``SQLITE_BATCH_CACHE_MB`` and statement journals in memory, then back to the defaults.
+    ``SQLITE_BATCH_CACHE_MB`` (or ``SQLITE_CACHE_MB``, if larger), then back to the default.
 
     With the 2 MB cache every connection has, a 16 MB batch of mail overflowed the cache
     while it was written: SQLite then wrote pages of it to the log before the commit, copied
     each page it spilled into a statement journal (a temporary file: about 20 KB per
     message), and at commit read back every frame after the first one it had written twice,
     to recompute the log's checksums. A first sync of 10,000 messages spent about 8 % of its
-    time on that (docs/deployment.md, "Sizing, as measured"). Bounded either way: a larger
-    transaction still spills, past this cache. Nothing for other databases."""
-    if connection.vendor != "sqlite":
+    time on that (docs/deployment.md, "Sizing, as measured"). The cache stays bounded: a
+    larger transaction spills past it, as before. Nothing for other databases."""
+    if connection.vendor != "sqlite" or settings.SQLITE_BATCH_CACHE_MB <= settings.SQLITE_CACHE_MB:
         yield
         return
-    # SQLite refuses to change temp_store inside a transaction once it has used temporary
-    # storage: only outside one (as the engine commits batches), else the default stays
-    temp = not connection.in_atomic_block
-    with connection.cursor() as cursor:
-        cursor.execute(f"PRAGMA cache_size=-{settings.SQLITE_BATCH_CACHE_MB * 1024}")
-        if temp:
-            cursor.execute("PRAGMA temp_store=MEMORY")
     try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA cache_size=-{settings.SQLITE_BATCH_CACHE_MB * 1024}")
         yield
     finally:
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"PRAGMA cache_size=-{settings.SQLITE_CACHE_MB * 1024}")
-                if temp:
-                    cursor.execute("PRAGMA temp_store=DEFAULT")
-        except DatabaseError:  # a broken connection is closed and opened anew with defaults
+        except Error:  # not restored: a new connection starts with the default
             logger.debug("could not restore the page cache size", exc_info=True)
+            connection.close()
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
