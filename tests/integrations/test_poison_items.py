@@ -24,7 +24,7 @@ from integrations.zendesk.models import Ticket
 from integrations.zimbra.models import TaskCopy
 from mail.models import MailMessage, MailSource
 from syncqueue import engine
-from syncqueue.models import SkippedItem, SyncJob
+from syncqueue.models import SkippedItem, SyncJob, SyncLog
 from tests.security.conftest import (  # the providers' fixtures, one definition each
     acme,
     graph,
@@ -276,3 +276,21 @@ def test_a_batch_is_written_with_a_page_cache_it_fits_in(
     with db.cursor() as cursor:
         cursor.execute("PRAGMA cache_size")
         assert cursor.fetchone()[0] == -settings.SQLITE_CACHE_MB * 1024
+
+
+def test_a_batch_stored_again_item_by_item_counts_and_logs_once(make_connection, work):
+    """The whole batch failed and was rolled back: what its first try noted in memory (log
+    lines, skipped items counted) went with it, so the second try's are the only ones."""
+    conn = make_connection(config={"total": 6, "batch": 6, "unreadable": [2], "refused": [4]})
+    job = engine.enqueue(conn, SyncJob.Kind.MANUAL)
+    work()
+    job.refresh_from_db()
+    conn.refresh_from_db()
+    assert job.state == SyncJob.State.SUCCEEDED, job.error_message
+    assert (job.skipped_items, conn.skipped_items, job.created_count) == (2, 2, 4)
+    items = SkippedItem.objects.filter(connection=conn)
+    assert sorted(items.values_list("attempts", flat=True)) == [1, 1]
+    lines = list(SyncLog.objects.filter(job=job).values_list("message", flat=True))
+    assert lines.count("Storing 1 item(s).") == 4  # the stored items, once each
+    assert "Storing 5 item(s)." not in lines  # the failed whole batch's line was rolled back
+    assert len(lines) == len(set(lines)) + 3, lines

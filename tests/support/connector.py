@@ -5,7 +5,9 @@ whose firing is counted in the database, so a plan works across real worker proc
 
 config: {"total": 100, "batch": 10, "delay": 0.0, "version": 1,
          "faults": [{"at": 40, "error": "transient", "times": 1, "retry_after": 2}],
-         "deleted": [3, 4], "check_error": ""}
+         "deleted": [3, 4], "check_error": "", "unreadable": [2], "refused": [5]}
+unreadable: items that come as ``Unreadable`` records; refused: items ``apply`` cannot store
+(as a constraint nobody expected would refuse them).
 error names: transient, ratelimited, auth, permanent, reset, crash (a plain exception)
 """
 
@@ -25,8 +27,10 @@ from integrations.base import (
     Connector,
     ConnectorConfig,
     Counts,
+    ItemRef,
     JobLog,
     SyncContext,
+    Unreadable,
 )
 from integrations.errors import AuthFailed, CursorReset, Permanent, RateLimited, Transient
 from tests.support.models import FakeRecord, FaultHit, RunSpan
@@ -41,6 +45,8 @@ class FakeConfig(ConnectorConfig):
     deleted: list[int] = []
     check_error: str = ""
     track_runs: bool = False
+    unreadable: list[int] = []
+    refused: list[int] = []
 
 
 def _error(name: str, retry_after: float) -> Exception:
@@ -108,7 +114,12 @@ class FakeConnector(Connector[FakeConfig]):
                     time.sleep(self.config.delay)
                 end = min(position + self.config.batch, total)
                 yield Batch(
-                    records=list(range(position + 1, end + 1)),
+                    records=[
+                        Unreadable(ItemRef(f"fake:{k}", f"item {k}"), "ValueError", "unreadable")
+                        if k in self.config.unreadable
+                        else k
+                        for k in range(position + 1, end + 1)
+                    ],
                     cursor={"pos": end},
                     done=end,
                     total=total,
@@ -127,6 +138,10 @@ class FakeConnector(Connector[FakeConfig]):
     def apply(self, batch: Batch, log: JobLog) -> Counts:
         counts = Counts()
         value = f"v{self.config.version}"
+        log("info", f"Storing {len(batch.records)} item(s).")
+        refused = set(batch.records) & set(self.config.refused)
+        if refused:
+            raise ValueError(f"item {min(refused)} does not fit")
         existing = {
             r.key: r
             for r in FakeRecord.objects.filter(connection=self.connection, key__in=batch.records)
