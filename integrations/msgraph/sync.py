@@ -343,6 +343,18 @@ class GraphSync:
             yield Batch(records=[*self.messages(found), *gone], note="skipped messages read again")
 
 
+def _folder_gone(folder_id: str, states: dict[str, Any], cursor: dict[str, Any]) -> Batch:
+    """A folder deleted for good: its state is dropped, and the messages still filed there are
+    marked deleted (kept here); delta will say nothing more about them."""
+    name = states.pop(folder_id, {}).get("name", "")
+    return Batch(
+        records=[FullPassDone(folder_id, timezone.now().isoformat())],
+        cursor=copy.deepcopy(cursor),
+        note=f"{name}: no longer in the mailbox; its messages are marked deleted "
+        "(they are kept here)",
+    )
+
+
 class MailboxDelta(GraphSync):
     def folders(self) -> list[dict[str, Any]]:
         """Every mail folder, child folders included (or the configured ones, by name)."""
@@ -382,13 +394,7 @@ class MailboxDelta(GraphSync):
         for gone in [folder_id for folder_id in states if folder_id not in self.existing]:
             # deleted for good (emptied out of Deleted Items, say): delta says nothing more
             # about its messages, so those still filed there are marked deleted (kept here)
-            name = states.pop(gone).get("name", "")
-            yield Batch(
-                records=[FullPassDone(gone, timezone.now().isoformat())],
-                cursor=copy.deepcopy(cursor),
-                note=f"{name}: no longer in the mailbox; its messages are marked deleted "
-                "(they are kept here)",
-            )
+            yield _folder_gone(gone, states, cursor)
         fresh = [f for f in folders if not states.get(f["id"], {}).get("delta")]
         total = None
         if fresh:
@@ -438,13 +444,7 @@ class MailboxDelta(GraphSync):
                     # deleted for good while this sync ran (after the folder list was read):
                     # as for a folder gone before the sync began, its messages are marked
                     # deleted (kept here), and the other folders go on
-                    states.pop(folder_id, None)
-                    yield Batch(
-                        records=[FullPassDone(folder_id, timezone.now().isoformat())],
-                        cursor=copy.deepcopy(cursor),
-                        note=f"{folder.get('displayName', '')}: no longer in the mailbox; its "
-                        "messages are marked deleted (they are kept here)",
-                    )
+                    yield _folder_gone(folder_id, states, cursor)
                     break
                 # Pages come in no guaranteed order and an item may come twice (even within a
                 # page), an update with only the properties that changed: copies of an id in
