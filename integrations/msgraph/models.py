@@ -20,6 +20,13 @@ class Subscription(models.Model):
         help_text="Graph's id; empty until made.",
     )
     resource = models.CharField(max_length=500, blank=True)
+    notification_url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Where Graph posts this subscription's notifications (SYNC_PUBLIC_URL when "
+        "it was made or last renewed); one posting elsewhere is made again on the next pass. "
+        "Empty: not known yet (checked on the next pass).",
+    )
     client_state_hash = models.CharField(max_length=64, blank=True, db_index=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     renew_now = models.BooleanField(

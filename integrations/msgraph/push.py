@@ -9,13 +9,22 @@ it push is off and the schedule carries on alone (``sync_doctor`` says so).
   subscriptions are created, ones expiring within ``SYNC_GRAPH_RENEW_BEFORE_MINUTES`` (or that
   Graph asked to reauthorize) are renewed with a PATCH, one Graph no longer knows (404) is made
   again, and those of connections turned off or waiting for credentials are deleted.
+- **Posting where we are now**: each subscription remembers its ``notificationUrl``. After
+  ``SYNC_PUBLIC_URL`` changed (a new domain, a moved proxy), the next pass deletes the ones
+  posting to the old address and makes them anew, validated at the new one; renewing alone
+  would keep them posting to the old address for as long as they are renewed.
+- **No gap when one is made again** (after ``subscriptionRemoved``, a 404 on renewal, a moved
+  address, failures): a new subscription reports changes from its creation on, so a sync is
+  queued once it exists, to pick up what changed while there was none (the docs' order for
+  ``subscriptionRemoved``: subscribe again, then resync).
 - **Verified**: every subscription gets its own random ``clientState``; only its SHA-256 is
   stored. A notification whose clientState matches no subscription (or belongs to another
   subscription id) is refused and changes nothing.
 - **A hint, not the truth**: a notification queues a ``notified`` sync of the mailbox (a burst
   joins the waiting job); the delta query finds what changed. ``missed`` queues one as well
   (the delta token still knows everything since the last sync); ``subscriptionRemoved``
-  forgets the subscription (the next pass makes a new one) and queues a sync;
+  forgets Graph's id (the next pass makes a new one, then queues another sync) and queues a
+  sync;
   ``reauthorizationRequired`` renews on the next pass (a renewal also reauthorizes).
 
 Protocol notes and sources: docs/protocols.md, "Microsoft Graph".
@@ -98,17 +107,18 @@ def create(conn: Connection, now: datetime | None = None) -> Subscription:
     now = now or timezone.now()
     client = _client(conn)
     state = secrets.token_urlsafe(64)[:100]  # Graph allows 128 characters
-    sub, _ = Subscription.objects.update_or_create(
+    sub, first = Subscription.objects.update_or_create(
         connection=conn,
         defaults={"subscription_id": None, "client_state_hash": _hash(state), "renew_now": False},
     )
     config = client.config
     resource = f"users/{config.mailbox}/messages"
     asked = _expiry(now)
+    url = notification_url()
     body = {
         "changeType": CHANGE_TYPES,
-        "notificationUrl": notification_url(),
-        "lifecycleNotificationUrl": notification_url(),
+        "notificationUrl": url,
+        "lifecycleNotificationUrl": url,
         "resource": resource,
         "expirationDateTime": _iso(asked),
         "clientState": state,
@@ -130,6 +140,7 @@ def create(conn: Connection, now: datetime | None = None) -> Subscription:
     kept = Subscription.objects.filter(pk=sub.pk, client_state_hash=_hash(state)).update(
         subscription_id=str(reply["id"]),
         resource=resource,
+        notification_url=url,
         expires_at=_answered_expiry(reply, asked),
         last_error="",
         failures=0,
@@ -139,16 +150,23 @@ def create(conn: Connection, now: datetime | None = None) -> Subscription:
         log.info("%s: a concurrent pass made the subscription; ours deleted.", conn.name)
     else:
         log.info("%s: Graph subscription made.", conn.name)
+        if not first:  # one made again: changes while there was none reached nobody
+            enqueue_notified(conn.pk, "Graph subscription made again")
     sub.refresh_from_db()
     return sub
 
 
 def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
-    """PATCH a new expiry (which also reauthorizes); made again if Graph no longer has it."""
+    """PATCH a new expiry (which also reauthorizes); made again if Graph no longer has it, or
+    if it posts anywhere but to today's ``notification_url`` (PATCH renews; it would not move
+    it: the old address would keep getting the notifications)."""
     now = now or timezone.now()
     conn = sub.connection
     if not sub.subscription_id:
         return create(conn, now)
+    url = notification_url()
+    if sub.notification_url not in ("", url):
+        return _moved(sub, now)
     client = _client(conn)
     asked = _expiry(now)
     try:
@@ -164,11 +182,33 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
         raise
     finally:
         client.close()
+    # a subscription from before its address was kept: Graph's answer names it
+    posts_to = reply.get("notificationUrl") if isinstance(reply, dict) else None
+    if isinstance(posts_to, str) and posts_to and posts_to != url:
+        sub.notification_url = posts_to
+        return _moved(sub, now)
     Subscription.objects.filter(pk=sub.pk).update(
-        expires_at=_answered_expiry(reply, asked), renew_now=False, last_error="", failures=0
+        expires_at=_answered_expiry(reply, asked),
+        notification_url=url,
+        renew_now=False,
+        last_error="",
+        failures=0,
     )
     sub.refresh_from_db()
     return sub
+
+
+def _moved(sub: Subscription, now: datetime) -> Subscription:
+    """``SYNC_PUBLIC_URL`` changed since ``sub`` was made: delete it at Graph and make a new
+    one, validated at the new address (``create`` queues the sync that covers the gap)."""
+    log.info(
+        "%s: Graph posts to %s, not %s: subscribing again.",
+        sub.connection.name,
+        sub.notification_url,
+        notification_url(),
+    )
+    forget(sub, local=False)
+    return create(sub.connection, now)
 
 
 def forget(sub: Subscription, *, local: bool = True) -> None:
@@ -235,6 +275,7 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
             | Q(renew_now=True)
             | Q(expires_at__isnull=True)
             | Q(expires_at__lt=now + timedelta(minutes=settings.SYNC_GRAPH_RENEW_BEFORE_MINUTES))
+            | ~Q(notification_url=notification_url())  # moved, or not known yet
         )
         .filter(_ready(now))
         .order_by(F("expires_at").asc(nulls_last=True), "pk")
@@ -284,7 +325,8 @@ def handle(payload: Any) -> tuple[int, int]:
         if event == "reauthorizationRequired":
             Subscription.objects.filter(pk=sub.pk).update(renew_now=True)
         elif event == "subscriptionRemoved":
-            sub.delete()  # the next dispatcher pass makes a new one
+            # gone at Graph; the next dispatcher pass makes a new one (and syncs once it has)
+            Subscription.objects.filter(pk=sub.pk).update(subscription_id=None)
             enqueue_notified(sub.connection_id, "Graph removed the subscription")
         elif event == "missed":
             enqueue_notified(sub.connection_id, "Graph missed notifications")
@@ -322,7 +364,10 @@ def doctor_notes() -> list[tuple[str, str, str]]:
         ]
     wanted = watched().count()
     active = Subscription.objects.filter(
-        connection__in=watched(), subscription_id__isnull=False, expires_at__gt=timezone.now()
+        connection__in=watched(),
+        subscription_id__isnull=False,
+        expires_at__gt=timezone.now(),
+        notification_url=notification_url(),
     ).count()
     failing = list(Subscription.objects.exclude(last_error="").select_related("connection")[:5])
     notes = [

@@ -167,12 +167,97 @@ def test_lifecycle_events(push_on: str, graph: Any, mailbox: Any, make_graph_con
     assert not Subscription.objects.get(pk=sub.pk).renew_now
     old = sub.subscription_id
     graph.lifecycle(old, "subscriptionRemoved")  # -> forgotten, made again on the next pass
-    assert not Subscription.objects.filter(connection=conn).exists()
+    assert Subscription.objects.get(connection=conn).subscription_id is None
     dispatcher.dispatch()
     again = Subscription.objects.get(connection=conn)
     assert again.subscription_id != old and again.subscription_id in graph.subscriptions
     statuses = [status for _, _, status in graph.deliveries]
     assert statuses == [202, 202, 202]
+
+
+def quiet_schedule(conn: Any) -> None:
+    """Synced once, and no scheduled sync for a day: whatever runs now was queued by push."""
+    engine.enqueue(conn, Kind.INITIAL)
+    engine.process_ticket()
+    type(conn).objects.filter(pk=conn.pk).update(
+        next_sync_at=timezone.now() + timedelta(days=1), schedule="every 1d"
+    )
+
+
+def run_queued() -> None:
+    while SyncJob.objects.filter(state=SyncJob.State.QUEUED).exists():
+        engine.process_ticket()
+
+
+def test_mail_that_arrives_while_graph_has_no_subscription_is_synced_once_there_is_one(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    """Graph removed the subscription: nothing reports the changes until the next pass makes
+    a new one, and that one reports changes from then on. The docs' order is "subscribe
+    again, then resync": a message that arrived in between is stored without the schedule."""
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    quiet_schedule(conn)
+    graph.lifecycle(sub.subscription_id, "subscriptionRemoved")
+    run_queued()  # the sync the removal queued: nothing new yet
+    delivered = len(graph.deliveries)
+    graph.add_message(mailbox, subject="while nobody listened")
+    assert len(graph.deliveries) == delivered  # no subscription: no notification
+    dispatcher.dispatch()  # subscribes again
+    assert Subscription.objects.get(connection=conn).subscription_id in graph.subscriptions
+    run_queued()
+    assert MailMessage.objects.filter(connection=conn, subject="while nobody listened").exists()
+
+
+def test_a_changed_public_url_moves_the_subscriptions(
+    push_on: str,
+    graph: Any,
+    mailbox: Any,
+    make_graph_connection: Any,
+    settings: Any,
+    live_server: Any,
+) -> None:
+    """Renewal PATCHes the expiry only, so a subscription made before ``SYNC_PUBLIC_URL``
+    changed would post to the old address for as long as it is renewed. The next pass deletes
+    it and subscribes again at the new address (validated there), then syncs once."""
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    assert sub.notification_url == push_on
+    quiet_schedule(conn)
+    # the same test server under another address (a new domain in production)
+    moved = live_server.url.replace("localhost", "127.0.0.1")
+    assert moved != live_server.url
+    settings.SYNC_PUBLIC_URL = moved
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
+    out = StringIO()
+    call_command("sync_doctor", stdout=out)
+    assert "0 of 1 mailboxes subscribed" in out.getvalue()
+    dispatcher.dispatch()
+    sub = Subscription.objects.get(connection=conn)
+    assert sub.notification_url == f"{moved}/hooks/graph/"
+    assert list(graph.subscriptions) == [sub.subscription_id]  # the old one is deleted
+    remote = graph.subscriptions[sub.subscription_id]
+    assert remote.notification_url == remote.lifecycle_url == f"{moved}/hooks/graph/"
+    assert graph.validations[-2:] == [f"{moved}/hooks/graph/"] * 2
+    assert notified(conn) == 1  # the sync that covers the move
+    run_queued()
+    graph.add_message(mailbox, subject="told to the new address")
+    wait_for(lambda: notified(conn) == 2, 10, "a notification at the new address")
+    assert {url for url, _, _ in graph.deliveries} == {f"{moved}/hooks/graph/"}
+    run_queued()
+    assert MailMessage.objects.filter(connection=conn, subject="told to the new address").exists()
+
+
+def test_a_subscription_made_before_its_address_was_kept_is_checked_on_the_next_pass(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any, settings: Any
+) -> None:
+    """Rows from before ``notification_url`` existed say nothing: the next pass renews them,
+    and Graph's answer names the address; one that matches today's stays as it is."""
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    Subscription.objects.filter(pk=sub.pk).update(notification_url="")
+    dispatcher.dispatch()
+    again = Subscription.objects.get(pk=sub.pk)
+    assert again.subscription_id == sub.subscription_id  # renewed, not made again
+    assert again.notification_url == push_on
+    assert notified(conn) == 0
 
 
 def test_a_turned_off_connection_is_not_notified_and_loses_its_subscription(
