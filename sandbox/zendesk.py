@@ -37,6 +37,8 @@ class Agent:
     token: str
     admin: bool = True
     oauth_token: str = ""
+    #: the OAuth token's scopes ("read", "write", or per resource: "tickets:read", ...)
+    oauth_scopes: frozenset[str] = frozenset({"read"})
 
 
 @dataclass
@@ -207,6 +209,7 @@ class FakeZendesk(LocalServer):
         agent = self.authenticate(account, request)
         if agent is None:
             return Response(401, {"error": "Couldn't authenticate you"})
+        bearer = (request.headers.get("Authorization") or "").startswith("Bearer ")
         path = match.group(2)
         if path == "/users/me.json":
             return Response(
@@ -219,12 +222,25 @@ class FakeZendesk(LocalServer):
                     }
                 },
             )
+        if path == "/oauth/tokens/current.json" and bearer:  # Show Token, for the caller's own
+            return Response(
+                200,
+                {
+                    "token": {
+                        "token": agent.oauth_token[:10],  # only the first 10 characters
+                        "scopes": sorted(agent.oauth_scopes),
+                        "user_id": abs(hash(agent.email)) % 10**9,
+                    }
+                },
+            )
         shown = re.match(r"^/tickets/(\d+)\.json$", path)
         if shown:  # Show Ticket (GET /api/v2/tickets/{id}.json, with include=users)
             return self.show_ticket(account, int(shown.group(1)))
         if path != "/incremental/tickets/cursor.json":
             return Response(404, {"error": "InvalidEndpoint", "description": "Not found"})
-        if not agent.admin:
+        # Zendesk: a 403 is an authenticated caller without permission: a role that may not
+        # export (admins only), or an OAuth token without a scope that reads tickets
+        if not agent.admin or (bearer and not agent.oauth_scopes & {"read", "tickets:read"}):
             return Response(
                 403,
                 {

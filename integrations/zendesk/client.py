@@ -15,6 +15,10 @@ from integrations.zendesk.config import ZendeskConfig
 from syncqueue import ratebudget
 
 EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
+#: Show Token for the token of the request itself (OAuth only): its scopes
+SCOPES_PATH = "/api/v2/oauth/tokens/current.json"
+#: OAuth scopes that let a token read tickets (all reads, or tickets' only)
+READ_SCOPES = frozenset({"read", "tickets:read"})
 
 
 class Rejected(Exception):
@@ -34,7 +38,8 @@ class ZendeskClient:
         self.config = config
         self.base = base_url(config)
         headers = {"Accept": "application/json"}
-        if secrets.get("oauth_token"):
+        self.oauth = bool(secrets.get("oauth_token"))  # else an API token (the messages differ)
+        if self.oauth:
             headers["Authorization"] = f"Bearer {secrets['oauth_token']}"
         elif secrets.get("api_token") and config.email:
             pair = f"{config.email}/token:{secrets['api_token']}".encode()
@@ -89,12 +94,27 @@ class ZendeskClient:
         description = str(body.get("description", "")) if isinstance(body, dict) else ""
         detail = f"HTTP {status} {title}: {description}"[:500]
         account = f"{self.config.subdomain}.zendesk.com"
+        if status == 401 and self.oauth:
+            return AuthFailed(
+                "Zendesk rejected the OAuth token (expired, revoked or for another account): "
+                "enter a new one.",
+                detail=detail,
+                code="unauthorized",
+            )
         if status == 401:
             return AuthFailed(
                 "Zendesk rejected the API token: check the admin's email and the token "
                 "(Admin Center > Apps and integrations > Zendesk API).",
                 detail=detail,
                 code="unauthorized",
+            )
+        if status == 403 and self.oauth:
+            # Zendesk's 403 says only "Forbidden"; for an OAuth token there are two causes
+            return Permanent(
+                "Zendesk refused the OAuth token: exporting tickets needs a token with the "
+                "read (or tickets:read) scope, issued to a Zendesk admin.",
+                detail=detail,
+                code="forbidden",
             )
         if status == 403:
             return Permanent(

@@ -20,7 +20,7 @@ from integrations.base import (
     SyncContext,
 )
 from integrations.errors import Permanent
-from integrations.zendesk.client import Rejected, ZendeskClient
+from integrations.zendesk.client import READ_SCOPES, SCOPES_PATH, Rejected, ZendeskClient
 from integrations.zendesk.config import ZendeskConfig
 from integrations.zendesk.models import Ticket
 from integrations.zendesk.store import upsert_tickets
@@ -41,10 +41,12 @@ class ZendeskConnector(Connector[ZendeskConfig]):
         return self.config
 
     def check(self) -> CheckResult:
-        """Authenticate and confirm the user may export (admins only)."""
+        """Authenticate and confirm the user may export (admins only) and, for an OAuth token,
+        that it may read tickets (its scopes, from Show Token)."""
         client = ZendeskClient(self.zendesk, self.secrets)
         try:
             me = client.get("/api/v2/users/me.json").get("user", {})
+            token = self._own_token(client) if client.oauth else {}
         finally:
             client.close()
         if me.get("role") != "admin":
@@ -52,10 +54,27 @@ class ZendeskConnector(Connector[ZendeskConfig]):
                 "The token's user must be a Zendesk admin to export tickets: "
                 f"{me.get('email', 'this user')} is a {me.get('role', 'non-admin')}."
             )
+        scopes = token.get("scopes") if isinstance(token, dict) else None
+        if client.oauth and isinstance(scopes, list) and not set(scopes) & READ_SCOPES:
+            raise Permanent(
+                "The OAuth token cannot read tickets: it needs the read (or tickets:read) "
+                f"scope, and has {', '.join(map(str, scopes)) or 'none'}."
+            )
         return CheckResult(
             f"Signed in to {self.zendesk.subdomain}.zendesk.com as {me.get('email')} (admin).",
             details={"role": me.get("role")},
         )
+
+    @staticmethod
+    def _own_token(client: ZendeskClient) -> Any:
+        """Show Token for the OAuth token in use ({} when the account does not answer it: the
+        export itself then says what is wrong)."""
+        try:
+            return client.get(SCOPES_PATH).get("token", {})
+        except Permanent as exc:
+            if exc.code == "forbidden":
+                raise
+            return {}
 
     def sync(self, ctx: SyncContext) -> Iterator[Batch]:
         client = ZendeskClient(self.zendesk, self.secrets)

@@ -35,7 +35,8 @@ def organization(db: Any) -> Any:
 
 @pytest.fixture
 def make_zendesk_connection(make_connection: Callable[..., Any], organization: Any):
-    def make(token: str = "tok-acme", **config: Any) -> Any:
+    def make(token: str = "tok-acme", oauth: str = "", **config: Any) -> Any:
+        """An API token connection, or with ``oauth`` one with that OAuth token instead."""
         settings = {"subdomain": "acme", "email": "admin@acme.test", "per_page": 50, **config}
         return make_connection(
             kind="zendesk",
@@ -43,7 +44,7 @@ def make_zendesk_connection(make_connection: Callable[..., Any], organization: A
             owner=None,
             organization=organization,
             config=settings,
-            secrets={"api_token": token},
+            secrets={"oauth_token": oauth} if oauth else {"api_token": token},
         )
 
     return make

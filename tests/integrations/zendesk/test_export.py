@@ -3,6 +3,7 @@ sideloaded names, the first-run window, a rejected cursor, and every error."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import date
 from urllib.parse import parse_qs, urlsplit
@@ -147,20 +148,31 @@ def test_a_too_recent_start_is_caught_up_not_an_error(make_zendesk_connection, z
         ("wrong token", AuthFailed, "Zendesk rejected the API token"),
         ("not an admin", Permanent, "must be a Zendesk admin to export tickets"),
         ("unknown subdomain", Permanent, "There is no Zendesk account at nowhere.zendesk.com"),
+        # an OAuth token is neither an API token nor tied to an email: its own words
+        ("wrong OAuth token", AuthFailed, "Zendesk rejected the OAuth token"),
+        ("OAuth token without read scope", Permanent, r"read (or tickets:read) scope"),
+        ("OAuth token of an agent", Permanent, "Zendesk admin"),
     ],
 )
 def test_errors_are_explained(
     make_zendesk_connection, zendesk, acme, work, case, error, message
 ) -> None:
     kwargs: dict = {}
-    if case == "wrong token":
+    agent = acme.agents["admin@acme.test"]
+    if "OAuth" in case:
+        agent.oauth_token = "oauth-acme"
+        kwargs["oauth"] = "wrong" if case.startswith("wrong") else agent.oauth_token
+        if "scope" in case:
+            agent.oauth_scopes = frozenset({"users:read", "write"})
+        agent.admin = "agent" not in case
+    elif case == "wrong token":
         kwargs["token"] = "wrong"
     elif case == "not an admin":
-        acme.agents["admin@acme.test"].admin = False
+        agent.admin = False
     else:
         kwargs["subdomain"] = "nowhere"
     conn = make_zendesk_connection(**kwargs)
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=re.escape(message)):
         conn.build_connector().check()
     job = sync_once(conn, work, Kind.INITIAL)
     assert job.state == State.FAILED and job.error_class == error.__name__
