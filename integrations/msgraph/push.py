@@ -176,7 +176,7 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
             {"expirationDateTime": _iso(asked)},
         )
     except SyncError as exc:
-        if exc.code == "ResourceNotFound" or "HTTP 404" in (exc.detail or ""):
+        if _not_found(exc):
             client.close()
             return create(conn, now)
         raise
@@ -211,8 +211,15 @@ def _moved(sub: Subscription, now: datetime) -> Subscription:
     return create(sub.connection, now)
 
 
-def forget(sub: Subscription, *, local: bool = True) -> None:
-    """Delete at Graph (best effort: an expired one is gone already) and here."""
+def forget(sub: Subscription, *, local: bool = True, now: datetime | None = None) -> bool:
+    """Delete at Graph and (``local``) here; returns whether the row went.
+
+    A subscription Graph could not be told about (a network error, a 5xx, credentials it
+    refuses) keeps its row, with the failure counted: Graph would go on posting to us until it
+    expires, so the next passes try again (after the same backoff as a failed renewal). Once
+    Graph no longer has it (404) or its expiry has passed, the row goes."""
+    now = now or timezone.now()
+    failure: Exception | None = None
     if sub.subscription_id:
         try:
             client = _client(sub.connection)
@@ -221,20 +228,37 @@ def forget(sub: Subscription, *, local: bool = True) -> None:
             finally:
                 client.close()
         except Exception as exc:
-            log.info("%s: Graph subscription not deleted (%s).", sub.connection.name, exc)
-    if local:
-        sub.delete()
+            if not _not_found(exc):
+                failure = exc
+    if not local:
+        if failure is not None:  # it lapses at its expiry; its posts no longer prove anything
+            log.info("%s: Graph subscription not deleted (%s).", sub.connection.name, failure)
+        return False
+    if failure is not None and sub.expires_at is not None and sub.expires_at > now:
+        _failed(sub, failure, "Graph subscription not deleted (tried again on the next passes)")
+        return False
+    sub.delete()
+    return True
 
 
-def _failed(sub_or_conn: Subscription | Connection, exc: Exception) -> None:
+def _not_found(exc: Exception) -> bool:
+    """Graph's answer for a subscription it no longer has (expired, or deleted already)."""
+    return isinstance(exc, SyncError) and (
+        exc.code == "ResourceNotFound" or "HTTP 404" in (exc.detail or "")
+    )
+
+
+def _failed(
+    sub_or_conn: Subscription | Connection, exc: Exception, what: str = "Graph push not set up"
+) -> None:
     conn = sub_or_conn if isinstance(sub_or_conn, Connection) else sub_or_conn.connection
     message = exc.message if isinstance(exc, SyncError) else type(exc).__name__
     Subscription.objects.update_or_create(
         connection=conn,
-        defaults={"last_error": f"{type(exc).__name__}: {message}"[:500]},
+        defaults={"last_error": f"{what}: {type(exc).__name__}: {message}"[:500]},
     )
     Subscription.objects.filter(connection=conn).update(failures=F("failures") + 1)
-    log.warning("%s: Graph push not set up: %s", conn.name, message)
+    log.warning("%s: %s: %s", conn.name, what, message)
 
 
 BACKOFF_STEPS = 9  # after n failures, wait 2**n minutes (at most 6 hours) before trying again
@@ -262,9 +286,12 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
     done = {"created": 0, "renewed": 0, "forgotten": 0, "failed": 0}
     if not notification_url():
         return done
-    for sub in Subscription.objects.exclude(connection__in=watched()).select_related("connection"):
-        forget(sub)
-        done["forgotten"] += 1
+    unwatched = Subscription.objects.exclude(connection__in=watched()).filter(_ready(now))
+    for sub in unwatched.select_related("connection")[:PER_PASS]:
+        if forget(sub, now=now):
+            done["forgotten"] += 1
+        else:
+            done["failed"] += 1
     missing = watched().filter(graph_subscription__isnull=True)[:PER_PASS]
     # The soonest to expire first: a live subscription that lapses stops push until it is
     # made again; one that failed to be made can wait for the next pass.

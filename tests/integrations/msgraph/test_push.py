@@ -273,6 +273,36 @@ def test_a_turned_off_connection_is_not_notified_and_loses_its_subscription(
     assert graph.subscriptions == {}
 
 
+def test_a_subscription_graph_could_not_delete_is_deleted_on_a_later_pass(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    """Graph posts to a subscription's address until it expires: one whose DELETE failed is
+    not forgotten here (it was, and Graph kept posting for days), but tried again after the
+    renewal backoff; the row goes once Graph has deleted it, or once it has expired."""
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    type(conn).objects.filter(pk=conn.pk).update(enabled=False)
+    graph.fault(r"/v1\.0/subscriptions/", status=503, method="DELETE")
+    dispatcher.dispatch()
+    kept = Subscription.objects.get(pk=sub.pk)
+    assert kept.failures == 1 and "not deleted" in kept.last_error
+    assert sub.subscription_id in graph.subscriptions
+    dispatcher.dispatch()  # waiting out the backoff: not tried again at once
+    assert Subscription.objects.get(pk=sub.pk).failures == 1
+    Subscription.objects.filter(pk=sub.pk).update(updated_at=timezone.now() - timedelta(minutes=3))
+    dispatcher.dispatch()
+    assert not Subscription.objects.filter(pk=sub.pk).exists()
+    assert graph.subscriptions == {}
+    # one Graph cannot be told about past its expiry is simply dropped
+    other = make_graph_connection()
+    dispatcher.dispatch()
+    lapsed = Subscription.objects.get(connection=other)
+    type(other).objects.filter(pk=other.pk).update(enabled=False)
+    Subscription.objects.filter(pk=lapsed.pk).update(expires_at=timezone.now())
+    graph.fault(r"/v1\.0/subscriptions/", status=503, method="DELETE")
+    dispatcher.dispatch()
+    assert not Subscription.objects.filter(pk=lapsed.pk).exists()
+
+
 def test_without_a_public_url_push_is_off_and_the_doctor_says_so(
     graph: Any, mailbox: Any, make_graph_connection: Any
 ) -> None:
