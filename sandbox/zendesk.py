@@ -240,7 +240,9 @@ class FakeZendesk(LocalServer):
             return Response(404, {"error": "InvalidEndpoint", "description": "Not found"})
         # Zendesk: a 403 is an authenticated caller without permission: a role that may not
         # export (admins only), or an OAuth token without a scope that reads tickets
-        if not agent.admin or (bearer and not agent.oauth_scopes & {"read", "tickets:read"}):
+        if not agent.admin or (
+            bearer and not agent.oauth_scopes & {"read", "tickets", "tickets:read"}
+        ):
             return Response(
                 403,
                 {

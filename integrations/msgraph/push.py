@@ -40,6 +40,7 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db.models import F, Q
@@ -165,7 +166,7 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
     if not sub.subscription_id:
         return create(conn, now)
     url = notification_url()
-    if sub.notification_url not in ("", url):
+    if sub.notification_url and not _same_address(sub.notification_url, url):
         return _moved(sub, now)
     client = _client(conn)
     asked = _expiry(now)
@@ -184,7 +185,7 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
         client.close()
     # a subscription from before its address was kept: Graph's answer names it
     posts_to = reply.get("notificationUrl") if isinstance(reply, dict) else None
-    if isinstance(posts_to, str) and posts_to and posts_to != url:
+    if isinstance(posts_to, str) and posts_to and not _same_address(posts_to, url):
         sub.notification_url = posts_to
         return _moved(sub, now)
     Subscription.objects.filter(pk=sub.pk).update(
@@ -198,16 +199,41 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
     return sub
 
 
+def _same_address(one: str, other: str) -> bool:
+    """Whether two notification URLs name the same endpoint (scheme and host in any case, a
+    default port written or not), so that Graph echoing one back in its own spelling is not
+    taken for a move."""
+
+    def key(url: str) -> tuple[str, str, int | None, str, str]:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port == {"https": 443, "http": 80}.get(scheme):
+            port = None
+        return scheme, (parts.hostname or "").lower(), port, parts.path, parts.query
+
+    return key(one) == key(other)
+
+
 def _moved(sub: Subscription, now: datetime) -> Subscription:
-    """``SYNC_PUBLIC_URL`` changed since ``sub`` was made: delete it at Graph and make a new
-    one, validated at the new address (``create`` queues the sync that covers the gap)."""
+    """``SYNC_PUBLIC_URL`` changed since ``sub`` was made: delete it at Graph, then make a new
+    one, validated at the new address (``create`` queues the sync that covers the gap). If
+    Graph could not be told to delete it, it stays ours (still posting to the old address)
+    and the move is tried again after the backoff: a subscription is never lost track of."""
     log.info(
         "%s: Graph posts to %s, not %s: subscribing again.",
         sub.connection.name,
         sub.notification_url,
         notification_url(),
     )
-    forget(sub, local=False)
+    failure = _delete_remote(sub)
+    if failure is not None:
+        _failed(sub, failure, "Graph subscription not moved to the new address")
+        sub.refresh_from_db()
+        return sub
     return create(sub.connection, now)
 
 
@@ -219,17 +245,7 @@ def forget(sub: Subscription, *, local: bool = True, now: datetime | None = None
     expires, so the next passes try again (after the same backoff as a failed renewal). Once
     Graph no longer has it (404) or its expiry has passed, the row goes."""
     now = now or timezone.now()
-    failure: Exception | None = None
-    if sub.subscription_id:
-        try:
-            client = _client(sub.connection)
-            try:
-                client.call("DELETE", f"{client.config.api}/subscriptions/{sub.subscription_id}")
-            finally:
-                client.close()
-        except Exception as exc:
-            if not _not_found(exc):
-                failure = exc
+    failure = _delete_remote(sub)
     if not local:
         if failure is not None:  # it lapses at its expiry; its posts no longer prove anything
             log.info("%s: Graph subscription not deleted (%s).", sub.connection.name, failure)
@@ -239,6 +255,21 @@ def forget(sub: Subscription, *, local: bool = True, now: datetime | None = None
         return False
     sub.delete()
     return True
+
+
+def _delete_remote(sub: Subscription) -> Exception | None:
+    """DELETE ``sub`` at Graph; what went wrong, or None once Graph no longer has it."""
+    if not sub.subscription_id:
+        return None
+    try:
+        client = _client(sub.connection)
+        try:
+            client.call("DELETE", f"{client.config.api}/subscriptions/{sub.subscription_id}")
+        finally:
+            client.close()
+    except Exception as exc:
+        return None if _not_found(exc) else exc
+    return None
 
 
 def _not_found(exc: Exception) -> bool:
@@ -353,7 +384,10 @@ def handle(payload: Any) -> tuple[int, int]:
             Subscription.objects.filter(pk=sub.pk).update(renew_now=True)
         elif event == "subscriptionRemoved":
             # gone at Graph; the next dispatcher pass makes a new one (and syncs once it has)
-            Subscription.objects.filter(pk=sub.pk).update(subscription_id=None)
+            # (only the one removed: a pass may have made a new one a moment ago)
+            Subscription.objects.filter(
+                pk=sub.pk, subscription_id=item.get("subscriptionId")
+            ).update(subscription_id=None)
             enqueue_notified(sub.connection_id, "Graph removed the subscription")
         elif event == "missed":
             enqueue_notified(sub.connection_id, "Graph missed notifications")
@@ -394,7 +428,8 @@ def doctor_notes() -> list[tuple[str, str, str]]:
         connection__in=watched(),
         subscription_id__isnull=False,
         expires_at__gt=timezone.now(),
-        notification_url=notification_url(),
+        # today's address, or not known yet (from before it was kept: checked on the next pass)
+        notification_url__in=[notification_url(), ""],
     ).count()
     failing = list(Subscription.objects.exclude(last_error="").select_related("connection")[:5])
     notes = [

@@ -17,8 +17,9 @@ from syncqueue import ratebudget
 EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
 #: Show Token for the token of the request itself (OAuth only): its scopes
 SCOPES_PATH = "/api/v2/oauth/tokens/current.json"
-#: OAuth scopes that let a token read tickets (all reads, or tickets' only)
-READ_SCOPES = frozenset({"read", "tickets:read"})
+#: OAuth scopes that let a token read tickets: all reads, or tickets' (a resource named
+#: without ":read" or ":write" is read and write)
+READ_SCOPES = frozenset({"read", "tickets", "tickets:read"})
 
 
 class Rejected(Exception):

@@ -19,7 +19,7 @@ from integrations.base import (
     NoLongerThere,
     SyncContext,
 )
-from integrations.errors import Permanent
+from integrations.errors import AuthFailed, Permanent
 from integrations.zendesk.client import READ_SCOPES, SCOPES_PATH, Rejected, ZendeskClient
 from integrations.zendesk.config import ZendeskConfig
 from integrations.zendesk.models import Ticket
@@ -54,7 +54,7 @@ class ZendeskConnector(Connector[ZendeskConfig]):
                 "The token's user must be a Zendesk admin to export tickets: "
                 f"{me.get('email', 'this user')} is a {me.get('role', 'non-admin')}."
             )
-        scopes = token.get("scopes") if isinstance(token, dict) else None
+        scopes = token.get("scopes")
         if client.oauth and isinstance(scopes, list) and not set(scopes) & READ_SCOPES:
             raise Permanent(
                 "The OAuth token cannot read tickets: it needs the read (or tickets:read) "
@@ -66,15 +66,18 @@ class ZendeskConnector(Connector[ZendeskConfig]):
         )
 
     @staticmethod
-    def _own_token(client: ZendeskClient) -> Any:
-        """Show Token for the OAuth token in use ({} when the account does not answer it: the
-        export itself then says what is wrong)."""
+    def _own_token(client: ZendeskClient) -> dict[str, Any]:
+        """Show Token for the OAuth token in use, or {} when it gives no clear answer (an
+        error, a refusal, a body of another shape): whether the token may export is then
+        left to the export itself, which says what is wrong. A rejected token (401) is
+        reported as such."""
         try:
-            return client.get(SCOPES_PATH).get("token", {})
-        except Permanent as exc:
-            if exc.code == "forbidden":
-                raise
+            token = client.get(SCOPES_PATH).get("token")
+        except AuthFailed:
+            raise
+        except Exception:  # only a hint: never a reason to fail the check
             return {}
+        return token if isinstance(token, dict) else {}
 
     def sync(self, ctx: SyncContext) -> Iterator[Batch]:
         client = ZendeskClient(self.zendesk, self.secrets)

@@ -246,6 +246,48 @@ def test_a_changed_public_url_moves_the_subscriptions(
     assert MailMessage.objects.filter(connection=conn, subject="told to the new address").exists()
 
 
+def test_a_subscription_graph_would_not_delete_is_moved_later_not_lost(
+    push_on: str,
+    graph: Any,
+    mailbox: Any,
+    make_graph_connection: Any,
+    settings: Any,
+    live_server: Any,
+) -> None:
+    """The old subscription is deleted before the new one is made. If Graph cannot be told,
+    the row keeps its id (it still posts, to the old address) and the move is tried again
+    after the backoff, instead of the id being forgotten while Graph keeps it."""
+    _conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    moved = live_server.url.replace("localhost", "127.0.0.1")
+    settings.SYNC_PUBLIC_URL = moved
+    graph.fault(r"/v1\.0/subscriptions/", status=503, method="DELETE")
+    dispatcher.dispatch()
+    kept = Subscription.objects.get(pk=sub.pk)
+    assert kept.subscription_id == sub.subscription_id and kept.failures == 1
+    assert "not moved" in kept.last_error
+    assert list(graph.subscriptions) == [sub.subscription_id]
+    Subscription.objects.filter(pk=sub.pk).update(updated_at=timezone.now() - timedelta(minutes=3))
+    dispatcher.dispatch()
+    again = Subscription.objects.get(pk=sub.pk)
+    assert list(graph.subscriptions) == [again.subscription_id] != [sub.subscription_id]
+    assert again.notification_url == f"{moved}/hooks/graph/" and again.failures == 0
+
+
+def test_an_address_in_another_spelling_is_the_same_address() -> None:
+    same = push._same_address
+    assert same(
+        "https://Sync.Example.COM/hooks/graph/", "HTTPS://sync.example.com:443/hooks/graph/"
+    )
+    assert same("http://127.0.0.1:80/hooks/graph/", "http://127.0.0.1/hooks/graph/")
+    assert not same("https://sync.example.com/hooks/graph/", "https://new.example.com/hooks/graph/")
+    assert not same(
+        "https://sync.example.com/hooks/graph/", "https://sync.example.com:8443/hooks/graph/"
+    )
+    assert not same(
+        "https://sync.example.com/a/hooks/graph/", "https://sync.example.com/hooks/graph/"
+    )
+
+
 def test_a_subscription_made_before_its_address_was_kept_is_checked_on_the_next_pass(
     push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any, settings: Any
 ) -> None:
@@ -253,6 +295,10 @@ def test_a_subscription_made_before_its_address_was_kept_is_checked_on_the_next_
     and Graph's answer names the address; one that matches today's stays as it is."""
     conn, sub = subscribed(graph, mailbox, make_graph_connection)
     Subscription.objects.filter(pk=sub.pk).update(notification_url="")
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
+    out = StringIO()
+    call_command("sync_doctor", stdout=out)  # not known yet is not "down"
+    assert "1 of 1 mailboxes subscribed" in out.getvalue()
     dispatcher.dispatch()
     again = Subscription.objects.get(pk=sub.pk)
     assert again.subscription_id == sub.subscription_id  # renewed, not made again

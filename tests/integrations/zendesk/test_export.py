@@ -179,6 +179,36 @@ def test_errors_are_explained(
     assert message in job.error_message and "wrong" not in job.error_detail
 
 
+@pytest.mark.parametrize("scopes", [{"read"}, {"tickets:read", "users:read"}, {"tickets"}])
+def test_an_oauth_token_that_reads_tickets_passes_the_check(
+    make_zendesk_connection, zendesk, acme, work, scopes
+) -> None:
+    agent = acme.agents["admin@acme.test"]
+    agent.oauth_token, agent.oauth_scopes = "oauth-acme", frozenset(scopes)
+    conn = make_zendesk_connection(oauth=agent.oauth_token)
+    assert "(admin)" in conn.build_connector().check().message
+    assert sync_once(conn, work, Kind.INITIAL).state == State.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"status": 404, "body": {"error": "RecordNotFound", "description": "Not found"}},
+        {"status": 403, "body": {"error": "Forbidden", "description": "No"}},
+        {"status": 500},
+    ],
+)
+def test_no_clear_answer_about_scopes_is_left_to_the_export(
+    make_zendesk_connection, zendesk, acme, answer
+) -> None:
+    """Show Token is a hint: when it does not answer, the check goes by the user's role."""
+    agent = acme.agents["admin@acme.test"]
+    agent.oauth_token = "oauth-acme"
+    zendesk.fault(r"/oauth/tokens/current", times=3, **answer)
+    conn = make_zendesk_connection(oauth=agent.oauth_token)
+    assert "(admin)" in conn.build_connector().check().message
+
+
 def test_server_errors_are_transient(make_zendesk_connection, zendesk, acme, work):
     zendesk.fault(r"cursor\.json", 502, times=1)
     conn = make_zendesk_connection()
