@@ -4,7 +4,10 @@ The first run starts at ``start_time`` (7 days back by default); every page's ``
 is committed with that page's tickets, the last page's too, so the next poll continues from it.
 The newest ``generated_timestamp`` seen is kept beside it: if Zendesk ever rejects the stored
 cursor, the export restarts from that time minus a small overlap (tickets are upserted by id,
-so the overlap creates no duplicates).
+so the overlap creates no duplicates). Before any ticket was seen, it restarts where the first
+export started (``first_start``, kept in the cursor too): a default start of "7 days back"
+counted from the day of the restart would skip what changed while a connection was off for
+longer than that.
 """
 
 from __future__ import annotations
@@ -38,13 +41,16 @@ def export(client: ZendeskClient, config: ZendeskConfig, ctx: SyncContext) -> It
     }
     cursor = dict(ctx.cursor)
     newest = int(cursor.get("max_generated") or 0)
+    first_start = cursor.get("first_start")
     if cursor.get("after_cursor"):
         params = {**base, "cursor": cursor["after_cursor"]}
     else:
         start = cursor.get("start_time")
         if start is None:
             start = config.first_start_time(timezone.now())
+        first_start = int(start) if first_start is None else first_start
         params = {**base, "start_time": int(start)}
+    kept = {"first_start": first_start} if first_start is not None else {}
     done = ctx.progress_done
     fell_back = False
     while True:
@@ -53,19 +59,23 @@ def export(client: ZendeskClient, config: ZendeskConfig, ctx: SyncContext) -> It
         except Rejected as rejected:
             if "cursor" in params and not fell_back:
                 fell_back = True
-                start = (
-                    max(0, newest - OVERLAP_SECONDS)
-                    if newest
-                    else (config.first_start_time(timezone.now()))
-                )
+                if newest:
+                    start, since = (
+                        max(0, newest - OVERLAP_SECONDS),
+                        f"the last change seen, minus {OVERLAP_SECONDS}s",
+                    )
+                elif first_start is not None:
+                    start, since = int(first_start), "where the first export started"
+                else:  # a cursor from before first_start was kept
+                    start, since = config.first_start_time(timezone.now()), "the configured start"
                 reason = rejected.description or rejected.error
                 ctx.log(
                     "warning",
                     f"Zendesk rejected the stored export cursor ({reason}); continuing from "
-                    f"{start} (the last change seen, minus {OVERLAP_SECONDS}s).",
+                    f"{start} ({since}).",
                 )
                 params = {**base, "start_time": start}
-                cursor = {"start_time": start, "max_generated": newest}
+                cursor = {"start_time": start, "max_generated": newest, **kept}
                 continue
             if rejected.status == 422 and "start_time" in params:
                 # "Too recent start_time": nothing can have changed since; caught up.
@@ -80,7 +90,7 @@ def export(client: ZendeskClient, config: ZendeskConfig, ctx: SyncContext) -> It
         users = {int(u["id"]): u for u in page.get("users") or [] if "id" in u}
         end = bool(page.get("end_of_stream"))
         after = page.get("after_cursor") or cursor.get("after_cursor")
-        cursor = {"after_cursor": after, "max_generated": newest}
+        cursor = {"after_cursor": after, "max_generated": newest, **kept}
         done += len(tickets)
         yield Batch(
             records=[TicketPage(tickets, users)] if tickets else [],

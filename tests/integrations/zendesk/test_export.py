@@ -135,6 +135,33 @@ def test_a_rejected_cursor_falls_back_to_the_last_change_with_an_overlap(
     )
 
 
+def test_a_rejected_cursor_before_any_ticket_restarts_where_the_first_export_did(
+    make_zendesk_connection, zendesk, acme, work
+):
+    """A connection that never saw a ticket has no "last change" to go back to. Restarting
+    "7 days back" from the day the cursor broke skipped whatever changed while it was off for
+    longer than that; the first export's own start is kept in the cursor instead."""
+    conn = make_zendesk_connection()  # history_days: 7
+    assert sync_once(conn, work, Kind.INITIAL).state == State.SUCCEEDED
+    conn.refresh_from_db()
+    first_start = conn.cursor["first_start"]
+    assert conn.cursor["max_generated"] == 0
+    # a month later (the connection was off): the first export's start moved back with it
+    month = 30 * DAY
+    stale = {**conn.cursor, "after_cursor": "bm9wZQ", "first_start": first_start - month}
+    type(conn).objects.filter(pk=conn.pk).update(cursor=stale)
+    while_off = zendesk.add_ticket(
+        acme, "while the connection was off", generated=first_start - 20 * DAY
+    )
+
+    job = sync_once(conn, work)
+
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert set(tickets(conn)) == {while_off}
+    logged = SyncLog.objects.get(job=job, message__contains="rejected the stored export").message
+    assert "where the first export started" in logged and "last change seen" not in logged
+
+
 def test_a_too_recent_start_is_caught_up_not_an_error(make_zendesk_connection, zendesk, acme, work):
     conn = make_zendesk_connection()
     type(conn).objects.filter(pk=conn.pk).update(cursor={"start_time": int(time.time())})
