@@ -66,8 +66,9 @@ def export(client: ZendeskClient, config: ZendeskConfig, ctx: SyncContext) -> It
                     )
                 elif first_start is not None:
                     start, since = int(first_start), "where the first export started"
-                else:  # a cursor from before first_start was kept
+                else:  # a cursor from before first_start was kept: this is its first start now
                     start, since = config.first_start_time(timezone.now()), "the configured start"
+                    first_start, kept = start, {"first_start": start}
                 reason = rejected.description or rejected.error
                 ctx.log(
                     "warning",

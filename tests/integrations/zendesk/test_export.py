@@ -162,6 +162,22 @@ def test_a_rejected_cursor_before_any_ticket_restarts_where_the_first_export_did
     assert "where the first export started" in logged and "last change seen" not in logged
 
 
+def test_a_cursor_from_before_first_start_was_kept_gets_one_at_its_restart(
+    make_zendesk_connection, zendesk, acme, work
+):
+    conn = make_zendesk_connection()
+    type(conn).objects.filter(pk=conn.pk).update(
+        cursor={"after_cursor": "bm9wZQ", "max_generated": 0}
+    )
+    job = sync_once(conn, work)
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert SyncLog.objects.filter(job=job, message__contains="(the configured start)").exists()
+    restarted = [parse_qs(urlsplit(t).query) for t in export_requests(zendesk)]
+    assert "cursor" in restarted[0] and "start_time" in restarted[1]
+    conn.refresh_from_db()
+    assert conn.cursor["first_start"] == int(restarted[1]["start_time"][0])
+
+
 def test_a_too_recent_start_is_caught_up_not_an_error(make_zendesk_connection, zendesk, acme, work):
     conn = make_zendesk_connection()
     type(conn).objects.filter(pk=conn.pk).update(cursor={"start_time": int(time.time())})
