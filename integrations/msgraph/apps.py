@@ -9,8 +9,14 @@ class MsgraphAppConfig(AppConfig):
     verbose_name = "Microsoft 365 mail"
 
     def ready(self) -> None:
+        from django.db.models.signals import pre_delete
+
         from integrations.msgraph import push
         from syncqueue.signals import dispatcher_pass
 
         # subscriptions are made and renewed by the dispatcher, one pass at a time
         dispatcher_pass.connect(push.maintain, dispatch_uid="msgraph-push")
+        # and deleted at Graph after their connection was deleted (push.retire)
+        pre_delete.connect(
+            push.retire, sender="integrations.Connection", dispatch_uid="msgraph-push-retire"
+        )

@@ -48,3 +48,27 @@ class Subscription(models.Model):
             if self.expires_at
             else str(self.connection)
         )
+
+
+class RetiredSubscription(models.Model):
+    """The subscription of a mailbox connection that was deleted, until Graph has deleted it
+    too (integrations.msgraph.push). The connection's row, and with it the credentials to tell
+    Graph, is gone; Graph would post to us until the subscription expired (up to about three
+    days). So the deletion keeps what the DELETE needs: the settings and the credentials *as
+    stored* (still encrypted, sealed for the same destination), never in the clear."""
+
+    subscription_id = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, help_text="The deleted connection's name.")
+    config = models.JSONField(default=dict, help_text="The deleted connection's settings.")
+    secret = models.TextField(help_text="Its credentials, encrypted as the connection kept them.")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Graph subscription of a deleted connection"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.subscription_id})"

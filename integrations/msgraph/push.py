@@ -13,6 +13,11 @@ it push is off and the schedule carries on alone (``sync_doctor`` says so).
   ``SYNC_PUBLIC_URL`` changed (a new domain, a moved proxy), the next pass deletes the ones
   posting to the old address and makes them anew, validated at the new one; renewing alone
   would keep them posting to the old address for as long as they are renewed.
+- **Deleted with its mailbox**: deleting a Graph connection keeps what is needed to delete its
+  subscription at Graph (:class:`~integrations.msgraph.models.RetiredSubscription`: the
+  settings and the still-encrypted credentials), and the next pass does, retrying after
+  failures until Graph has it no more or it has expired; otherwise Graph would post to us for
+  days, for a mailbox nobody syncs.
 - **No gap when one is made again** (after ``subscriptionRemoved``, a 404 on renewal, a moved
   address, failures): a new subscription reports changes from its creation on, so a sync is
   queued once it exists, to pick up what changed while there was none (the docs' order for
@@ -50,7 +55,7 @@ from django.utils.dateparse import parse_datetime
 from integrations.errors import SyncError
 from integrations.models import Connection
 from integrations.msgraph.client import GraphClient
-from integrations.msgraph.models import Subscription
+from integrations.msgraph.models import RetiredSubscription, Subscription
 from syncqueue.engine import enqueue_notified
 
 log = logging.getLogger("integrations.msgraph.push")
@@ -261,10 +266,16 @@ def _delete_remote(sub: Subscription) -> Exception | None:
     """DELETE ``sub`` at Graph; what went wrong, or None once Graph no longer has it."""
     if not sub.subscription_id:
         return None
+    return _delete_at_graph(sub.connection, sub.subscription_id)
+
+
+def _delete_at_graph(conn: Connection, subscription_id: str) -> Exception | None:
+    """DELETE a subscription at Graph with ``conn``'s credentials; what went wrong, or None
+    once Graph no longer has it (deleted now, or before: 404)."""
     try:
-        client = _client(sub.connection)
+        client = _client(conn)
         try:
-            client.call("DELETE", f"{client.config.api}/subscriptions/{sub.subscription_id}")
+            client.call("DELETE", f"{client.config.api}/subscriptions/{subscription_id}")
         finally:
             client.close()
     except Exception as exc:
@@ -311,10 +322,59 @@ def _ready(now: datetime) -> Q:
     return ready
 
 
+def retire(sender: Any, instance: Connection, **kwargs: Any) -> None:
+    """``pre_delete`` of a connection: keep what deleting its subscription at Graph needs (the
+    row and the connection's credentials go with the connection), for the next pass."""
+    if instance.kind != "msgraph" or not instance.secret:
+        return
+    sub = Subscription.objects.filter(connection=instance, subscription_id__isnull=False).first()
+    if sub is None or sub.subscription_id is None:
+        return
+    RetiredSubscription.objects.update_or_create(
+        subscription_id=sub.subscription_id,
+        defaults={
+            "name": instance.name[:200],
+            "config": instance.config,
+            "secret": instance.secret,  # as stored: encrypted, sealed for its destination
+            "expires_at": sub.expires_at,
+        },
+    )
+
+
+def _delete_retired(now: datetime) -> tuple[int, int]:
+    """DELETE at Graph the subscriptions of deleted connections (``retire``); returns
+    (deleted, failed). A row goes once Graph no longer has it, or once it has expired."""
+    deleted = failed = 0
+    for retired in RetiredSubscription.objects.filter(_ready(now)).order_by("pk")[:PER_PASS]:
+        if retired.expires_at is not None and retired.expires_at <= now:
+            retired.delete()  # Graph has deleted it itself
+            continue
+        # the deleted connection as it was (never saved): its settings and sealed credentials
+        gone = Connection(kind="msgraph", name=retired.name, config=retired.config)
+        gone.secret = retired.secret
+        failure = _delete_at_graph(gone, retired.subscription_id)
+        if failure is not None:
+            message = failure.message if isinstance(failure, SyncError) else type(failure).__name__
+            RetiredSubscription.objects.filter(pk=retired.pk).update(
+                failures=F("failures") + 1,
+                last_error=f"{type(failure).__name__}: {message}"[:500],
+                updated_at=now,
+            )
+            failed += 1
+            continue
+        retired.delete()
+        deleted += 1
+    return deleted, failed
+
+
 def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
     """The dispatcher's part (``syncqueue.signals.dispatcher_pass``): make, renew, forget."""
     now = now or timezone.now()
     done = {"created": 0, "renewed": 0, "forgotten": 0, "failed": 0}
+    # those of deleted connections, push on or off: Graph would post to us until they expire
+    deleted, failed = _delete_retired(now)
+    done["forgotten"] += deleted
+    done["failed"] += failed
     if not notification_url():
         return done
     unwatched = Subscription.objects.exclude(connection__in=watched()).filter(_ready(now))
@@ -441,4 +501,14 @@ def doctor_notes() -> list[tuple[str, str, str]]:
     ]
     for sub in failing:
         notes.append(("warn", f"graph push {sub.connection.name}", sub.last_error))
+    stuck = RetiredSubscription.objects.exclude(last_error="").count()
+    if stuck:
+        notes.append(
+            (
+                "warn",
+                "graph push",
+                f"{stuck} subscription(s) of deleted mailboxes not deleted at Graph yet: tried "
+                "again on later passes (each expires by itself within days)",
+            )
+        )
     return notes

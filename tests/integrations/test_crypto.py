@@ -52,6 +52,27 @@ def test_rotation_command_re_encrypts_under_the_newest_key(make_connection, sett
     assert conn.get_secrets() == {"password": "rotate-me"}
 
 
+def test_rotation_includes_credentials_kept_to_delete_a_graph_subscription(
+    make_connection, settings
+):
+    """A deleted Graph connection's credentials are kept (encrypted) until its subscription is
+    deleted at Graph (integrations.msgraph.push.retire): rotation covers them too."""
+    from integrations.msgraph.models import RetiredSubscription
+
+    settings.SYNC_ENCRYPTION_KEYS = [KEY_A]
+    conn = make_connection(secrets={"client_secret": "rotate-me"})
+    retired = RetiredSubscription.objects.create(
+        subscription_id="sub-1", name=conn.name, config=conn.config, secret=conn.secret
+    )
+    settings.SYNC_ENCRYPTION_KEYS = [KEY_B, KEY_A]
+    out = StringIO()
+    call_command("rotate_secrets", stdout=out)
+    assert "Re-encrypted 2" in out.getvalue()
+    settings.SYNC_ENCRYPTION_KEYS = [KEY_B]
+    retired.refresh_from_db()
+    assert crypto.open_secrets(retired.secret)[0] == {"client_secret": "rotate-me"}
+
+
 def test_rotation_names_connections_it_cannot_read(make_connection, settings):
     settings.SYNC_ENCRYPTION_KEYS = [KEY_A]
     conn = make_connection()

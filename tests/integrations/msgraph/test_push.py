@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from integrations.msgraph import push
-from integrations.msgraph.models import Subscription
+from integrations.msgraph.models import RetiredSubscription, Subscription
 from mail.models import MailMessage
 from syncqueue import dispatcher, engine
 from syncqueue.models import SyncJob, WorkerHeartbeat
@@ -347,6 +347,40 @@ def test_a_subscription_graph_could_not_delete_is_deleted_on_a_later_pass(
     graph.fault(r"/v1\.0/subscriptions/", status=503, method="DELETE")
     dispatcher.dispatch()
     assert not Subscription.objects.filter(pk=lapsed.pk).exists()
+
+
+def test_deleting_a_connection_deletes_its_subscription_at_graph(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    """The row cascades with the connection, and with it the credentials to tell Graph; the
+    deletion keeps them (still encrypted) for the next pass, which deletes the subscription at
+    Graph, trying again after a failure."""
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    secret = conn.get_secrets()["client_secret"]
+    graph.fault(r"/v1\.0/subscriptions/", status=503, method="DELETE")
+    conn.delete()
+    retired = RetiredSubscription.objects.get(subscription_id=sub.subscription_id)
+    assert secret not in retired.secret and secret not in str(retired.config)
+    dispatcher.dispatch()  # Graph answers 503: kept, with the failure
+    retired.refresh_from_db()
+    assert retired.failures == 1 and "503" in retired.last_error
+    assert sub.subscription_id in graph.subscriptions
+    # (the doctor speaks of Graph while a Graph mailbox is set up)
+    graph.add_mailbox("adele@contoso.test", "Adele Vance")
+    make_graph_connection(mailbox="adele@contoso.test")
+    WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
+    out = StringIO()
+    call_command("sync_doctor", stdout=out)
+    assert "1 subscription(s) of deleted mailboxes not deleted at Graph yet" in out.getvalue()
+    RetiredSubscription.objects.filter(pk=retired.pk).update(
+        updated_at=timezone.now() - timedelta(minutes=3)
+    )
+    dispatcher.dispatch()
+    assert sub.subscription_id not in graph.subscriptions
+    assert not RetiredSubscription.objects.exists()
+    # a delete request reached Graph with the deleted connection's credentials, and only Graph
+    deletes = [t for m, t in graph.requests if m == "DELETE"]
+    assert deletes == [f"/v1.0/subscriptions/{sub.subscription_id}"] * 2
 
 
 def test_without_a_public_url_push_is_off_and_the_doctor_says_so(
