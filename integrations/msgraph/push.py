@@ -330,25 +330,37 @@ def retire(sender: Any, instance: Connection, **kwargs: Any) -> None:
     sub = Subscription.objects.filter(connection=instance, subscription_id__isnull=False).first()
     if sub is None or sub.subscription_id is None:
         return
+    now = timezone.now()
+    # kept no longer than Graph can keep the subscription: the later of its known expiry and
+    # that of a renewal made this moment (one a concurrent pass may be making)
+    expires = max(sub.expires_at or now, _expiry(now))
     RetiredSubscription.objects.update_or_create(
         subscription_id=sub.subscription_id,
         defaults={
             "name": instance.name[:200],
             "config": instance.config,
             "secret": instance.secret,  # as stored: encrypted, sealed for its destination
-            "expires_at": sub.expires_at,
+            "expires_at": expires,
         },
     )
 
 
-def _delete_retired(now: datetime) -> tuple[int, int]:
-    """DELETE at Graph the subscriptions of deleted connections (``retire``); returns
-    (deleted, failed). A row goes once Graph no longer has it, or once it has expired."""
+RETIRED_PER_PASS = 10  # deletions of deleted connections' subscriptions per pass (and PASS_SECONDS)
+
+
+def _delete_retired(now: datetime, ends: float) -> tuple[int, int]:
+    """DELETE at Graph the subscriptions of deleted connections (``retire``), at most
+    ``RETIRED_PER_PASS`` and until the monotonic time ``ends``; returns (deleted, failed). A
+    row goes once Graph no longer has it, or once it has expired (whatever its backoff: its
+    credentials are kept no longer than needed)."""
     deleted = failed = 0
-    for retired in RetiredSubscription.objects.filter(_ready(now)).order_by("pk")[:PER_PASS]:
-        if retired.expires_at is not None and retired.expires_at <= now:
-            retired.delete()  # Graph has deleted it itself
-            continue
+    RetiredSubscription.objects.filter(
+        Q(expires_at__lte=now) | Q(expires_at__isnull=True)
+    ).delete()  # Graph has deleted those itself
+    ready = RetiredSubscription.objects.filter(_ready(now)).order_by("pk")
+    for retired in ready[:RETIRED_PER_PASS]:
+        if time.monotonic() > ends:
+            break
         # the deleted connection as it was (never saved): its settings and sealed credentials
         gone = Connection(kind="msgraph", name=retired.name, config=retired.config)
         gone.secret = retired.secret
@@ -360,6 +372,12 @@ def _delete_retired(now: datetime) -> tuple[int, int]:
                 last_error=f"{type(failure).__name__}: {message}"[:500],
                 updated_at=now,
             )
+            log.warning(
+                "Graph subscription of deleted connection %s not deleted at Graph yet (%s); "
+                "tried again later.",
+                retired.name,
+                message,
+            )
             failed += 1
             continue
         retired.delete()
@@ -368,15 +386,22 @@ def _delete_retired(now: datetime) -> tuple[int, int]:
 
 
 def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
-    """The dispatcher's part (``syncqueue.signals.dispatcher_pass``): make, renew, forget."""
+    """The dispatcher's part (``syncqueue.signals.dispatcher_pass``): make, renew, forget;
+    then, with the pass's time left, delete those of deleted connections at Graph (push on
+    or off: Graph would post to us until they expire)."""
     now = now or timezone.now()
     done = {"created": 0, "renewed": 0, "forgotten": 0, "failed": 0}
-    # those of deleted connections, push on or off: Graph would post to us until they expire
-    deleted, failed = _delete_retired(now)
+    ends = time.monotonic() + PASS_SECONDS
+    if notification_url():
+        _subscriptions(now, ends, done)
+    deleted, failed = _delete_retired(now, ends)
     done["forgotten"] += deleted
     done["failed"] += failed
-    if not notification_url():
-        return done
+    return done
+
+
+def _subscriptions(now: datetime, ends: float, done: dict[str, int]) -> None:
+    """The watched mailboxes' subscriptions: forget, make and renew, until ``ends``."""
     unwatched = Subscription.objects.exclude(connection__in=watched()).filter(_ready(now))
     for sub in unwatched.select_related("connection")[:PER_PASS]:
         if forget(sub, now=now):
@@ -399,10 +424,9 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
         .order_by(F("expires_at").asc(nulls_last=True), "pk")
         .select_related("connection")[:PER_PASS]
     )
-    ends = time.monotonic() + PASS_SECONDS
     for conn in missing:
         if time.monotonic() > ends:
-            return done  # the rest on the next pass
+            return  # the rest on the next pass
         try:
             create(conn, now)
             done["created"] += 1
@@ -411,14 +435,13 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
             done["failed"] += 1
     for sub in due:
         if time.monotonic() > ends:
-            break
+            return
         try:
             renew(sub, now)
             done["renewed"] += 1
         except Exception as exc:
             _failed(sub, exc)
             done["failed"] += 1
-    return done
 
 
 def handle(payload: Any) -> tuple[int, int]:
@@ -481,7 +504,8 @@ def doctor_notes() -> list[tuple[str, str, str]]:
                 "graph push",
                 "off: Graph mail arrives on the schedule only. Set SYNC_PUBLIC_URL to the "
                 "public https:// address Microsoft Graph can reach for change notifications.",
-            )
+            ),
+            *_retired_notes(),
         ]
     wanted = watched().count()
     active = Subscription.objects.filter(
@@ -501,14 +525,18 @@ def doctor_notes() -> list[tuple[str, str, str]]:
     ]
     for sub in failing:
         notes.append(("warn", f"graph push {sub.connection.name}", sub.last_error))
+    return [*notes, *_retired_notes()]
+
+
+def _retired_notes() -> list[tuple[str, str, str]]:
     stuck = RetiredSubscription.objects.exclude(last_error="").count()
-    if stuck:
-        notes.append(
-            (
-                "warn",
-                "graph push",
-                f"{stuck} subscription(s) of deleted mailboxes not deleted at Graph yet: tried "
-                "again on later passes (each expires by itself within days)",
-            )
+    if not stuck:
+        return []
+    return [
+        (
+            "warn",
+            "graph push",
+            f"{stuck} subscription(s) of deleted mailboxes not deleted at Graph yet: tried again "
+            "on later passes (each expires by itself within days)",
         )
-    return notes
+    ]

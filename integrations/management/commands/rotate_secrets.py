@@ -25,21 +25,33 @@ class Command(BaseCommand):
             "--generate-key", action="store_true", help="Only print a new random key."
         )
 
-    @staticmethod
-    def _retired() -> int:
+    def _retired(self) -> int:
         """The credentials kept for deleting Graph subscriptions of deleted connections
-        (``integrations.msgraph.models.RetiredSubscription``). One no key opens is left as
-        it is: it is dropped when its subscription expires, within days."""
+        (``integrations.msgraph.models.RetiredSubscription``), rotated and sealed as the
+        connections' are. One no key opens is left as it is (and said): it is dropped when
+        its subscription expires, within days."""
         from integrations.msgraph.models import RetiredSubscription
 
-        rotated = 0
+        rotated = unreadable = 0
         for retired in RetiredSubscription.objects.exclude(secret="").select_for_update():
             try:
-                new = crypto.rotate(retired.secret)
+                values, sealed_for = crypto.open_secrets(retired.secret)
+                gone = Connection(kind="msgraph", config=retired.config)  # as it was
+                new = (
+                    crypto.rotate(retired.secret)
+                    if sealed_for is not None
+                    else crypto.encrypt_secrets(values, gone.destination())
+                )
             except crypto.SecretsUnavailable:
+                unreadable += 1
                 continue
             RetiredSubscription.objects.filter(pk=retired.pk).update(secret=new)
             rotated += 1
+        if unreadable:
+            self.stdout.write(
+                f"{unreadable} credential(s) kept to delete Graph subscriptions of deleted "
+                "connections could not be decrypted; they are dropped when those expire."
+            )
         return rotated
 
     def handle(self, *args: Any, **options: Any) -> None:

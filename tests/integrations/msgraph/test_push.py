@@ -361,6 +361,8 @@ def test_deleting_a_connection_deletes_its_subscription_at_graph(
     conn.delete()
     retired = RetiredSubscription.objects.get(subscription_id=sub.subscription_id)
     assert secret not in retired.secret and secret not in str(retired.config)
+    assert retired.expires_at is not None and sub.expires_at is not None
+    assert retired.expires_at >= sub.expires_at  # (or a renewal made that moment: later)
     dispatcher.dispatch()  # Graph answers 503: kept, with the failure
     retired.refresh_from_db()
     assert retired.failures == 1 and "503" in retired.last_error
@@ -381,6 +383,29 @@ def test_deleting_a_connection_deletes_its_subscription_at_graph(
     # a delete request reached Graph with the deleted connection's credentials, and only Graph
     deletes = [t for m, t in graph.requests if m == "DELETE"]
     assert deletes == [f"/v1.0/subscriptions/{sub.subscription_id}"] * 2
+
+
+def test_subscriptions_of_deleted_connections_go_with_push_off_and_expired_ones_at_once(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any, settings: Any
+) -> None:
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    lapsed = RetiredSubscription.objects.create(
+        subscription_id="lapsed",
+        name="an older deletion",
+        config=conn.config,
+        secret=conn.secret,
+        expires_at=timezone.now() - timedelta(minutes=1),
+        failures=5,  # waiting out a backoff: expired all the same, its credentials go now
+    )
+    conn.delete()
+    settings.SYNC_PUBLIC_URL = ""  # push turned off since: Graph still posts until expiry
+    dispatcher.dispatch()
+    assert graph.subscriptions == {}
+    assert not RetiredSubscription.objects.filter(pk=lapsed.pk).exists()
+    assert not RetiredSubscription.objects.exists()
+    assert [t for m, t in graph.requests if m == "DELETE"] == [
+        f"/v1.0/subscriptions/{sub.subscription_id}"
+    ]
 
 
 def test_without_a_public_url_push_is_off_and_the_doctor_says_so(
