@@ -362,8 +362,9 @@ def _delete_retired(now: datetime, ends: float) -> tuple[int, int]:
         if time.monotonic() > ends:
             break
         # the deleted connection as it was (never saved): its settings and sealed credentials
-        gone = Connection(kind="msgraph", name=retired.name, config=retired.config)
-        gone.secret = retired.secret
+        gone = Connection(
+            kind="msgraph", name=retired.name, config=retired.config, secret=retired.secret
+        )
         failure = _delete_at_graph(gone, retired.subscription_id)
         if failure is not None:
             message = failure.message if isinstance(failure, SyncError) else type(failure).__name__

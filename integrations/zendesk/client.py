@@ -22,6 +22,21 @@ SCOPES_PATH = "/api/v2/oauth/tokens/current.json"
 READ_SCOPES = frozenset({"read", "tickets", "tickets:read"})
 
 
+#: what the user is told for a 401 (not authenticated) or a 403 (no permission), by whether the
+#: credential is an OAuth token (else an API token with the admin's email). Zendesk's 403 says
+#: only "Forbidden"; for an OAuth token it has two causes.
+_REFUSED = {
+    (401, False): "Zendesk rejected the API token: check the admin's email and the token "
+    "(Admin Center > Apps and integrations > Zendesk API).",
+    (401, True): "Zendesk rejected the OAuth token (expired, revoked or for another account): "
+    "enter a new one.",
+    (403, False): "The token's user must be a Zendesk admin to export tickets: use an admin's "
+    "email and API token.",
+    (403, True): "Zendesk refused the OAuth token: exporting tickets needs a token with the "
+    "read (or tickets:read) scope, issued to a Zendesk admin.",
+}
+
+
 class Rejected(Exception):
     """A 400/422 answer the sync algorithm interprets (a stale cursor, a too recent start)."""
 
@@ -95,35 +110,10 @@ class ZendeskClient:
         description = str(body.get("description", "")) if isinstance(body, dict) else ""
         detail = f"HTTP {status} {title}: {description}"[:500]
         account = f"{self.config.subdomain}.zendesk.com"
-        if status == 401 and self.oauth:
-            return AuthFailed(
-                "Zendesk rejected the OAuth token (expired, revoked or for another account): "
-                "enter a new one.",
-                detail=detail,
-                code="unauthorized",
-            )
         if status == 401:
-            return AuthFailed(
-                "Zendesk rejected the API token: check the admin's email and the token "
-                "(Admin Center > Apps and integrations > Zendesk API).",
-                detail=detail,
-                code="unauthorized",
-            )
-        if status == 403 and self.oauth:
-            # Zendesk's 403 says only "Forbidden"; for an OAuth token there are two causes
-            return Permanent(
-                "Zendesk refused the OAuth token: exporting tickets needs a token with the "
-                "read (or tickets:read) scope, issued to a Zendesk admin.",
-                detail=detail,
-                code="forbidden",
-            )
+            return AuthFailed(_REFUSED[401, self.oauth], detail=detail, code="unauthorized")
         if status == 403:
-            return Permanent(
-                "The token's user must be a Zendesk admin to export tickets: use an admin's "
-                "email and API token.",
-                detail=detail,
-                code="forbidden",
-            )
+            return Permanent(_REFUSED[403, self.oauth], detail=detail, code="forbidden")
         if status == 404 and "help desk" in title.lower():
             return Permanent(
                 f"There is no Zendesk account at {account}: check the subdomain.",

@@ -11,6 +11,15 @@ from integrations import crypto
 from integrations.models import Connection
 
 
+def _rotated(conn: Connection) -> str:
+    """``conn``'s stored secret under the newest key; one stored before secrets were sealed is
+    sealed for where ``conn`` points now. Raises ``SecretsUnavailable`` if no key opens it."""
+    values, sealed_for = crypto.open_secrets(conn.secret)
+    if sealed_for is not None:
+        return crypto.rotate(conn.secret)
+    return crypto.encrypt_secrets(values, conn.destination())
+
+
 class Command(BaseCommand):
     help = (
         "Re-encrypt every stored credential with the first key of SYNC_ENCRYPTION_KEYS. "
@@ -34,14 +43,9 @@ class Command(BaseCommand):
 
         rotated = unreadable = 0
         for retired in RetiredSubscription.objects.exclude(secret="").select_for_update():
+            gone = Connection(kind="msgraph", config=retired.config, secret=retired.secret)
             try:
-                values, sealed_for = crypto.open_secrets(retired.secret)
-                gone = Connection(kind="msgraph", config=retired.config)  # as it was
-                new = (
-                    crypto.rotate(retired.secret)
-                    if sealed_for is not None
-                    else crypto.encrypt_secrets(values, gone.destination())
-                )
+                new = _rotated(gone)  # the deleted connection as it was
             except crypto.SecretsUnavailable:
                 unreadable += 1
                 continue
@@ -65,13 +69,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             for conn in Connection.objects.exclude(secret="").select_for_update():
                 try:
-                    values, sealed_for = crypto.open_secrets(conn.secret)
-                    # secrets stored before sealing are sealed for where they point now
-                    new = (
-                        crypto.rotate(conn.secret)
-                        if sealed_for is not None
-                        else crypto.encrypt_secrets(values, conn.destination())
-                    )
+                    new = _rotated(conn)
                 except crypto.SecretsUnavailable:
                     unreadable.append(conn.pk)
                     continue

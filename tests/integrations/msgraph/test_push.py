@@ -208,6 +208,15 @@ def test_mail_that_arrives_while_graph_has_no_subscription_is_synced_once_there_
     assert MailMessage.objects.filter(connection=conn, subject="while nobody listened").exists()
 
 
+def move_public_url(settings: Any, live_server: Any) -> str:
+    """``SYNC_PUBLIC_URL`` set to the same test server under another address (a new domain in
+    production); returns it."""
+    moved = live_server.url.replace("localhost", "127.0.0.1")
+    assert moved != live_server.url
+    settings.SYNC_PUBLIC_URL = moved
+    return moved
+
+
 def test_a_changed_public_url_moves_the_subscriptions(
     push_on: str,
     graph: Any,
@@ -222,10 +231,7 @@ def test_a_changed_public_url_moves_the_subscriptions(
     conn, sub = subscribed(graph, mailbox, make_graph_connection)
     assert sub.notification_url == push_on
     quiet_schedule(conn)
-    # the same test server under another address (a new domain in production)
-    moved = live_server.url.replace("localhost", "127.0.0.1")
-    assert moved != live_server.url
-    settings.SYNC_PUBLIC_URL = moved
+    moved = move_public_url(settings, live_server)
     WorkerHeartbeat.objects.create(name="cluster:test:1", seen_at=timezone.now())
     out = StringIO()
     call_command("sync_doctor", stdout=out)
@@ -258,8 +264,7 @@ def test_a_subscription_graph_would_not_delete_is_moved_later_not_lost(
     the row keeps its id (it still posts, to the old address) and the move is tried again
     after the backoff, instead of the id being forgotten while Graph keeps it."""
     _conn, sub = subscribed(graph, mailbox, make_graph_connection)
-    moved = live_server.url.replace("localhost", "127.0.0.1")
-    settings.SYNC_PUBLIC_URL = moved
+    moved = move_public_url(settings, live_server)
     graph.fault(r"/v1\.0/subscriptions/", status=503, method="DELETE")
     dispatcher.dispatch()
     kept = Subscription.objects.get(pk=sub.pk)
