@@ -99,14 +99,40 @@ def listener(name: str = "listener", **env: Any) -> Iterator[subprocess.Popen[by
         yield proc
 
 
+# Runs first in each child, then becomes it (execv keeps the pid and the setting): Linux sends
+# the child SIGTERM when the test process that started it dies, even by SIGKILL, so a killed
+# test run leaves no qcluster or listener writing into the next run's database. SIGTERM, not
+# SIGKILL: a qcluster then stops its own workers. If the test process is already gone, exit.
+DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+parent, argv = int(sys.argv[1]), sys.argv[2:]
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass  # not Linux: the test's own finalizers stop it
+if os.getppid() != parent:
+    sys.exit(1)
+os.execv(argv[0], argv)
+"""
+
+
+def dying_with_this_process(argv: list[str]) -> list[str]:
+    """``argv`` started so that it gets SIGTERM when this process dies (see DIE_WITH_PARENT).
+
+    Linux ties the signal to the thread that started the child: start children from a thread
+    that lives as long as they do (the test's own)."""
+    return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv]
+
+
 @contextmanager
 def managed(
     argv: list[str], log_name: str, grace: float, env: dict[str, Any]
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A child in its own session, logging to test-output, stopped group-wide on exit."""
+    """A child in its own session, logging to test-output, stopped group-wide on exit, and
+    stopped by the kernel if the test process dies without running its finalizers."""
     log = (output_dir() / f"{log_name}-{os.getpid()}.log").open("ab")
     proc = subprocess.Popen(
-        argv,
+        dying_with_this_process(argv),
         cwd=ROOT,
         env=child_env(**env),
         stdout=log,

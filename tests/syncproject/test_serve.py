@@ -17,7 +17,13 @@ import pytest
 
 from sandbox.dovecot import free_port
 from tests.support.cluster import roles
-from tests.support.processes import ROOT, descendants, output_dir, wait_for
+from tests.support.processes import (
+    ROOT,
+    descendants,
+    dying_with_this_process,
+    output_dir,
+    wait_for,
+)
 
 pytestmark = pytest.mark.process
 
@@ -86,7 +92,7 @@ def test_the_demo_starts_syncs_and_stops_everything(tmp_path):
     before = dovecot_masters()
     log = (output_dir() / "serve-demo.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "demo"],
+        dying_with_this_process([sys.executable, "manage.py", "demo"]),
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -147,7 +153,11 @@ def test_make_run_restarts_workers_that_stop_proving_they_work(tmp_path):
     log_path = output_dir() / "serve-watchdog.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve"], cwd=ROOT, env=env, stdout=log, stderr=log
+        dying_with_this_process([sys.executable, "manage.py", "serve"]),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
