@@ -297,8 +297,9 @@ class Connector(Generic[ConfigT]):
     @classmethod
     def doctor_notes(cls) -> list[tuple[str, str, str]]:
         """(level "ok"/"warn"/"fail", area, message) lines for ``sync_doctor`` about this
-        provider's own machinery (e.g. push subscriptions); asked only when connections of
-        this kind exist."""
+        provider's own machinery (e.g. push subscriptions). Asked whether or not connections
+        of this kind exist: say nothing about a provider nobody uses, but do report what
+        deleted connections left behind."""
         return []
 
     @classmethod

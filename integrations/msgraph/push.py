@@ -438,8 +438,8 @@ def _subscriptions(now: datetime, ends: float, done: dict[str, int]) -> None:
         if time.monotonic() > ends:
             return
         try:
-            renew(sub, now)
-            done["renewed"] += 1
+            # a move Graph would not let us make records its failure and returns the old one
+            done["failed" if renew(sub, now).last_error else "renewed"] += 1
         except Exception as exc:
             _failed(sub, exc)
             done["failed"] += 1
@@ -497,7 +497,10 @@ def _verified(item: Any) -> Subscription | None:
 
 
 def doctor_notes() -> list[tuple[str, str, str]]:
-    """What ``sync_doctor`` says about Graph push."""
+    """What ``sync_doctor`` says about Graph push: nothing but the deleted mailboxes'
+    subscriptions while no Graph mailbox is enabled."""
+    if not Connection.objects.filter(kind="msgraph", enabled=True).exists():
+        return _retired_notes()
     if not notification_url():
         return [
             (
