@@ -239,9 +239,9 @@ def _insert_or_find_sql(
             SELECT {", ".join(["%s"] * len(fields))} WHERE NOT EXISTS (SELECT 1 FROM found)
             ON CONFLICT (connection_id, dedupe_key) WHERE state = 'queued' AND slices = 0
             DO NOTHING
-            RETURNING {every}
+            RETURNING id
         ){ticket}
-        SELECT true, {every} FROM made UNION ALL SELECT false, {every} FROM found"""  # noqa: S608
+        SELECT (SELECT id FROM made), found.* FROM (SELECT) AS one LEFT JOIN found ON true"""  # noqa: S608
     return sql, fields
 
 
@@ -261,11 +261,18 @@ def _insert_or_find(job: SyncJob, states: Sequence[str]) -> tuple[SyncJob | None
         package = _ticket_package(None, f"sync-connection-{job.connection_id}")
         ticket_params = [Conf.CLUSTER_NAME, package, job.run_after]
     row = fetch_one(sql, [job.connection_id, job.dedupe_key, *values, *ticket_params])
-    if row is None:
+    # one row: (the new job's id, the waiting job's columns), each NULL when there is none
+    made_id, found = (row[0], row[1:]) if row is not None else (None, (None,))
+    if made_id is not None:  # inserted: the job is what was sent, now with its id
+        job.pk = made_id
+        job._state.adding = False
+        job._state.db = wrapper.alias
+        return job, None
+    if found[0] is None:
         return None, None
-    result = from_row(SyncJob, row[1:], "j")
+    result = from_row(SyncJob, found, "j")
     result.connection = job.connection
-    return (result, None) if row[0] else (None, result)
+    return None, result
 
 
 def _promotion(job: SyncJob, kind: str, priority: int, now: datetime) -> dict[str, Any]:
