@@ -7,7 +7,8 @@ cursor, the export restarts from that time minus a small overlap (tickets are up
 so the overlap creates no duplicates). Before any ticket was seen, it restarts where the first
 export started (``first_start``, kept in the cursor too): a default start of "7 days back"
 counted from the day of the restart would skip what changed while a connection was off for
-longer than that.
+longer than that. The restart's start is committed before it is asked for, so a failure right
+after it does not undo the choice.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def export(client: ZendeskClient, config: ZendeskConfig, ctx: SyncContext) -> It
                 )
                 params = {**base, "start_time": start}
                 cursor = {"start_time": start, "max_generated": newest, **kept}
+                # committed before it is asked for: a retry after a failure here starts at the
+                # same time, not at the rejected cursor or a window counted from its own day
+                yield Batch(cursor=dict(cursor), done=done)
                 continue
             if rejected.status == 422 and "start_time" in params:
                 # "Too recent start_time": nothing can have changed since; caught up.

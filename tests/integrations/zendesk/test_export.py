@@ -178,6 +178,30 @@ def test_a_cursor_from_before_first_start_was_kept_gets_one_at_its_restart(
     assert conn.cursor["first_start"] == int(restarted[1]["start_time"][0])
 
 
+def test_the_restart_after_a_rejected_cursor_is_kept_when_the_next_request_fails(
+    make_zendesk_connection, zendesk, acme, work
+):
+    """The start chosen after a rejected cursor is committed at once: if Zendesk then fails,
+    the retry (maybe days later) neither asks for the rejected cursor again nor counts the
+    configured window back from its own day."""
+    conn = make_zendesk_connection()
+    type(conn).objects.filter(pk=conn.pk).update(
+        cursor={"after_cursor": "bm9wZQ", "max_generated": 0}
+    )
+    zendesk.fault(r"start_time=", status=500, times=100)
+    failed = sync_once(conn, work)
+    assert failed.state in (State.RETRYING, State.FAILED)
+    conn.refresh_from_db()
+    restart = [parse_qs(urlsplit(t).query) for t in export_requests(zendesk)][1]
+    start = int(restart["start_time"][0])
+    assert conn.cursor == {"start_time": start, "max_generated": 0, "first_start": start}
+    zendesk.faults.clear()
+    zendesk.requests.clear()
+    assert sync_once(conn, work).state == State.SUCCEEDED
+    again = [parse_qs(urlsplit(t).query) for t in export_requests(zendesk)]
+    assert again[0]["start_time"] == [str(start)]
+
+
 def test_a_too_recent_start_is_caught_up_not_an_error(make_zendesk_connection, zendesk, acme, work):
     conn = make_zendesk_connection()
     type(conn).objects.filter(pk=conn.pk).update(cursor={"start_time": int(time.time())})
