@@ -128,6 +128,13 @@ class ZendeskClient:
             )
         if status >= 500:
             return Transient(f"Zendesk is unavailable (HTTP {status}).", detail=detail)
+        if status == 409:
+            # a conflict with a change under way at Zendesk: gone on a later request (Singer's
+            # tap-zendesk retries it on reads too; docs/protocols.md)
+            return Transient(
+                "Zendesk answered 409 Conflict: a change was under way on its side.",
+                detail=detail,
+            )
         if status in (400, 422) or (status == 404 and title == "RecordNotFound"):
             return Rejected(status, title, description)
         return Permanent(f"Zendesk refused the request (HTTP {status}).", detail=detail)

@@ -276,11 +276,25 @@ def test_no_clear_answer_about_scopes_is_left_to_the_export(
     assert "(admin)" in conn.build_connector().check().message
 
 
-def test_server_errors_are_transient(make_zendesk_connection, zendesk, acme, work):
-    zendesk.fault(r"cursor\.json", 502, times=1)
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (502, {}),
+        # the body Zendesk documents for a 409 (ticket content pins reference)
+        (409, {"description": "A conflicting operation is in progress, please try again later"}),
+    ],
+)
+def test_server_errors_and_conflicts_are_transient(
+    make_zendesk_connection, zendesk, acme, work, status, body
+):
+    ids = [zendesk.add_ticket(acme, f"T{i}") for i in range(3)]
+    zendesk.fault(r"cursor\.json", status, times=1, body=body)
     conn = make_zendesk_connection()
     job = sync_once(conn, work, Kind.INITIAL)
     assert job.state == State.RETRYING and job.error_class == "Transient"
+    assert f"HTTP {status}" in job.error_detail
+    assert sync_once(conn, work).state == State.SUCCEEDED  # "Sync now": no backoff to wait
+    assert set(tickets(conn)) == set(ids)
 
 
 def test_429_waits_without_spending_an_attempt(make_zendesk_connection, zendesk, acme, work):
