@@ -290,8 +290,10 @@ class Connector(Generic[ConfigT]):
 
     @classmethod
     def push_watched(cls, connection: Connection) -> bool:
-        """Is this connection watched by push, so its poll is only the safety net? Must not
-        query the database (it is asked whenever a next run is computed)."""
+        """Does this connection's configuration let push watch it (a public URL for Graph,
+        IDLE on for IMAP)? Whether push is live as well is ``Connection.push_until``, kept by
+        the provider's push machinery; both make its poll only the safety net. Must not query
+        the database (it is asked whenever a next run is computed)."""
         return False
 
     @classmethod

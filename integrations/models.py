@@ -153,6 +153,14 @@ class Connection(models.Model):
         help_text="Stale when no sync succeeded by then: twice the schedule's interval after "
         "the last success (empty for manual-only connections).",
     )
+    push_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Push reports this connection's changes until then: a live Graph "
+        "subscription's expiry, or a little after the IMAP listener last saw it idling "
+        "(empty: not watched). Only then does SYNC_PUSHED_POLL_FACTOR stretch its polls.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -357,16 +365,21 @@ class Connection(models.Model):
         nxt = schedule.next_after(now, self.tz)
         factor = settings.SYNC_PUSHED_POLL_FACTOR
         interval = schedule.interval
-        if nxt is not None and interval is not None and factor > 1 and self.push_watched:
+        if nxt is not None and interval is not None and factor > 1 and self.pushed(now):
             nxt = now + interval * factor  # push brings the changes; the poll is the net
         if nxt is not None and schedule.interval is not None:
             spread = min(schedule.interval.total_seconds() * settings.SYNC_SCHEDULE_JITTER, 300)
             nxt += timedelta(seconds=random.uniform(0, spread))
         return nxt
 
-    @property
-    def push_watched(self) -> bool:
-        """Watched by push (IMAP IDLE, Graph notifications): see SYNC_PUSHED_POLL_FACTOR."""
+    def pushed(self, now: datetime | None = None) -> bool:
+        """Is push (IMAP IDLE, Graph notifications) reporting this connection's changes now?
+        Its kind must offer push as configured, and push must be live: a Graph subscription
+        that has not expired, or an IDLE session the listener saw a moment ago
+        (``push_until``). A mailbox whose subscription cannot be made, or whose listener is
+        not running, is polled as scheduled (see SYNC_PUSHED_POLL_FACTOR)."""
+        if self.push_until is None or self.push_until <= (now or timezone.now()):
+            return False
         try:
             return self.connector_class.push_watched(self)
         except SyncError:

@@ -189,6 +189,9 @@ class Subscription:
     client_state: str
     expires: datetime
     delivered: int = 0
+    # after reauthorizationRequired, delivery pauses until the app renews (or reauthorizes):
+    # changes meanwhile are not sent later (lifecycle events page)
+    paused: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -240,6 +243,8 @@ class _Subscriptions:
         if match.group(2):
             if request.method != "POST":
                 return _error(405, "MethodNotAllowed", "Use POST.")
+            with self.lock:
+                sub.paused = False
             return Response(204)
         if request.method == "GET":
             return Response(200, sub.as_json())
@@ -256,6 +261,7 @@ class _Subscriptions:
                 return _too_far_error()
             with self.lock:
                 sub.expires = _bounded(expires)
+                sub.paused = False  # a renewal reauthorizes
             return Response(200, sub.as_json())
         return _error(405, "MethodNotAllowed", f"{request.method} is not allowed here.")
 
@@ -365,26 +371,35 @@ class _Subscriptions:
                 if sub.upn == box.upn
                 and change in sub.change_types
                 and sub.folder_id in (None, folder_id)
+                and not sub.paused  # lost, as the lifecycle events page says
             ]
             repeat = [self.rng.random() < self.notify_repeat for _ in targets]
         for sub, twice in zip(targets, repeat, strict=True):
-            item = {
-                "id": str(uuid.uuid4()),
-                "subscriptionId": sub.id,
-                "subscriptionExpirationDateTime": _iso(sub.expires),
-                "clientState": sub.client_state or None,
-                "changeType": change,
-                "resource": f"Users/{box.upn}/Messages/{message_id}",
-                "tenantId": self.tenant,
-                "resourceData": {
-                    "@odata.type": "#Microsoft.Graph.Message",
-                    "@odata.id": f"Users/{box.upn}/Messages/{message_id}",
-                    "id": message_id,
-                },
-            }
+            item = self.change_item(sub.id, message_id, change)
             # Graph sends "at least one" notification per change: sometimes the same one twice
             for _ in range(2 if twice else 1):
                 self.deliver(sub.notification_url, {"value": [item]})
+
+    def change_item(self, sub_id: str, message_id: str, change: str = "created") -> dict[str, Any]:
+        """One change notification of subscription ``sub_id`` (for a request of its own, or a
+        batch: Graph "may send multiple notifications that correspond to different
+        subscriptions in the same POST request")."""
+        with self.lock:
+            sub = self.subscriptions[sub_id]
+        return {
+            "id": str(uuid.uuid4()),
+            "subscriptionId": sub.id,
+            "subscriptionExpirationDateTime": _iso(sub.expires),
+            "clientState": sub.client_state or None,
+            "changeType": change,
+            "resource": f"Users/{sub.upn}/Messages/{message_id}",
+            "tenantId": self.tenant,
+            "resourceData": {
+                "@odata.type": "#Microsoft.Graph.Message",
+                "@odata.id": f"Users/{sub.upn}/Messages/{message_id}",
+                "id": message_id,
+            },
+        }
 
     def deliver(self, url: str, body: dict[str, Any], wait: bool = False) -> None:
         """POST a notification; retried after a non-2xx answer or a timeout (3 s), then dropped."""
@@ -410,24 +425,30 @@ class _Subscriptions:
             threading.Thread(target=send, name="graph-notify", daemon=True).start()
 
     def lifecycle(self, sub_id: str, event: str, wait: bool = True) -> None:
-        """Send a lifecycle notification (reauthorizationRequired, subscriptionRemoved, missed);
-        subscriptionRemoved also deletes the subscription, as Graph does."""
+        """Send a lifecycle notification (reauthorizationRequired, subscriptionRemoved, missed):
+        subscriptionRemoved also deletes the subscription, and reauthorizationRequired pauses
+        its change notifications until it is renewed, as Graph does."""
+        with self.lock:
+            sub = self.subscriptions[sub_id]
+        body = {"value": [self.lifecycle_item(sub_id, event)]}
+        self.deliver(sub.lifecycle_url or sub.notification_url, body, wait=wait)
+
+    def lifecycle_item(self, sub_id: str, event: str) -> dict[str, Any]:
+        """A lifecycle notification of ``sub_id`` (alone, or in a batch with others: "can be
+        batched together"), with its effect on the subscription."""
         with self.lock:
             sub = self.subscriptions[sub_id]
             if event == "subscriptionRemoved":
                 del self.subscriptions[sub_id]
-        body = {
-            "value": [
-                {
-                    "subscriptionId": sub.id,
-                    "subscriptionExpirationDateTime": _iso(sub.expires),
-                    "tenantId": self.tenant,
-                    "clientState": sub.client_state or None,
-                    "lifecycleEvent": event,
-                }
-            ]
+            elif event == "reauthorizationRequired":
+                sub.paused = True
+        return {
+            "subscriptionId": sub.id,
+            "subscriptionExpirationDateTime": _iso(sub.expires),
+            "tenantId": self.tenant,
+            "clientState": sub.client_state or None,
+            "lifecycleEvent": event,
         }
-        self.deliver(sub.lifecycle_url or sub.notification_url, body, wait=wait)
 
 
 class FakeGraph(_Subscriptions, LocalServer):

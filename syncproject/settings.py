@@ -485,8 +485,9 @@ SYNC_LISTEN_MAX_BACKOFF = env_float(
 SYNC_PUSHED_POLL_FACTOR = env_float(
     "SYNC_PUSHED_POLL_FACTOR",
     1.0,
-    "Interval schedules of connections watched by push (IMAP with IDLE on, Graph with "
-    "SYNC_PUBLIC_URL) run this many times less often: the poll becomes the slower safety net. "
+    "Interval schedules of connections push is watching (an IMAP mailbox sync_listen has in "
+    "IDLE, a Graph mailbox with a live subscription) run this many times less often: the poll "
+    "becomes the slower safety net. Others, and any whose push stops, are polled as scheduled. "
     "1 = as scheduled; e.g. 4 once sync_listen runs.",
 )
 SYNC_PUBLIC_URL = env_str(

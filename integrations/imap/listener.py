@@ -12,6 +12,10 @@ notification is only a hint: the sync itself finds what changed, exactly as a sc
   differs — mail arrived while nobody listened (a listener killed, a dropped connection) — a
   sync is queued at once. So a lost notification costs seconds, and a dead listener costs
   freshness until the next scheduled poll, never data.
+- While every watched folder of a connection idles, its ``push_until`` says so (renewed on
+  the passes, lapsing two minutes after the last): only then may ``SYNC_PUSHED_POLL_FACTOR``
+  stretch its polls. A mailbox whose server has no IDLE, whose session keeps dropping, or
+  whose listener is not running is polled as scheduled.
 - A dropped session reconnects after an exponential backoff with jitter (at most
   ``SYNC_LISTEN_MAX_BACKOFF``). A refused login, unreadable credentials or settings the
   credentials were not entered for stop the watch until the connection changes; a connection
@@ -37,10 +41,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connections
+from django.db.models import Q
+from django.utils import timezone
 from imapclient.exceptions import IMAPClientError
 
 from integrations.errors import AuthFailed, ConfigError, SyncError
@@ -51,6 +58,7 @@ from syncqueue.engine import enqueue_notified
 log = logging.getLogger("integrations.imap.listener")
 
 CHECK_SECONDS = 5.0  # longest a thread waits in IDLE before looking whether it should stop
+PUSHED_SECONDS = 120  # an idling connection counts as pushed this long after a pass saw it
 KEEPALIVE_IDLE = 60  # seconds of silence before TCP keepalive probes start
 KEEPALIVE_INTERVAL = 10  # seconds between probes (3 unanswered: the session is dead)
 CHANGES = {b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"}
@@ -272,7 +280,23 @@ class Listener:
             )
             self.watches[key] = watch
             watch.start()
+        self.mark_pushed()
         self.beat()
+
+    def mark_pushed(self) -> None:
+        """``push_until`` of the connections whose every watched folder is in IDLE now: a
+        little beyond the next pass, so it lapses soon after this listener stops or the session
+        drops. Written only when half used up (one short UPDATE per batch, most passes none)."""
+        idling: dict[int, bool] = {}
+        for (connection_id, _folder), watch in self.watches.items():
+            idling[connection_id] = idling.get(connection_id, True) and watch.state == "idling"
+        live = sorted(pk for pk, yes in idling.items() if yes)
+        now = timezone.now()
+        ttl = timedelta(seconds=max(PUSHED_SECONDS, 6 * settings.SYNC_LISTEN_RECONCILE_SECONDS))
+        for start in range(0, len(live), 500):
+            Connection.objects.filter(pk__in=live[start : start + 500]).filter(
+                Q(push_until__isnull=True) | Q(push_until__lt=now + ttl / 2)
+            ).update(push_until=now + ttl)
 
     def handle(self, event: Event) -> None:
         """Database work for a watch's event (in the listener's thread)."""

@@ -58,6 +58,12 @@ class RetiredSubscription(models.Model):
     stored* (still encrypted, sealed for the same destination), never in the clear."""
 
     subscription_id = models.CharField(max_length=100, unique=True)
+    client_state_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of its clientState: its notifications, until it is gone, are "
+        "recognised (and dropped) instead of refused.",
+    )
     name = models.CharField(max_length=200, help_text="The deleted connection's name.")
     config = models.JSONField(default=dict, help_text="The deleted connection's settings.")
     secret = models.TextField(help_text="Its credentials, encrypted as the connection kept them.")

@@ -38,7 +38,6 @@ Protocol notes and sources: docs/protocols.md, "Microsoft Graph".
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import re
 import secrets
@@ -48,7 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -65,7 +64,6 @@ CHANGE_TYPES = "created,updated,deleted"
 PER_PASS = 50  # subscriptions made or renewed per dispatcher pass (the rest: next pass)
 PASS_SECONDS = 30.0  # and no longer than this (a create waits for Graph's validation call)
 MAX_ITEMS = 100  # notifications looked at per request; Graph batches far fewer
-MAX_REFUSED = 5  # a request with this many unproven items is not read further
 _EXISTING = re.compile(r"Subscription Id ([0-9a-fA-F-]{36}) already exists")
 
 
@@ -117,6 +115,7 @@ def create(conn: Connection, now: datetime | None = None) -> Subscription:
         connection=conn,
         defaults={"subscription_id": None, "client_state_hash": _hash(state), "renew_now": False},
     )
+    _push_until(conn.pk, None)  # any earlier one is gone: polled as scheduled until this works
     config = client.config
     resource = f"users/{config.mailbox}/messages"
     asked = _expiry(now)
@@ -143,11 +142,12 @@ def create(conn: Connection, now: datetime | None = None) -> Subscription:
         client.close()
     # Only if the row still holds this run's secret: another dispatcher (whose pass outlived
     # its lock) may have made one meanwhile; ours then goes, so hash and id always match.
+    expires = _answered_expiry(reply, asked)
     kept = Subscription.objects.filter(pk=sub.pk, client_state_hash=_hash(state)).update(
         subscription_id=str(reply["id"]),
         resource=resource,
         notification_url=url,
-        expires_at=_answered_expiry(reply, asked),
+        expires_at=expires,
         last_error="",
         failures=0,
     )
@@ -155,6 +155,7 @@ def create(conn: Connection, now: datetime | None = None) -> Subscription:
         forget(Subscription(connection=conn, subscription_id=str(reply["id"])), local=False)
         log.info("%s: a concurrent pass made the subscription; ours deleted.", conn.name)
     else:
+        _push_until(conn.pk, expires)
         log.info("%s: Graph subscription made.", conn.name)
         if not first:  # one made again: changes while there was none reached nobody
             enqueue_notified(conn.pk, "Graph subscription made again")
@@ -175,16 +176,22 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
         return _moved(sub, now)
     client = _client(conn)
     asked = _expiry(now)
+    # Taken before the PATCH, so a challenge that arrives meanwhile sets it again
+    reauthorizing = sub.renew_now
+    if reauthorizing:
+        Subscription.objects.filter(pk=sub.pk).update(renew_now=False)
     try:
         reply = client.call(
             "PATCH",
             f"{client.config.api}/subscriptions/{sub.subscription_id}",
             {"expirationDateTime": _iso(asked)},
         )
-    except SyncError as exc:
-        if _not_found(exc):
+    except Exception as exc:
+        if isinstance(exc, SyncError) and _not_found(exc):
             client.close()
             return create(conn, now)
+        if reauthorizing:
+            Subscription.objects.filter(pk=sub.pk).update(renew_now=True)
         raise
     finally:
         client.close()
@@ -193,15 +200,23 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
     if isinstance(posts_to, str) and posts_to and not _same_address(posts_to, url):
         sub.notification_url = posts_to
         return _moved(sub, now)
+    expires = _answered_expiry(reply, asked)
     Subscription.objects.filter(pk=sub.pk).update(
-        expires_at=_answered_expiry(reply, asked),
-        notification_url=url,
-        renew_now=False,
-        last_error="",
-        failures=0,
+        expires_at=expires, notification_url=url, last_error="", failures=0
     )
+    _push_until(conn.pk, expires)
+    if reauthorizing:
+        # Graph pauses delivery until a subscription is reauthorized, and what changed
+        # meanwhile is not sent later (lifecycle events page): the delta query finds it
+        enqueue_notified(conn.pk, "Graph subscription reauthorized")
     sub.refresh_from_db()
     return sub
+
+
+def _push_until(connection_id: int, until: datetime | None) -> None:
+    """Graph reports this mailbox's changes until ``until`` (a live subscription's expiry;
+    None: no subscription), which is what lets SYNC_PUSHED_POLL_FACTOR stretch its polls."""
+    Connection.objects.filter(pk=connection_id).update(push_until=until)
 
 
 def _same_address(one: str, other: str) -> bool:
@@ -259,6 +274,7 @@ def forget(sub: Subscription, *, local: bool = True, now: datetime | None = None
         _failed(sub, failure, "Graph subscription not deleted (tried again on the next passes)")
         return False
     sub.delete()
+    _push_until(sub.connection_id, None)
     return True
 
 
@@ -341,6 +357,7 @@ def retire(sender: Any, instance: Connection, **kwargs: Any) -> None:
             "config": instance.config,
             "secret": instance.secret,  # as stored: encrypted, sealed for its destination
             "expires_at": expires,
+            "client_state_hash": sub.client_state_hash,
         },
     )
 
@@ -395,6 +412,8 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
     ends = time.monotonic() + PASS_SECONDS
     if notification_url():
         _subscriptions(now, ends, done)
+    else:  # push turned off: Graph would post to an endpoint that refuses, for days
+        _forget(Subscription.objects.filter(_ready(now)), now, done)
     deleted, failed = _delete_retired(now, ends)
     done["forgotten"] += deleted
     done["failed"] += failed
@@ -403,12 +422,7 @@ def maintain(now: datetime | None = None, **kwargs: Any) -> dict[str, int]:
 
 def _subscriptions(now: datetime, ends: float, done: dict[str, int]) -> None:
     """The watched mailboxes' subscriptions: forget, make and renew, until ``ends``."""
-    unwatched = Subscription.objects.exclude(connection__in=watched()).filter(_ready(now))
-    for sub in unwatched.select_related("connection")[:PER_PASS]:
-        if forget(sub, now=now):
-            done["forgotten"] += 1
-        else:
-            done["failed"] += 1
+    _forget(Subscription.objects.exclude(connection__in=watched()).filter(_ready(now)), now, done)
     missing = watched().filter(graph_subscription__isnull=True)[:PER_PASS]
     # The soonest to expire first: a live subscription that lapses stops push until it is
     # made again; one that failed to be made can wait for the next pass.
@@ -445,55 +459,92 @@ def _subscriptions(now: datetime, ends: float, done: dict[str, int]) -> None:
             done["failed"] += 1
 
 
+def _forget(subs: QuerySet[Subscription], now: datetime, done: dict[str, int]) -> None:
+    """Delete ``subs`` at Graph and here (at most ``PER_PASS``), counting into ``done``."""
+    for sub in subs.select_related("connection")[:PER_PASS]:
+        done["forgotten" if forget(sub, now=now) else "failed"] += 1
+
+
 def handle(payload: Any) -> tuple[int, int]:
-    """Act on a POSTed changeNotificationCollection; returns (accepted, refused)."""
+    """Act on a POSTed changeNotificationCollection; returns (accepted, refused).
+
+    Graph may put notifications of several subscriptions in one request, lifecycle events
+    among them: each item is judged on its own, with one lookup for the whole request (so a
+    flood of forgeries costs one query, and an unproven item never hides a genuine one). Those
+    of a deleted mailbox's subscription, which Graph may send until it is deleted there, are
+    accepted and dropped. A mailbox's items queue one sync, however many there are."""
     items = payload.get("value") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         return 0, 1
+    claims = [_claim(item) for item in items[:MAX_ITEMS]]
+    digests = {claim[1] for claim in claims if claim}
+    subs = {
+        sub.client_state_hash: sub
+        for sub in Subscription.objects.filter(client_state_hash__in=digests)
+    }
+    retired = set(
+        RetiredSubscription.objects.filter(client_state_hash__in=digests - subs.keys())
+        .exclude(client_state_hash="")
+        .values_list("client_state_hash", "subscription_id")
+    )
     accepted = refused = 0
-    now = timezone.now()
-    for item in items[:MAX_ITEMS]:
-        sub = _verified(item)
-        if sub is None:
+    counts: dict[int, int] = {}
+    syncs: dict[int, str] = {}  # connection id -> why its one sync is queued
+    for claim in claims:
+        if claim is None:
             refused += 1
-            if refused >= MAX_REFUSED:
-                break  # one lookup per item: a flood of forgeries is not read to the end
             continue
-        accepted += 1
-        Subscription.objects.filter(pk=sub.pk).update(
-            notifications=F("notifications") + 1, last_notified_at=now
-        )
-        event = item.get("lifecycleEvent")
-        if event == "reauthorizationRequired":
-            Subscription.objects.filter(pk=sub.pk).update(renew_now=True)
-        elif event == "subscriptionRemoved":
-            # gone at Graph; the next dispatcher pass makes a new one (and syncs once it has)
-            # (only the one removed: a pass may have made a new one a moment ago)
-            Subscription.objects.filter(
-                pk=sub.pk, subscription_id=item.get("subscriptionId")
-            ).update(subscription_id=None)
-            enqueue_notified(sub.connection_id, "Graph removed the subscription")
-        elif event == "missed":
-            enqueue_notified(sub.connection_id, "Graph missed notifications")
+        item, digest, sub_id = claim
+        sub = subs.get(digest)
+        if sub is not None and sub.subscription_id in (None, sub_id):
+            accepted += 1
+            counts[sub.pk] = counts.get(sub.pk, 0) + 1
+            why = _act(sub, item, sub_id)
+            if why:
+                syncs.setdefault(sub.connection_id, why)
+        elif (digest, sub_id) in retired:
+            accepted += 1  # a deleted mailbox's: nothing to do here
         else:
-            enqueue_notified(sub.connection_id, f"Graph: message {item.get('changeType')}")
+            refused += 1  # unknown, or the right secret for another subscription
+    now = timezone.now()
+    for pk, count in counts.items():
+        Subscription.objects.filter(pk=pk).update(
+            notifications=F("notifications") + count, last_notified_at=now
+        )
+    for connection_id, why in syncs.items():
+        enqueue_notified(connection_id, why)
     return accepted, refused
 
 
-def _verified(item: Any) -> Subscription | None:
-    """The subscription a notification is for, if its clientState proves it."""
+def _claim(item: Any) -> tuple[dict[str, Any], str, str] | None:
+    """(the item, the hash of its clientState, its subscription id), if it is shaped as a
+    notification of one of our subscriptions would be."""
     if not isinstance(item, dict):
         return None
     state, sub_id = item.get("clientState"), item.get("subscriptionId")
-    if not isinstance(state, str) or not state or not isinstance(sub_id, str):
+    if not isinstance(state, str) or not state or not isinstance(sub_id, str) or not sub_id:
         return None
-    digest = _hash(state)
-    sub = Subscription.objects.filter(client_state_hash=digest).first()
-    if sub is None or not hmac.compare_digest(sub.client_state_hash, digest):
+    return item, _hash(state), sub_id
+
+
+def _act(sub: Subscription, item: dict[str, Any], sub_id: str) -> str | None:
+    """What one proven item does; returns why to sync its mailbox, if it should be."""
+    event = item.get("lifecycleEvent")
+    if event == "reauthorizationRequired":
+        # renewed on the next pass, which then syncs what the pause held back
+        Subscription.objects.filter(pk=sub.pk).update(renew_now=True)
         return None
-    if sub.subscription_id not in (None, sub_id):
-        return None  # the right secret for another subscription: not this one's
-    return sub
+    if event == "subscriptionRemoved":
+        # gone at Graph; the next dispatcher pass makes a new one (and syncs once it has)
+        # (only the one removed: a pass may have made a new one a moment ago)
+        if Subscription.objects.filter(pk=sub.pk, subscription_id=sub_id).update(
+            subscription_id=None
+        ):
+            _push_until(sub.connection_id, None)
+        return "Graph removed the subscription"
+    if event == "missed":
+        return "Graph missed notifications"
+    return f"Graph: message {item.get('changeType')}"
 
 
 def doctor_notes() -> list[tuple[str, str, str]]:

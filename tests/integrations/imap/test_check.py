@@ -71,10 +71,17 @@ def test_a_watched_mailbox_is_polled_less_often_when_configured(make_imap_connec
     now = timezone.now()
     for conn in (watched, unwatched):
         conn.schedule = "every 15m"
+        conn.push_until = now + timedelta(minutes=2)  # the listener saw it idling
     assert watched.compute_next_sync(now) == now + timedelta(minutes=15)  # default: as scheduled
     settings.SYNC_PUSHED_POLL_FACTOR = 4
     assert watched.compute_next_sync(now) == now + timedelta(minutes=60)  # IDLE brings mail
     assert unwatched.compute_next_sync(now) == now + timedelta(minutes=15)
+    # no listener has seen it idling lately (not running, the session keeps dropping, no IDLE
+    # on the server): polled as scheduled
+    later = now + timedelta(minutes=3)
+    assert watched.compute_next_sync(later) == later + timedelta(minutes=15)
+    watched.push_until = None
+    assert watched.compute_next_sync(now) == now + timedelta(minutes=15)
 
 
 def test_idling_sessions_use_tcp_keepalive():

@@ -90,6 +90,37 @@ def test_a_listener_killed_and_restarted_loses_nothing(make_imap_connection, dov
     assert len(uids) == len(set(uids)) == 4  # nothing twice
 
 
+def test_only_a_mailbox_in_idle_has_its_polls_stretched(
+    make_imap_connection, dovecot, imap_user, settings
+):
+    """SYNC_PUSHED_POLL_FACTOR makes the poll the slower safety net of a mailbox the listener
+    really watches: not of one whose listener is not running or has stopped."""
+    settings.SYNC_PUSHED_POLL_FACTOR, settings.SYNC_SCHEDULE_JITTER = 4, 0
+    conn = synced_once(make_imap_connection, dovecot, imap_user)
+    unwatched = make_imap_connection(idle=False)
+    Connection.objects.filter(pk__in=[conn.pk, unwatched.pk]).update(schedule="every 15m")
+
+    def next_poll(connection: Connection) -> timedelta:
+        connection.refresh_from_db()
+        now = timezone.now()
+        nxt = connection.compute_next_sync(now)
+        assert nxt is not None
+        return nxt - now
+
+    assert next_poll(conn) == timedelta(minutes=15)  # no listener: as scheduled
+    with listener("idle-stretch") as running:
+        wait_for(idling, 30, "the listener to be in IDLE")
+        wait_for(lambda: next_poll(conn) == timedelta(minutes=60), 10, "the stretched poll")
+        assert next_poll(unwatched) == timedelta(minutes=15)
+        running.send_signal(signal.SIGKILL)
+        running.wait()
+    conn.refresh_from_db()
+    assert conn.push_until is not None
+    lapsed = conn.push_until + timedelta(seconds=1)
+    assert not conn.pushed(lapsed) and conn.push_until < timezone.now() + timedelta(minutes=3)
+    assert conn.compute_next_sync(lapsed) == lapsed + timedelta(minutes=15)
+
+
 def test_disabled_and_auth_required_connections_are_not_watched(
     make_imap_connection, dovecot, imap_user
 ):

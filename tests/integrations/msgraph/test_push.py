@@ -104,6 +104,86 @@ def test_a_forged_notification_is_refused(
     assert client.post("/hooks/graph/", many, content_type="application/json").status_code == 403
 
 
+def test_each_item_of_a_batch_is_judged_on_its_own(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    """Graph may batch notifications of several subscriptions, lifecycle events among them, in
+    one POST. Unproven items (forged, or a subscription we no longer know) must not hide the
+    genuine ones; a deleted mailbox's subscription, still being deleted at Graph, is
+    acknowledged, not refused (a refusal is resent for hours)."""
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    graph.add_mailbox("adele@contoso.test", "Adele Vance")
+    other = make_graph_connection(mailbox="adele@contoso.test")
+    dispatcher.dispatch()
+    other_sub = Subscription.objects.get(connection=other)
+    forged = [
+        {"subscriptionId": f"unknown-{i}", "clientState": f"guess {i}", "changeType": "created"}
+        for i in range(6)
+    ]
+    graph.deliver(push_on, {"value": [*forged, graph.change_item(sub.subscription_id, "m1")]}, True)
+    assert graph.deliveries[-1][2] == 202 and notified(conn) == 1
+    removed = graph.lifecycle_item(other_sub.subscription_id, "subscriptionRemoved")
+    batch = [graph.change_item(sub.subscription_id, "m2"), *forged, removed]
+    graph.deliver(push_on, {"value": batch}, True)
+    assert graph.deliveries[-1][2] == 202
+    assert Subscription.objects.get(pk=other_sub.pk).subscription_id is None
+    assert notified(other) == 1 and notified(conn) == 1  # (joined the waiting one)
+    assert Subscription.objects.get(pk=sub.pk).notifications == 2
+    # a deleted mailbox's subscription that Graph has not deleted yet
+    graph.fault(r"/v1\.0/subscriptions/", status=503, method="DELETE")
+    conn.delete()
+    dispatcher.dispatch()
+    assert sub.subscription_id in graph.subscriptions
+    graph.deliver(push_on, {"value": [graph.change_item(sub.subscription_id, "m3")]}, True)
+    assert graph.deliveries[-1][2] == 202
+    graph.deliver(push_on, {"value": forged}, True)
+    assert graph.deliveries[-1][2] == 403
+
+
+def test_a_reauthorized_subscription_syncs_what_the_pause_held_back(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    """After reauthorizationRequired, Graph pauses delivery until the subscription is
+    reauthorized, and changes meanwhile are lost: the renewal queues the delta sync that finds
+    them."""
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    quiet_schedule(conn)
+    graph.lifecycle(sub.subscription_id, "reauthorizationRequired")
+    delivered = len(graph.deliveries)
+    graph.add_message(mailbox, subject="during the pause")
+    assert len(graph.deliveries) == delivered  # not told
+    assert notified(conn) == 0
+    dispatcher.dispatch()  # renews (which reauthorizes), then syncs
+    assert not Subscription.objects.get(pk=sub.pk).renew_now
+    assert notified(conn) == 1
+    run_queued()
+    assert MailMessage.objects.filter(connection=conn, subject="during the pause").exists()
+
+
+def test_a_challenge_during_a_failed_renewal_is_not_lost(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    _conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    graph.lifecycle(sub.subscription_id, "reauthorizationRequired")
+    graph.fault(r"/v1\.0/subscriptions/", status=503, method="PATCH")
+    dispatcher.dispatch()
+    kept = Subscription.objects.get(pk=sub.pk)
+    assert kept.renew_now and kept.failures == 1
+
+
+def test_turning_push_off_deletes_the_subscriptions_at_graph(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any, settings: Any
+) -> None:
+    """Without a public URL our endpoint refuses notifications: Graph would go on posting
+    (and resending) until the subscriptions expire, days later."""
+    conn, _sub = subscribed(graph, mailbox, make_graph_connection)
+    settings.SYNC_PUBLIC_URL = ""
+    dispatcher.dispatch()
+    assert not graph.subscriptions and not Subscription.objects.exists()
+    conn.refresh_from_db()
+    assert conn.push_until is None
+
+
 def test_subscriptions_are_renewed_before_they_expire(
     push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any, settings: Any
 ) -> None:
@@ -173,6 +253,38 @@ def test_lifecycle_events(push_on: str, graph: Any, mailbox: Any, make_graph_con
     assert again.subscription_id != old and again.subscription_id in graph.subscriptions
     statuses = [status for _, _, status in graph.deliveries]
     assert statuses == [202, 202, 202]
+
+
+def test_only_a_mailbox_with_a_live_subscription_has_its_polls_stretched(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any, settings: Any
+) -> None:
+    """SYNC_PUSHED_POLL_FACTOR makes the poll the slower safety net of a mailbox Graph really
+    reports on: not of one whose subscription Graph refused, or removed."""
+    settings.SYNC_PUSHED_POLL_FACTOR, settings.SYNC_SCHEDULE_JITTER = 4, 0
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    graph.add_mailbox("adele@contoso.test", "Adele Vance")
+    graph.fault(r"/v1\.0/subscriptions", status=403, method="POST")
+    refused = make_graph_connection(mailbox="adele@contoso.test")
+    dispatcher.dispatch()
+    assert Subscription.objects.get(connection=refused).last_error
+    type(conn).objects.filter(pk__in=[conn.pk, refused.pk]).update(schedule="every 15m")
+
+    def next_poll(connection: Any) -> timedelta:
+        connection.refresh_from_db()
+        now = timezone.now()
+        return connection.compute_next_sync(now) - now
+
+    assert next_poll(conn) == timedelta(minutes=60)
+    assert conn.push_until == sub.expires_at
+    assert next_poll(refused) == timedelta(minutes=15)
+    graph.lifecycle(sub.subscription_id, "subscriptionRemoved")
+    assert next_poll(conn) == timedelta(minutes=15)
+    dispatcher.dispatch()  # made again
+    assert next_poll(conn) == timedelta(minutes=60)
+    # lapsed (no dispatcher renewed it): as scheduled again
+    assert conn.push_until is not None
+    lapsed = conn.push_until + timedelta(seconds=1)
+    assert conn.compute_next_sync(lapsed) == lapsed + timedelta(minutes=15)
 
 
 def quiet_schedule(conn: Any) -> None:
