@@ -372,13 +372,15 @@ class FakeZendesk(LocalServer):
                 if (scope == "all" or t["via"]["channel"] != "ai_agent")
                 and not (exclude_deleted and t["status"] == "deleted")
             ]
-        cursor = _cursor(*last, self.generation)
         base = f"{self.url}/{account.subdomain}/api/v2/incremental/tickets/cursor.json"
         keep = {k: v for k, v in query.items() if k not in ("cursor", "start_time")}
+        # when no ticket comes back there is no cursor either (after_cursor is nullable in the
+        # OpenAPI schema; docs/protocols.md)
+        cursor = _cursor(*last, self.generation) if page else None
         body: dict[str, Any] = {
             "tickets": tickets,
             "after_cursor": cursor,
-            "after_url": f"{base}?{urlencode({**keep, 'cursor': cursor})}",
+            "after_url": f"{base}?{urlencode({**keep, 'cursor': cursor})}" if cursor else None,
             "before_cursor": None,
             "before_url": None,
             "end_of_stream": end,

@@ -23,7 +23,7 @@ from integrations.errors import AuthFailed, Permanent
 from integrations.zendesk.client import READ_SCOPES, SCOPES_PATH, Rejected, ZendeskClient
 from integrations.zendesk.config import ZendeskConfig
 from integrations.zendesk.models import Ticket
-from integrations.zendesk.store import upsert_tickets
+from integrations.zendesk.store import mark_deleted, upsert_tickets
 from integrations.zendesk.sync import TicketPage, export
 
 
@@ -89,9 +89,11 @@ class ZendeskConnector(Connector[ZendeskConfig]):
             client.close()
 
     def _retry_skipped(self, client: ZendeskClient, ctx: SyncContext) -> Iterator[Batch]:
-        """Read skipped tickets again, one request each (with their people); a ticket that no
-        longer exists is gone."""
+        """Read skipped tickets again, one request each (with their people). A ticket Zendesk
+        no longer shows (404: deleted since) is gone, and its stored copy marked deleted: the
+        export that carried the deletion is behind us."""
         records: list[Any] = []
+        gone: list[int] = []
         for ref in ctx.retry:
             ticket_id = ref.key.removeprefix("zendesk:")
             if not ticket_id.isdigit():
@@ -102,12 +104,13 @@ class ZendeskConnector(Connector[ZendeskConfig]):
             except Rejected as rejected:
                 if rejected.status == 404:
                     records.append(NoLongerThere(ref))
+                    gone.append(int(ticket_id))
                     continue
                 raise Permanent("Zendesk refused to show a ticket.", detail=str(rejected)) from None
             users = {int(u["id"]): u for u in found.get("users") or [] if "id" in u}
             records.append(TicketPage([found.get("ticket") or {"id": int(ticket_id)}], users))
         if records:
-            yield Batch(records=records, note="skipped tickets read again")
+            yield Batch(records=records, deleted=gone, note="skipped tickets read again")
 
     def items(self, batch: Batch) -> list[Batch]:
         """One ticket per batch (with the page's people, for names)."""
@@ -115,9 +118,10 @@ class ZendeskConnector(Connector[ZendeskConfig]):
         for page in batch.records:
             if isinstance(page, TicketPage):
                 parts += [
-                    replace(batch, records=[TicketPage([ticket], page.users)], note="")
+                    replace(batch, records=[TicketPage([ticket], page.users)], deleted=(), note="")
                     for ticket in page.tickets
                 ]
+        parts += [replace(batch, records=[], deleted=[d], note="") for d in batch.deleted]
         return parts
 
     def describe(self, batch: Batch) -> ItemRef | None:
@@ -132,6 +136,8 @@ class ZendeskConnector(Connector[ZendeskConfig]):
         for page in batch.records:
             if isinstance(page, TicketPage):
                 counts += upsert_tickets(self.connection, page.tickets, page.users)
+        if batch.deleted:
+            counts.deleted += mark_deleted(self.connection, batch.deleted)
         return counts
 
     @classmethod

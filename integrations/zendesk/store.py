@@ -129,3 +129,11 @@ def upsert_tickets(
     Ticket.objects.bulk_create(new, batch_size=500)
     Ticket.objects.bulk_update(changed, FIELDS, batch_size=500)
     return counts
+
+
+def mark_deleted(connection: Connection, ticket_ids: Sequence[int]) -> int:
+    """Tickets Zendesk no longer shows (Show Ticket: 404) are deleted there: mark the stored
+    copies, keeping their last text as a deletion the export carried does. Returns how many."""
+    return Ticket.objects.filter(
+        connection=connection, zendesk_id__in=list(ticket_ids), deleted=False
+    ).update(deleted=True, status="deleted", changed_at=timezone.now())

@@ -82,8 +82,10 @@ def export(client: ZendeskClient, config: ZendeskConfig, ctx: SyncContext) -> It
                 # same time, not at the rejected cursor or a window counted from its own day
                 yield Batch(cursor=dict(cursor), done=done)
                 continue
-            if rejected.status == 422 and "start_time" in params:
-                # "Too recent start_time": nothing can have changed since; caught up.
+            too_recent = "too recent" in (rejected.description or "").lower()
+            if rejected.status == 422 and "start_time" in params and too_recent:
+                # "Too recent start_time": nothing can have changed since; caught up. (Any
+                # other 422 is a refusal: "caught up" would hide it on every run.)
                 yield Batch(cursor=cursor, final=True, note="Caught up: nothing changed.")
                 return
             raise Permanent(
@@ -93,9 +95,17 @@ def export(client: ZendeskClient, config: ZendeskConfig, ctx: SyncContext) -> It
         if tickets:
             newest = max(newest, *(int(t.get("generated_timestamp") or 0) for t in tickets))
         users = {int(u["id"]): u for u in page.get("users") or [] if "id" in u}
-        end = bool(page.get("end_of_stream"))
-        after = page.get("after_cursor") or cursor.get("after_cursor")
-        cursor = {"after_cursor": after, "max_generated": newest, **kept}
+        after = page.get("after_cursor")
+        # No cursor back (Zendesk sends none when no ticket comes back): the next poll asks
+        # again from where this one did, never from a window counted from its own day.
+        asked = (
+            {"after_cursor": params["cursor"]}
+            if "cursor" in params
+            else {"start_time": params["start_time"]}
+        )
+        position = {"after_cursor": after} if after else asked
+        end = bool(page.get("end_of_stream")) or not after  # (nowhere further to ask from)
+        cursor = {**position, "max_generated": newest, **kept}
         done += len(tickets)
         yield Batch(
             records=[TicketPage(tickets, users)] if tickets else [],

@@ -249,6 +249,32 @@ def test_a_ticket_read_again_keeps_its_export_stamp(
     assert row.generated_timestamp >= stamp
 
 
+def test_a_deletion_that_could_not_be_stored_is_not_lost(
+    zendesk, acme, make_zendesk_connection, work
+):
+    """The export carries a deletion once. If storing it fails, the ticket is read again with
+    Show Ticket, which answers 404 for a deleted ticket: the stored copy is marked deleted then,
+    instead of the skipped item being settled as gone while the copy stays live for good."""
+    ticket_id = zendesk.add_ticket(acme, "to be deleted")
+    conn = make_zendesk_connection(history_days=None)
+    engine.enqueue(conn, SyncJob.Kind.MANUAL)
+    work()
+    zendesk.delete_ticket(acme, ticket_id)
+    with poisoned("workspace_ticket", "status", "deleted"):
+        engine.enqueue(conn, SyncJob.Kind.MANUAL)
+        work()
+    assert SkippedItem.objects.filter(connection=conn, state=SkippedItem.State.OPEN).count() == 1
+    assert not Ticket.objects.get(connection=conn, zendesk_id=ticket_id).deleted
+    cure("workspace_ticket")
+    job = engine.enqueue(conn, SyncJob.Kind.MANUAL)  # every sync tries skipped items again
+    work()
+    job.refresh_from_db()
+    row = Ticket.objects.get(connection=conn, zendesk_id=ticket_id)
+    assert row.deleted and row.status == "deleted" and row.subject == "to be deleted"
+    assert job.deleted_count == 1
+    assert SkippedItem.objects.get(connection=conn).state == SkippedItem.State.GONE
+
+
 @pytest.mark.skipif(db.vendor != "sqlite", reason="SQLite's page cache")
 def test_a_batch_is_written_with_a_page_cache_it_fits_in(
     dovecot, imap_user, make_imap_connection, work, settings

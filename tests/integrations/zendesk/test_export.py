@@ -202,6 +202,48 @@ def test_the_restart_after_a_rejected_cursor_is_kept_when_the_next_request_fails
     assert again[0]["start_time"] == [str(start)]
 
 
+def test_an_export_without_tickets_keeps_where_it_started(
+    make_zendesk_connection, zendesk, acme, work
+):
+    """Zendesk answers an export that finds nothing without a cursor (``after_cursor`` is
+    nullable). The next poll must ask from the same start, not from a window counted back from
+    its own day: a connection polled weekly, or off for a while, would skip what changed."""
+    conn = make_zendesk_connection()
+    assert sync_once(conn, work, Kind.INITIAL).state == State.SUCCEEDED
+    conn.refresh_from_db()
+    start = conn.cursor["first_start"]
+    assert conn.cursor == {"start_time": start, "max_generated": 0, "first_start": start}
+    assert conn.build_connector().describe_position(conn.cursor)  # a position to show
+    zendesk.requests.clear()
+    late = zendesk.add_ticket(acme, "changed just after the start", generated=start + 1)
+    assert sync_once(conn, work).state == State.SUCCEEDED
+    assert parse_qs(urlsplit(export_requests(zendesk)[0]).query)["start_time"] == [str(start)]
+    assert set(tickets(conn)) == {late}
+    conn.refresh_from_db()
+    assert conn.cursor["after_cursor"]
+    # caught up by cursor, nothing new: the cursor stays
+    kept = conn.cursor["after_cursor"]
+    assert sync_once(conn, work).state == State.SUCCEEDED
+    conn.refresh_from_db()
+    assert conn.cursor["after_cursor"] == kept
+
+
+def test_a_422_other_than_too_recent_is_an_error_not_caught_up(
+    make_zendesk_connection, zendesk, acme, work
+):
+    zendesk.add_ticket(acme, "not exported")
+    zendesk.fault(
+        r"start_time=",
+        422,
+        times=10,
+        body={"error": "InvalidValue", "description": "Invalid support_type_scope"},
+    )
+    conn = make_zendesk_connection()
+    job = sync_once(conn, work, Kind.INITIAL)
+    assert job.state == State.FAILED and "refused the export request" in job.error_message
+    assert "Invalid support_type_scope" in job.error_detail
+
+
 def test_a_too_recent_start_is_caught_up_not_an_error(make_zendesk_connection, zendesk, acme, work):
     conn = make_zendesk_connection()
     type(conn).objects.filter(pk=conn.pk).update(cursor={"start_time": int(time.time())})
