@@ -21,6 +21,7 @@ import itertools
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -87,6 +88,9 @@ class FakeZendesk(LocalServer):
         self.clock = _NOW
         self.generation = 1  # cursors of an older generation are refused (forget_cursors)
         self.throttled: list[float] = []  # pending one-off 429s (their retry-after)
+        # called before each export page is answered (with its query): a test changes tickets
+        # while an export is under way, as people do
+        self.before_page: Callable[[dict[str, str]], None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -321,6 +325,8 @@ class FakeZendesk(LocalServer):
 
     def export(self, account: Account, request: Request) -> Response:
         query = request.query
+        if self.before_page is not None:
+            self.before_page(query)
         per_page = max(1, min(int(query.get("per_page", 1000)), 1000))
         if "cursor" in query:
             position = _uncursor(query["cursor"], self.generation)

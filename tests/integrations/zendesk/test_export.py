@@ -95,6 +95,32 @@ def test_later_syncs_continue_from_the_cursor(make_zendesk_connection, zendesk, 
     assert (job.created_count, job.updated_count, job.deleted_count) == (0, 0, 0)
 
 
+def test_a_ticket_changed_during_an_export_comes_again_and_is_stored_once(
+    make_zendesk_connection, zendesk, acme, work
+):
+    """The cursor export is ordered by change time: a ticket changed while the pages are read
+    comes again on a later page, with its new content (the export includes "tickets that
+    changed since"). Stored once, as it is now."""
+    now = int(time.time())
+    ids = [zendesk.add_ticket(acme, f"T{i}", generated=now - DAY - 100 + i) for i in range(30)]
+    pages = []
+
+    def change_one(query: dict[str, str]) -> None:
+        pages.append(query)
+        if len(pages) == 2:  # the first page (with T0) was read; T0 changes meanwhile
+            zendesk.update_ticket(acme, ids[0], subject="T0 changed meanwhile")
+
+    zendesk.before_page = change_one
+    conn = make_zendesk_connection(per_page=10)
+    job = sync_once(conn, work, Kind.INITIAL)
+    assert job.state == State.SUCCEEDED, job.error_message
+    assert len(pages) >= 4  # three full pages, then T0 again
+    stored = tickets(conn)
+    assert set(stored) == set(ids)
+    assert stored[ids[0]].subject == "T0 changed meanwhile"
+    assert (job.created_count, job.updated_count) == (30, 1)
+
+
 def test_first_run_can_start_at_a_date_or_take_everything(
     make_zendesk_connection, zendesk, acme, work
 ):
