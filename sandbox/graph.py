@@ -353,7 +353,9 @@ class _Subscriptions:
         except requests.RequestException:
             return False
         self.validations.append(url)
-        return answer.status_code == 200 and answer.text == token
+        # 200, the decoded token, as text/plain (the validation include of the docs)
+        plain = answer.headers.get("Content-Type", "").split(";")[0].strip() == "text/plain"
+        return answer.status_code == 200 and plain and answer.text == token
 
     def expire_subscriptions(self) -> None:
         """Graph deletes a subscription that was not renewed in time (under the lock)."""
