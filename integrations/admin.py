@@ -267,6 +267,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "last_error",
         "consecutive_failures",
         "next_sync_at",
+        "push_until",
         "stale_after",
         "schedule_words",
         "data_stats",
