@@ -47,6 +47,7 @@ class Connection(models.Model):
             "consecutive_failures",
             "stale_after",
             "skipped_items",
+            "push_until",  # (and by push: the listener, Graph's subscriptions)
         }
     )
 

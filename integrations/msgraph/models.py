@@ -61,6 +61,7 @@ class RetiredSubscription(models.Model):
     client_state_hash = models.CharField(
         max_length=64,
         blank=True,
+        db_index=True,
         help_text="SHA-256 of its clientState: its notifications, until it is gone, are "
         "recognised (and dropped) instead of refused.",
     )

@@ -24,13 +24,19 @@ it push is off and the schedule carries on alone (``sync_doctor`` says so).
   ``subscriptionRemoved``: subscribe again, then resync).
 - **Verified**: every subscription gets its own random ``clientState``; only its SHA-256 is
   stored. A notification whose clientState matches no subscription (or belongs to another
-  subscription id) is refused and changes nothing.
+  subscription id) is refused and changes nothing; one of a deleted mailbox's subscription
+  that Graph has not deleted yet is acknowledged and dropped. Each item of a batch is judged
+  on its own.
 - **A hint, not the truth**: a notification queues a ``notified`` sync of the mailbox (a burst
   joins the waiting job); the delta query finds what changed. ``missed`` queues one as well
   (the delta token still knows everything since the last sync); ``subscriptionRemoved``
   forgets Graph's id (the next pass makes a new one, then queues another sync) and queues a
   sync;
-  ``reauthorizationRequired`` renews on the next pass (a renewal also reauthorizes).
+  ``reauthorizationRequired`` renews on the next pass (a renewal also reauthorizes), then
+  queues a sync for what Graph held back while delivery was paused.
+- **Push is live** while a subscription is: the mailbox's ``push_until`` is its expiry (none
+  while Graph has paused or removed it), the only time ``SYNC_PUSHED_POLL_FACTOR`` stretches
+  its polls. With ``SYNC_PUBLIC_URL`` cleared the subscriptions are deleted at Graph.
 
 Protocol notes and sources: docs/protocols.md, "Microsoft Graph".
 """
@@ -198,6 +204,8 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
     # a subscription from before its address was kept: Graph's answer names it
     posts_to = reply.get("notificationUrl") if isinstance(reply, dict) else None
     if isinstance(posts_to, str) and posts_to and not _same_address(posts_to, url):
+        if reauthorizing:  # the PATCH reauthorized it, whatever becomes of the move
+            enqueue_notified(conn.pk, "Graph subscription reauthorized")
         sub.notification_url = posts_to
         return _moved(sub, now)
     expires = _answered_expiry(reply, asked)
@@ -252,6 +260,7 @@ def _moved(sub: Subscription, now: datetime) -> Subscription:
     failure = _delete_remote(sub)
     if failure is not None:
         _failed(sub, failure, "Graph subscription not moved to the new address")
+        _push_until(sub.connection_id, None)  # it posts to the old address: not push here
         sub.refresh_from_db()
         return sub
     return create(sub.connection, now)
@@ -531,8 +540,10 @@ def _act(sub: Subscription, item: dict[str, Any], sub_id: str) -> str | None:
     """What one proven item does; returns why to sync its mailbox, if it should be."""
     event = item.get("lifecycleEvent")
     if event == "reauthorizationRequired":
-        # renewed on the next pass, which then syncs what the pause held back
+        # renewed on the next pass, which then syncs what the pause held back; delivery is
+        # paused meanwhile, so the mailbox is polled as scheduled until the renewal works
         Subscription.objects.filter(pk=sub.pk).update(renew_now=True)
+        _push_until(sub.connection_id, None)
         return None
     if event == "subscriptionRemoved":
         # gone at Graph; the next dispatcher pass makes a new one (and syncs once it has)
@@ -552,16 +563,18 @@ def doctor_notes() -> list[tuple[str, str, str]]:
     subscriptions while no Graph mailbox is enabled."""
     if not Connection.objects.filter(kind="msgraph", enabled=True).exists():
         return _retired_notes()
-    if not notification_url():
-        return [
-            (
-                "warn",
-                "graph push",
-                "off: Graph mail arrives on the schedule only. Set SYNC_PUBLIC_URL to the "
-                "public https:// address Microsoft Graph can reach for change notifications.",
-            ),
-            *_retired_notes(),
-        ]
+    failing = [
+        ("warn", f"graph push {sub.connection.name}", sub.last_error)
+        for sub in Subscription.objects.exclude(last_error="").select_related("connection")[:5]
+    ]
+    if not notification_url():  # (failing: subscriptions not deleted at Graph yet)
+        off = (
+            "warn",
+            "graph push",
+            "off: Graph mail arrives on the schedule only. Set SYNC_PUBLIC_URL to the "
+            "public https:// address Microsoft Graph can reach for change notifications.",
+        )
+        return [off, *failing, *_retired_notes()]
     wanted = watched().count()
     active = Subscription.objects.filter(
         connection__in=watched(),
@@ -570,17 +583,12 @@ def doctor_notes() -> list[tuple[str, str, str]]:
         # today's address, or not known yet (from before it was kept: checked on the next pass)
         notification_url__in=[notification_url(), ""],
     ).count()
-    failing = list(Subscription.objects.exclude(last_error="").select_related("connection")[:5])
-    notes = [
-        (
-            "ok" if active == wanted else "warn",
-            "graph push",
-            f"{active} of {wanted} mailboxes subscribed; notifications to {notification_url()}",
-        )
-    ]
-    for sub in failing:
-        notes.append(("warn", f"graph push {sub.connection.name}", sub.last_error))
-    return [*notes, *_retired_notes()]
+    summary = (
+        "ok" if active == wanted else "warn",
+        "graph push",
+        f"{active} of {wanted} mailboxes subscribed; notifications to {notification_url()}",
+    )
+    return [summary, *failing, *_retired_notes()]
 
 
 def _retired_notes() -> list[tuple[str, str, str]]:

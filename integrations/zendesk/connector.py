@@ -129,6 +129,8 @@ class ZendeskConnector(Connector[ZendeskConfig]):
             if isinstance(page, TicketPage) and page.tickets:
                 ticket_id = page.tickets[0].get("id")
                 return ItemRef(f"zendesk:{ticket_id}", f"ticket #{ticket_id}")
+        for ticket_id in batch.deleted:  # a deletion found by reading a skipped ticket again
+            return ItemRef(f"zendesk:{ticket_id}", f"ticket #{ticket_id} (deleted)")
         return None
 
     def apply(self, batch: Batch, log: JobLog) -> Counts:

@@ -105,6 +105,12 @@ def export(client: ZendeskClient, config: ZendeskConfig, ctx: SyncContext) -> It
         )
         position = {"after_cursor": after} if after else asked
         end = bool(page.get("end_of_stream")) or not after  # (nowhere further to ask from)
+        if tickets and not after:
+            ctx.log(
+                "warning",
+                "Zendesk sent tickets without a cursor to continue from; the next sync asks "
+                "again from the same place.",
+            )
         cursor = {**position, "max_generated": newest, **kept}
         done += len(tickets)
         yield Batch(

@@ -342,7 +342,10 @@ def _commit_once(
         if finish:
             # From the copy loaded at claim time: no other job of this connection can run, and
             # what an admin may change meanwhile (enabled, scheduled) is re-checked by the
-            # dispatcher before it queues anything.
+            # dispatcher before it queues anything. Push may have started or stopped during the
+            # sync, though: read afresh when it can change the next run (one query, only then).
+            if settings.SYNC_PUSHED_POLL_FACTOR > 1:
+                conn.refresh_from_db(fields=["push_until"])
             conn_updates.update(
                 status=Connection.Status.OK,
                 last_success_at=now,

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='retiredsubscription',
             name='client_state_hash',
-            field=models.CharField(blank=True, help_text='SHA-256 of its clientState: its notifications, until it is gone, are recognised (and dropped) instead of refused.', max_length=64),
+            field=models.CharField(blank=True, db_index=True, help_text='SHA-256 of its clientState: its notifications, until it is gone, are recognised (and dropped) instead of refused.', max_length=64),
         ),
     ]

@@ -153,11 +153,48 @@ def test_a_reauthorized_subscription_syncs_what_the_pause_held_back(
     graph.add_message(mailbox, subject="during the pause")
     assert len(graph.deliveries) == delivered  # not told
     assert notified(conn) == 0
+    conn.refresh_from_db()
+    assert conn.push_until is None  # paused: polled as scheduled until renewed
     dispatcher.dispatch()  # renews (which reauthorizes), then syncs
     assert not Subscription.objects.get(pk=sub.pk).renew_now
     assert notified(conn) == 1
+    conn.refresh_from_db()
+    assert conn.push_until == Subscription.objects.get(pk=sub.pk).expires_at
     run_queued()
     assert MailMessage.objects.filter(connection=conn, subject="during the pause").exists()
+
+
+def test_a_reauthorization_whose_move_fails_still_syncs(
+    push_on: str,
+    graph: Any,
+    mailbox: Any,
+    make_graph_connection: Any,
+    settings: Any,
+    live_server: Any,
+) -> None:
+    """The PATCH reauthorized the subscription and named the old address; the move that
+    follows fails. What the pause held back is still synced."""
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    Subscription.objects.filter(pk=sub.pk).update(notification_url="")  # from before it was kept
+    move_public_url(settings, live_server)
+    graph.lifecycle(sub.subscription_id, "reauthorizationRequired")
+    graph.fault(r"/v1\.0/subscriptions/", status=503, method="DELETE")
+    dispatcher.dispatch()
+    assert "not moved" in Subscription.objects.get(pk=sub.pk).last_error
+    assert notified(conn) == 1
+
+
+def test_saving_a_connection_does_not_bring_back_a_removed_subscriptions_push(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    stale = type(conn).objects.get(pk=conn.pk)  # an edit page opened while it was live
+    assert stale.push_until is not None
+    graph.lifecycle(sub.subscription_id, "subscriptionRemoved")
+    stale.name = "Renamed"
+    stale.save()
+    conn.refresh_from_db()
+    assert conn.name == "Renamed" and conn.push_until is None
 
 
 def test_a_challenge_during_a_failed_renewal_is_not_lost(
