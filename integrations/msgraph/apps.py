@@ -9,7 +9,7 @@ class MsgraphAppConfig(AppConfig):
     verbose_name = "Microsoft 365 mail"
 
     def ready(self) -> None:
-        from django.db.models.signals import pre_delete
+        from django.db.models.signals import post_save, pre_delete
 
         from integrations.msgraph import push
         from syncqueue.signals import dispatcher_pass
@@ -19,4 +19,10 @@ class MsgraphAppConfig(AppConfig):
         # and deleted at Graph after their connection was deleted (push.retire)
         pre_delete.connect(
             push.retire, sender="integrations.Connection", dispatch_uid="msgraph-push-retire"
+        )
+        # and moved when the connection names another mailbox (push.settings_saved)
+        post_save.connect(
+            push.settings_saved,
+            sender="integrations.Connection",
+            dispatch_uid="msgraph-push-settings",
         )

@@ -123,7 +123,7 @@ def create(conn: Connection, now: datetime | None = None) -> Subscription:
     )
     _push_until(conn.pk, None)  # any earlier one is gone: polled as scheduled until this works
     config = client.config
-    resource = f"users/{config.mailbox}/messages"
+    resource = _resource(config.mailbox)
     asked = _expiry(now)
     url = notification_url()
     body = {
@@ -181,6 +181,9 @@ def renew(sub: Subscription, now: datetime | None = None) -> Subscription:
     if sub.notification_url and not _same_address(sub.notification_url, url):
         return _moved(sub, now)
     client = _client(conn)
+    if sub.resource and sub.resource != _resource(client.config.mailbox):
+        client.close()  # the connection now names another mailbox: subscribe to that one
+        return _moved(sub, now, f"watches {sub.resource}, not the mailbox set now")
     asked = _expiry(now)
     # Taken before the PATCH, so a challenge that arrives meanwhile sets it again
     reauthorizing = sub.renew_now
@@ -246,17 +249,18 @@ def _same_address(one: str, other: str) -> bool:
     return key(one) == key(other)
 
 
-def _moved(sub: Subscription, now: datetime) -> Subscription:
-    """``SYNC_PUBLIC_URL`` changed since ``sub`` was made: delete it at Graph, then make a new
-    one, validated at the new address (``create`` queues the sync that covers the gap). If
-    Graph could not be told to delete it, it stays ours (still posting to the old address)
-    and the move is tried again after the backoff: a subscription is never lost track of."""
-    log.info(
-        "%s: Graph posts to %s, not %s: subscribing again.",
-        sub.connection.name,
-        sub.notification_url,
-        notification_url(),
-    )
+def _resource(mailbox: str) -> str:
+    return f"users/{mailbox}/messages"
+
+
+def _moved(sub: Subscription, now: datetime, why: str = "") -> Subscription:
+    """``SYNC_PUBLIC_URL`` (or the connection's mailbox) changed since ``sub`` was made: delete
+    it at Graph, then make a new one, validated at the new address (``create`` queues the sync
+    that covers the gap). If Graph could not be told to delete it, it stays ours (still posting
+    to the old address) and the move is tried again after the backoff: a subscription is never
+    lost track of."""
+    why = why or f"posts to {sub.notification_url}, not {notification_url()}"
+    log.info("%s: the Graph subscription %s: subscribing again.", sub.connection.name, why)
     failure = _delete_remote(sub)
     if failure is not None:
         _failed(sub, failure, "Graph subscription not moved to the new address")
@@ -345,6 +349,22 @@ def _ready(now: datetime) -> Q:
     for failures in range(1, BACKOFF_STEPS):
         ready |= Q(failures=failures, updated_at__lte=now - _backoff(failures))
     return ready
+
+
+def settings_saved(sender: Any, instance: Connection, created: bool, **kwargs: Any) -> None:
+    """``post_save`` of a connection: one that now names another mailbox has its subscription
+    moved on the next pass (it watches the old mailbox until then: not push for this one)."""
+    if created or instance.kind != "msgraph":
+        return
+    mailbox = str((instance.config or {}).get("mailbox") or "")
+    moved = (
+        Subscription.objects.filter(connection=instance)
+        .exclude(resource="")
+        .exclude(resource=_resource(mailbox))
+        .update(renew_now=True)
+    )
+    if moved:
+        _push_until(instance.pk, None)
 
 
 def retire(sender: Any, instance: Connection, **kwargs: Any) -> None:

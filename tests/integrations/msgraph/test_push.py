@@ -184,6 +184,26 @@ def test_a_reauthorization_whose_move_fails_still_syncs(
     assert notified(conn) == 1
 
 
+def test_a_connection_set_to_another_mailbox_subscribes_to_that_one(
+    push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
+) -> None:
+    """Renewing would keep the old mailbox's subscription alive (and its polls stretched)."""
+    conn, sub = subscribed(graph, mailbox, make_graph_connection)
+    graph.add_mailbox("adele@contoso.test", "Adele Vance")
+    conn.config = {**conn.config, "mailbox": "adele@contoso.test"}
+    conn.save()
+    conn.refresh_from_db()
+    assert conn.push_until is None  # watching the old mailbox is not push for this one
+    dispatcher.dispatch()
+    again = Subscription.objects.get(connection=conn)
+    assert sub.subscription_id not in graph.subscriptions
+    assert list(graph.subscriptions) == [again.subscription_id]
+    assert graph.subscriptions[again.subscription_id].upn == "adele@contoso.test"
+    assert again.resource == "users/adele@contoso.test/messages"
+    conn.refresh_from_db()
+    assert conn.push_until == again.expires_at
+
+
 def test_saving_a_connection_does_not_bring_back_a_removed_subscriptions_push(
     push_on: str, graph: Any, mailbox: Any, make_graph_connection: Any
 ) -> None:
