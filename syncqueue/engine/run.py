@@ -344,8 +344,12 @@ def _commit_once(
             # what an admin may change meanwhile (enabled, scheduled) is re-checked by the
             # dispatcher before it queues anything. Push may have started or stopped during the
             # sync, though: read afresh when it can change the next run (one query, only then).
-            if settings.SYNC_PUSHED_POLL_FACTOR > 1:
-                conn.refresh_from_db(fields=["push_until"])
+            if settings.SYNC_PUSHED_POLL_FACTOR > 1:  # (None if the row went meanwhile)
+                conn.push_until = (
+                    Connection.objects.filter(pk=conn.pk)
+                    .values_list("push_until", flat=True)
+                    .first()
+                )
             conn_updates.update(
                 status=Connection.Status.OK,
                 last_success_at=now,
