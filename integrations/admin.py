@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from integrations.base import Connector
 from integrations.config_form import (
+    PREFIX,
     config_fields,
     field_errors,
     initial_values,
@@ -130,6 +131,11 @@ class ConnectionForm(forms.ModelForm):
                 self.add_error(None, problem)
             return data
         self.config = config
+        problem = self.instance.account_problem(self.connector.kind, config)
+        if problem:
+            names = [f"{PREFIX}{name}" for name in self.connector.account_fields]
+            self.add_error(next((n for n in names if n in self.fields), None), problem)
+            return data
         problem = self.instance.destination_problem(
             self.connector.kind, config, self.entered_secrets()
         )

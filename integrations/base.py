@@ -221,6 +221,10 @@ class Connector(Generic[ConfigT]):
     #: one requires entering the secret again: it is sealed for these values (see
     #: ``destination`` and ``Connection.get_secrets``).
     destination_fields: ClassVar[tuple[str, ...]] = ()
+    #: config keys that name the account whose data the connection mirrors (compared without
+    #: regard to case). Once the connection holds synced data they cannot change: its stored
+    #: items and position belong to that account (``Connection.account_problem``).
+    account_fields: ClassVar[tuple[str, ...]] = ()
     #: schedule given to new connections of this kind ("" = manual only)
     default_schedule: ClassVar[str] = ""
     #: dotted path of the form users fill in on the settings page ("" = staff set it up)
@@ -281,6 +285,20 @@ class Connector(Generic[ConfigT]):
         except ValidationError:
             return {name: (config or {}).get(name) for name in cls.destination_fields}
         return {name: _plain(getattr(validated, name)) for name in cls.destination_fields}
+
+    @classmethod
+    def account(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The account this config reads: the ``account_fields`` as the validated config reads
+        them, text case-folded (``Alice`` and ``alice`` log in to the same mailbox)."""
+        try:
+            validated = cls.Config.model_validate(dict(config or {}))
+            values = {name: getattr(validated, name) for name in cls.account_fields}
+        except ValidationError:
+            values = {name: (config or {}).get(name) for name in cls.account_fields}
+        return {
+            name: value.strip().casefold() if isinstance(value, str) else _plain(value)
+            for name, value in values.items()
+        }
 
     @classmethod
     def stats(cls, connection: Connection) -> dict[str, Any]:

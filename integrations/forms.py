@@ -54,6 +54,11 @@ class ConnectionSettingsForm(forms.Form):
             except SyncError as exc:
                 raise forms.ValidationError(exc.message) from None
             if self.instance is not None:
+                problem = self.instance.account_problem(self.kind, config)
+                if problem:
+                    fields = get_connector_class(self.kind).account_fields
+                    self.add_error(next((f for f in fields if f in self.fields), None), problem)
+                    return data
                 problem = self.instance.destination_problem(self.kind, config, self.secrets())
                 if problem:
                     field = self.secret_form_fields[0] if self.secret_form_fields else None

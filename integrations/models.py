@@ -337,6 +337,44 @@ class Connection(models.Model):
             "server it was entered for."
         )
 
+    def account_problem(self, kind: str, config: Any) -> str:
+        """The form error for saving ``kind``/``config`` when they name another account than
+        the one this connection has synced data from, or "".
+
+        What a connection stores (messages by folder and UID, tickets by number) and the
+        position it has reached only mean something in the account they came from: read on
+        in another one, the position would skip that account's older data, and items with the
+        same number would be taken for each other. A connection that has synced nothing yet
+        (a mistyped login that never worked) may be pointed anywhere.
+        """
+        if not self.pk:
+            return ""
+        saved = (
+            Connection.objects.filter(pk=self.pk)
+            .values("kind", "config", "cursor", "last_success_at")
+            .first()
+        )
+        if saved is None or not (saved["cursor"] or saved["last_success_at"]):
+            return ""
+        from integrations.registry import get_connector_class
+
+        try:
+            before_class, after_class = (
+                get_connector_class(saved["kind"]),
+                get_connector_class(kind),
+            )
+        except SyncError:
+            return ""
+        before = before_class.account(saved["config"])
+        if before_class is after_class and before == after_class.account(config):
+            return ""
+        what = " and ".join(f"{name.replace('_', ' ')} '{value}'" for name, value in before.items())
+        return (
+            f"This connection holds data synced from {what or 'its account'} and its position "
+            "there, so it cannot be pointed at another account. To sync another account, add a "
+            "new connection; this one keeps what it has until you delete it."
+        )
+
     @property
     def has_secret(self) -> bool:
         return bool(self.secret)

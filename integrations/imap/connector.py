@@ -22,6 +22,10 @@ class ImapConnector(Connector[ImapConfig]):
     Config = ImapConfig
     secret_fields = ("password",)
     destination_fields = ("host", "port", "security")
+    # Messages are stored by folder, UIDVALIDITY and UID, which only the mailbox gives meaning
+    # to. The login names the mailbox; a new host name for the same server may change freely
+    # (a different server's folder has another UIDVALIDITY, and the sync re-links by content).
+    account_fields = ("username",)
     default_schedule = "every 15m"
     settings_form = "integrations.imap.forms.ImapSettingsForm"
 

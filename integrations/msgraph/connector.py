@@ -26,6 +26,9 @@ class GraphConnector(Connector[GraphConfig]):
     secret_fields = ("client_secret", "private_key")
     # the secret goes to the sign-in authority; the token made from it to the Graph URL
     destination_fields = ("tenant_id", "client_id", "authority_host", "graph_url")
+    # No account_fields: another mailbox may be named. Messages are stored by their immutable
+    # ids and folders tracked by id, so the old mailbox's folders are "gone" (their messages
+    # marked deleted, kept) and the new one's read from the start; push moves its subscription.
     default_schedule = "every 15m"
     searches_history = True  # a case's contact: every folder, all time (sync.HistorySearch)
 

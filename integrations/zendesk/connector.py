@@ -33,6 +33,8 @@ class ZendeskConnector(Connector[ZendeskConfig]):
     Config = ZendeskConfig
     secret_fields = ("api_token", "oauth_token")
     destination_fields = ("subdomain",)
+    # tickets are stored by their number, which is only unique within one account
+    account_fields = ("subdomain",)
     default_schedule = "*/15 * * * *"
     requires_organization = True
 
