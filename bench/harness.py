@@ -54,6 +54,7 @@ def run_job_phase(kind: str, connection_id: int) -> dict[str, Any]:
             pass
     profile_to = os.environ.get("BENCH_PROFILE_PHASE") == kind and os.environ.get("BENCH_PROFILE")
     profiler = cProfile.Profile() if profile_to else None
+    ready_rss = peak_rss_mb()  # the process as a worker is before its job: Django, the code
     cpu = os.times()
     start = time.perf_counter()
     if profiler:
@@ -77,6 +78,7 @@ def run_job_phase(kind: str, connection_id: int) -> dict[str, Any]:
         "created": job.created_count,
         "slices": job.slices,
         "peak_rss_mb": peak_rss_mb(),
+        "ready_rss_mb": round(ready_rss, 1),
         # this process's CPU while it worked (all its threads), user and system
         "cpu_user_s": round(used.user - cpu.user, 2),
         "cpu_system_s": round(used.system - cpu.system, 2),

@@ -10,7 +10,8 @@ it, then measures in the same run:
 - ``baseline_fetch_messages_per_s``: a bare imapclient fetch of every message (BODY.PEEK[] in
   chunks of 500 UIDs) — the protocol ceiling on this machine;
 - ``messages_per_s``: our initial sync through the engine (a fresh process claiming and running
-  the job, parsing and storing every message), its ``peak_rss_mb``, and that of the parse
+  the job, parsing and storing every message), its ``peak_rss_mb`` (``ready_rss_mb``: the
+  same process before the job, Django and the code loaded), and that of the parse
   helper it starts for a large fetch (``helper_peak_rss_mb``; mail/parse_helper.py), and
   where the time went: ``initial_cpu_s`` gives the CPU seconds (user, system) the worker (all
   its threads) and the helper used in the median pair's sync;
@@ -279,6 +280,9 @@ def main() -> None:
                 "helper_peak_rss_mb": round(
                     max(r["initial"]["helper_peak_rss_mb"] for r in runs), 1
                 ),
+                # the worker before its job (Django and the code loaded): what the sync adds
+                # is peak_rss_mb less this
+                "ready_rss_mb": max(r["initial"]["ready_rss_mb"] for r in runs),
                 "initial_sync_s": round(initial["seconds"], 2),
                 # CPU seconds of the median pair's sync: where the time went
                 "initial_cpu_s": {
