@@ -134,6 +134,9 @@ def setup_django() -> None:
     scratch_var_dir()
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"  # the test connector drives jobs
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # production's threshold for live figures (tests.settings raises it for the test suite);
+    # the children this process starts inherit it
+    os.environ.setdefault("SYNC_LIVE_FIGURE_MS", "10")
     import django
 
     django.setup()

@@ -530,6 +530,14 @@ SYNC_KEEP_SUCCEEDED_DAYS = env_int(
 SYNC_KEEP_FAILED_DAYS = env_int(
     "SYNC_KEEP_FAILED_DAYS", 30, "Older failed jobs beyond the kept ones go.", minimum=1
 )
+SYNC_LIVE_FIGURE_MS = env_int(
+    "SYNC_LIVE_FIGURE_MS",
+    10,
+    "A figure over history or every connection (the dashboard's, the day's outcomes behind "
+    "/healthz) is counted on each request while counting it costs less than this many ms; once "
+    "it costs more twice running it is served from the dispatcher's last pass.",
+    minimum=0,
+)
 SYNC_ALERT_BACKLOG = env_int(
     "SYNC_ALERT_BACKLOG", 100, "Dashboard alert when more jobs than this are waiting.", minimum=1
 )
