@@ -133,7 +133,8 @@ class ConnectionForm(forms.ModelForm):
         self.config = config
         problem = self.instance.account_problem(self.connector.kind, config)
         if problem:
-            names = [f"{PREFIX}{name}" for name in self.connector.account_fields]
+            changed = self.connector.account_changes(self.instance.config, config)
+            names = [f"{PREFIX}{name}" for name in changed]
             self.add_error(next((n for n in names if n in self.fields), None), problem)
             return data
         problem = self.instance.destination_problem(

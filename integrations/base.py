@@ -301,6 +301,23 @@ class Connector(Generic[ConfigT]):
         }
 
     @classmethod
+    def account_changes(cls, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+        """The account fields that differ between two configs (a form marks the first)."""
+        old, new = cls.account(before), cls.account(after)
+        return [name for name in cls.account_fields if old.get(name) != new.get(name)]
+
+    @classmethod
+    def account_label(cls, name: str) -> str:
+        """How an account field is called in messages: the settings form's label."""
+        return {"username": "user name"}.get(name, name.replace("_", " "))
+
+    @classmethod
+    def holds_data(cls, connection: Connection) -> bool:
+        """Whether items synced from the account are stored for ``connection`` (also after
+        its position was cleared, by a full resync that has not stored anything yet)."""
+        return False
+
+    @classmethod
     def stats(cls, connection: Connection) -> dict[str, Any]:
         """Figures about the synced data for the admin, in the provider's terms (messages and
         folders, tickets, tasks); none by default."""

@@ -56,7 +56,9 @@ class ConnectionSettingsForm(forms.Form):
             if self.instance is not None:
                 problem = self.instance.account_problem(self.kind, config)
                 if problem:
-                    fields = get_connector_class(self.kind).account_fields
+                    fields = get_connector_class(self.kind).account_changes(
+                        self.instance.config, config
+                    )
                     self.add_error(next((f for f in fields if f in self.fields), None), problem)
                     return data
                 problem = self.instance.destination_problem(self.kind, config, self.secrets())

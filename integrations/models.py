@@ -344,8 +344,11 @@ class Connection(models.Model):
         What a connection stores (messages by folder and UID, tickets by number) and the
         position it has reached only mean something in the account they came from: read on
         in another one, the position would skip that account's older data, and items with the
-        same number would be taken for each other. A connection that has synced nothing yet
-        (a mistyped login that never worked) may be pointed anywhere.
+        same number would be taken for each other. It has data when it has a position, has
+        ever succeeded, holds items, or a sync of it has started (a first sync commits its
+        first batch only minutes later, with the settings it started with). A connection that
+        has synced nothing yet (a mistyped login that never worked) may be pointed anywhere.
+        (A sync that starts between this check and the save is not seen: a narrow window.)
         """
         if not self.pk:
             return ""
@@ -354,9 +357,10 @@ class Connection(models.Model):
             .values("kind", "config", "cursor", "last_success_at")
             .first()
         )
-        if saved is None or not (saved["cursor"] or saved["last_success_at"]):
+        if saved is None:
             return ""
         from integrations.registry import get_connector_class
+        from syncqueue.models import SyncJob
 
         try:
             before_class, after_class = (
@@ -368,11 +372,28 @@ class Connection(models.Model):
         before = before_class.account(saved["config"])
         if before_class is after_class and before == after_class.account(config):
             return ""
-        what = " and ".join(f"{name.replace('_', ' ')} '{value}'" for name, value in before.items())
+        labels = {name: before_class.account_label(name) for name in before}
+        what = " and ".join(
+            f"{labels[name]} '{(saved['config'] or {}).get(name, value)}'"
+            for name, value in before.items()
+        )
+        started = SyncJob.objects.filter(connection_id=self.pk).filter(
+            Q(state=SyncJob.State.RUNNING) | Q(state__in=SyncJob.WAITING, slices__gt=0)
+        )
+        synced = bool(saved["cursor"] or saved["last_success_at"]) or before_class.holds_data(self)
+        if not synced:
+            if started.exists():
+                return (
+                    f"A sync of this connection has started reading {what or 'its account'}. "
+                    "Wait until it ends (or cancel it) before pointing the connection at "
+                    "another account."
+                )
+            return ""
         return (
-            f"This connection holds data synced from {what or 'its account'} and its position "
-            "there, so it cannot be pointed at another account. To sync another account, add a "
-            "new connection; this one keeps what it has until you delete it."
+            f"This connection holds data synced from {what or 'its account'}, and its next "
+            "sync carries on from where that one stopped, so it cannot be pointed at another "
+            "account. To sync another account, add a new connection; this one keeps what it "
+            "has (turn it off once you no longer need it)."
         )
 
     @property

@@ -13,6 +13,7 @@ from integrations.imap.client import open_session
 from integrations.imap.config import ImapConfig
 from integrations.imap.sync import MailboxSync, RetireFolder, message_ref
 from mail import store
+from mail.models import MailMessage
 from mail.store import FetchedMessage, FlagChange
 
 
@@ -22,10 +23,11 @@ class ImapConnector(Connector[ImapConfig]):
     Config = ImapConfig
     secret_fields = ("password",)
     destination_fields = ("host", "port", "security")
-    # Messages are stored by folder, UIDVALIDITY and UID, which only the mailbox gives meaning
-    # to. The login names the mailbox; a new host name for the same server may change freely
-    # (a different server's folder has another UIDVALIDITY, and the sync re-links by content).
-    account_fields = ("username",)
+    # Messages are stored by folder, UIDVALIDITY and UID, which only the mailbox on that server
+    # gives meaning to: RFC 3501 makes UIDVALIDITY unique per folder of one server only, and
+    # servers that count it from 1 give another server's folder the same one. The host is part
+    # of the account: a mailbox moved to another server is a new connection.
+    account_fields = ("host", "username")
     default_schedule = "every 15m"
     settings_form = "integrations.imap.forms.ImapSettingsForm"
 
@@ -71,6 +73,10 @@ class ImapConnector(Connector[ImapConfig]):
     @classmethod
     def stats(cls, connection: Any) -> dict[str, Any]:
         return store.mail_stats(connection)
+
+    @classmethod
+    def holds_data(cls, connection: Any) -> bool:
+        return MailMessage.objects.filter(connection=connection).exists()
 
     @classmethod
     def describe_position(cls, cursor: Mapping[str, Any]) -> list[str]:

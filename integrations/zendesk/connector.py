@@ -160,6 +160,10 @@ class ZendeskConnector(Connector[ZendeskConfig]):
         return [line]
 
     @classmethod
+    def holds_data(cls, connection: Any) -> bool:
+        return Ticket.objects.filter(connection=connection).exists()
+
+    @classmethod
     def stats(cls, connection: Any) -> dict[str, Any]:
         tickets = Ticket.objects.filter(connection=connection)
         today = timezone.localtime(timezone.now(), connection.tz).replace(

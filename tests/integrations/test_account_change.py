@@ -70,7 +70,7 @@ def test_the_settings_page_refuses_another_mailbox_for_a_synced_connection(
     )
     assert response.status_code == 200
     errors = " ".join(response.context["form"].errors["username"])
-    assert "holds data synced from username 'olivia@example.com'" in errors
+    assert "holds data synced from host '127.0.0.1' and user name 'olivia@example.com'" in errors
     assert "add a new connection" in errors
     assert "bobs-password" not in response.content.decode()
     assert listener.connections == 0  # refused before the connection test
@@ -106,24 +106,25 @@ def test_the_admin_refuses_another_zendesk_account_for_a_synced_connection(
 
 
 def test_the_admin_saves_other_settings_of_a_synced_connection(client, staff, mailbox):
-    """Only the account is fixed: the folders, the schedule, and a new host name for the
-    same mailbox (typed with the password again, as any new destination needs) are saved."""
+    """Only the account is fixed: the folders, the schedule, and another port of the same
+    server (typed with the password again, as any new destination needs) are saved."""
     client.force_login(staff)
-    config = {**mailbox.config, "host": "localhost", "folders": ["INBOX", "Sent"]}
+    port = mailbox.config["port"] + 1
+    config = {**mailbox.config, "port": port, "folders": ["INBOX", "Sent"]}
     form = connection_form(mailbox, config=config)
     form["secret_password"] = "olivias-password"
     response = client.post(reverse("admin:integrations_connection_change", args=[mailbox.pk]), form)
     assert response.status_code == 302, response.context["adminform"].form.errors
     mailbox.refresh_from_db()
-    assert mailbox.config["host"] == "localhost"
+    assert mailbox.config["port"] == port
     assert mailbox.config["folders"] == ["INBOX", "Sent"]
 
 
 def test_what_counts_as_another_account(make_connection, mailbox):
     same = {**mailbox.config, "username": "  Olivia@Example.com "}  # the same mailbox
     assert mailbox.account_problem("imap", same) == ""
-    assert mailbox.account_problem("imap", IMAP) == ""  # another host name
-    assert mailbox.account_problem("imap", {**IMAP, "username": "bob@example.com"}) != ""
+    assert mailbox.account_problem("imap", {**same, "port": 143}) == ""  # another port
+    assert mailbox.account_problem("imap", {**same, "username": "bob@example.com"}) != ""
     assert mailbox.account_problem("zendesk", {"subdomain": "acme"}) != ""  # another provider
 
     # nothing synced yet (a mistyped login that never worked): any account may be named
@@ -139,3 +140,58 @@ def test_what_counts_as_another_account(make_connection, mailbox):
     )
     Connection.objects.filter(pk=graph.pk).update(cursor={"folders": {"AAA": {"delta": "d"}}})
     assert graph.account_problem("msgraph", {**graph.config, "mailbox": "alex@contoso.com"}) == ""
+
+
+def test_another_server_for_the_same_login_is_another_account(mailbox):
+    """RFC 3501 makes UIDVALIDITY unique per folder of one server only: a mailbox moved to
+    another provider under the same login may have the same UIDVALIDITY and other messages
+    under the stored UIDs."""
+    moved = {**mailbox.config, "host": "outlook.office365.com", "security": "ssl", "port": None}
+    problem = mailbox.account_problem("imap", moved)
+    assert "host '127.0.0.1' and user name 'olivia@example.com'" in problem
+
+
+def test_stored_messages_count_as_data_without_a_position(make_connection):
+    """A full resync clears the position and may fail before its first batch: the messages
+    stored from the account are still there."""
+    from mail.models import MailMessage
+
+    conn = make_connection(kind="imap", config=IMAP, secrets={"password": "x"})
+    assert conn.account_problem("imap", {**IMAP, "username": "bob@example.com"}) == ""
+    MailMessage.objects.create(
+        connection=conn, folder="INBOX", uidvalidity=1, uid=7, fingerprint="f" * 64
+    )
+    assert "holds data synced from" in conn.account_problem(
+        "imap", {**IMAP, "username": "bob@example.com"}
+    )
+
+
+def test_a_first_sync_under_way_keeps_its_account(client, staff, make_connection):
+    """A first sync commits its first batch minutes after it starts, with the settings it
+    started with: until it ends, the account cannot change. A sync that is only queued has
+    read nothing yet (a typo can be fixed at once)."""
+    from syncqueue import engine
+    from syncqueue.models import SyncJob
+
+    organization = Organization.objects.create(name="Acme", slug="acme")
+    conn = make_connection(
+        kind="zendesk",
+        name="Support",
+        owner=None,
+        organization=organization,
+        config={"subdomain": "acme", "email": "admin@acme.test"},
+        secrets={"api_token": "acme-token"},
+        schedule="",
+    )
+    job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
+    assert conn.account_problem("zendesk", {**conn.config, "subdomain": "globex"}) == ""
+    SyncJob.objects.filter(pk=job.pk).update(state="running", slices=1)
+    client.force_login(staff)
+    form = connection_form(conn, config={**conn.config, "subdomain": "globex"})
+    form["secret_api_token"] = "globex-token"
+    response = client.post(reverse("admin:integrations_connection_change", args=[conn.pk]), form)
+    assert response.status_code == 200
+    errors = " ".join(response.context["adminform"].form.errors["cfg_subdomain"])
+    assert "A sync of this connection has started reading subdomain 'acme'" in errors
+    conn.refresh_from_db()
+    assert conn.config["subdomain"] == "acme"
