@@ -536,7 +536,7 @@ SYNC_LIVE_FIGURE_MS = env_int(
     "A figure over history or every connection (the dashboard's, the day's outcomes behind "
     "/healthz) is counted on each request while counting it costs less than this many ms; once "
     "it costs more twice running it is served from the dispatcher's last pass.",
-    minimum=0,
+    minimum=1,
 )
 SYNC_ALERT_BACKLOG = env_int(
     "SYNC_ALERT_BACKLOG", 100, "Dashboard alert when more jobs than this are waiting.", minimum=1

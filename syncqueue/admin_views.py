@@ -17,7 +17,7 @@ from syncqueue import control, engine
 from syncqueue import dashboard as data
 from syncqueue.heartbeat import START_COMMAND, clusters, worker_status
 from syncqueue.models import SyncJob
-from syncqueue.stats import queue_stats
+from syncqueue.stats import forget, queue_stats
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -54,7 +54,7 @@ def retry_group(request: HttpRequest) -> HttpResponse:
     if group is None:
         messages.warning(request, "That failure group is gone (already retried or expired).")
         return HttpResponseRedirect(target)
-    retried, blocked = [], []
+    retried, blocked, off = [], [], 0
     jobs = SyncJob.objects.filter(pk__in=data.failed_job_ids(group)).select_related("connection")
     for job in jobs:
         try:
@@ -63,7 +63,9 @@ def retry_group(request: HttpRequest) -> HttpResponse:
         except control.NeedsCredentials:
             blocked.append(job.connection.name)
         except engine.ConnectionDisabled:
-            continue
+            off += 1
+    # the group's figures may be served from the dispatcher's last count: count them again
+    forget("failure-groups", "failing-connections", "outcomes-24h", "hourly-outcomes")
     if retried:
         LogEntry.objects.log_actions(
             cast(int, request.user.pk),
@@ -72,6 +74,9 @@ def retry_group(request: HttpRequest) -> HttpResponse:
             change_message=f"Retried with its failure group: {group.error_class}: "
             f"{group.example[:120]}",
         )
+    if not (retried or blocked or off):
+        messages.warning(request, "Nothing to retry: that group's jobs were queued again already.")
+        return HttpResponseRedirect(target)
     text = f"Queued {len(retried)} job(s) of “{group.example[:80]}” again."
     if blocked:
         names = ", ".join(sorted(set(blocked))[:5])
@@ -79,8 +84,7 @@ def retry_group(request: HttpRequest) -> HttpResponse:
             f" {len(blocked)} not retried: their connection needs new credentials first "
             f"({names}); saving them starts a sync."
         )
-    off = group.count - len(retried) - len(blocked)
-    if off > 0:
+    if off:
         text += f" {off} could not be retried (connection turned off)."
     (messages.success if retried else messages.warning)(request, text)
     return HttpResponseRedirect(target)

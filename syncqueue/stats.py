@@ -65,6 +65,12 @@ def rollup(name: str, compute: Callable[[], T], *, refresh: bool = False) -> T:
     return value
 
 
+def forget(*names: str) -> None:
+    """Drop the last values of figures a change has made wrong (a retried failure group):
+    the next reader counts them again."""
+    cache.delete_many([_key(name) for name in names])
+
+
 def _expensive(name: str, cached: dict[str, Any]) -> bool:
     """Whether the figure's last two computations both cost at least its threshold. One slow
     count alone (a busy moment: a start-up, a backup) does not make a cheap figure stale for

@@ -380,6 +380,40 @@ def test_retry_this_group(admin_client_for, make_connection, work, staff):
     assert SyncJob.objects.filter(state=State.SUCCEEDED).count() == 3
 
 
+def test_a_group_retried_from_cached_figures_is_not_retried_twice_nor_called_off(
+    admin_client_for, make_connection, work, settings
+):
+    """The groups may be served from the dispatcher's last count (SYNC_LIVE_FIGURE_MS): a
+    retry counts them again, and a second click on a group whose jobs are queued already
+    says so, instead of calling them "turned off"."""
+    from django.core.cache import cache
+
+    from syncqueue import stats
+    from syncqueue.dashboard import failure_groups
+
+    for i in range(2):
+        engine.enqueue(
+            make_connection(name=f"g{i}", config={"faults": [{"at": 0, "error": "permanent"}]}),
+            Kind.MANUAL,
+        )
+    work()
+    settings.SYNC_LIVE_FIGURE_MS = 1  # as if every figure were expensive (see _expensive)
+    for name in stats.ROLLUPS:
+        cache.delete(stats._key(name))
+    key = stats._key("failure-groups")
+    [group] = failure_groups()
+    cache.set(key, {**cache.get(key), "cost": 1.0, "prior": 1.0})  # slow twice running
+    url = reverse("admin:sync_retry_group")
+    first = admin_client_for.post(url, {"group": group.key}, follow=True).content.decode()
+    assert "Queued 2 job(s)" in first
+    assert failure_groups() == []  # counted again: the group is gone from the page
+    cache.set(key, {"value": [group], "cost": 1.0, "prior": 1.0, "at": __import__("time").time()})
+    again = admin_client_for.post(url, {"group": group.key}, follow=True).content.decode()
+    assert "Nothing to retry: that group" in again
+    assert "turned off" not in again
+    assert SyncJob.objects.filter(state=State.QUEUED).count() == 2
+
+
 def test_a_failure_group_names_its_newest_connections_and_counts_the_rest(
     admin_client_for, make_connection
 ):
