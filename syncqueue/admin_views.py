@@ -17,7 +17,7 @@ from syncqueue import control, engine
 from syncqueue import dashboard as data
 from syncqueue.heartbeat import START_COMMAND, clusters, worker_status
 from syncqueue.models import SyncJob
-from syncqueue.stats import forget, queue_stats
+from syncqueue.stats import queue_stats, recount
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -64,8 +64,9 @@ def retry_group(request: HttpRequest) -> HttpResponse:
             blocked.append(job.connection.name)
         except engine.ConnectionDisabled:
             off += 1
-    # the group's figures may be served from the dispatcher's last count: count them again
-    forget("failure-groups", "failing-connections", "outcomes-24h", "hourly-outcomes")
+    # the groups may be served from the dispatcher's last count: the page must not offer
+    # this one again (the day's counts catch up with the dispatcher's next pass)
+    recount("failure-groups", "failing-connections")
     if retried:
         LogEntry.objects.log_actions(
             cast(int, request.user.pk),

@@ -65,10 +65,13 @@ def rollup(name: str, compute: Callable[[], T], *, refresh: bool = False) -> T:
     return value
 
 
-def forget(*names: str) -> None:
-    """Drop the last values of figures a change has made wrong (a retried failure group):
-    the next reader counts them again."""
-    cache.delete_many([_key(name) for name in names])
+def recount(*names: str) -> None:
+    """Count again now the figures a change has made wrong (a retried failure group) that
+    are served from a last count; the caller's request pays for it, once, and the figure
+    keeps being served from the dispatcher's refresh afterwards."""
+    for name in names:
+        if cache.get(_key(name)) is not None:
+            rollup(name, ROLLUPS[name], refresh=True)
 
 
 def _expensive(name: str, cached: dict[str, Any]) -> bool:
