@@ -64,7 +64,12 @@ def test_the_demo_fills_dashboard_settings_and_case_pages(
         assert broken.status == Connection.Status.AUTH_REQUIRED
         assert Ticket.objects.count() == 40
         copies = TaskCopy.objects.filter(assignment__task__in=Task.objects.all())
-        assert copies.exists() and set(copies.values_list("state", flat=True)) == {"pushed"}
+        # each task's push is a job of its own, which may still wait behind the first syncs
+        wait_for(
+            lambda: copies.exists() and set(copies.values_list("state", flat=True)) == {"pushed"},
+            60,
+            "the demo's tasks pushed to Zimbra",
+        )
 
         log_in(page, base, "stella", "pw-stella-1")
         page.goto(f"{base}/admin/dashboard/")
