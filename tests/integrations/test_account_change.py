@@ -79,24 +79,32 @@ def test_the_settings_page_refuses_another_mailbox_for_a_synced_connection(
     assert mailbox.get_secrets() == {"password": "olivias-password"}
 
 
-def test_the_admin_refuses_another_zendesk_account_for_a_synced_connection(
-    client, staff, make_connection
-):
-    organization = Organization.objects.create(name="Acme", slug="acme")
-    conn = make_connection(
+@pytest.fixture
+def support(make_connection) -> Connection:
+    """A Zendesk connection of subdomain 'acme' that has synced nothing yet."""
+    return make_connection(
         kind="zendesk",
         name="Support",
         owner=None,
-        organization=organization,
+        organization=Organization.objects.create(name="Acme", slug="acme"),
         config={"subdomain": "acme", "email": "admin@acme.test"},
         secrets={"api_token": "acme-token"},
         schedule="",
     )
-    Connection.objects.filter(pk=conn.pk).update(cursor={"after_cursor": "MTcwMDAwMDAwMC4x"})
+
+
+def post_another_subdomain(client: Any, staff: Any, conn: Connection) -> Any:
+    """Staff change the subdomain to 'globex' in the admin, with that account's token."""
     client.force_login(staff)
     form = connection_form(conn, config={**conn.config, "subdomain": "globex"})
     form["secret_api_token"] = "globex-token"
-    response = client.post(reverse("admin:integrations_connection_change", args=[conn.pk]), form)
+    return client.post(reverse("admin:integrations_connection_change", args=[conn.pk]), form)
+
+
+def test_the_admin_refuses_another_zendesk_account_for_a_synced_connection(client, staff, support):
+    conn = support
+    Connection.objects.filter(pk=conn.pk).update(cursor={"after_cursor": "MTcwMDAwMDAwMC4x"})
+    response = post_another_subdomain(client, staff, conn)
     assert response.status_code == 200
     errors = " ".join(response.context["adminform"].form.errors["cfg_subdomain"])
     assert "holds data synced from subdomain 'acme'" in errors
@@ -166,30 +174,18 @@ def test_stored_messages_count_as_data_without_a_position(make_connection):
     )
 
 
-def test_a_first_sync_under_way_keeps_its_account(client, staff, make_connection):
+def test_a_first_sync_under_way_keeps_its_account(client, staff, support):
     """A first sync commits its first batch minutes after it starts, with the settings it
     started with: until it ends, the account cannot change. A sync that is only queued has
     read nothing yet (a typo can be fixed at once)."""
     from syncqueue import engine
     from syncqueue.models import SyncJob
 
-    organization = Organization.objects.create(name="Acme", slug="acme")
-    conn = make_connection(
-        kind="zendesk",
-        name="Support",
-        owner=None,
-        organization=organization,
-        config={"subdomain": "acme", "email": "admin@acme.test"},
-        secrets={"api_token": "acme-token"},
-        schedule="",
-    )
+    conn = support
     job = engine.enqueue(conn, SyncJob.Kind.INITIAL)
     assert conn.account_problem("zendesk", {**conn.config, "subdomain": "globex"}) == ""
     SyncJob.objects.filter(pk=job.pk).update(state="running", slices=1)
-    client.force_login(staff)
-    form = connection_form(conn, config={**conn.config, "subdomain": "globex"})
-    form["secret_api_token"] = "globex-token"
-    response = client.post(reverse("admin:integrations_connection_change", args=[conn.pk]), form)
+    response = post_another_subdomain(client, staff, conn)
     assert response.status_code == 200
     errors = " ".join(response.context["adminform"].form.errors["cfg_subdomain"])
     assert "A sync of this connection has started reading subdomain 'acme'" in errors
