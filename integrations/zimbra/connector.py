@@ -71,10 +71,11 @@ class ZimbraConnector(Connector[ZimbraConfig]):
     @classmethod
     def describe_position(cls, cursor: Mapping[str, Any]) -> list[str]:
         tokens = cursor.get("tokens") or {}
-        return [
+        read = [
             f"{account}: changes read up to token {token}"
             for account, token in sorted(tokens.items())
         ]
+        return ([f"Read from {cursor['server']}"] if cursor.get("server") else []) + read
 
     def check(self) -> CheckResult:
         self.soap().admin_token(fresh=True)

@@ -19,7 +19,7 @@ from integrations.zimbra.config import ZimbraConfig
 from integrations.zimbra.message import TRASH, changed_items, parse_task
 from integrations.zimbra.models import TaskCopy
 from integrations.zimbra.outbound import Watched, watched_copies
-from integrations.zimbra.records import GoneThere, Incoming, assignment_ref
+from integrations.zimbra.records import GoneThere, Incoming, NotOurs, assignment_ref
 from integrations.zimbra.soap import MAIL, ItemGone, SyncTokenGone, ZimbraSoap
 
 
@@ -40,6 +40,16 @@ def run(
     if ctx.retry:
         yield from retry_skipped(ctx, soap)
     tokens: dict[str, str] = dict(ctx.cursor.get("tokens") or {})
+    server = ctx.cursor.get("server", zimbra.soap_url)  # (positions kept before it was noted)
+    if tokens and server != zimbra.soap_url:
+        # A token is a change number of the server that gave it: another server (the
+        # connection was pointed elsewhere) would take it and leave out its changes up to it.
+        ctx.log(
+            "info",
+            f"This connection now reads {zimbra.soap_url} (it read {server}): every task list "
+            "is read from the start.",
+        )
+        tokens = {}
     watched = watched_copies(connection)
     after = str(ctx.checkpoint.get("after", ""))
     skipped: list[str] = []
@@ -82,7 +92,9 @@ def retry_skipped(ctx: SyncContext, soap: ZimbraSoap) -> Iterator[Batch]:
             records.append(GoneThere(row.pk))
             continue
         found = read.find(f"{{{MAIL}}}task")
-        if found is not None and found.get("l") == TRASH:
+        if found is not None and found.get("uid") != row.uid:
+            records.append(NotOurs(row.pk, row.cal_item_id, row.account))
+        elif found is not None and found.get("l") == TRASH:
             records.append(GoneThere(row.pk))
         elif found is not None:
             records += read_each([found], partial(_same, ref), partial(_parse, row.pk))
@@ -136,7 +148,9 @@ def read_folder(
                 records.append(GoneThere(known.assignment_id))
                 continue
             found = read.find(f"{{{MAIL}}}task")
-            if found is not None and found.get("l") == TRASH:
+            if found is not None and found.get("uid") != known.uid:
+                records.append(NotOurs(known.assignment_id, item_id, account))
+            elif found is not None and found.get("l") == TRASH:
                 records.append(GoneThere(known.assignment_id))  # in the Trash
             elif found is not None:
                 records += read_each(
@@ -152,7 +166,7 @@ def read_folder(
         more = answer.get("more") == "1"
         yield Batch(
             records=records,
-            cursor={"tokens": dict(tokens)},
+            cursor={"tokens": dict(tokens), "server": zimbra.soap_url},
             checkpoint=None if more else {"after": account},
         )
         if not more:

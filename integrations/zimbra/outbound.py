@@ -29,6 +29,7 @@ SWITCH = "zimbra.tasks"  # the personal switch "Add tasks assigned to me to my Z
 class Watched(NamedTuple):
     assignment_id: int
     ms: str
+    uid: str
 
 
 def zimbra_server() -> Connection | None:
@@ -137,7 +138,13 @@ def watched_copies(server: Connection) -> dict[str, dict[str, Watched]]:
         )
         .exclude(cal_item_id="")
         .values_list(
-            "account", "assignment__user__email", "assignment__user_id", "cal_item_id", "pk", "ms"
+            "account",
+            "assignment__user__email",
+            "assignment__user_id",
+            "cal_item_id",
+            "pk",
+            "ms",
+            "uid",
         )
     )
     confirmed = dict(
@@ -146,11 +153,11 @@ def watched_copies(server: Connection) -> dict[str, dict[str, Watched]]:
         .values_list("user_id", "value")
     )
     found: dict[str, dict[str, Watched]] = {}
-    for account, email, user_id, cal_item_id, pk, ms in rows:  # no address: pushed to email
+    for account, email, user_id, cal_item_id, pk, ms, uid in rows:  # no address: pushed to email
         held = (account or email).lower()
         if held != confirmed.get(user_id, email).lower():
             continue  # the person's address changed: the next push moves this copy
-        found.setdefault(held, {})[cal_item_id] = Watched(pk, ms)
+        found.setdefault(held, {})[cal_item_id] = Watched(pk, ms, uid)
     return found
 
 

@@ -50,8 +50,7 @@ def run(zimbra: ZimbraConfig, soap: ZimbraSoap, ctx: SyncContext) -> Iterator[Ba
     account = target
     if wanted == "absent":
         if copy.inv_id:
-            with contextlib.suppress(ItemGone):  # already gone in Zimbra: fine
-                soap.call(account, "CancelTask", id=copy.inv_id, comp="0")
+            cancel(soap, account, copy.uid)
         yield Batch(records=[*records, Pushed(copy.pk, wanted, removed=True)], final=True)
         return
     if switch_of(copy.user) is None:
@@ -72,9 +71,7 @@ def leave(ctx: SyncContext, soap: ZimbraSoap, held_at: str, copy: TaskCopy) -> N
     reached any more (no such account, no access) is forgotten without the cancel."""
     try:
         if copy.inv_id:
-            soap.call(held_at, "CancelTask", id=copy.inv_id, comp="0")
-    except ItemGone:
-        pass
+            cancel(soap, held_at, copy.uid)
     except Permanent as problem:  # (a Transient one is retried: nothing left behind)
         ctx.log(
             "warning",
@@ -90,6 +87,36 @@ def leave(ctx: SyncContext, soap: ZimbraSoap, held_at: str, copy: TaskCopy) -> N
         f"{held_at} to their new mailbox.",
         assignment=copy.pk,
     )
+
+
+def held_task(soap: ZimbraSoap, account: str, uid: str, content: bool = False) -> Any:
+    """The task ``account``'s mailbox holds under our ``uid`` (with ``md`` and ``ms``: a sync
+    request; with ``content``, the parts of its message, to find attached files), or None."""
+    extra: dict[str, Any] = {"includeContent": "1"} if content else {}
+    try:
+        answer = soap.call(account, "GetTask", uid=uid, sync="1", **extra)
+    except ItemGone:
+        return None
+    return answer.find(f"{{{MAIL}}}task")
+
+
+def invite_id(found: Any) -> str:
+    """``calItemId-invId`` of a GetTask answer's task ("" without an invite)."""
+    invite = found.find(f"{{{MAIL}}}inv")
+    if invite is None or not invite.get("id") or not found.get("id"):
+        return ""
+    return f"{found.get('id')}-{invite.get('id')}"
+
+
+def cancel(soap: ZimbraSoap, account: str, uid: str) -> None:
+    """Remove our task from ``account``'s Tasks, found by our uid: the ids we stored name an
+    item in the mailbox they came from, and on a server that replaced it (or a mailbox restored
+    from a backup) the same number may be someone's own task (docs/protocols.md)."""
+    found = held_task(soap, account, uid)
+    if found is None or found.get("l") == TRASH or not invite_id(found):
+        return  # already gone, or in the Trash: removed as the web client removes it
+    with contextlib.suppress(ItemGone):  # removed meanwhile (or put in the Trash): fine
+        soap.call(account, "CancelTask", id=invite_id(found), comp="0")
 
 
 def upsert(
@@ -134,13 +161,7 @@ def upsert(
             ctx.log("info", merge.kept_ours(task, account, remote, LABELS), assignment=copy.pk)
 
     def held() -> Any:
-        """The task Zimbra holds under our uid (with ``md`` and ``ms``: a sync request; and
-        the parts of its message, to find attached files), or None when there is none."""
-        try:
-            answer = soap.call(account, "GetTask", uid=copy.uid, sync="1", includeContent="1")
-        except ItemGone:
-            return None
-        return answer.find(f"{{{MAIL}}}task")
+        return held_task(soap, account, copy.uid, content=True)
 
     inv_id, cal_item_id, ms = copy.inv_id, copy.cal_item_id, copy.ms
     if not inv_id:
@@ -169,10 +190,8 @@ def upsert(
         if found.get("ms", "") != ms:
             reconcile(found)  # changed there since we last wrote it
         ms, rev = found.get("ms", ""), found.get("rev", "")
-        invite = found.find(f"{{{MAIL}}}inv")
         cal_item_id = found.get("id", "") or cal_item_id
-        if invite is not None and invite.get("id"):
-            inv_id = f"{cal_item_id}-{invite.get('id')}"
+        inv_id = invite_id(found) or inv_id
         try:
             answer = soap.call(
                 account,

@@ -45,5 +45,16 @@ class GoneThere:
     assignment_id: int
 
 
+@dataclass
+class NotOurs:
+    """The item id we hold for a copy names another task in Zimbra (its uid is not ours): a
+    mailbox restored or moved to another server numbers its items afresh. Its status is not
+    read; the next push finds our task by uid (or creates it) and keeps its ids."""
+
+    assignment_id: int
+    item_id: str
+    account: str
+
+
 def assignment_ref(assignment_id: int) -> ItemRef:
     return ItemRef(f"zimbra:{assignment_id}", f"the Zimbra copy of assignment #{assignment_id}")

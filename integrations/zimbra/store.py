@@ -11,7 +11,7 @@ from integrations.base import Batch, Counts, JobLog
 from integrations.zimbra import merge
 from integrations.zimbra.models import TaskCopy
 from integrations.zimbra.outbound import content_hash, push_later
-from integrations.zimbra.records import GoneThere, Incoming, LeftMailbox, Pushed
+from integrations.zimbra.records import GoneThere, Incoming, LeftMailbox, NotOurs, Pushed
 from workspace.models import Task
 
 LABELS = dict(Task.Status.choices)
@@ -24,6 +24,8 @@ def apply(batch: Batch, log: JobLog) -> Counts:
             apply_incoming(record, counts, log)
         elif isinstance(record, GoneThere):
             apply_gone(record, counts, log)
+        elif isinstance(record, NotOurs):
+            apply_not_ours(record, counts, log)
         elif isinstance(record, LeftMailbox):
             TaskCopy.objects.filter(pk=record.assignment_id).update(
                 cal_item_id="", inv_id="", ms="", rev="", pushed_hash=""
@@ -138,6 +140,25 @@ def apply_gone(record: GoneThere, counts: Counts, log: JobLog) -> None:
         f"“{row.task}” was deleted in {row.account}'s Zimbra but is still assigned here; "
         "adding it again.",
         assignment=row.pk,
+    )
+
+
+def apply_not_ours(record: NotOurs, counts: Counts, log: JobLog) -> None:
+    row = _current(record.assignment_id)
+    if row is None or row.cal_item_id != record.item_id:
+        return  # pushed meanwhile: its ids are new
+    row.cal_item_id, row.pushed_hash = "", ""  # not read back until a push finds it by uid
+    row.save(update_fields=["cal_item_id", "pushed_hash"])
+    push_later([row.pk])
+    counts.unchanged += 1
+    log(
+        "warning",
+        f"Item {record.item_id} in {record.account}'s Zimbra is not “{row.task}” any more "
+        "(another task has that number: was the mailbox restored or moved to another "
+        f"server?). Its status was not taken; “{row.task}” is pushed again, found by its "
+        "own id or added anew.",
+        assignment=row.pk,
+        zimbra_item=record.item_id,
     )
 
 

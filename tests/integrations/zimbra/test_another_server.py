@@ -1,0 +1,123 @@
+"""The Zimbra connection pointed at another server (or a mailbox restored from a backup).
+
+Zimbra numbers items per mailbox, from 257, so the item ids a copy holds name *another* task
+in the new mailbox: someone's own task. Reading it back would give our task that task's status,
+and cancelling by the stored id would throw the person's own task into the Trash. Our tasks are
+found by our uid instead, and the new server's task lists are read from the start (a sync token
+is a change number of the server that gave it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from integrations.zimbra.models import TaskCopy
+from sandbox.zimbra import ADMIN_PASSWORD, FakeZimbra
+from syncqueue import engine
+from syncqueue.models import SyncJob, SyncLog
+from tests.integrations.zimbra.test_incoming import assign, new_task
+from tests.support.servers import serving
+from workspace import assignments
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def other(test_ca: Any, settings: Any) -> Iterator[FakeZimbra]:
+    """The server that replaced the first one: ann's mailbox there holds a task of her own,
+    numbered as our copy is numbered on the first server."""
+    with serving(FakeZimbra(test_ca), settings) as server:
+        box = server.add_account("ann@corp.test")
+        box.add_foreign_task("anns-own-dentist", name="Dentist")
+        for percent in ("20", "40", "60", "80"):  # (change numbers past the first server's)
+            server.edit_in_zimbra("ann@corp.test", "anns-own-dentist", percentComplete=percent)
+        server.edit_in_zimbra(
+            "ann@corp.test", "anns-own-dentist", status="COMP", percentComplete="100"
+        )
+        yield server
+
+
+def move(connection: Any, to: FakeZimbra) -> None:
+    connection.config = {**connection.config, "soap_url": to.soap_url, "admin_url": to.admin_url}
+    connection.set_secrets({"admin_password": ADMIN_PASSWORD})  # entered again, as forms ask
+    connection.save()
+
+
+def pushed_copy(zimbra: FakeZimbra, server: Any, person: Any, work: Any) -> TaskCopy:
+    server.config = {**server.config, "incoming": True}
+    server.save()
+    (copy,) = assign(new_task(), person)
+    work()
+    copy.refresh_from_db()
+    assert copy.state == TaskCopy.State.PUSHED
+    assert copy.cal_item_id == "257"  # the first item of a mailbox: the Dentist's number there
+    return copy
+
+
+def test_reading_back_from_the_new_server_takes_nothing_from_someone_elses_task(
+    zimbra, other, zimbra_server, people, work
+):
+    ann = people[0]
+    copy = pushed_copy(zimbra, zimbra_server, ann, work)
+    job = engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
+    work()  # a first read-back: its token is the first server's change number
+    move(zimbra_server, other)
+
+    job = engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
+    work()
+    job.refresh_from_db()
+    assert job.state == SyncJob.State.SUCCEEDED, job.error_message
+    copy.task.refresh_from_db()
+    assert (copy.task.status, copy.task.percent_complete) == ("need", 0)  # not the Dentist's
+    assert other.mailboxes["ann@corp.test"].tasks["anns-own-dentist"].folder == "15"
+    messages = list(SyncLog.objects.filter(job=job).values_list("message", flat=True))
+    assert any("now reads" in m and "read from the start" in m for m in messages), messages
+    assert any("Item 257 in ann@corp.test's Zimbra is not" in m for m in messages), messages
+
+    # the push that followed found no task of ours there and added it; hers is untouched
+    box = other.mailboxes["ann@corp.test"]
+    assert box.tasks["anns-own-dentist"].comp["status"] == "COMP"
+    assert box.tasks["anns-own-dentist"].folder == "15"
+    assert box.modifies == 0
+    assert box.tasks[copy.uid].comp["name"] == copy.task.title
+    copy.refresh_from_db()
+    assert copy.cal_item_id == str(box.tasks[copy.uid].cal_item_id) != "257"
+    zimbra_server.refresh_from_db()
+    assert zimbra_server.cursor["server"] == other.soap_url
+
+    # and from now on its changes are read from the task that is ours
+    other.edit_in_zimbra("ann@corp.test", copy.uid, status="INPR", percentComplete="40")
+    engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
+    work()
+    copy.task.refresh_from_db()
+    assert (copy.task.status, copy.task.percent_complete) == ("inprogress", 40)
+
+
+def test_unassigning_after_the_move_leaves_someone_elses_task_alone(
+    zimbra, other, zimbra_server, people, work
+):
+    ann = people[0]
+    copy = pushed_copy(zimbra, zimbra_server, ann, work)
+    move(zimbra_server, other)
+    with transaction.atomic():
+        assignments.unassign(copy.task, ann)
+    work()
+    assert other.mailboxes["ann@corp.test"].tasks["anns-own-dentist"].folder == "15"
+    assert "CancelTaskRequest" not in other.operations  # nothing of ours is there
+    copy.refresh_from_db()
+    assert copy.state == TaskCopy.State.REMOVED
+
+
+def test_a_copy_that_is_there_is_still_cancelled(zimbra, zimbra_server, people, work):
+    """The cancel finds the task by uid first: on the same server it still goes."""
+    ann = people[0]
+    (copy,) = assign(new_task(), ann)
+    work()
+    with transaction.atomic():
+        assignments.unassign(copy.task, ann)
+    work()
+    assert zimbra.mailboxes["ann@corp.test"].tasks[copy.uid].folder == "3"  # in the Trash
