@@ -14,12 +14,30 @@ import base64
 import pickle
 from typing import Any
 
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.db import DatabaseCache
 from django.db import connections, models, router, transaction
 from django.utils.timezone import now as tz_now
 
 
 class AtomicDatabaseCache(DatabaseCache):
+    def add(
+        self,
+        key: Any,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> bool:
+        """Django's ``add``, answered from one read when the key is there and unexpired.
+
+        A rate limit calls ``add`` on every request, and only the first request of a window
+        adds anything. Django's own ``add`` counts the whole table (for culling) and opens a
+        write transaction whose INSERT fails on the existing key — on SQLite, the database's
+        single write lock, taken for nothing."""
+        if self.has_key(key, version=version):
+            return False
+        return super().add(key, value, timeout, version)
+
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
         """Add ``delta`` to a stored integer and return it; ``ValueError`` if the key is
         missing or expired (as every Django cache backend does)."""

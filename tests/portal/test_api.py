@@ -202,3 +202,21 @@ def test_tasks_refuse_values_of_the_wrong_kind(owner, raw, problem):
     assert changed.status_code == 400 and problem in changed.json()["error"]["message"]
     task.refresh_from_db()
     assert task.title == "kept" and task.percent_complete == 0 and task.due_date is None
+
+
+def test_sync_now_on_ones_own_connection_reads_no_permissions(conn, owner):
+    """The common request — a person syncing their own connection — is answered without
+    the two permission queries (they could only add other people's connections), and the
+    open rate-limit window costs one read and one increment, not a failed insert."""
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    client = as_user(owner)
+    assert client.post(f"/api/connections/{conn.pk}/sync").status_code == 202  # opens the window
+    with CaptureQueriesContext(db) as queries:
+        response = client.post(f"/api/connections/{conn.pk}/sync")
+    assert response.status_code == 202
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert not [s for s in statements if "auth_permission" in s], statements
+    assert not [s for s in statements if "COUNT(*)" in s or "ROLLBACK" in s], statements
+    assert not [s for s in statements if s.startswith("INSERT") and "cache" in s], statements
