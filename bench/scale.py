@@ -43,6 +43,36 @@ def timed(call: Any, times: int) -> dict[str, float]:
     }
 
 
+def sql_of(call: Any, times: int) -> dict[str, Any]:
+    """Statements per call and the time the database took for them (median), and the
+    slowest statement seen: how much of a page's time is SQL, and which query it is."""
+    from django.db import connection
+
+    took: list[tuple[float, str]] = []
+
+    def timing(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            took.append((time.perf_counter() - start, sql))
+
+    counts, seconds, slowest = [], [], (0.0, "")
+    for _ in range(times):
+        took.clear()
+        with connection.execute_wrapper(timing):
+            call()
+        counts.append(len(took))
+        seconds.append(sum(t for t, _ in took))
+        slowest = max([slowest, *took])
+    return {
+        "statements": statistics.median(counts),
+        "sql_p50_ms": round(statistics.median(seconds) * 1000, 2),
+        "slowest_ms": round(slowest[0] * 1000, 2),
+        "slowest": " ".join(slowest[1].split())[:160],
+    }
+
+
 def build_history(connections: int, jobs: int) -> dict[str, float]:
     from django.db import connection
 
@@ -134,15 +164,17 @@ def measure_pages() -> dict[str, Any]:
         "dashboard_first_call_ms": round(cold_ms, 1),
         "queue_stats": timed(stats.queue_stats, 50),
         "healthz_detailed": timed(healthz, 50),
-        "dashboard": timed(dashboard, 10),
+        "dashboard": timed(dashboard, 20),
+        "dashboard_sql": sql_of(dashboard, 5),
         "sync_now_api": timed(sync_now, 50),
     }
 
 
 def measure_dispatch(due: int) -> dict[str, Any]:
     from django.db import connection
+    from django.utils import timezone
 
-    from syncqueue import dispatcher
+    from syncqueue import dispatcher, stats
 
     with connection.cursor() as cursor:  # nothing due but ``due`` connections, due now
         cursor.execute("UPDATE integrations_connection SET next_sync_at = now() + interval '1 day'")
@@ -157,12 +189,24 @@ def measure_dispatch(due: int) -> dict[str, Any]:
     start = time.perf_counter()
     idle = dispatcher.dispatch()  # nothing due any more: cost of the not-due ones
     idle_took = time.perf_counter() - start
+    # of which: what every cluster runs each tick (rescues and due syncs), and the dashboard's
+    # figures recounted over history, which the full pass (once per interval) adds
+    start = time.perf_counter()
+    dispatcher.rescue_expired(timezone.now())
+    dispatcher.enqueue_due(timezone.now())
+    tick_took = time.perf_counter() - start
+    start = time.perf_counter()
+    for name, compute in list(stats.ROLLUPS.items()):  # as a pass does when they are due
+        stats.rollup(name, compute, refresh=True)
+    figures_took = time.perf_counter() - start
     return {
         "due": due,
         "enqueued": report.enqueued,
         "pass_seconds": round(took, 2),
         "due_per_second": round(report.enqueued / took, 1) if took else None,
         "idle_pass_ms": round(idle_took * 1000, 1),
+        "idle_tick_ms": round(tick_took * 1000, 1),
+        "figures_recount_ms": round(figures_took * 1000, 1),
         "idle_enqueued": idle.enqueued,
     }
 
