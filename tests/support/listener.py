@@ -23,6 +23,7 @@ class Listener:
         self.sock.settimeout(0.1)  # so the thread notices the end of the test
         self.port: int = self.sock.getsockname()[1]
         self.connections = 0
+        self.open = self.peak = 0  # connections open now, and at most at once
         self.received = b""
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -51,6 +52,16 @@ class Listener:
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.open += 1
+            self.peak = max(self.peak, self.open)
+        try:
+            self._read_until_closed(conn)
+        finally:
+            with self._lock:
+                self.open -= 1
+
+    def _read_until_closed(self, conn: socket.socket) -> None:
         deadline = time.monotonic() + max(self.hold, 0.5)
         conn.settimeout(0.1)
         while not self._stopped and time.monotonic() < deadline:
