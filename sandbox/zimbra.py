@@ -373,6 +373,21 @@ class FakeZimbra(LocalServer):
             box = self.mailboxes[account]
             self._purge(box, box.tasks[uid])
 
+    def restore_from_backup(self, account: str, keep: Sequence[str]) -> None:
+        """The mailbox restored from a backup that held only the tasks ``keep`` (uids): the
+        others are gone, without tombstones, and the kept ones are numbered afresh from 257 in
+        that order (a restored or re-created mailbox numbers its items anew; change numbers go
+        on)."""
+        with self.lock:
+            box = self.mailboxes[account]
+            kept = [box.tasks[uid] for uid in keep]
+            box.tasks, box.ids = {}, itertools.count(257)
+            for task in kept:
+                item = next(box.ids)
+                task.cal_item_id, task.inv_id = item, f"{item}-{item - 1}"
+                box.tasks[task.uid] = task
+                self._touch(box, task)
+
     def expire_tombstones(self) -> None:
         """Zimbra purged its change history: every token handed out so far is too old."""
         with self.lock:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.db.models.signals import post_save
+from django.db.models.signals import post_save, pre_save
 
 
 class ZimbraAppConfig(AppConfig):
@@ -10,7 +10,7 @@ class ZimbraAppConfig(AppConfig):
     verbose_name = "Zimbra tasks"
 
     def ready(self) -> None:
-        from integrations.models import UserSwitch
+        from integrations.models import Connection, UserSwitch
         from integrations.zimbra import outbound
         from syncqueue.signals import job_finished
         from workspace.signals import assignee_status, assignments_changed
@@ -21,5 +21,11 @@ class ZimbraAppConfig(AppConfig):
         assignee_status.connect(outbound.on_assignee_status, dispatch_uid="zimbra-status")
         post_save.connect(
             outbound.on_switch_saved, sender=UserSwitch, dispatch_uid="zimbra-switch-saved"
+        )
+        pre_save.connect(
+            outbound.on_connection_saving, sender=Connection, dispatch_uid="zimbra-moving"
+        )
+        post_save.connect(
+            outbound.on_connection_saved, sender=Connection, dispatch_uid="zimbra-moved"
         )
         job_finished.connect(outbound.on_job_finished, dispatch_uid="zimbra-push-failed")

@@ -25,7 +25,14 @@ from integrations.base import (
 from integrations.zimbra import incoming, push, store
 from integrations.zimbra.config import ZimbraConfig
 from integrations.zimbra.outbound import SWITCH
-from integrations.zimbra.records import GoneThere, Incoming, LeftMailbox, Pushed, assignment_ref
+from integrations.zimbra.records import (
+    GoneThere,
+    Incoming,
+    LeftMailbox,
+    NotOurs,
+    Pushed,
+    assignment_ref,
+)
 from integrations.zimbra.soap import ZimbraSoap
 
 
@@ -92,6 +99,6 @@ class ZimbraConnector(Connector[ZimbraConfig]):
 
     def describe(self, batch: Batch) -> ItemRef | None:
         for record in batch.records:
-            if isinstance(record, Incoming | GoneThere | Pushed | LeftMailbox):
+            if isinstance(record, Incoming | GoneThere | Pushed | LeftMailbox | NotOurs):
                 return assignment_ref(record.assignment_id)
         return None

@@ -207,6 +207,46 @@ def on_switch_saved(sender: Any, instance: UserSwitch, **kwargs: Any) -> None:
         switch_turned_on(user)
 
 
+def _soap_url(config: Any) -> str:
+    from integrations.zimbra.connector import ZimbraConnector
+
+    return str(ZimbraConnector.destination(config or {}).get("soap_url") or "")
+
+
+def on_connection_saving(sender: Any, instance: Connection, **kwargs: Any) -> None:
+    """Note whether this save points the Zimbra connection at another server (pre_save)."""
+    fields = kwargs.get("update_fields")
+    if kwargs.get("raw") or instance.kind != "zimbra" or not instance.pk:
+        return
+    if fields is not None and "config" not in fields:
+        return
+    saved = Connection.objects.filter(pk=instance.pk).values_list("config", flat=True).first()
+    instance._zimbra_moved = saved is not None and _soap_url(saved) != _soap_url(  # type: ignore[attr-defined]
+        instance.config
+    )
+
+
+def on_connection_saved(sender: Any, instance: Connection, **kwargs: Any) -> None:
+    """The Zimbra connection now points at another server: the item ids its copies hold are
+    numbers of the old server's mailboxes, and may name someone else's task on the new one
+    (docs/protocols.md). They are forgotten here, in the save's transaction, and a job pushes
+    every copy to the new server (found there by our uid, or created)."""
+    if not getattr(instance, "_zimbra_moved", False):
+        return
+    instance._zimbra_moved = False  # type: ignore[attr-defined]
+    if zimbra_server() not in (None, instance):
+        return  # another connection is the server the copies are pushed to
+    TaskCopy.objects.exclude(cal_item_id="").update(cal_item_id="", pushed_hash="")
+    TaskCopy.objects.exclude(inv_id="").update(pushed_hash="")
+    if instance.enabled:
+        engine.enqueue(
+            instance,
+            SyncJob.Kind.PUSH,
+            payload={"moved_server": True},
+            dedupe_key="zimbra:moved-server",
+        )
+
+
 def on_job_finished(sender: Any, job: SyncJob, **kwargs: Any) -> None:
     """A push that failed for good shows its reason on the copy."""
     if (

@@ -23,7 +23,7 @@ from integrations.zimbra.config import ZimbraConfig
 from integrations.zimbra.message import TRASH, build_task, ids_of, parse_task
 from integrations.zimbra.models import TaskCopy
 from integrations.zimbra.outbound import content_hash, switch_of, zimbra_address
-from integrations.zimbra.records import LeftMailbox, Pushed
+from integrations.zimbra.records import LeftMailbox, MovedServer, Pushed
 from integrations.zimbra.soap import MAIL, InTrash, ItemGone, OutOfDate, ZimbraSoap, element
 from workspace.models import Task
 
@@ -31,6 +31,11 @@ LABELS = dict(Task.Status.choices)
 
 
 def run(zimbra: ZimbraConfig, soap: ZimbraSoap, ctx: SyncContext) -> Iterator[Batch]:
+    if ctx.payload.get("moved_server"):
+        held = list(TaskCopy.objects.exclude(inv_id="").values_list("pk", flat=True))
+        note = f"This connection reads another Zimbra server: {len(held)} task(s) pushed there."
+        yield Batch(records=[MovedServer(held)], final=True, note=note)
+        return
     copy = (
         TaskCopy.objects.select_related("assignment__task", "assignment__user")
         .filter(pk=ctx.payload.get("assignment"))

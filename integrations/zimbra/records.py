@@ -56,5 +56,13 @@ class NotOurs:
     account: str
 
 
+@dataclass
+class MovedServer:
+    """The connection now reads another Zimbra server: these copies are pushed there (each
+    push finds its task by our uid, or creates it)."""
+
+    assignment_ids: list[int]
+
+
 def assignment_ref(assignment_id: int) -> ItemRef:
     return ItemRef(f"zimbra:{assignment_id}", f"the Zimbra copy of assignment #{assignment_id}")

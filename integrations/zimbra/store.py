@@ -11,7 +11,14 @@ from integrations.base import Batch, Counts, JobLog
 from integrations.zimbra import merge
 from integrations.zimbra.models import TaskCopy
 from integrations.zimbra.outbound import content_hash, push_later
-from integrations.zimbra.records import GoneThere, Incoming, LeftMailbox, NotOurs, Pushed
+from integrations.zimbra.records import (
+    GoneThere,
+    Incoming,
+    LeftMailbox,
+    MovedServer,
+    NotOurs,
+    Pushed,
+)
 from workspace.models import Task
 
 LABELS = dict(Task.Status.choices)
@@ -24,6 +31,8 @@ def apply(batch: Batch, log: JobLog) -> Counts:
             apply_incoming(record, counts, log)
         elif isinstance(record, GoneThere):
             apply_gone(record, counts, log)
+        elif isinstance(record, MovedServer):
+            push_later(record.assignment_ids)  # each its own push job, once this commits
         elif isinstance(record, NotOurs):
             apply_not_ours(record, counts, log)
         elif isinstance(record, LeftMailbox):

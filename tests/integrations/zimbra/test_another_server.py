@@ -1,10 +1,11 @@
-"""The Zimbra connection pointed at another server (or a mailbox restored from a backup).
+"""The Zimbra connection pointed at another server, or a mailbox restored from a backup.
 
 Zimbra numbers items per mailbox, from 257, so the item ids a copy holds name *another* task
-in the new mailbox: someone's own task. Reading it back would give our task that task's status,
-and cancelling by the stored id would throw the person's own task into the Trash. Our tasks are
-found by our uid instead, and the new server's task lists are read from the start (a sync token
-is a change number of the server that gave it).
+in the new (or restored) mailbox: someone's own task. Reading it back would give our task that
+task's status, and cancelling by the stored id would throw the person's own task into the
+Trash. A move forgets the ids and pushes every copy to the new server; a task read by id must
+carry our uid; cancels find our task by uid; another server's task lists are read from the
+start (a sync token is a change number of the server that gave it).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def move(connection: Any, to: FakeZimbra) -> None:
 
 
 def pushed_copy(zimbra: FakeZimbra, server: Any, person: Any, work: Any) -> TaskCopy:
+    """A task of ``person`` pushed to ``zimbra``, with reading back on."""
     server.config = {**server.config, "incoming": True}
     server.save()
     (copy,) = assign(new_task(), person)
@@ -58,14 +60,22 @@ def pushed_copy(zimbra: FakeZimbra, server: Any, person: Any, work: Any) -> Task
     return copy
 
 
-def test_reading_back_from_the_new_server_takes_nothing_from_someone_elses_task(
+def test_pointed_at_another_server_every_task_is_pushed_there_and_nothing_taken_from_hers(
     zimbra, other, zimbra_server, people, work
 ):
     ann = people[0]
     copy = pushed_copy(zimbra, zimbra_server, ann, work)
-    job = engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
+    engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
     work()  # a first read-back: its token is the first server's change number
     move(zimbra_server, other)
+    work()  # the move's job: every copy pushed to the new server
+
+    box = other.mailboxes["ann@corp.test"]
+    assert box.tasks[copy.uid].comp["name"] == copy.task.title  # created there, under our uid
+    dentist = box.tasks["anns-own-dentist"]
+    assert (dentist.folder, dentist.comp["status"], box.modifies) == ("15", "COMP", 0)
+    copy.refresh_from_db()
+    assert copy.cal_item_id == str(box.tasks[copy.uid].cal_item_id) != "257"
 
     job = engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
     work()
@@ -73,28 +83,47 @@ def test_reading_back_from_the_new_server_takes_nothing_from_someone_elses_task(
     assert job.state == SyncJob.State.SUCCEEDED, job.error_message
     copy.task.refresh_from_db()
     assert (copy.task.status, copy.task.percent_complete) == ("need", 0)  # not the Dentist's
-    assert other.mailboxes["ann@corp.test"].tasks["anns-own-dentist"].folder == "15"
     messages = list(SyncLog.objects.filter(job=job).values_list("message", flat=True))
     assert any("now reads" in m and "read from the start" in m for m in messages), messages
-    assert any("Item 257 in ann@corp.test's Zimbra is not" in m for m in messages), messages
-
-    # the push that followed found no task of ours there and added it; hers is untouched
-    box = other.mailboxes["ann@corp.test"]
-    assert box.tasks["anns-own-dentist"].comp["status"] == "COMP"
-    assert box.tasks["anns-own-dentist"].folder == "15"
-    assert box.modifies == 0
-    assert box.tasks[copy.uid].comp["name"] == copy.task.title
-    copy.refresh_from_db()
-    assert copy.cal_item_id == str(box.tasks[copy.uid].cal_item_id) != "257"
     zimbra_server.refresh_from_db()
     assert zimbra_server.cursor["server"] == other.soap_url
 
-    # and from now on its changes are read from the task that is ours
+    # from now on the changes read back are those of the task that is ours
     other.edit_in_zimbra("ann@corp.test", copy.uid, status="INPR", percentComplete="40")
     engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
     work()
     copy.task.refresh_from_db()
     assert (copy.task.status, copy.task.percent_complete) == ("inprogress", 40)
+    assert box.tasks["anns-own-dentist"].comp["status"] == "COMP"
+
+
+def test_a_restored_mailbox_whose_numbers_name_her_own_task_gives_it_nothing(
+    zimbra, zimbra_server, people, work
+):
+    """Same server, ann's mailbox restored from a backup taken before our task: her own task
+    now has the number our copy holds. Its status is not taken, and ours is created again."""
+    ann = people[0]
+    copy = pushed_copy(zimbra, zimbra_server, ann, work)
+    engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
+    work()
+    box = zimbra.mailboxes["ann@corp.test"]
+    box.add_foreign_task("anns-own-dentist", name="Dentist")
+    zimbra.edit_in_zimbra("ann@corp.test", "anns-own-dentist", status="COMP", percentComplete="100")
+    zimbra.restore_from_backup("ann@corp.test", keep=["anns-own-dentist"])
+    assert box.tasks["anns-own-dentist"].cal_item_id == 257
+
+    job = engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
+    work()
+    job.refresh_from_db()
+    assert job.state == SyncJob.State.SUCCEEDED, job.error_message
+    copy.task.refresh_from_db()
+    assert (copy.task.status, copy.task.percent_complete) == ("need", 0)  # not the Dentist's
+    messages = list(SyncLog.objects.filter(job=job).values_list("message", flat=True))
+    assert any("Item 257 in ann@corp.test's Zimbra is not" in m for m in messages), messages
+    assert box.tasks["anns-own-dentist"].comp["status"] == "COMP"
+    assert box.tasks[copy.uid].cal_item_id != 257  # ours, created again under our uid
+    copy.refresh_from_db()
+    assert copy.cal_item_id == str(box.tasks[copy.uid].cal_item_id)
 
 
 def test_unassigning_after_the_move_leaves_someone_elses_task_alone(
@@ -106,8 +135,10 @@ def test_unassigning_after_the_move_leaves_someone_elses_task_alone(
     with transaction.atomic():
         assignments.unassign(copy.task, ann)
     work()
-    assert other.mailboxes["ann@corp.test"].tasks["anns-own-dentist"].folder == "15"
-    assert "CancelTaskRequest" not in other.operations  # nothing of ours is there
+    dentist = other.mailboxes["ann@corp.test"].tasks["anns-own-dentist"]
+    assert (dentist.folder, dentist.comp["status"]) == ("15", "COMP")
+    ours = other.mailboxes["ann@corp.test"].tasks.get(copy.uid)
+    assert ours is None or ours.folder == "3"  # never there, or pushed by the move and removed
     copy.refresh_from_db()
     assert copy.state == TaskCopy.State.REMOVED
 
