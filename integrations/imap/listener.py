@@ -180,7 +180,9 @@ class Watch:
 
     def watch(self) -> None:
         with contextlib.ExitStack() as session:
-            with opening(self.server):
+            with opening(self.server, self.stop) as go:
+                if not go:
+                    return  # stopped while waiting: a new watch has the current settings
                 client = session.enter_context(self.session())
                 if b"IDLE" not in client.capabilities():
                     raise NoIdle()
@@ -236,22 +238,34 @@ class Watch:
 
 #: sessions opened at once per server (connect, TLS, login, EXAMINE); the others wait their turn
 OPENING_AT_ONCE = 8
+#: longest a session waits for its turn: sessions hanging on a server (a wrong port, say, until
+#: their read timeout) hold up the others to it no longer than this
+OPENING_WAIT_SECONDS = 30.0
 _opening: dict[str, threading.BoundedSemaphore] = {}
 _opening_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def opening(server: str) -> Iterator[None]:
-    """Open sessions to one server a few at a time. A listener starting (or a server coming
-    back) would otherwise open hundreds at once: a burst of logins for the server, and for this
-    process a memory peak it keeps — each thread's handshake takes memory in its own malloc
-    arena, and that memory stays with the process (500 sessions opened at once: 147 to 203 MB
-    resident once idling, against 115 MB; docs/deployment.md). Per server, so that sessions
-    hanging on one that does not answer hold up only each other."""
+def opening(server: str, stop: threading.Event) -> Iterator[bool]:
+    """Open sessions to one server a few at a time; yields False when the watch was stopped
+    while it waited (its settings or password may be outdated: it must not log in).
+
+    A listener starting (or a server coming back) would otherwise open hundreds at once: a
+    burst of logins for the server, and for this process a memory peak it keeps — each
+    thread's handshake takes memory in its own malloc arena, and that memory stays with the
+    process (500 sessions opened at once: 147 to 203 MB resident once idling, against 115 MB;
+    docs/deployment.md). Per server, and for ``OPENING_WAIT_SECONDS`` at most."""
     with _opening_lock:
         turns = _opening.setdefault(server, threading.BoundedSemaphore(OPENING_AT_ONCE))
-    with turns:
-        yield
+    gives_up = time.monotonic() + OPENING_WAIT_SECONDS
+    turn = False
+    while not stop.is_set() and not turn and time.monotonic() < gives_up:
+        turn = turns.acquire(timeout=min(1.0, max(0.0, gives_up - time.monotonic())))
+    try:
+        yield not stop.is_set()
+    finally:
+        if turn:
+            turns.release()
 
 
 class Listener:
@@ -299,7 +313,7 @@ class Listener:
                 folder=key[1],
                 fingerprint=print_,
                 session=connector.session,  # type: ignore[attr-defined]
-                server=f"{connector.config.host.lower()}:{connector.config.port}",
+                server=f"{connector.config.host.lower()}:{connector.config.effective_port}",
                 events=self.events,
             )
             self.watches[key] = watch

@@ -167,3 +167,31 @@ def test_a_starting_listener_opens_a_few_sessions_at_a_time(make_connection):
             wait_for(lambda: heartbeat.listener_status().alive, 30, "the listener's heartbeat")
             assert heartbeat.listener_status().watched == 3 * OPENING_AT_ONCE + 3
         assert busy.peak == OPENING_AT_ONCE, busy.peak
+
+
+def test_a_watch_stopped_while_waiting_for_its_turn_does_not_log_in(monkeypatch):
+    """A watch waiting for its turn may be stopped (the connection turned off, its password or
+    server changed): it must not log in with what it had. And a server whose sessions hang
+    holds the others up for ``OPENING_WAIT_SECONDS`` at most."""
+    import threading
+    import time
+
+    from integrations.imap import listener as module
+
+    server = "hanging.example:993"
+    held = [module.opening(server, threading.Event()) for _ in range(module.OPENING_AT_ONCE)]
+    assert all(turn.__enter__() for turn in held)  # every turn taken, by hanging sessions
+    try:
+        stop = threading.Event()
+        threading.Timer(0.3, stop.set).start()
+        with module.opening(server, stop) as go:
+            assert go is False
+        monkeypatch.setattr(module, "OPENING_WAIT_SECONDS", 0.5)
+        began = time.monotonic()
+        with module.opening(server, threading.Event()) as go:
+            assert go is True and time.monotonic() - began < 5
+        with module.opening("other.example:993", threading.Event()) as go:
+            assert go is True  # another server's turns are its own
+    finally:
+        for turn in held:
+            turn.__exit__(None, None, None)
