@@ -90,7 +90,8 @@ def _own_or(
     Most requests are people acting on their own connections: those are answered without
     reading the person's permissions (two queries), which could only add others' connections.
     """
-    found = Connection.objects.filter(pk=connection_id, owner_id=request.user.pk).first()
+    own = Connection.objects.select_related("organization")  # (its time zone, for schedules)
+    found = own.filter(pk=connection_id, owner_id=request.user.pk).first()
     if found is not None:
         return found
     return allowed(request.user).filter(pk=connection_id).first()
