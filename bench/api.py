@@ -153,9 +153,9 @@ def main() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                requests.get(f"{base}/healthz", timeout=1)
+                requests.get(f"{base}/healthz", timeout=5)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or a first slow answer
                 time.sleep(0.1)
         results: list[float] = []
         server_side: list[float] = []
