@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,12 +28,6 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prepare(clients: int, per_client: int) -> list[tuple[str, list[int]]]:
@@ -114,7 +107,7 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per process")
     args = parser.parse_args()
-    from bench.harness import scratch_var_dir
+    from bench.harness import free_port, gunicorn_command, scratch_var_dir
 
     scratch_var_dir("syncbench-api-")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -130,20 +123,7 @@ def main() -> None:
         "SYNC_RATE_SYNC_NOW": "100000/m",  # measure the work, not the per-person limiter
     }
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "syncproject.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.web_workers),
-            "--threads",
-            str(args.threads),
-            "--log-level",
-            "warning",
-        ],
+        gunicorn_command(port, args.web_workers, args.threads),
         cwd=ROOT,
         env=env,
         start_new_session=True,

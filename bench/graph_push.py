@@ -26,7 +26,6 @@ import json
 import os
 import random
 import socket
-import statistics
 import sys
 import time
 from datetime import timedelta
@@ -35,14 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import percentile, scratch_var_dir, setup_django  # noqa: E402
+from bench.harness import (  # noqa: E402
+    free_port,
+    graph_connection,
+    gunicorn_command,
+    latency_figures,
+    scratch_var_dir,
+    setup_django,
+)
 from bench.push import rss_mb, wait  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     scratch_var_dir("syncbench-graph-push-")
-    from sandbox.graph import CLIENT_ID, CLIENT_SECRET, FakeGraph
+    from sandbox.graph import FakeGraph
     from sandbox.tls import make_ca
 
     ca = make_ca(Path(os.environ["SYNC_VAR_DIR"]) / "ca")
@@ -80,20 +80,7 @@ def main() -> None:
             upn = f"push{i}@contoso.com"
             box = graph.add_mailbox(upn)
             graph.add_message(box, subject=f"{upn} first")
-            conn = Connection(
-                kind="msgraph",
-                name=upn,
-                schedule="every 1d",
-                config={
-                    "tenant_id": graph.tenant,
-                    "client_id": CLIENT_ID,
-                    "mailbox": upn,
-                    "authority_host": graph.url,
-                    "graph_url": graph.url,
-                },
-            )
-            conn.set_secrets({"client_secret": CLIENT_SECRET})
-            conn.save()
+            conn = graph_connection(graph, upn, schedule="every 1d")
             engine.enqueue(conn, SyncJob.Kind.INITIAL)
             boxes.append(box)
             conns.append(conn)
@@ -105,20 +92,7 @@ def main() -> None:
         def stored(subject: str) -> bool:
             return MailMessage.objects.filter(subject=subject).exists()
 
-        web = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "syncproject.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--log-level",
-            "warning",
-        ]
+        web = gunicorn_command(port, workers=2, threads=4)
         log_level = os.environ.get("BENCH_LOG", "WARNING")
         latencies: list[float] = []
         timed_out = 0
@@ -155,9 +129,7 @@ def main() -> None:
                 "benchmark": "graph_push",
                 "mailboxes": args.mailboxes,
                 "messages": args.messages,
-                "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
-                "latency_p95_s": round(percentile(latencies, 95), 3) if latencies else None,
-                "latency_max_s": round(max(latencies), 3) if latencies else None,
+                **latency_figures(latencies),
                 "not_stored_within_120_s": timed_out,
                 "subscribe_all_s": round(subscribe_s, 1),
                 "notification_posts": posts,

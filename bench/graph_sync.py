@@ -75,7 +75,7 @@ def main() -> None:
     from bench.harness import scratch_var_dir
 
     var = Path(scratch_var_dir("syncbench-graph-"))
-    from bench.harness import job_phase_child, setup_django
+    from bench.harness import graph_connection, job_phase_child, setup_django
 
     setup_django()
     from django.contrib.auth import get_user_model
@@ -83,7 +83,7 @@ def main() -> None:
 
     from integrations.models import Connection
     from mail.models import MailMessage
-    from sandbox.graph import CLIENT_ID, CLIENT_SECRET, FakeGraph
+    from sandbox.graph import FakeGraph
     from sandbox.tls import make_ca
     from workspace.models import Case, CaseContact, CaseMessage
 
@@ -99,22 +99,7 @@ def main() -> None:
         build_s = time.perf_counter() - start
 
         def connect(upn: str, owner: Any = None) -> Connection:
-            conn = Connection(
-                kind="msgraph",
-                name=upn,
-                owner=owner,
-                config={
-                    "tenant_id": graph.tenant,
-                    "client_id": CLIENT_ID,
-                    "mailbox": upn,
-                    "authority_host": graph.url,
-                    "graph_url": graph.url,
-                    "page_size": args.page_size,
-                },
-            )
-            conn.set_secrets({"client_secret": CLIENT_SECRET})
-            conn.save()
-            return conn
+            return graph_connection(graph, upn, owner=owner, page_size=args.page_size)
 
         mirror = connect(a.upn)
         before = len(graph.requests)

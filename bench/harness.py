@@ -9,6 +9,8 @@ import cProfile
 import json
 import os
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -167,6 +169,62 @@ def fresh_postgres_database(conf: dict[str, Any]) -> None:
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def latency_figures(seconds: list[float]) -> dict[str, float | None]:
+    """p50, p95 and max of latencies in seconds (None when nothing arrived)."""
+    if not seconds:
+        return {"latency_p50_s": None, "latency_p95_s": None, "latency_max_s": None}
+    return {
+        "latency_p50_s": round(statistics.median(seconds), 3),
+        "latency_p95_s": round(percentile(seconds, 95), 3),
+        "latency_max_s": round(max(seconds), 3),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gunicorn_command(port: int, workers: int, threads: int) -> list[str]:
+    """The web server as ``make run`` starts it, on 127.0.0.1:``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "syncproject.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--log-level",
+        "warning",
+    ]
+
+
+def graph_connection(graph: Any, upn: str, **fields: Any) -> Any:
+    """A saved Graph connection to mailbox ``upn`` of the local Graph server ``graph``
+    (``fields``: the connection's other fields; ``page_size`` goes into its settings)."""
+    from integrations.models import Connection
+    from sandbox.graph import CLIENT_ID, CLIENT_SECRET
+
+    config = {
+        "tenant_id": graph.tenant,
+        "client_id": CLIENT_ID,
+        "mailbox": upn,
+        "authority_host": graph.url,
+        "graph_url": graph.url,
+    }
+    if "page_size" in fields:
+        config["page_size"] = fields.pop("page_size")
+    conn = Connection(kind="msgraph", name=upn, config=config, **fields)
+    conn.set_secrets({"client_secret": CLIENT_SECRET})
+    conn.save()
+    return conn
 
 
 def make_connections(count: int, total: int = 1, **fields: Any) -> list[Any]:

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import sys
 import time
 from datetime import timedelta
@@ -30,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import percentile, setup_django  # noqa: E402
+from bench.harness import latency_figures, setup_django  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -158,9 +157,7 @@ def main() -> None:
                 "benchmark": "push",
                 "mailboxes": args.mailboxes,
                 "messages": args.messages,
-                "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
-                "latency_p95_s": round(percentile(latencies, 95), 3) if latencies else None,
-                "latency_max_s": round(max(latencies), 3) if latencies else None,
+                **latency_figures(latencies),
                 "not_stored_within_120_s": timed_out,
                 "listener_rss_mb": round(rss, 1),
                 "listener_ready_s": round(started, 1),
