@@ -18,9 +18,8 @@ from django.db import transaction
 
 from integrations.zimbra.models import TaskCopy
 from sandbox.zimbra import ADMIN_PASSWORD, FakeZimbra
-from syncqueue import engine
-from syncqueue.models import SyncJob, SyncLog
-from tests.integrations.zimbra.test_incoming import assign, new_task
+from syncqueue.models import SyncLog
+from tests.integrations.zimbra.test_incoming import assign, new_task, read_back
 from tests.support.servers import serving
 from workspace import assignments
 
@@ -60,13 +59,21 @@ def pushed_copy(zimbra: FakeZimbra, server: Any, person: Any, work: Any) -> Task
     return copy
 
 
+def read_back_nothing_of_hers(server: Any, work: Any, copy: TaskCopy) -> list[str]:
+    """A read-back that succeeds and leaves our task as it was (nothing taken from the
+    Dentist's task); what it logged."""
+    job = read_back(server, work)
+    copy.task.refresh_from_db()
+    assert (copy.task.status, copy.task.percent_complete) == ("need", 0)
+    return list(SyncLog.objects.filter(job=job).values_list("message", flat=True))
+
+
 def test_pointed_at_another_server_every_task_is_pushed_there_and_nothing_taken_from_hers(
     zimbra, other, zimbra_server, people, work
 ):
     ann = people[0]
     copy = pushed_copy(zimbra, zimbra_server, ann, work)
-    engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
-    work()  # a first read-back: its token is the first server's change number
+    read_back(zimbra_server, work)  # its token is the first server's change number
     move(zimbra_server, other)
     work()  # the move's job: every copy pushed to the new server
 
@@ -77,21 +84,14 @@ def test_pointed_at_another_server_every_task_is_pushed_there_and_nothing_taken_
     copy.refresh_from_db()
     assert copy.cal_item_id == str(box.tasks[copy.uid].cal_item_id) != "257"
 
-    job = engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
-    work()
-    job.refresh_from_db()
-    assert job.state == SyncJob.State.SUCCEEDED, job.error_message
-    copy.task.refresh_from_db()
-    assert (copy.task.status, copy.task.percent_complete) == ("need", 0)  # not the Dentist's
-    messages = list(SyncLog.objects.filter(job=job).values_list("message", flat=True))
+    messages = read_back_nothing_of_hers(zimbra_server, work, copy)
     assert any("now reads" in m and "read from the start" in m for m in messages), messages
     zimbra_server.refresh_from_db()
     assert zimbra_server.cursor["server"] == other.soap_url
 
     # from now on the changes read back are those of the task that is ours
     other.edit_in_zimbra("ann@corp.test", copy.uid, status="INPR", percentComplete="40")
-    engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
-    work()
+    read_back(zimbra_server, work)
     copy.task.refresh_from_db()
     assert (copy.task.status, copy.task.percent_complete) == ("inprogress", 40)
     assert box.tasks["anns-own-dentist"].comp["status"] == "COMP"
@@ -104,21 +104,14 @@ def test_a_restored_mailbox_whose_numbers_name_her_own_task_gives_it_nothing(
     now has the number our copy holds. Its status is not taken, and ours is created again."""
     ann = people[0]
     copy = pushed_copy(zimbra, zimbra_server, ann, work)
-    engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
-    work()
+    read_back(zimbra_server, work)
     box = zimbra.mailboxes["ann@corp.test"]
     box.add_foreign_task("anns-own-dentist", name="Dentist")
     zimbra.edit_in_zimbra("ann@corp.test", "anns-own-dentist", status="COMP", percentComplete="100")
     zimbra.restore_from_backup("ann@corp.test", keep=["anns-own-dentist"])
     assert box.tasks["anns-own-dentist"].cal_item_id == 257
 
-    job = engine.enqueue(zimbra_server, SyncJob.Kind.MANUAL)
-    work()
-    job.refresh_from_db()
-    assert job.state == SyncJob.State.SUCCEEDED, job.error_message
-    copy.task.refresh_from_db()
-    assert (copy.task.status, copy.task.percent_complete) == ("need", 0)  # not the Dentist's
-    messages = list(SyncLog.objects.filter(job=job).values_list("message", flat=True))
+    messages = read_back_nothing_of_hers(zimbra_server, work, copy)
     assert any("Item 257 in ann@corp.test's Zimbra is not" in m for m in messages), messages
     assert box.tasks["anns-own-dentist"].comp["status"] == "COMP"
     assert box.tasks[copy.uid].cal_item_id != 257  # ours, created again under our uid
