@@ -91,10 +91,11 @@ def _own_or(
     reading the person's permissions (two queries), which could only add others' connections.
     """
     own = Connection.objects.select_related("organization")  # (its time zone, for schedules)
-    found = own.filter(pk=connection_id, owner_id=request.user.pk).first()
-    if found is not None:
-        return found
-    return allowed(request.user).filter(pk=connection_id).first()
+    try:  # get(), not first(): no ORDER BY name, id to build and sort for one id
+        return own.get(pk=connection_id, owner_id=request.user.pk)
+    except Connection.DoesNotExist:
+        pass
+    return allowed(request.user).filter(pk=connection_id).order_by().first()
 
 
 def _connection(request: HttpRequest, connection_id: int) -> Connection | None:
