@@ -100,6 +100,21 @@ def client_run(
             errors.append(f"{response.status_code} {response.text[:100]}")
 
 
+def cpu_seconds(parent: int) -> float:
+    """CPU time (user + system) the children of process ``parent`` have used so far: the
+    gunicorn workers of its master."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == parent:  # fields[1]: ppid; [11], [12]: utime, stime
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
@@ -152,9 +167,12 @@ def main() -> None:
             thread.start()
         barrier.wait()  # all clients signed in: start together
         began = time.perf_counter()
+        server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - began
+        server_cpu = cpu_seconds(server.pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
     finally:
         stop_process_group(server)
 
@@ -174,6 +192,9 @@ def main() -> None:
         "client_p99_ms": p99(results),
         "client_max_ms": round(max(results), 2),
         "requests_per_s": round(len(results) / elapsed, 1),
+        # CPU per request: steadier than latencies on a shared machine, and what they grow from
+        "server_cpu_ms_per_request": round(server_cpu * 1000 / len(results), 2),
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / len(results), 2),
         "server": f"gunicorn, {args.web_workers} processes x {args.threads} threads",
         "target_server_p99_ms": 100,
     }
