@@ -83,14 +83,19 @@ def visible_jobs(user: Any) -> QuerySet[SyncJob]:
 
 
 def _own_or(
-    request: HttpRequest, connection_id: int, allowed: Callable[[Any], QuerySet[Connection]]
+    request: HttpRequest,
+    connection_id: int,
+    allowed: Callable[[Any], QuerySet[Connection]],
+    *,
+    organization: bool = True,
 ) -> Connection | None:
     """The connection if it is this person's; else as ``allowed`` rules (their permissions).
 
     Most requests are people acting on their own connections: those are answered without
     reading the person's permissions (two queries), which could only add others' connections.
+    ``organization``: read with its organization (its time zone, for schedules and times).
     """
-    own = Connection.objects.select_related("organization")  # (its time zone, for schedules)
+    own = Connection.objects.select_related("organization") if organization else Connection.objects
     try:  # get(), not first(): no ORDER BY name, id to build and sort for one id
         return own.get(pk=connection_id, owner_id=request.user.pk)
     except Connection.DoesNotExist:
@@ -102,8 +107,10 @@ def _connection(request: HttpRequest, connection_id: int) -> Connection | None:
     return _own_or(request, connection_id, visible_connections)
 
 
-def _changeable(request: HttpRequest, connection_id: int) -> Connection | None:
-    return _own_or(request, connection_id, changeable_connections)
+def _changeable(
+    request: HttpRequest, connection_id: int, *, organization: bool = True
+) -> Connection | None:
+    return _own_or(request, connection_id, changeable_connections, organization=organization)
 
 
 def too_many(limited: limits.Limited) -> JsonResponse:
@@ -124,7 +131,7 @@ NOT_FOUND = "No such connection."
 @api_view("POST")
 def sync(request: HttpRequest, connection_id: int) -> JsonResponse:
     """Queue a sync now: 202 with the job (the same one while it waits) and queue numbers."""
-    conn = _changeable(request, connection_id)
+    conn = _changeable(request, connection_id, organization=False)  # (no times to show)
     if conn is None:
         return error(404, "not_found", NOT_FOUND)
     limited = limits.hit(request, "sync_now")

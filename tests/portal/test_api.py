@@ -220,6 +220,10 @@ def test_sync_now_on_ones_own_connection_reads_no_permissions(conn, owner, monke
     monkeypatch.setattr(
         api, "recent_queue_stats", functools.partial(api.recent_queue_stats, max_age=3600)
     )
+    from workspace.models import Organization
+
+    conn.organization = Organization.objects.create(name="Acme", timezone="Europe/Vienna")
+    conn.save(update_fields=["organization"])  # (a sync needs no time zone: not read)
     client = as_user(owner)
     assert client.post(f"/api/connections/{conn.pk}/sync").status_code == 202  # opens the window
     with CaptureQueriesContext(db) as queries:
@@ -231,5 +235,6 @@ def test_sync_now_on_ones_own_connection_reads_no_permissions(conn, owner, monke
     assert not [s for s in statements if s.startswith("INSERT") and "cache" in s], statements
     read = [s for s in statements if 'FROM "integrations_connection"' in s]
     assert len(read) == 1 and "ORDER BY" not in read[0], read  # a get(), nothing to sort
+    assert not [s for s in statements if "workspace_organization" in s], statements
     if db.vendor == "postgresql":  # session, user, connection, limit read + write, enqueue
         assert len(statements) == 6, statements
