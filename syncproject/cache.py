@@ -32,9 +32,10 @@ class AtomicDatabaseCache(DatabaseCache):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The row the last ``add`` found in place: (key, value and expires as stored, expiry).
-        # Django keeps one cache object per thread, so this is the thread's own.
-        self._found: tuple[str, Any, Any, datetime] | None = None
+        # The row the last ``add`` found in place: (key, value as stored, expiry). Django keeps
+        # one cache object per thread, so this is the thread's own; and it is only a hint, which
+        # the compare-and-swap checks.
+        self._found: tuple[str, Any, datetime] | None = None
 
     def add(
         self,
@@ -51,6 +52,7 @@ class AtomicDatabaseCache(DatabaseCache):
         single write lock, taken for nothing. The row read is kept: the ``incr`` that follows
         (a rate limit's next call) starts its compare-and-swap from it."""
         made = self.make_and_validate_key(key, version=version)
+        self._found = None
         connection = connections[router.db_for_write(self.cache_model_class)]
         with connection.cursor() as cursor:
             row = self._row(cursor, made, lock=False)
@@ -68,9 +70,9 @@ class AtomicDatabaseCache(DatabaseCache):
         round trips where a locked read-modify-write takes four (BEGIN, SELECT … FOR UPDATE,
         UPDATE, COMMIT) — and one right after an ``add`` that found the key, whose read it
         uses. When another request changed the row in between, the write matches nothing and
-        the increment starts again from a fresh read. The comparison includes ``expires``, so
-        a counter that expired and was added again in between is not mistaken for the one
-        read.
+        the increment starts again from a fresh read. Comparing the value is enough for a
+        counter: a write that matches adds ``delta`` to what the row holds at that moment,
+        whatever happened in between (even a window that ended and was opened again).
         """
         key = self.make_and_validate_key(key, version=version)
         connection = connections[router.db_for_write(self.cache_model_class)]
@@ -87,15 +89,14 @@ class AtomicDatabaseCache(DatabaseCache):
         attempts = self.SWAP_ATTEMPTS if connection.features.has_select_for_update else 0
         with connection.cursor() as cursor:
             for _attempt in range(attempts):
-                if row is None or row[2] < tz_now():
+                if row is None or row[1] < tz_now():
                     row = self._row(cursor, key, lock=False)
                 if row is None:
                     raise ValueError(f"Key '{key}' not found")
-                stored, expires, _moment = row
+                stored = row[0]
                 value = self._decode(connection, stored) + delta
                 cursor.execute(
-                    f"{update} AND {quote('value')} = %s AND {quote('expires')} = %s",
-                    [self._encode(value), key, stored, expires],
+                    f"{update} AND {quote('value')} = %s", [self._encode(value), key, stored]
                 )
                 if cursor.rowcount == 1:
                     return value
@@ -108,10 +109,10 @@ class AtomicDatabaseCache(DatabaseCache):
                 cursor.execute(update, [self._encode(value), key])
         return value
 
-    def _row(self, cursor: Any, key: str, *, lock: bool) -> tuple[Any, Any, datetime] | None:
-        """The row of ``key`` as stored (value, expires) and its expiry as a datetime; None
-        when it is missing or expired. ``lock``: ``SELECT … FOR UPDATE`` where the database
-        has it (SQLite's immediate transactions already serialise writers)."""
+    def _row(self, cursor: Any, key: str, *, lock: bool) -> tuple[Any, datetime] | None:
+        """The value of ``key`` as stored and its expiry; None when it is missing or expired.
+        ``lock``: ``SELECT … FOR UPDATE`` where the database has it (SQLite's immediate
+        transactions already serialise writers)."""
         connection = cursor.db
         quote = connection.ops.quote_name
         suffix = " FOR UPDATE" if lock and connection.features.has_select_for_update else ""
@@ -123,14 +124,13 @@ class AtomicDatabaseCache(DatabaseCache):
         row = cursor.fetchone()
         if row is None:
             return None
-        stored, expires = row
+        stored, moment = row
         expression = models.Expression(output_field=models.DateTimeField())
-        moment = expires
         for converter in connection.ops.get_db_converters(
             expression
         ) + expression.get_db_converters(connection):
             moment = converter(moment, expression, connection)
-        return None if moment < tz_now() else (stored, expires, moment)
+        return None if moment < tz_now() else (stored, moment)
 
     @staticmethod
     def _decode(connection: Any, stored: Any) -> Any:

@@ -116,3 +116,34 @@ def test_concurrent_increments_all_count(swap_attempts, monkeypatch):
     assert errors == []
     assert cache.get("shared") == 201
     assert sorted(seen) == list(range(2, 202))
+
+
+def test_an_increment_that_keeps_losing_the_race_takes_the_row_lock(monkeypatch):
+    """PostgreSQL: another process changes the counter right after every unlocked read, so
+    each compare-and-swap matches nothing; after ``SWAP_ATTEMPTS`` the increment reads under
+    ``FOR UPDATE`` and counts — on top of every change the others made, none lost."""
+    if db.vendor != "postgresql":
+        pytest.skip("SQLite takes its immediate transaction at once")
+    from django.core.cache import caches
+    from django.core.cache.backends.db import DatabaseCache
+
+    from syncproject.cache import AtomicDatabaseCache
+
+    elsewhere = caches.create_connection("default")
+    read = AtomicDatabaseCache._row
+    raced = []
+
+    def read_then_lose_the_race(self, cursor, key, *, lock):
+        row = read(self, cursor, key, lock=lock)
+        if not lock and self is not elsewhere:
+            DatabaseCache.incr(elsewhere, "racy", 10)  # Django's own: a plain read and write
+            raced.append(key)
+        return row
+
+    cache.add("racy", 1, timeout=60)
+    monkeypatch.setattr(AtomicDatabaseCache, "_row", read_then_lose_the_race)
+    with CaptureQueriesContext(db) as queries:
+        assert cache.incr("racy") == 1 + 10 * AtomicDatabaseCache.SWAP_ATTEMPTS + 1
+    assert len(raced) == AtomicDatabaseCache.SWAP_ATTEMPTS
+    assert any("FOR UPDATE" in q["sql"] for q in queries.captured_queries)
+    assert cache.get("racy") == 1 + 10 * AtomicDatabaseCache.SWAP_ATTEMPTS + 1
