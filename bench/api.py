@@ -100,9 +100,10 @@ def client_run(
             errors.append(repr(exc))
             continue
         results.append((time.perf_counter() - began) * 1000)
-        server.append(float(response.headers["Server-Timing"].split("dur=")[1]))
-        if response.status_code != 202:
+        if response.status_code != 202 or "Server-Timing" not in response.headers:
             errors.append(f"{response.status_code} {response.text[:100]}")
+            continue
+        server.append(float(response.headers["Server-Timing"].split("dur=")[1]))
 
 
 def cpu_seconds(parent: int) -> float:
@@ -171,9 +172,12 @@ def main() -> None:
         ]
         for thread in threads:
             thread.start()
+        while barrier.n_waiting < sum(thread.is_alive() for thread in threads):
+            time.sleep(0.01)  # clients still signing in
+        server_cpu = cpu_seconds(server.pid)  # (read before the clients start)
         barrier.wait()  # all clients signed in: start together
         began = time.perf_counter()
-        server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+        client_cpu = time.process_time()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - began
@@ -181,6 +185,9 @@ def main() -> None:
         client_cpu = time.process_time() - client_cpu
     finally:
         stop_process_group(server)
+
+    if not server_side:
+        raise SystemExit(f"no request succeeded; first error: {errors[:1]}")
 
     def p99(values: list[float]) -> float:
         ordered = sorted(values)
