@@ -9,6 +9,8 @@ from django.core.cache import cache
 from django.db import connection as db
 from django.test.utils import CaptureQueriesContext
 
+from tests.support.threads import at_once
+
 pytestmark = pytest.mark.django_db
 
 
@@ -86,34 +88,11 @@ def test_concurrent_increments_all_count(swap_attempts, monkeypatch):
     counter 25 times at once: the counter ends at exactly 1 + 200 and no two increments saw the
     same number — with the compare-and-swap retries, and with only the locked fallback (the
     only path on SQLite)."""
-    import threading
-
-    from django.db import connections
-
     from syncproject.cache import AtomicDatabaseCache
 
     monkeypatch.setattr(AtomicDatabaseCache, "SWAP_ATTEMPTS", swap_attempts)
     cache.add("shared", 1, timeout=300)
-    barrier = threading.Barrier(8)
-    seen: list[int] = []
-    errors: list[BaseException] = []
-
-    def hit() -> None:
-        try:
-            barrier.wait()
-            for _ in range(25):
-                seen.append(cache.incr("shared"))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=hit) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    seen = [n for run in at_once(8, lambda: [cache.incr("shared") for _ in range(25)]) for n in run]
     assert cache.get("shared") == 201
     assert sorted(seen) == list(range(2, 202))
 

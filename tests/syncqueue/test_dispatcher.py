@@ -18,6 +18,7 @@ from syncqueue.engine.state import _Run
 from syncqueue.heartbeat import worker_status
 from syncqueue.models import SyncJob, SyncLog, WorkerHeartbeat
 from tests.support.models import FakeRecord
+from tests.support.threads import at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Kind, State = SyncJob.Kind, SyncJob.State
@@ -168,28 +169,12 @@ def test_tick_makes_one_full_pass_per_interval_and_rescues_in_between(make_conne
 def test_dispatchers_share_due_connections_and_queue_each_once(make_connection, settings):
     """Several clusters' dispatchers at once: batches taken with SKIP LOCKED (PostgreSQL) or one
     writer at a time (SQLite); every due connection gets exactly one job."""
-    import threading
-
-    from django.db import connection as db
-
     settings.SYNC_DISPATCH_LIMIT = 10_000
     monkey = dispatcher.DUE_BATCH
     dispatcher.DUE_BATCH = 7  # many small batches, so the dispatchers interleave
     try:
         conns = make_connections_due(make_connection, 60)
-        results: list[tuple[int, int]] = []
-
-        def run() -> None:
-            try:
-                results.append(dispatcher.enqueue_due(timezone.now()))
-            finally:
-                db.close()
-
-        threads = [threading.Thread(target=run) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = at_once(4, lambda: dispatcher.enqueue_due(timezone.now()))
     finally:
         dispatcher.DUE_BATCH = monkey
     assert sum(queued for queued, _ in results) == 60

@@ -10,6 +10,7 @@ from django_q.models import OrmQ
 from syncqueue import engine
 from syncqueue.models import SyncJob
 from tests.conftest import tickets
+from tests.support.threads import at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Kind, State = SyncJob.Kind, SyncJob.State
@@ -108,30 +109,8 @@ def test_racing_enqueues_make_one_job_and_one_ticket(make_connection):
     """Eight threads click "Sync now" on one connection at once: one job, one ticket. On
     PostgreSQL the one-statement enqueue relies on the one_new_job_per_stream index; the
     losers fall back to the locked path and return the winner's job."""
-    import threading
-
-    from django.db import connections
-
     conn = make_connection()
-    barrier = threading.Barrier(8)
-    found: list[int] = []
-    errors: list[BaseException] = []
-
-    def click() -> None:
-        try:
-            barrier.wait()
-            found.append(engine.enqueue(conn, Kind.MANUAL).pk)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=click) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    found = [job.pk for job in at_once(8, lambda: engine.enqueue(conn, Kind.MANUAL))]
     assert len(set(found)) == 1
     assert SyncJob.objects.filter(connection=conn).count() == 1
     assert len(tickets()) == 1
